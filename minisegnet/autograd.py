@@ -1,0 +1,244 @@
+"""The reverse-mode autograd engine: ``Function``, the graph it builds, and ``backward``.
+
+How it works, in one paragraph. Every operation on tensors is a :class:`Function`. Calling
+``SomeFunction.apply(a, b, k=3)`` runs ``forward`` on the plain arrays inside ``a`` and ``b`` and
+returns a new tensor that remembers the function instance as its ``creator``. The function
+instance remembers its input tensors and whatever arrays ``forward`` chose to ``save``. That is
+the whole graph: tensors point to the function that made them, functions point to their inputs.
+``loss.backward()`` walks that graph from the loss to the leaves in reverse topological order,
+calling each function's ``backward`` with the gradient of its output, and adding (``+=``) the
+gradients it returns into the gradients of its inputs; the ``+=`` is what makes a tensor used
+twice (a diamond in the graph) receive the sum of both contributions.
+
+Writing a new op is writing one subclass::
+
+    class Exp(Function):
+        def forward(self, x):
+            y = np.exp(x)
+            self.save(y=y)                 # what backward needs, by name
+            return y
+
+        def backward(self, dy):
+            return dy * self.saved.y       # one gradient per tensor input
+
+After ``backward`` has run through a function, its saved arrays are released (so a long network
+does not keep every intermediate alive), unless ``retain_graph=True`` was passed.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+__all__ = ["Function", "no_grad", "enable_grad", "is_grad_enabled", "backward"]
+
+_grad_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``with no_grad():`` (in this thread), True otherwise."""
+    return getattr(_grad_state, "enabled", True)
+
+
+@contextmanager
+def no_grad():
+    """Run operations without recording the graph (evaluation, optimiser updates)."""
+    previous = is_grad_enabled()
+    _grad_state.enabled = False
+    try:
+        yield
+    finally:
+        _grad_state.enabled = previous
+
+
+@contextmanager
+def enable_grad():
+    """Record the graph again inside a ``no_grad`` block."""
+    previous = is_grad_enabled()
+    _grad_state.enabled = True
+    try:
+        yield
+    finally:
+        _grad_state.enabled = previous
+
+
+class _Freed:
+    """Stands in for ``saved`` after backward released it; any access explains what happened."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        raise RuntimeError(
+            f"{self._name}.backward: its saved arrays were freed by an earlier backward(); "
+            "to backpropagate through the same graph twice, call backward(retain_graph=True) "
+            "the first time"
+        )
+
+
+class Function:
+    """One differentiable operation.
+
+    Subclasses define:
+
+    ``forward(self, *arrays, **options) -> array or tuple of arrays``
+        Plain arrays in (the tensors' data, in the order given to ``apply``; non-tensor
+        arguments pass through unchanged), plain arrays out. Save what backward needs with
+        ``self.save(name=array)``.
+
+    ``backward(self, *grads) -> gradient or tuple of gradients``
+        One incoming gradient per output (``None`` for an output nothing depended on; a
+        function with several outputs must accept that). Returns one gradient per *tensor*
+        input, in order (``None`` where an input needs none).
+
+    ``differentiable_outputs``: how many of the outputs, counted from the first, carry gradients
+    (pooling returns values and indices; the indices carry none).
+    """
+
+    differentiable_outputs: int | None = None  # None: all of them
+
+    def __init__(self):
+        self.saved = SimpleNamespace()
+        self.inputs: tuple = ()
+        self.needs_grad: tuple[bool, ...] = ()
+
+    def save(self, **arrays) -> None:
+        """Keep arrays for backward, by name: ``self.save(x=x, idx=idx)``; read ``self.saved.x``."""
+        for name, value in arrays.items():
+            setattr(self.saved, name, value)
+
+    def release(self) -> None:
+        """Drop saved arrays and input references once backward no longer needs them."""
+        self.saved = _Freed(type(self).__name__)
+        self.inputs = ()
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define forward")
+
+    def backward(self, *grads):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define backward")
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        """Run forward on the tensors' arrays; record the node when a gradient is needed."""
+        from minisegnet.tensor import Tensor
+
+        fn = cls()
+        tensor_inputs = tuple(a for a in args if isinstance(a, Tensor))
+        raw_args = tuple(a.data if isinstance(a, Tensor) else a for a in args)
+        outputs = fn.forward(*raw_args, **kwargs)
+        single = not isinstance(outputs, tuple)
+        if single:
+            outputs = (outputs,)
+
+        record = is_grad_enabled() and any(t.requires_grad for t in tensor_inputs)
+        n_diff = len(outputs) if cls.differentiable_outputs is None else cls.differentiable_outputs
+        results = []
+        for i, out in enumerate(outputs):
+            grad_out = record and i < n_diff
+            results.append(Tensor._wrap(out, requires_grad=grad_out))
+        if record:
+            fn.inputs = tensor_inputs
+            fn.needs_grad = tuple(t.requires_grad for t in tensor_inputs)
+            fn.outputs_meta = [(r.shape, r.dtype) for r in results[:n_diff]]
+            # Outputs are referenced weakly by position: the node needs their count, shape and
+            # dtype (to build zero gradients for unused outputs), not the tensors themselves.
+            for i, r in enumerate(results[:n_diff]):
+                r.creator = fn
+                r.output_index = i
+        else:
+            fn.release()
+        return results[0] if single else tuple(results)
+
+
+def _topological_order(root) -> list[Function]:
+    """Functions reachable from ``root``, each after every function that consumes its output.
+
+    Iterative depth-first search (a recursive one would hit Python's recursion limit on a
+    ResNet-101).
+    """
+    order: list[Function] = []
+    visited: set[int] = set()
+    stack = [(root.creator, False)]
+    while stack:
+        fn, expanded = stack.pop()
+        if expanded:
+            order.append(fn)
+            continue
+        if id(fn) in visited:
+            continue
+        visited.add(id(fn))
+        stack.append((fn, True))
+        for t in fn.inputs:
+            if t.creator is not None and id(t.creator) not in visited:
+                stack.append((t.creator, False))
+    order.reverse()  # consumers first
+    return order
+
+
+def backward(root, grad=None, retain_graph: bool = False) -> None:
+    """Backpropagate from tensor ``root``; leaves that require grad receive ``.grad``."""
+    xp = root.xp
+    if not root.requires_grad:
+        raise RuntimeError(
+            "backward: this tensor does not require grad (no input had requires_grad=True, "
+            "or it was computed under no_grad())"
+        )
+    if grad is None:
+        if root.size != 1:
+            raise RuntimeError(
+                f"backward: grad must be given for a non-scalar output (shape {root.shape}); "
+                "pass grad=array of the same shape, or reduce to a scalar first"
+            )
+        grad = xp.ones(root.shape, dtype=root.dtype)
+    else:
+        grad = grad.data if hasattr(grad, "creator") else xp.asarray(grad, dtype=root.dtype)
+        if grad.shape != root.shape:
+            raise ValueError(
+                f"backward: grad must have the output's shape {root.shape}, got {grad.shape}"
+            )
+
+    if root.creator is None:  # a leaf: its gradient is the incoming one
+        root._accumulate_grad(grad)
+        return
+    if isinstance(root.creator.saved, _Freed):
+        root.creator.saved.anything  # raises the explanatory error
+
+    # Gradients of non-leaf outputs, keyed by (function id, output index).
+    pending: dict[tuple[int, int], object] = {(id(root.creator), root.output_index): grad}
+    for fn in _topological_order(root):
+        n_out = len(fn.outputs_meta)
+        grads_out = tuple(pending.pop((id(fn), i), None) for i in range(n_out))
+        if all(g is None for g in grads_out):
+            continue
+        if n_out > 1:  # functions with several outputs get zeros for the unused ones
+            grads_out = tuple(
+                xp.zeros(shape, dtype=dtype) if g is None else g
+                for g, (shape, dtype) in zip(grads_out, fn.outputs_meta)
+            )
+        grads_in = fn.backward(*grads_out)
+        if not isinstance(grads_in, tuple):
+            grads_in = (grads_in,)
+        if len(grads_in) != len(fn.inputs):
+            raise RuntimeError(
+                f"{type(fn).__name__}.backward returned {len(grads_in)} gradients "
+                f"for {len(fn.inputs)} tensor inputs"
+            )
+        for t, g, needed in zip(fn.inputs, grads_in, fn.needs_grad):
+            if not needed or g is None:
+                continue
+            if g.shape != t.shape:
+                raise RuntimeError(
+                    f"{type(fn).__name__}.backward returned a gradient of shape {g.shape} "
+                    f"for an input of shape {t.shape}"
+                )
+            if t.creator is None:
+                t._accumulate_grad(g)
+            else:
+                if t._retains_grad:
+                    t._accumulate_grad(g)
+                key = (id(t.creator), t.output_index)
+                pending[key] = g if key not in pending else pending[key] + g
+        if not retain_graph:
+            fn.release()
