@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Backend", "names", "get", "use", "current", "pick", "BackendUnavailable"]
+__all__ = ["Backend", "names", "get", "use", "current", "pick", "lazy", "BackendUnavailable"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -166,3 +166,15 @@ def pick(op: str, **implementations: Callable) -> Callable:
     raise NotImplementedError(
         f"{op}: no implementation for backend {name!r} (has: {sorted(implementations)})"
     )
+
+
+def lazy(module: str, name: str) -> Callable:
+    """``lazy("minisegnet.cuda.pooling", "max_pool2d_forward")``: a function that imports
+    ``module`` only when first called, so the CPU backends never import CuPy or compile CUDA.
+    """
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = f"{module}.{name}"
+    return call
