@@ -15,7 +15,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["minisegnet", "minisegnet.*"]),
-    package_data={"minisegnet": ["cuda/*.cu", "cuda/*.h", "cuda/kernels/*.cu", "cuda/kernels/*.cuh"]},
+    package_data={
+        "minisegnet": ["cuda/*.cu", "cuda/*.h", "cuda/kernels/*.cu", "cuda/kernels/*.cuh"]
+    },
     include_package_data=True,
     install_requires=[
         "numpy>=1.24",

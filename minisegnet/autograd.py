@@ -31,6 +31,8 @@ import threading
 from contextlib import contextmanager
 from types import SimpleNamespace
 
+import numpy as np
+
 __all__ = ["Function", "no_grad", "enable_grad", "is_grad_enabled", "backward"]
 
 _grad_state = threading.local()
@@ -70,6 +72,9 @@ class _Freed:
         self._name = name
 
     def __getattr__(self, attribute):
+        self.explain()
+
+    def explain(self):
         raise RuntimeError(
             f"{self._name}.backward: its saved arrays were freed by an earlier backward(); "
             "to backpropagate through the same graph twice, call backward(retain_graph=True) "
@@ -136,6 +141,8 @@ class Function:
         n_diff = len(outputs) if cls.differentiable_outputs is None else cls.differentiable_outputs
         results = []
         for i, out in enumerate(outputs):
+            if isinstance(out, np.generic):  # NumPy reductions to () return scalars
+                out = np.asarray(out)
             grad_out = record and i < n_diff
             results.append(Tensor._wrap(out, requires_grad=grad_out))
         if record:
@@ -203,7 +210,7 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
         root._accumulate_grad(grad)
         return
     if isinstance(root.creator.saved, _Freed):
-        root.creator.saved.anything  # raises the explanatory error
+        root.creator.saved.explain()
 
     # Gradients of non-leaf outputs, keyed by (function id, output index).
     pending: dict[tuple[int, int], object] = {(id(root.creator), root.output_index): grad}
@@ -228,6 +235,8 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
         for t, g, needed in zip(fn.inputs, grads_in, fn.needs_grad):
             if not needed or g is None:
                 continue
+            if isinstance(g, np.generic):
+                g = np.asarray(g)
             if g.shape != t.shape:
                 raise RuntimeError(
                     f"{type(fn).__name__}.backward returned a gradient of shape {g.shape} "

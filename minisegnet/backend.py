@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -101,7 +101,10 @@ _BACKENDS: dict[str, Backend] = {
     "numba": Backend("numba", "Numba CPU kernels", lambda: np, _numba_reason),
     "cuda": Backend("cuda", "CUDA C kernels on a GPU through CuPy", _cupy, _cupy_reason),
     "cuda-emu": Backend(
-        "cuda-emu", "the CUDA C kernels compiled with g++ and run on the CPU", lambda: np, _emu_reason
+        "cuda-emu",
+        "the CUDA C kernels compiled with g++ and run on the CPU",
+        lambda: np,
+        _emu_reason,
     ),
 }
 

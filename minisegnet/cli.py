@@ -1,6 +1,6 @@
 """The ``minisegnet`` command line.
 
-    minisegnet backends        which backends work on this machine, and why not when they don't
+minisegnet backends        which backends work on this machine, and why not when they don't
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ finite differences measure something else.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def gradcheck(
                 numeric = (plus - minus) / (2 * eps)
                 value = analytic[i].reshape(-1)[j]
                 if not abs(numeric - value) <= atol + rtol * abs(numeric):
-                    where = np.unravel_index(j, data.shape)
+                    where = tuple(int(k) for k in np.unravel_index(j, data.shape))
                     raise GradcheckError(
                         f"gradient of inputs[{i}] (shape {data.shape}) at element {where}: "
                         f"backward gives {value:.8g}, finite differences give {numeric:.8g} "

@@ -10,7 +10,8 @@ as the ``creator`` of its result when any input ``requires_grad``. ``loss.backwa
     y.backward()
     x.grad                                                # array([[2., 4.]], dtype=float32)
 
-Floating tensors are float32 by default; float64 is allowed (gradient checks use it). Integer
+Floating tensors are float32 unless ``dtype=np.float64`` is asked for (gradient checks do), even
+when made from a float64 NumPy array. Integer
 tensors (labels, pooling switches) exist too but cannot require grad. Operations never mix
 float32 and float64 silently: convert one side with ``.to(dtype)`` first.
 """
@@ -44,12 +45,13 @@ def _as_array(data, dtype=None):
         dtype = np.dtype(dtype)
         return xp.asarray(data, dtype=dtype)
     array = xp.asarray(data)
-    if array.dtype.kind in "fc" or array.dtype == object:
-        if array.dtype.kind == "c":
-            raise TypeError(f"tensor: complex data is not supported (got {array.dtype})")
-        if array.dtype != np.float64 or not isinstance(data, xp.ndarray):
-            # Python floats and lists become float32; an explicit float64 array stays float64.
-            array = array.astype(np.float32)
+    if array.dtype.kind == "c":
+        raise TypeError(f"tensor: complex data is not supported (got {array.dtype})")
+    if array.dtype.kind == "f" and array.dtype != np.float32:
+        # Float data of any precision becomes float32 unless a dtype is asked for explicitly:
+        # NumPy produces float64 by default, and a float64 input meeting float32 weights would
+        # otherwise be an error at the first layer.
+        array = array.astype(np.float32)
     return array
 
 
@@ -134,7 +136,9 @@ class Tensor:
 
     def item(self) -> float:
         if self.size != 1:
-            raise ValueError(f"item: only one-element tensors convert to a scalar, got {self.shape}")
+            raise ValueError(
+                f"item: only one-element tensors convert to a scalar, got {self.shape}"
+            )
         return self.data.reshape(()).item()
 
     def tolist(self):

@@ -17,7 +17,7 @@ so weights saved from one model load into another built the same way.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -131,7 +131,7 @@ class Module:
         from minisegnet.ops.device import _to
 
         for m in self.modules():
-            for name, p in list(m._parameters.items()):
+            for p in list(m._parameters.values()):
                 if p is None:
                     continue
                 if isinstance(target, str) and target in ("cpu", "cuda"):
@@ -174,7 +174,7 @@ class Module:
         return remove
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Every parameter and buffer as a host NumPy array, keyed by dotted name."""
         state = OrderedDict()
         for name, p in self.named_parameters():

@@ -20,7 +20,9 @@ def _normalize_axis(axis, ndim: int):
     out = []
     for a in axes:
         if not -ndim <= a < ndim:
-            raise ValueError(f"axis: expected values in [{-ndim}, {ndim}) for a {ndim}-d tensor, got {axis}")
+            raise ValueError(
+                f"axis: expected values in [{-ndim}, {ndim}) for a {ndim}-d tensor, got {axis}"
+            )
         out.append(a % ndim)
     return tuple(sorted(set(out)))
 

@@ -40,7 +40,8 @@ class Transpose(Function):
             axes = tuple(reversed(range(x.ndim)))
         if sorted(a % x.ndim for a in axes) != list(range(x.ndim)) or len(axes) != x.ndim:
             raise ValueError(
-                f"transpose: axes must be a permutation of {tuple(range(x.ndim))}, got {tuple(axes)}"
+                f"transpose: axes must be a permutation of {tuple(range(x.ndim))}, "
+                f"got {tuple(axes)}"
             )
         axes = tuple(a % x.ndim for a in axes)
         self.save(inverse=tuple(np.argsort(axes)))
@@ -62,7 +63,9 @@ class GetItem(Function):
         try:
             y = x[index]
         except IndexError as error:
-            raise IndexError(f"index {index!r} is invalid for a tensor of shape {x.shape}: {error}") from None
+            raise IndexError(
+                f"index {index!r} is invalid for a tensor of shape {x.shape}: {error}"
+            ) from None
         xp = array_module(x)
         return y if isinstance(y, xp.ndarray) else xp.asarray(y)
 
@@ -96,7 +99,9 @@ class Concatenate(Function):
                     f"{first.shape} outside axis {axis}"
                 )
             if a.dtype != first.dtype:
-                raise TypeError(f"cat: tensors[{k}] has dtype {a.dtype}, tensors[0] has {first.dtype}")
+                raise TypeError(
+                    f"cat: tensors[{k}] has dtype {a.dtype}, tensors[0] has {first.dtype}"
+                )
         self.save(axis=axis, sizes=[a.shape[axis] for a in arrays])
         return array_module(first).concatenate(arrays, axis=axis)
 

@@ -42,7 +42,9 @@ class Optimizer:
                         f"params: group {k} holds a {type(p).__name__} that does not require grad"
                     )
                 if id(p) in seen:
-                    raise ValueError(f"params: a parameter appears in more than one group (group {k})")
+                    raise ValueError(
+                        f"params: a parameter appears in more than one group (group {k})"
+                    )
                 seen.add(id(p))
             self.param_groups.append(group)
         self.state: dict[int, dict] = {}  # per parameter, keyed by its position (stable for saving)
@@ -92,7 +94,8 @@ class Optimizer:
         for key in state["state"]:
             if not 0 <= int(key) < n_params:
                 raise ValueError(
-                    f"optimizer state: entry {key} does not exist (the optimiser has {n_params} parameters)"
+                    f"optimizer state: entry {key} does not exist "
+                    f"(the optimiser has {n_params} parameters)"
                 )
         self.lr = float(state["lr"])
         self.base_lr = float(state["base_lr"])

@@ -15,15 +15,23 @@ from minisegnet.optim.optimizer import Optimizer
 
 
 class SGD(Optimizer):
-    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ):
         if momentum < 0:
             raise ValueError(f"momentum must be >= 0, got {momentum}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         if nesterov and momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
-        super().__init__(params, lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        super().__init__(
+            params, lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
 
     def _update(self, p, grad, group, state):
         lr, mu, wd = self.group_lr(group), group["momentum"], group["weight_decay"]
