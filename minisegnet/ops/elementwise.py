@@ -143,7 +143,12 @@ class Abs(Function):
 
 
 class ReLU(Function):
-    """y = max(x, 0); the gradient at exactly 0 is taken as 0 (as PyTorch does)."""
+    """y = max(x, 0); the gradient at exactly 0 is taken as 0 (as PyTorch does).
+
+    No Numba kernel: measured on 8x64x128x128 float32 (2 cores), a parallel Numba ReLU was no
+    faster than NumPy (forward ~4 ms either way, allocation included; backward ~8 ms): the op
+    is bound by memory bandwidth, not arithmetic.
+    """
 
     def forward(self, x):
         y = array_module(x).maximum(x, 0)

@@ -17,10 +17,30 @@ fully-ignored crop is a normal event when training on random crops.
 Backward (per position, before the reduction's scale):
 
     dz[p, c] = w[t_p] * (softmax(z)[p, c] - [c == t_p])
+
+Low-level functions (the kernel contract; every backend has the same two):
+
+    cross_entropy_forward(logits, target, weight, ignore_index) -> (loss, w_pos)
+        loss[p] as above and w_pos[p] = w[t_p] (0 where ignored), both shaped like target
+    cross_entropy_backward(logits, target, weight, ignore_index, scale) -> dz
+        dz[p, c] = scale[p] * w[t_p] * (softmax(z)[p, c] - [c == t_p]), shaped like logits;
+        scale[p] is the reduction's factor times the incoming gradient (dy / sum w_pos for
+        "mean", dy for "sum", dy[p] for "none")
+
+The backward recomputes the softmax from the logits instead of keeping a (P, C) copy from the
+forward: one more pass over the logits, one fewer array the size of the network's output.
+Targets reach the kernels as int64 (uint8 label maps are converted). The Numba kernels work on
+the (N, C, H*W) layout directly: a block of consecutive pixels of one image at a time, looping
+over classes outside and pixels inside, so every inner loop reads contiguous memory and no
+(N*H*W, C) transposed copy is made.
 """
 
 from __future__ import annotations
 
+import numpy as np
+from numba import njit, prange
+
+from minisegnet import backend
 from minisegnet.autograd import Function
 from minisegnet.tensor import array_module
 
@@ -38,13 +58,18 @@ def check_cross_entropy_args(logits, target, weight, ignore_index, reduction):
             f"{logits.shape}, got {target.shape}"
         )
     if target.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: target must hold integer class labels, got dtype {target.dtype}")
+        raise TypeError(
+            f"cross_entropy: target must hold integer class labels, got dtype {target.dtype}"
+        )
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        raise ValueError(
+            f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
+        )
     num_classes = logits.shape[1]
     if weight is not None and weight.shape != (num_classes,):
         raise ValueError(
-            f"cross_entropy: weight must have shape ({num_classes},) (one per class), got {weight.shape}"
+            f"cross_entropy: weight must have shape ({num_classes},) (one per class), "
+            f"got {weight.shape}"
         )
     xp = array_module(target)
     bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
@@ -71,8 +96,9 @@ def _from_rows(rows, shape):
     return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
-def cross_entropy_forward_ref(logits, target, weight, ignore_index):
-    """Returns (per-position loss, per-position weight, softmax rows) for the reference."""
+# --------------------------------------------------------------------------- reference
+def _softmax_rows_ref(logits, target, weight, ignore_index):
+    """Shared by the reference forward and backward: rows, labels, validity and softmax."""
     xp = array_module(logits)
     z = _to_rows(logits)  # (P, C)
     t = target.reshape(-1)  # (P,)
@@ -83,21 +109,157 @@ def cross_entropy_forward_ref(logits, target, weight, ignore_index):
     sum_e = e.sum(axis=1, keepdims=True)
     log_p = z - z_max - xp.log(sum_e)  # (P, C)
     w_pos = (weight[t_safe] if weight is not None else xp.ones_like(t_safe, dtype=z.dtype)) * valid
+    return z, t_safe, log_p, w_pos.astype(z.dtype), e / sum_e
+
+
+def cross_entropy_forward_ref(logits, target, weight, ignore_index):
+    """(per-position loss, per-position weight), both shaped like ``target``."""
+    xp = array_module(logits)
+    z, t_safe, log_p, w_pos, _ = _softmax_rows_ref(logits, target, weight, ignore_index)
     loss = -w_pos * log_p[xp.arange(z.shape[0]), t_safe]
-    return loss.astype(z.dtype), w_pos.astype(z.dtype), e / sum_e
+    return loss.astype(z.dtype).reshape(target.shape), w_pos.reshape(target.shape)
+
+
+def cross_entropy_backward_ref(logits, target, weight, ignore_index, scale_per_position):
+    """dz, shaped like ``logits``: scale[p] * w[t_p] * (softmax(z)[p] - onehot(t_p))."""
+    xp = array_module(logits)
+    z, t_safe, _, w_pos, softmax = _softmax_rows_ref(logits, target, weight, ignore_index)
+    dz = softmax  # (P, C), a fresh array
+    dz[xp.arange(z.shape[0]), t_safe] -= 1
+    dz *= (w_pos * scale_per_position.reshape(-1))[:, None]  # w_pos is 0 at ignored positions
+    return _from_rows(dz, logits.shape).astype(logits.dtype)
+
+
+# --------------------------------------------------------------------------- Numba
+_BLOCK = 512  # pixels of one image handled together by one prange iteration
+
+
+@njit(parallel=True, cache=True)
+def _forward_kernel(z, target, weight, ignore_index, z_max, sum_e, loss, w_pos):
+    """z (N, C, L); target, z_max, sum_e, loss, w_pos (N, L). One block of pixels per iteration;
+    each iteration writes only its own pixels. z_max and sum_e (float64) are scratch space."""
+    n_, c_, l_ = z.shape
+    blocks = (l_ + _BLOCK - 1) // _BLOCK
+    for job in prange(n_ * blocks):
+        n = job // blocks
+        start = (job % blocks) * _BLOCK
+        stop = min(start + _BLOCK, l_)
+        for i in range(start, stop):
+            z_max[n, i] = z[n, 0, i]
+        for c in range(1, c_):
+            for i in range(start, stop):
+                z_max[n, i] = max(z_max[n, i], z[n, c, i])
+        for i in range(start, stop):
+            sum_e[n, i] = 0
+        for c in range(c_):
+            for i in range(start, stop):
+                sum_e[n, i] += np.exp(z[n, c, i] - z_max[n, i])
+        for i in range(start, stop):
+            t = target[n, i]
+            if t == ignore_index:
+                loss[n, i] = 0
+                w_pos[n, i] = 0
+            else:
+                log_p = np.float64(z[n, t, i]) - z_max[n, i] - np.log(sum_e[n, i])
+                loss[n, i] = -weight[t] * log_p
+                w_pos[n, i] = weight[t]
+
+
+def cross_entropy_forward_numba(logits, target, weight, ignore_index):
+    n_, c_ = logits.shape[:2]
+    z = np.ascontiguousarray(logits).reshape(n_, c_, -1)  # (N, C, L)
+    t = np.ascontiguousarray(target, dtype=np.int64).reshape(n_, -1)  # (N, L)
+    w = np.ones(c_, logits.dtype) if weight is None else weight.astype(logits.dtype)
+    z_max = np.empty(t.shape, logits.dtype)
+    sum_e = np.empty(t.shape, np.float64)
+    loss = np.empty(t.shape, logits.dtype)
+    w_pos = np.empty(t.shape, logits.dtype)
+    _forward_kernel(z, t, w, np.int64(ignore_index), z_max, sum_e, loss, w_pos)
+    return loss.reshape(target.shape), w_pos.reshape(target.shape)
+
+
+@njit(parallel=True, cache=True)
+def _backward_kernel(z, target, weight, ignore_index, scale, z_max, inv_sum, g, dz):
+    """z, dz (N, C, L); target, scale, z_max, inv_sum, g (N, L), the last three scratch.
+    One block of pixels per iteration; dz[n, :, block] is written by that iteration only."""
+    n_, c_, l_ = z.shape
+    blocks = (l_ + _BLOCK - 1) // _BLOCK
+    for job in prange(n_ * blocks):
+        n = job // blocks
+        start = (job % blocks) * _BLOCK
+        stop = min(start + _BLOCK, l_)
+        for i in range(start, stop):
+            z_max[n, i] = z[n, 0, i]
+            inv_sum[n, i] = 0
+        for c in range(1, c_):
+            for i in range(start, stop):
+                z_max[n, i] = max(z_max[n, i], z[n, c, i])
+        for c in range(c_):
+            for i in range(start, stop):
+                e = np.exp(z[n, c, i] - z_max[n, i])
+                dz[n, c, i] = e  # kept, so exp runs once per element (it dominates the time)
+                inv_sum[n, i] += e
+        for i in range(start, stop):
+            inv_sum[n, i] = 1 / inv_sum[n, i]
+            t = target[n, i]
+            g[n, i] = 0 if t == ignore_index else weight[t] * scale[n, i]
+        for c in range(c_):
+            for i in range(start, stop):
+                onehot = 1.0 if c == target[n, i] else 0.0
+                dz[n, c, i] = g[n, i] * (dz[n, c, i] * inv_sum[n, i] - onehot)
+
+
+def cross_entropy_backward_numba(logits, target, weight, ignore_index, scale_per_position):
+    n_, c_ = logits.shape[:2]
+    z = np.ascontiguousarray(logits).reshape(n_, c_, -1)  # (N, C, L)
+    t = np.ascontiguousarray(target, dtype=np.int64).reshape(n_, -1)  # (N, L)
+    w = np.ones(c_, logits.dtype) if weight is None else weight.astype(logits.dtype)
+    scale = np.ascontiguousarray(scale_per_position, dtype=np.float64).reshape(n_, -1)
+    z_max = np.empty(t.shape, logits.dtype)
+    inv_sum = np.empty(t.shape, np.float64)
+    g = np.empty(t.shape, np.float64)
+    dz = np.empty_like(z)
+    _backward_kernel(z, t, w, np.int64(ignore_index), scale, z_max, inv_sum, g, dz)
+    return dz.reshape(logits.shape)
+
+
+# --------------------------------------------------------------------------- Function
+def _forward_impl():
+    return backend.pick(
+        "cross_entropy",
+        numpy=cross_entropy_forward_ref,
+        numba=cross_entropy_forward_numba,
+        cuda=backend.lazy("minisegnet.cuda.loss", "cross_entropy_forward"),
+    )
+
+
+def _backward_impl():
+    return backend.pick(
+        "cross_entropy",
+        numpy=cross_entropy_backward_ref,
+        numba=cross_entropy_backward_numba,
+        cuda=backend.lazy("minisegnet.cuda.loss", "cross_entropy_backward"),
+    )
 
 
 class CrossEntropy(Function):
     def forward(self, logits, target, weight=None, ignore_index=255, reduction="mean"):
         check_cross_entropy_args(logits, target, weight, ignore_index, reduction)
-        loss, w_pos, softmax = cross_entropy_forward_ref(logits, target, weight, ignore_index)
+        xp = array_module(logits)
+        target = xp.ascontiguousarray(target).astype(xp.int64, copy=False)
+        logits = xp.ascontiguousarray(logits)
+        loss, w_pos = _forward_impl()(logits, target, weight, ignore_index)
         total_weight = w_pos.sum()
         self.save(
-            softmax=softmax, target=target, w_pos=w_pos, shape=logits.shape,
-            ignore_index=ignore_index, reduction=reduction, total_weight=total_weight,
+            logits=logits,
+            target=target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            total_weight=total_weight,
         )
         if reduction == "none":
-            return loss.reshape(target.shape)
+            return loss
         total = loss.sum()
         if reduction == "sum":
             return total.astype(logits.dtype)
@@ -105,18 +267,14 @@ class CrossEntropy(Function):
 
     def backward(self, dy):
         s = self.saved
-        xp = array_module(s.softmax)
-        t = s.target.reshape(-1)
-        valid = t != s.ignore_index
-        dz = s.softmax.copy()
-        rows = xp.arange(dz.shape[0])
-        dz[rows, xp.where(valid, t, 0)] -= 1
-        dz *= s.w_pos[:, None]  # w_pos is 0 at ignored positions
+        xp = array_module(s.logits)
+        dtype = s.logits.dtype
         if s.reduction == "none":
-            dz *= dy.reshape(-1)[:, None]
-        elif s.reduction == "sum":
-            dz *= dy
+            scale = dy  # (N[, H, W]), one factor per position
         else:
-            scale = dy / s.total_weight if s.total_weight > 0 else dy * 0
-            dz *= scale
-        return _from_rows(dz, s.shape).astype(s.softmax.dtype)
+            if s.reduction == "mean":
+                dy = dy / s.total_weight if s.total_weight > 0 else dy * 0
+            scale = xp.empty(s.target.shape, dtype)
+            scale[...] = dy
+        scale = xp.ascontiguousarray(scale, dtype=dtype)
+        return _backward_impl()(s.logits, s.target, s.weight, s.ignore_index, scale)
