@@ -16,7 +16,13 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["minisegnet", "minisegnet.*"]),
     package_data={
-        "minisegnet": ["cuda/*.cu", "cuda/*.h", "cuda/kernels/*.cu", "cuda/kernels/*.cuh"]
+        "minisegnet": [
+            "cuda/*.cu",
+            "cuda/*.h",
+            "cuda/kernels/*.cu",
+            "cuda/kernels/*.cuh",
+            "cuda/emu/*.h",
+        ]
     },
     include_package_data=True,
     install_requires=[

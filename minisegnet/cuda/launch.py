@@ -1,0 +1,224 @@
+"""The one launcher interface both CUDA backends share.
+
+Every wrapper in ``minisegnet/cuda/*.py`` is written once against two functions:
+
+    xp()                                           the array module to allocate with
+    launch(source_file, kernel_name, grid, block, args, shared_mem=0)
+
+``launch("pooling.cu", "max_pool2d_forward<float, unsigned char>", grid, block, (x, y, idx,
+np.int32(N), ...))`` runs the kernel ``max_pool2d_forward<float, unsigned char>`` of
+``kernels/pooling.cu`` as ``kernel<<<grid, block, shared_mem>>>(args...)``:
+
+* on CuPy arrays, on the GPU (``gpu.py``: compiled once per process by NVRTC through
+  ``cupy.RawModule``, and kept in CuPy's on-disk cache);
+* on NumPy arrays, on the CPU (``emulator.py``: the same source compiled by g++).
+
+Before either, every argument is checked against the kernel's C signature as parsed from the
+source (``source.py``), so a mistake is a clear TypeError/ValueError naming the argument rather
+than memory corruption:
+
+    pointer parameter ``const float* x``    a C-contiguous float32 array (numpy or cupy); a
+                                            non-const pointer also needs a writeable array
+    ``int``, ``long long``                  np.int32, np.int64 (a Python int is refused: the C
+                                            side reads exactly 4 or 8 bytes)
+    ``float``, ``double``                   np.float32, np.float64
+    ``unsigned long long``                  np.uint64
+
+The shape of the launch is checked against CUDA's limits (at most 1024 threads per block,
+grid.y and grid.z at most 65535, dynamic shared memory at most 48 KiB) on both backends, so the
+emulator refuses what a GPU would refuse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minisegnet.cuda import source as _source
+
+__all__ = [
+    "launch",
+    "xp",
+    "grid_1d",
+    "int32",
+    "ctype",
+    "check_array",
+    "pair",
+    "MAX_THREADS_PER_BLOCK",
+    "MAX_DYNAMIC_SHARED",
+]
+
+MAX_THREADS_PER_BLOCK = 1024
+MAX_BLOCK_DIMS = (1024, 1024, 64)
+MAX_GRID_DIMS = (2**31 - 1, 65535, 65535)
+MAX_DYNAMIC_SHARED = 48 * 1024
+DEFAULT_BLOCK = 256
+
+ctype = _source.ctype
+
+
+def xp():
+    """The array module the CUDA wrappers allocate with: CuPy on the ``cuda`` backend, NumPy
+    otherwise (``cuda-emu``, or a wrapper called directly from a CPU backend)."""
+    from minisegnet import backend
+
+    current = backend.current()
+    return current.xp if current.name == "cuda" else np
+
+
+def _is_cupy(array) -> bool:
+    return type(array).__module__.startswith("cupy")
+
+
+def grid_1d(total: int, block: int = DEFAULT_BLOCK):
+    """(grid, block) for one thread per element of a flat range of ``total`` elements."""
+    blocks = max(1, -(-int(total) // block))
+    return (blocks, 1, 1), (block, 1, 1)
+
+
+def int32(*values) -> tuple:
+    """Python ints as np.int32 kernel arguments, refusing values that do not fit."""
+    out = []
+    for v in values:
+        if not -(2**31) <= int(v) < 2**31:
+            raise ValueError(f"kernel argument {v} does not fit a 32-bit int parameter")
+        out.append(np.int32(v))
+    return tuple(out)
+
+
+def pair(op: str, name: str, value, minimum: int = 0) -> tuple[int, int]:
+    """An (h, w) pair of ints >= ``minimum`` (a single int means (v, v)); errors name it."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        raise TypeError(f"{op}: {name} must be an (h, w) pair of ints, got {value!r}")
+    if min(value) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {tuple(value)}")
+    return int(value[0]), int(value[1])
+
+
+def check_array(op: str, name: str, array, ndim=None, dtypes=("float32", "float64")):
+    """Wrapper-level input check: an array (numpy or cupy) of an allowed dtype and rank, C-
+    contiguous. Raises TypeError/ValueError naming ``op`` and the argument."""
+    if not (isinstance(array, np.ndarray) or _is_cupy(array)):
+        raise TypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(array).__name__}")
+    if dtypes is not None and str(array.dtype) not in dtypes:
+        raise TypeError(f"{op}: {name} must have dtype {' or '.join(dtypes)}, got {array.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if array.ndim not in allowed:
+            raise ValueError(
+                f"{op}: {name} must have {' or '.join(map(str, allowed))} dimensions, got shape "
+                f"{tuple(array.shape)}"
+            )
+    if not array.flags.c_contiguous:
+        raise ValueError(
+            f"{op}: {name} must be C-contiguous (the kernels index it as a flat row-major "
+            f"array); got strides {array.strides} for shape {tuple(array.shape)}. Pass "
+            "xp.ascontiguousarray(...) if a copy is what you want"
+        )
+
+
+def _dims(value, what: str, limits) -> tuple[int, int, int]:
+    if isinstance(value, (int, np.integer)):
+        value = (value,)
+    value = tuple(int(v) for v in value)
+    if not 1 <= len(value) <= 3:
+        raise ValueError(f"launch: {what} must have 1 to 3 dimensions, got {value}")
+    value = value + (1,) * (3 - len(value))
+    for axis, (v, limit) in enumerate(zip(value, limits)):
+        if not 1 <= v <= limit:
+            raise ValueError(
+                f"launch: {what}.{'xyz'[axis]} must be in [1, {limit}] (CUDA's limit), got {v}"
+            )
+    return value
+
+
+def check_args(inst: _source.Instance, args) -> str:
+    """Check ``args`` against the kernel's parameters; return "numpy" or "cupy" (where the
+    arrays live). Raises TypeError/ValueError naming the kernel, parameter and problem."""
+    args = tuple(args)
+    where = f"{inst.expression}"
+    if len(args) != len(inst.params):
+        raise TypeError(
+            f"{where}: expected {len(inst.params)} arguments ({inst.signature()}), got {len(args)}"
+        )
+    kinds = set()
+    for position, (param, value) in enumerate(zip(inst.params, args)):
+        if param.pointer and type(value) is np.ndarray:  # the common case, checked fast
+            if (
+                value.dtype == param.dtype
+                and value.flags.c_contiguous
+                and (param.const or value.flags.writeable)
+            ):
+                kinds.add("numpy")
+                continue
+        elif not param.pointer and type(value) is param.dtype.type:
+            continue
+        label = f"{where}: argument {position} '{param.name}' ({param.decl})"
+        if param.pointer:
+            if isinstance(value, np.ndarray):
+                kinds.add("numpy")
+            elif _is_cupy(value):
+                kinds.add("cupy")
+            else:
+                raise TypeError(f"{label} must be an array, got {type(value).__name__}")
+            if value.dtype != param.dtype:
+                raise TypeError(f"{label} must be a {param.dtype} array, got dtype {value.dtype}")
+            if not value.flags.c_contiguous:
+                raise ValueError(
+                    f"{label} must be a C-contiguous array; got strides {value.strides} for "
+                    f"shape {tuple(value.shape)}"
+                )
+            if not param.const and isinstance(value, np.ndarray) and not value.flags.writeable:
+                raise ValueError(f"{label} is written by the kernel, but the array is read-only")
+        else:
+            if not isinstance(value, np.generic) or value.dtype != param.dtype:
+                got = (
+                    f"{type(value).__name__} {value!r}"
+                    if not isinstance(value, np.generic)
+                    else f"{value.dtype} scalar"
+                )
+                raise TypeError(
+                    f"{label} must be a np.{param.dtype.name} scalar (the kernel reads exactly "
+                    f"{param.dtype.itemsize} bytes), got {got}; write np.{param.dtype.name}(...)"
+                )
+    if len(kinds) > 1:
+        raise TypeError(f"{where}: arguments mix NumPy and CuPy arrays")
+    return kinds.pop() if kinds else "numpy"
+
+
+def launch(source_file, kernel_name: str, grid, block, args, shared_mem: int = 0) -> None:
+    """Run ``kernel_name`` from ``source_file`` as ``kernel<<<grid, block, shared_mem>>>(args)``.
+
+    ``source_file`` is a file name in ``minisegnet/cuda/kernels`` (or a path to any ``.cu``);
+    ``kernel_name`` a name expression such as ``"im2col<float>"``; ``grid`` and ``block`` ints or
+    1-3 tuples; ``shared_mem`` the bytes of dynamic (``extern __shared__``) shared memory.
+    CuPy arrays run on the GPU, NumPy arrays on the CPU emulator.
+    """
+    src = _source.load(source_file)
+    inst = src.instance(kernel_name)
+    grid = _dims(grid, "grid", MAX_GRID_DIMS)
+    block = _dims(block, "block", MAX_BLOCK_DIMS)
+    if block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
+        raise ValueError(
+            f"launch: a block has at most {MAX_THREADS_PER_BLOCK} threads, got {block} "
+            f"({block[0] * block[1] * block[2]})"
+        )
+    shared_mem = int(shared_mem)
+    if not 0 <= shared_mem <= MAX_DYNAMIC_SHARED:
+        raise ValueError(
+            f"launch: shared_mem must be in [0, {MAX_DYNAMIC_SHARED}] bytes, got {shared_mem}"
+        )
+    kind = check_args(inst, args)
+    if kind == "cupy":
+        from minisegnet.cuda import gpu
+
+        gpu.launch(src, inst, grid, block, tuple(args), shared_mem)
+    else:
+        from minisegnet.cuda import emulator
+
+        emulator.launch(src, inst, grid, block, tuple(args), shared_mem)

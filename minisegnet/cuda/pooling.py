@@ -1,0 +1,228 @@
+"""Max pooling with switches, max unpooling, average and adaptive average pooling as CUDA kernels
+(``kernels/pooling.cu``), for the ``cuda`` and ``cuda-emu`` backends.
+
+Kernels launched (T = float, double; I = unsigned char, int, the switch type):
+    max_pool2d_forward<T, I>        one thread per output; switch = ky*kw + kx, first max wins
+    max_pool2d_backward<T, I>       one thread per input pixel, gathering (no atomics)
+    max_unpool2d_forward<T, I>      zeros, then one thread per input places it at its switch
+                                    (only when windows do not overlap; see below)
+    max_unpool2d_backward<T, I>     one thread per pooled element reads dy at its switch
+    avg_pool2d_forward<T>, avg_pool2d_backward<T>                       (backward: gather)
+    adaptive_avg_pool2d_forward<T>, adaptive_avg_pool2d_backward<T>     (backward: gather)
+
+Switches are uint8 when kh*kw <= 256, else int32 (the contract's format). Max unpooling sums
+values whose switches name the same pixel (it is max pooling's backward with x for dy); that
+can only happen when windows overlap (stride < kernel), and then the scatter kernel would race,
+so ``max_unpool2d_forward`` launches ``max_pool2d_backward<T, I>`` (a gather) instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch, pair
+from minisegnet.tensor import array_module
+
+__all__ = [
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "max_unpool2d_forward",
+    "max_unpool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward",
+    "adaptive_avg_pool2d_backward",
+    "switch_dtype",
+]
+
+SOURCE = "pooling.cu"
+
+
+def switch_dtype(kernel) -> np.dtype:
+    """uint8 when a window has at most 256 positions, else int32."""
+    return np.dtype(np.uint8) if kernel[0] * kernel[1] <= 256 else np.dtype(np.int32)
+
+
+def _geometry(op, kernel, stride, padding):
+    kernel = pair(op, "kernel", kernel, 1)
+    stride = pair(op, "stride", stride, 1)
+    padding = pair(op, "padding", padding, 0)
+    return kernel, stride, padding
+
+
+def _check_switches(op, idx, like_shape, kernel):
+    check_array(op, "idx", idx, ndim=4, dtypes=("uint8", "int32"))
+    if tuple(idx.shape) != tuple(like_shape):
+        raise ValueError(f"{op}: idx must have shape {tuple(like_shape)}, got {tuple(idx.shape)}")
+    if idx.dtype != switch_dtype(kernel):
+        raise TypeError(
+            f"{op}: idx for a {kernel} kernel must have dtype {switch_dtype(kernel)}, got "
+            f"{idx.dtype}"
+        )
+
+
+def _types(x, idx=None) -> str:
+    return ctype(x.dtype) if idx is None else f"{ctype(x.dtype)}, {ctype(idx.dtype)}"
+
+
+def max_pool2d_forward(x, kernel, stride, padding, out_size):
+    """x (N, C, H, W) -> (y, idx) (N, C, Ho, Wo). Launches ``max_pool2d_forward<T, I>``."""
+    op = "max_pool2d_forward"
+    check_array(op, "x", x, ndim=4)
+    kernel, stride, padding = _geometry(op, kernel, stride, padding)
+    ho, wo = pair(op, "out_size", out_size, 0)
+    n, c, h, w = x.shape
+    xp = array_module(x)
+    y = xp.empty((n, c, ho, wo), x.dtype)
+    idx = xp.empty((n, c, ho, wo), switch_dtype(kernel))
+    if y.size:
+        launch(
+            SOURCE,
+            f"max_pool2d_forward<{_types(x, idx)}>",
+            *grid_1d(y.size),
+            (x, y, idx, *int32(n, c, h, w, ho, wo, *kernel, *stride, *padding)),
+        )
+    return y, idx
+
+
+def max_pool2d_backward(dy, idx, in_size, kernel, stride, padding):
+    """dy, idx (N, C, Ho, Wo) -> dx (N, C, H, W). Launches ``max_pool2d_backward<T, I>``."""
+    op = "max_pool2d_backward"
+    check_array(op, "dy", dy, ndim=4)
+    kernel, stride, padding = _geometry(op, kernel, stride, padding)
+    _check_switches(op, idx, dy.shape, kernel)
+    h, w = pair(op, "in_size", in_size, 0)
+    n, c, ho, wo = dy.shape
+    dx = array_module(dy).empty((n, c, h, w), dy.dtype)
+    if dx.size:
+        launch(
+            SOURCE,
+            f"max_pool2d_backward<{_types(dy, idx)}>",
+            *grid_1d(dx.size),
+            (dy, idx, dx, *int32(n, c, h, w, ho, wo, *kernel, *stride, *padding)),
+        )
+    return dx
+
+
+def max_unpool2d_forward(x, idx, out_size, kernel, stride, padding):
+    """x, idx (N, C, Hp, Wp) -> y (N, C, H, W), (H, W) = out_size: x placed at its switches,
+    zeros elsewhere (colliding switches add up).
+
+    Launches ``max_unpool2d_forward<T, I>`` (zeros + place) when windows do not overlap
+    (stride >= kernel on both axes, SegNet's case), else ``max_pool2d_backward<T, I>``, the
+    same map written as a gather, so that no two threads ever write one pixel.
+    """
+    op = "max_unpool2d_forward"
+    check_array(op, "x", x, ndim=4)
+    kernel, stride, padding = _geometry(op, kernel, stride, padding)
+    _check_switches(op, idx, x.shape, kernel)
+    h, w = pair(op, "out_size", out_size, 0)
+    n, c, hp, wp = x.shape
+    if stride[0] < kernel[0] or stride[1] < kernel[1]:
+        return max_pool2d_backward(x, idx, (h, w), kernel, stride, padding)
+    y = array_module(x).zeros((n, c, h, w), x.dtype)
+    if x.size and y.size:
+        launch(
+            SOURCE,
+            f"max_unpool2d_forward<{_types(x, idx)}>",
+            *grid_1d(x.size),
+            (x, idx, y, *int32(n, c, hp, wp, h, w, *kernel, *stride, *padding)),
+        )
+    return y
+
+
+def max_unpool2d_backward(dy, idx, kernel, stride, padding):
+    """dy (N, C, H, W), idx (N, C, Hp, Wp) -> dx (N, C, Hp, Wp) = dy at each switch.
+    Launches ``max_unpool2d_backward<T, I>``."""
+    op = "max_unpool2d_backward"
+    check_array(op, "dy", dy, ndim=4)
+    kernel, stride, padding = _geometry(op, kernel, stride, padding)
+    check_array(op, "idx", idx, ndim=4, dtypes=("uint8", "int32"))
+    _check_switches(op, idx, dy.shape[:2] + idx.shape[2:], kernel)
+    n, c, h, w = dy.shape
+    hp, wp = idx.shape[2:]
+    dx = array_module(dy).empty((n, c, hp, wp), dy.dtype)
+    if dx.size:
+        launch(
+            SOURCE,
+            f"max_unpool2d_backward<{_types(dy, idx)}>",
+            *grid_1d(dx.size),
+            (dy, idx, dx, *int32(n, c, hp, wp, h, w, *kernel, *stride, *padding)),
+        )
+    return dx
+
+
+def avg_pool2d_forward(x, kernel, stride, padding, out_size, count_include_pad):
+    """x (N, C, H, W) -> y (N, C, Ho, Wo). Launches ``avg_pool2d_forward<T>``."""
+    op = "avg_pool2d_forward"
+    check_array(op, "x", x, ndim=4)
+    kernel, stride, padding = _geometry(op, kernel, stride, padding)
+    ho, wo = pair(op, "out_size", out_size, 0)
+    n, c, h, w = x.shape
+    y = array_module(x).empty((n, c, ho, wo), x.dtype)
+    if y.size:
+        launch(
+            SOURCE,
+            f"avg_pool2d_forward<{_types(x)}>",
+            *grid_1d(y.size),
+            (x, y, *int32(n, c, h, w, ho, wo, *kernel, *stride, *padding, bool(count_include_pad))),
+        )
+    return y
+
+
+def avg_pool2d_backward(dy, in_size, kernel, stride, padding, count_include_pad):
+    """dy (N, C, Ho, Wo) -> dx (N, C, H, W). Launches ``avg_pool2d_backward<T>``."""
+    op = "avg_pool2d_backward"
+    check_array(op, "dy", dy, ndim=4)
+    kernel, stride, padding = _geometry(op, kernel, stride, padding)
+    h, w = pair(op, "in_size", in_size, 0)
+    n, c, ho, wo = dy.shape
+    dx = array_module(dy).empty((n, c, h, w), dy.dtype)
+    if dx.size:
+        launch(
+            SOURCE,
+            f"avg_pool2d_backward<{_types(dy)}>",
+            *grid_1d(dx.size),
+            (
+                dy,
+                dx,
+                *int32(n, c, h, w, ho, wo, *kernel, *stride, *padding, bool(count_include_pad)),
+            ),
+        )
+    return dx
+
+
+def adaptive_avg_pool2d_forward(x, out_size):
+    """x (N, C, H, W) -> y (N, C, Ho, Wo). Launches ``adaptive_avg_pool2d_forward<T>``."""
+    op = "adaptive_avg_pool2d_forward"
+    check_array(op, "x", x, ndim=4)
+    ho, wo = pair(op, "out_size", out_size, 1)
+    n, c, h, w = x.shape
+    if h < 1 or w < 1:
+        raise ValueError(f"{op}: x must have a non-empty plane, got shape {x.shape}")
+    y = array_module(x).empty((n, c, ho, wo), x.dtype)
+    if y.size:
+        launch(
+            SOURCE,
+            f"adaptive_avg_pool2d_forward<{_types(x)}>",
+            *grid_1d(y.size),
+            (x, y, *int32(n, c, h, w, ho, wo)),
+        )
+    return y
+
+
+def adaptive_avg_pool2d_backward(dy, in_size):
+    """dy (N, C, Ho, Wo) -> dx (N, C, H, W). Launches ``adaptive_avg_pool2d_backward<T>``."""
+    op = "adaptive_avg_pool2d_backward"
+    check_array(op, "dy", dy, ndim=4)
+    h, w = pair(op, "in_size", in_size, 1)
+    n, c, ho, wo = dy.shape
+    dx = array_module(dy).empty((n, c, h, w), dy.dtype)
+    if dx.size:
+        launch(
+            SOURCE,
+            f"adaptive_avg_pool2d_backward<{_types(dy)}>",
+            *grid_1d(dx.size),
+            (dy, dx, *int32(n, c, h, w, ho, wo)),
+        )
+    return dx
