@@ -1,0 +1,127 @@
+"""DeconvNet (Noh, Hong & Han, ICCV 2015), as in HyeonwooNoh/DeconvNet's prototxt.
+
+An encoder-decoder whose decoder is the mirror image of the encoder::
+
+    encoder  VGG16 convs, each conv + BN + ReLU; pools (ceil) return their switches
+             fc6: 7x7 conv -> 4096 (7x7 pool5 -> 1x1) + BN + ReLU
+             fc7: 1x1 conv -> 4096 + BN + ReLU
+    decoder  fc6_deconv: 7x7 transposed conv 4096 -> 512 (1x1 -> 7x7) + BN + ReLU
+             unpool5 (switches of pool5) deconv5_1, 5_2, 5_3          512 512 512
+             unpool4                     deconv4_1, 4_2, 4_3          512 512 256
+             unpool3                     deconv3_1, 3_2, 3_3          256 256 128
+             unpool2                     deconv2_1, 2_2               128  64
+             unpool1                     deconv1_1, 1_2                64  64
+             seg_score: 1x1 conv -> num_classes
+
+Each "deconv" layer is a 3x3 transposed convolution with padding 1 (stride 1, so it keeps the size;
+with stride 1 it is a convolution with the flipped, transposed kernel, but it is written and
+initialised as the reference's Deconvolution layer) + BN + ReLU.
+
+Design choices:
+
+* **Unpooling uses the encoder's switches**, the positions of the maxima pool{i} chose, so the
+  decoder puts each activation back where it came from ("where" information that FCN's bilinear
+  upsampling does not have), then the deconv layers densify the sparse map.
+* **Unpooling takes the encoder's sizes** (``output_size`` = the size that entered the pool), so
+  an odd size (ceil pooling: 45 -> 23) unpools back to 45, not 46, and any input size works as
+  long as pool5 is at least ``fc_kernel`` wide (224 in the paper; ``fc_kernel=1`` for small
+  variants accepts any size).
+* **No dropout**: the reference network uses batch normalisation after every layer instead.
+* **Biases kept before BN**, as in the prototxt (they are redundant with BN's shift, but they are
+  part of the published 251.8M count and of any converted weights).
+
+Parameters (21 classes): encoder + fc6 + fc7 134,260,544; fc6_deconv 102,760,960; decoder
+14,749,376; seg_score 1,365: 251,772,245 (the paper's 251.8M), plus 33,408 batch-norm weights
+and biases (16,704 channels: 4,224 in the VGG convs, 2 x 4,096 after fc6/fc7, 512 after
+fc6_deconv, 3,776 in the decoder) = 251,805,653; the running statistics are buffers.
+"""
+
+from __future__ import annotations
+
+from minisegnet import nn
+from minisegnet.models.common import check_input, make_rng, run_chain, scaled
+from minisegnet.models.vgg import VGG16
+
+__all__ = ["DeconvNet", "DECONVNET_DECODER"]
+
+# Decoder stages, deepest first: (stage, output channels of each 3x3 deconv) -- paper numbers.
+DECONVNET_DECODER = (
+    (5, (512, 512, 512)),
+    (4, (512, 512, 256)),
+    (3, (256, 256, 128)),
+    (2, (128, 64)),
+    (1, (64, 64)),
+)
+
+
+class DeconvNet(nn.Module):
+    """DeconvNet: VGG16-BN encoder with switches, fc6/fc7, fc6_deconv, mirrored decoder.
+
+    Args:
+        num_classes: 21 on PASCAL VOC.
+        width: channel multiplier of all VGG-sized layers (1 = paper).
+        fc_channels: channels of fc6/fc7 (4096 in the paper).
+        fc_kernel: fc6 and fc6_deconv kernel (7 in the paper, needs pool5 >= 7x7, i.e. input
+            >= 193 pixels; 1 accepts any input size).
+        in_channels: image channels.
+        seed: int, NumPy Generator or None; the random stream of the initialisation.
+
+    ``forward(x)``: (N, in_channels, H, W) -> scores (N, num_classes, H, W).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        width: float = 1.0,
+        fc_channels: int = 4096,
+        fc_kernel: int = 7,
+        in_channels: int = 3,
+        seed=None,
+    ):
+        super().__init__()
+        rng = make_rng(seed)
+        self.num_classes, self.in_channels = num_classes, in_channels
+        self.encoder = VGG16(
+            width=width,
+            in_channels=in_channels,
+            batch_norm=True,
+            ceil_mode=True,
+            return_indices=True,
+            fc_channels=fc_channels,
+            fc_kernel=fc_kernel,
+            fc_batch_norm=True,
+            seed=rng,
+        )
+        c = scaled(512, width)
+        self.fc6_deconv = nn.ConvTranspose2d(fc_channels, c, fc_kernel, seed=rng)
+        self.fc6_deconv_bn = nn.BatchNorm2d(c)
+        self.fc6_deconv_relu = nn.ReLU()
+        self.decoder_names: list[tuple[int, list[str]]] = []
+        for stage, channels in DECONVNET_DECODER:
+            setattr(self, f"unpool{stage}", nn.MaxUnpool2d(2, stride=2))
+            names = []
+            for i, paper_channels in enumerate(channels, start=1):
+                c_out = scaled(paper_channels, width)
+                deconv = nn.ConvTranspose2d(c, c_out, 3, padding=1, seed=rng)
+                setattr(self, f"deconv{stage}_{i}", deconv)
+                setattr(self, f"debn{stage}_{i}", nn.BatchNorm2d(c_out))
+                setattr(self, f"derelu{stage}_{i}", nn.ReLU())
+                names += [f"deconv{stage}_{i}", f"debn{stage}_{i}", f"derelu{stage}_{i}"]
+                c = c_out
+            self.decoder_names.append((stage, names))
+        self.seg_score = nn.Conv2d(c, num_classes, 1, seed=rng)
+
+    def forward(self, x):
+        check_input("DeconvNet", x, self.in_channels, self.encoder.min_input_size())
+        features = self.encoder(x)
+        y = run_chain(self, ["fc6_deconv", "fc6_deconv_bn", "fc6_deconv_relu"], features.fc7)
+        for stage, names in self.decoder_names:  # stages 5, 4, 3, 2, 1
+            unpool = getattr(self, f"unpool{stage}")
+            y = unpool(
+                y, features.switches[stage - 1], output_size=features.sizes[stage - 1]
+            )  # (N, C, H_stage, W_stage): sparse, the maxima back at their switches
+            y = run_chain(self, names, y)
+        return self.seg_score(y)  # (N, num_classes, H, W)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}"
