@@ -214,9 +214,16 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
 
     # Gradients of non-leaf outputs, keyed by (function id, output index).
     pending: dict[tuple[int, int], object] = {(id(root.creator), root.output_index): grad}
+    # Sums the engine allocated itself (so nothing else holds them): later contributions are
+    # added into these in place, instead of allocating a new array for every ``a + b``. A
+    # gradient an op returned is never modified: ops may return the same array twice (``Add``
+    # hands ``dy`` to both inputs) or a view of what they saved.
+    own_sums: dict[int, object] = {}
     for fn in _topological_order(root):
         n_out = len(fn.outputs_meta)
         grads_out = tuple(pending.pop((id(fn), i), None) for i in range(n_out))
+        for g in grads_out:
+            own_sums.pop(id(g), None)
         if all(g is None for g in grads_out):
             continue
         if n_out > 1:  # functions with several outputs get zeros for the unused ones
@@ -248,6 +255,13 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                 if t._retains_grad:
                     t._accumulate_grad(g)
                 key = (id(t.creator), t.output_index)
-                pending[key] = g if key not in pending else pending[key] + g
+                if key not in pending:
+                    pending[key] = g
+                elif id(pending[key]) in own_sums:
+                    pending[key] += g
+                else:
+                    total = pending[key] + g
+                    own_sums[id(total)] = total
+                    pending[key] = total
         if not retain_graph:
             fn.release()

@@ -184,7 +184,9 @@ class Tensor:
         autograd.backward(self, grad, retain_graph=retain_graph)
 
     def _accumulate_grad(self, g) -> None:
-        self.grad = g.copy() if self.grad is None else self.grad + g
+        # The first gradient is kept as it is (no copy: an op's gradient is a fresh array, and
+        # ``.grad`` is never modified in place); later ones make a new sum.
+        self.grad = g if self.grad is None else self.grad + g
 
     def zero_grad(self) -> None:
         self.grad = None
