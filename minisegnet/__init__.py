@@ -8,9 +8,17 @@ loss = F.cross_entropy(x, [0, 2])
 loss.backward()
 """
 
-from minisegnet import backend
-from minisegnet.autograd import Function, enable_grad, is_grad_enabled, no_grad
-from minisegnet.tensor import Tensor, cat, ones, randn, stack, tensor, zeros
+import os
+
+# Numba's OpenMP worker threads and OpenBLAS's threads both spin-wait after a job by default; on
+# a 2-core machine every switch between a Numba kernel and a matrix product then waits for the
+# other pool to stop spinning (measured: 1-28 ms per switch instead of 0.35 ms). Passive waiting
+# makes idle threads sleep. It must be set before the first parallel kernel runs.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from minisegnet import backend  # noqa: E402
+from minisegnet.autograd import Function, enable_grad, is_grad_enabled, no_grad  # noqa: E402
+from minisegnet.tensor import Tensor, cat, ones, randn, stack, tensor, zeros  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.ops import avg_pooling as avg_pooling_op
+from minisegnet.ops import batch_norm as batch_norm_op
+from minisegnet.ops import conv as conv_op
+from minisegnet.ops import conv_transpose as conv_transpose_op
+from minisegnet.ops import dropout as dropout_op
 from minisegnet.ops import elementwise, loss, shape
+from minisegnet.ops import interpolate as interpolate_op
+from minisegnet.ops import lrn as lrn_op
+from minisegnet.ops import pooling as pooling_op
+from minisegnet.ops import softmax as softmax_op
+from minisegnet.ops import unpooling as unpooling_op
 from minisegnet.tensor import Tensor, cat
 
 __all__ = [
@@ -83,6 +93,234 @@ def cross_entropy(
     return loss.CrossEntropy.apply(
         input, target, weight=weight, ignore_index=ignore_index, reduction=reduction
     )
+
+
+# --------------------------------------------------------------------------- normalisation,
+# dropout, softmax: the math is in ops/batch_norm.py, ops/lrn.py, ops/dropout.py, ops/softmax.py
+def _float_array(name: str, value, like: Tensor):
+    """A running-statistics argument: a Tensor's array or an array of ``like``'s module."""
+    if value is None:
+        return None
+    if isinstance(value, Tensor):
+        return value.data
+    if not isinstance(value, like.xp.ndarray):
+        raise TypeError(
+            f"{name} must be an array or Tensor (it is updated in place), "
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+def _affine(name: str, value, like: Tensor):
+    """weight/bias: a Tensor (learned) or an array (wrapped, no gradient) or None."""
+    if value is None or isinstance(value, Tensor):
+        return value
+    return Tensor._wrap(like.xp.asarray(value))
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalisation of (N, C[, H, W]) ``input`` per channel; with ``training`` it uses
+    the batch statistics and updates ``running_mean``/``running_var`` in place (unbiased var).
+    See ``minisegnet/ops/batch_norm.py``."""
+    _require_tensor("input", input)
+    running_mean = _float_array("running_mean", running_mean, input)
+    running_var = _float_array("running_var", running_var, input)
+    weight, bias = _affine("weight", weight, input), _affine("bias", bias, input)
+    batch_norm_op.check_batch_norm_args(
+        input,
+        running_mean,
+        running_var,
+        None if weight is None else weight.data,
+        None if bias is None else bias.data,
+        training,
+        momentum,
+        eps,
+    )
+    return batch_norm_op.BatchNorm.apply(
+        input,
+        weight,
+        bias,
+        running_mean=running_mean,
+        running_var=running_var,
+        training=bool(training),
+        momentum=float(momentum),
+        eps=float(eps),
+    )
+
+
+def dropout(
+    input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, seed=None
+) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p) when training;
+    the identity otherwise. ``seed`` (an int) fixes the mask on every backend; None draws one
+    from NumPy's global generator. ``inplace`` is accepted and ignored."""
+    _require_tensor("input", input)
+    p = dropout_op.check_p(p)
+    if not training or p == 0:
+        return input
+    seed = dropout_op.random_seed() if seed is None else dropout_op.check_seed(seed)
+    return dropout_op.Dropout.apply(input, p=p, seed=seed, per_channel=False)
+
+
+def dropout2d(
+    input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, seed=None
+) -> Tensor:
+    """Zero whole channels (n, c) of an (N, C, H, W) input with probability ``p``; see
+    :func:`dropout`."""
+    _require_tensor("input", input)
+    p = dropout_op.check_p(p)
+    if input.ndim != 4:
+        raise ValueError(f"dropout2d: input must be (N, C, H, W), got shape {input.shape}")
+    if not training or p == 0:
+        return input
+    seed = dropout_op.random_seed() if seed is None else dropout_op.check_seed(seed)
+    return dropout_op.Dropout.apply(input, p=p, seed=seed, per_channel=True)
+
+
+def local_response_norm(
+    input: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
+) -> Tensor:
+    """x * (k + alpha/size * sum of x^2 over ``size`` neighbouring channels) ** -beta
+    (PyTorch's formula); see ``minisegnet/ops/lrn.py``."""
+    _require_tensor("input", input)
+    lrn_op.check_lrn_args(input, size, alpha, beta, k)
+    return lrn_op.LocalResponseNorm.apply(
+        input, size=int(size), alpha=float(alpha), beta=float(beta), k=float(k)
+    )
+
+
+def softmax(input: Tensor, dim=None, dtype=None) -> Tensor:
+    """exp(x - max) / sum exp(x - max) along ``dim`` (required); ``dtype`` converts first."""
+    _require_tensor("input", input)
+    axis = softmax_op.check_dim("softmax", dim, input.ndim)
+    if dtype is not None:
+        input = input.to(dtype)
+    return softmax_op.Softmax.apply(input, axis=axis)
+
+
+def log_softmax(input: Tensor, dim=None, dtype=None) -> Tensor:
+    """x - max - log sum exp(x - max) along ``dim`` (required); ``dtype`` converts first."""
+    _require_tensor("input", input)
+    axis = softmax_op.check_dim("log_softmax", dim, input.ndim)
+    if dtype is not None:
+        input = input.to(dtype)
+    return softmax_op.LogSoftmax.apply(input, axis=axis)
+
+
+__all__ += [
+    "batch_norm", "dropout", "dropout2d", "local_response_norm", "softmax", "log_softmax",
+]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- pooling, unpooling,
+# interpolation: the math is in ops/pooling.py, ops/unpooling.py, ops/avg_pooling.py and
+# ops/interpolate.py
+PoolIndices = pooling_op.PoolIndices
+to_flat_indices = pooling_op.to_flat_indices
+from_flat_indices = pooling_op.from_flat_indices
+
+
+def max_pool2d(
+    input: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False
+):
+    """Max pooling of (N, C, H, W) ``input``; with ``return_indices`` also the switches as a
+    :class:`PoolIndices` (uint8 window positions plus the geometry, for ``max_unpool2d``).
+    Ties go to the first maximum in row-major order. See ``minisegnet/ops/pooling.py``."""
+    _require_tensor("input", input)
+    return pooling_op.max_pool2d(input, kernel_size, stride, padding, ceil_mode, return_indices)
+
+
+def max_unpool2d(input: Tensor, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """Place every value of ``input`` at its switch, zeros elsewhere (colliding switches add);
+    ``output_size`` (H, W) or (N, C, H, W) for odd sizes. See ``minisegnet/ops/unpooling.py``."""
+    _require_tensor("input", input)
+    return unpooling_op.max_unpool2d(input, indices, kernel_size, stride, padding, output_size)
+
+
+def avg_pool2d(
+    input: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+):
+    """Average pooling (PyTorch's divisor rules). See ``minisegnet/ops/avg_pooling.py``."""
+    _require_tensor("input", input)
+    return avg_pooling_op.avg_pool2d(
+        input, kernel_size, stride, padding, ceil_mode, count_include_pad
+    )
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
+    """Average over ``output_size`` bins; bin i spans floor(i*H/out) .. ceil((i+1)*H/out).
+    See ``minisegnet/ops/avg_pooling.py``."""
+    _require_tensor("input", input)
+    return avg_pooling_op.adaptive_avg_pool2d(input, output_size)
+
+
+def interpolate(
+    input: Tensor, size=None, scale_factor=None, mode: str = "bilinear", align_corners=None
+) -> Tensor:
+    """Resize (N, C, H, W) ``input`` with mode "bilinear" (align_corners None means False) or
+    "nearest" (label maps; integer inputs allowed). See ``minisegnet/ops/interpolate.py``."""
+    _require_tensor("input", input)
+    return interpolate_op.interpolate(input, size, scale_factor, mode, align_corners)
+
+
+__all__ += [
+    "max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d", "interpolate",
+    "PoolIndices", "to_flat_indices", "from_flat_indices",
+]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- convolution: the
+# math is in ops/conv.py and ops/conv_transpose.py
+def _optional_tensor(name: str, value):
+    if value is not None and not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a minisegnet Tensor or None, got {type(value).__name__}")
+    return value
+
+
+def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation) of (N, C, H, W) ``input`` with ``weight``
+    (O, C/groups, kh, kw); Ho = floor((H + 2*padding - dilation*(kh-1) - 1) / stride) + 1.
+    im2col + matrix product, chunked over the batch. See ``minisegnet/ops/conv.py``."""
+    _require_tensor("input", input)
+    _require_tensor("weight", weight)
+    _optional_tensor("bias", bias)
+    return conv_op.Conv2d.apply(
+        input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups
+    )
+
+
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups=1,
+    dilation=1,
+):
+    """Transposed convolution of (N, C, H, W) ``input`` with ``weight`` (C, O/groups, kh, kw);
+    Ho = (H-1)*stride - 2*padding + dilation*(kh-1) + output_padding + 1. The adjoint of
+    conv2d (its backward-data). See ``minisegnet/ops/conv_transpose.py``."""
+    _require_tensor("input", input)
+    _require_tensor("weight", weight)
+    _optional_tensor("bias", bias)
+    return conv_transpose_op.ConvTranspose2d.apply(
+        input, weight, bias, stride=stride, padding=padding, output_padding=output_padding,
+        groups=groups, dilation=dilation,
+    )  # fmt: skip
+
+
+__all__ += ["conv2d", "conv_transpose2d"]
 
 
 cat = cat
