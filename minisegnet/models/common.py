@@ -25,9 +25,6 @@ Design choices made here, once for all models:
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
-
 import numpy as np
 
 from minisegnet.tensor import Tensor
@@ -86,44 +83,13 @@ def dropout_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**63 - 1))
 
 
-_skip = threading.local()
-
-
-@contextmanager
 def uninitialised():
-    """Build layers without their random initialisation, in this thread, inside the block.
+    """Build layers without their random initialisation (values undefined), inside a ``with``.
 
-    Layers allocate their weights with ``np.empty`` and then fill them with
-    ``nn.init.kaiming_normal_``; inside this block that call does nothing, so the arrays stay
-    unwritten (the operating system does not even back them with memory until they are written)
-    and their values are *undefined*. Use it to count parameters, to inspect shapes, or to build a
-    model whose weights are loaded right after (``io.load_model`` does). Deterministic layers
-    (batch norm's ones and zeros, FCN's bilinear and zero initialisations) are unaffected.
-
-    Implementation: ``nn.init.kaiming_normal_`` (which ``nn.Conv2d`` calls through the module
-    attribute) is wrapped for the duration of the block; the wrapper skips only while this thread
-    is inside a block, so other threads building models meanwhile are not affected.
+    This is :func:`minisegnet.nn.init.skip_random_init`: the random initialisers leave the
+    freshly allocated weights unwritten, so a full-size network builds in milliseconds. For
+    counting parameters, inspecting shapes, or loading weights right after (``io.load_model``).
     """
     from minisegnet.nn import init
 
-    depth = getattr(_skip, "depth", 0)
-    original = init.kaiming_normal_
-    wrapped = getattr(original, "_skips_uninitialised", False)
-    if not wrapped:
-
-        def kaiming_normal_(tensor, *args, **kwargs):
-            if getattr(_skip, "depth", 0) > 0:
-                return tensor
-            return original(tensor, *args, **kwargs)
-
-        kaiming_normal_._skips_uninitialised = True
-        kaiming_normal_.__wrapped__ = original
-        kaiming_normal_.__doc__ = original.__doc__
-        init.kaiming_normal_ = kaiming_normal_
-    _skip.depth = depth + 1
-    try:
-        yield
-    finally:
-        _skip.depth = depth
-        if not wrapped:
-            init.kaiming_normal_ = original
+    return init.skip_random_init()

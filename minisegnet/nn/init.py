@@ -32,12 +32,15 @@ convolution is bilinear interpolation by f (align_corners=False) away from the b
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
 from minisegnet.tensor import Tensor
 
 __all__ = [
+    "skip_random_init",
     "calculate_gain",
     "kaiming_normal_",
     "normal_",
@@ -46,6 +49,31 @@ __all__ = [
     "bilinear_kernel",
     "bilinear_",
 ]
+
+
+_skip = threading.local()
+
+
+@contextmanager
+def skip_random_init():
+    """Inside the block (in this thread), the random initialisers leave tensors unwritten.
+
+    Layers allocate their weights with ``np.empty`` and then fill them with
+    :func:`kaiming_normal_` or :func:`normal_`; inside this block those calls return the tensor
+    as it is, so the arrays stay unwritten (the operating system does not even back them with
+    memory until written) and their values are *undefined*. For counting the parameters of a
+    full-size network, inspecting shapes, or building a model whose weights are loaded right
+    after. Deterministic initialisers (zeros, constants, the bilinear kernel) still run.
+    """
+    _skip.depth = getattr(_skip, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _skip.depth -= 1
+
+
+def _skipping() -> bool:
+    return getattr(_skip, "depth", 0) > 0
 
 
 def _check_tensor(name: str, tensor) -> Tensor:
@@ -104,6 +132,8 @@ def kaiming_normal_(tensor, a=0, mode: str = "fan_in", nonlinearity: str = "relu
     The default is "relu" (gain sqrt 2); PyTorch's default, "leaky_relu" with a=0, is the same.
     """
     _check_tensor("kaiming_normal_", tensor)
+    if _skipping():
+        return tensor
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"kaiming_normal_: mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = fans(tensor.shape)
@@ -120,6 +150,8 @@ def kaiming_normal_(tensor, a=0, mode: str = "fan_in", nonlinearity: str = "relu
 def normal_(tensor, mean: float = 0.0, std: float = 1.0, seed=None):
     """Fill with N(mean, std^2)."""
     _check_tensor("normal_", tensor)
+    if _skipping():
+        return tensor
     if std < 0:
         raise ValueError(f"normal_: std must be >= 0, got {std}")
     rng = np.random.default_rng(seed)
