@@ -1,14 +1,30 @@
 """The ``minisegnet`` command line.
 
-minisegnet backends        which backends work on this machine, and why not when they don't
+    minisegnet train           train a network (default: a small SegNet on the built-in data,
+                               about five minutes on two cores; results under runs/)
+    minisegnet evaluate        score a checkpoint on a validation split; prints and saves the table
+    minisegnet predict         colour masks and overlays (PNG) for your own images
+    minisegnet summary         a model's layers: output shapes, parameters, multiply-adds
+    minisegnet backends        which backends work on this machine, and why not when they don't
+    minisegnet bench           benchmarks against PyTorch and this machine (benchmarks/run.py)
+
+``minisegnet COMMAND --help`` lists each command's options. Mistakes in what was asked (a missing
+folder, an unknown model, a checkpoint that does not fit) are reported as one line starting with
+``minisegnet: error:`` and exit code 2; an interrupted training run exits with 130 after saving
+its checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from minisegnet import __version__, backend
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def _cmd_backends(args) -> int:
@@ -21,15 +37,388 @@ def _cmd_backends(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train
+
+_TRAIN_OPTIONS = ("model", "data", "backend", "epochs", "batch_size", "lr", "size", "width",
+                  "class_weights", "seed", "train_images", "val_images")  # fmt: skip
+
+
+def _latest_run(root: Path = Path("runs")) -> Path | None:
+    runs = [p.parent for p in root.glob("*/checkpoint.safetensors")]
+    return max(runs, key=lambda p: (p / "checkpoint.safetensors").stat().st_mtime) if runs else None
+
+
+def _cmd_train(args) -> int:
+    from minisegnet import models
+    from minisegnet.train import ConfigError, TrainConfig, Trainer, TrainingInterrupted
+
+    given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if args.resume is not None:
+        run = Path(args.resume) if args.resume else (Path(args.out) if args.out else _latest_run())
+        if run is None:
+            raise ConfigError("--resume: no run to resume under runs/; give its folder: --resume runs/NAME")
+        if args.out and args.resume and Path(args.out) != Path(args.resume):
+            raise ConfigError(f"--out {args.out} and --resume {args.resume} name different runs")
+        trainer = Trainer.from_checkpoint(run, progress=progress, overrides=given)
+        done = trainer.epoch
+        print(f"resuming {trainer.run_dir} at epoch {done + 1}, batch {trainer.batch + 1} "
+              f"of {trainer.config.epochs} epochs")
+    else:
+        config = TrainConfig(**given)
+        if args.out is not None:
+            out = Path(args.out)
+            if (out / "checkpoint.safetensors").exists():
+                raise ConfigError(
+                    f"--out {out} already holds a training run; continue it with --resume {out} "
+                    "or choose another --out"
+                )
+        trainer = Trainer(config, args.out, progress=progress)
+    c = trainer.config
+    n_params = trainer.model.num_parameters()
+    print(
+        f"training {c.model.replace('_', '-')} ({n_params:,} parameters, "
+        f"{models.SMALL_PRESETS[c.model] if c.width is None else {'width': c.width}}) on "
+        f"{c.data}: {len(trainer.train_set)} training / {len(trainer.val_set)} validation images, "
+        f"size {c.size}, batch {c.batch_size}, {c.epochs} epochs, lr {c.lr}, backend {c.backend}"
+    )
+    print(f"results go to {trainer.run_dir}/")
+    try:
+        record = trainer.fit()
+    except TrainingInterrupted as stop:
+        print(f"minisegnet: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    val = record["val"]
+    print(
+        f"done: validation mIoU {val['miou']:.4f}, pixel accuracy {val['pixel_acc']:.4f}, "
+        f"{record['train_seconds']:.0f} s of training"
+    )
+    print(
+        f"wrote {trainer.run_dir}/: model.safetensors (weights), checkpoint.safetensors (to "
+        "resume), metrics.jsonl, metrics.md, curves.png, predictions.png"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _cmd_evaluate(args) -> int:
+    from minisegnet import metrics
+    from minisegnet.data import DataLoader, open_dataset, parse_data_spec, transforms
+    from minisegnet.train import ConfigError, TrainConfig, evaluate, load_for_inference, tune_threads
+
+    tune_threads()
+    model, info = load_for_inference(args.checkpoint, args.model, args.width)
+    config = info["config"] or TrainConfig()
+    data = args.data or (info["config"].data if info["config"] else None)
+    if data is None:
+        raise ConfigError(f"{info['source']} does not record its dataset; pass --data")
+    size = args.size or config.size
+    batch = args.batch_size or 2 * config.batch_size
+    kind, _ = parse_data_spec(data)
+    dataset = open_dataset(data, args.split, size=size, length=config.val_images, seed=config.seed)
+    if dataset.num_classes != model.config["num_classes"]:
+        raise ConfigError(
+            f"{data} has {dataset.num_classes} classes but the model in {info['source']} "
+            f"predicts {model.config['num_classes']}"
+        )
+    tf = transforms.Compose([transforms.Normalize()]) if kind == "builtin" else \
+        transforms.eval_transform(size, dataset.ignore_index)
+    loader = DataLoader(dataset, batch, tf)
+    try:
+        use = backend.use(args.backend or config.backend)
+    except backend.BackendUnavailable as error:
+        raise ConfigError(f"--backend: {error}") from None
+    with use:
+        result = evaluate(model, loader, dataset.num_classes, dataset.ignore_index,
+                          progress=sys.stderr.isatty(), desc=f"evaluating {dataset.name}")
+    table = metrics.format_table(result, dataset.class_names)
+    title = f"# {model.config['name']} from {info['source']} on {dataset.name} ({len(dataset)} images)"
+    print(title + "\n\n" + table)
+    out = Path(args.out) if args.out else Path(info["source"]).parent / f"eval-{kind}-{args.split}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(title + "\n\n" + table + "\n")
+    summary = {k: result[k] for k in ("pixel_acc", "mean_acc", "miou", "fwiou")}
+    summary["iou"] = {n: (None if v != v else float(v)) for n, v in zip(dataset.class_names, result["iou"])}
+    summary["confusion"] = result["confusion"].tolist()
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nsaved {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    return 0
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def _cmd_predict(args) -> int:
+    import numpy as np
+
+    from minisegnet.data import read_image, transforms, write_image, write_label
+    from minisegnet.data.palette import overlay
+    from minisegnet.train import ConfigError, load_for_inference, predict_labels, tune_threads
+
+    tune_threads()
+    model, info = load_for_inference(args.checkpoint, args.model, args.width)
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise ConfigError(f"image(s) not found: {', '.join(missing)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    normalize = transforms.Normalize()
+    try:
+        use = backend.use(args.backend or (info["config"].backend if info["config"] else "numba"))
+    except backend.BackendUnavailable as error:
+        raise ConfigError(f"--backend: {error}") from None
+    with use:
+        for path in args.images:
+            image = read_image(path)  # (H, W, 3) uint8
+            h, w = image.shape[:2]
+            work = image
+            if args.size:
+                work, _ = transforms.Resize(args.size)(image, np.zeros((h, w), np.uint8))
+            x, _ = normalize(work, np.zeros(work.shape[:2], np.uint8))
+            pred = predict_labels(model, x[None])[0]  # (h', w')
+            if pred.shape != (h, w):
+                _, pred = transforms.resize(None, pred, h, w)  # nearest, back to the image
+            stem = Path(path).stem
+            write_label(out / f"{stem}_mask.png", pred.astype(np.uint8), info["palette"])
+            write_image(out / f"{stem}_overlay.png", overlay(image, pred, info["palette"], 0.5))
+            counts = np.bincount(pred.reshape(-1), minlength=len(info["class_names"]))
+            top = [f"{info['class_names'][k]} {100 * counts[k] / pred.size:.0f}%"
+                   for k in np.argsort(-counts)[:3] if counts[k]]
+            print(f"{path}: {out / (stem + '_mask.png')}, {out / (stem + '_overlay.png')} ({', '.join(top)})")
+    return 0
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _cmd_summary(args) -> int:
+    from minisegnet import models
+    from minisegnet.train import ConfigError
+
+    try:
+        name = models._canonical(args.model)
+    except ValueError:
+        raise ConfigError(
+            f"--model: unknown model {args.model!r}; valid models: "
+            f"{', '.join(n.replace('_', '-') for n in models.names())}"
+        ) from None
+    options = {} if args.width is None else {"width": args.width}
+    preset = "full" if args.full else "small"
+    model = models.build(name, args.num_classes, preset=preset, seed=0,
+                         materialize=not args.full, **options)
+    print(f"{name} ({preset} configuration{', width ' + str(args.width) if args.width else ''}), "
+          f"{args.num_classes} classes, input 1x3x{args.size}x{args.size}")
+    print(models.summary(model, (1, 3, args.size, args.size)))
+    return 0
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _benchmarks_dir() -> Path | None:
+    """The benchmark suite's folder. It is scripts beside the package, not part of it (it needs
+    PyTorch and writes files): $MINISEGNET_BENCHMARKS, else benchmarks/ next to the package (a
+    source checkout or an editable install), else ./benchmarks."""
+    import os
+
+    for candidate in (
+        os.environ.get("MINISEGNET_BENCHMARKS"),
+        Path(__file__).resolve().parents[1] / "benchmarks",
+        Path.cwd() / "benchmarks",
+    ):
+        if candidate and (Path(candidate) / "run.py").is_file():
+            return Path(candidate)
+    return None
+
+
+def _cmd_bench(args) -> int:
+    import importlib.util
+
+    folder = _benchmarks_dir()
+    if folder is None:
+        print(
+            "minisegnet: error: the benchmark suite (benchmarks/run.py) is not part of an "
+            "installed package; run from a source checkout (pip install -e .) or set "
+            "MINISEGNET_BENCHMARKS to the benchmarks folder",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    spec = importlib.util.spec_from_file_location("minisegnet_benchmarks_run", folder / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = run
+    spec.loader.exec_module(run)
+    return run.main(args.bench_args, prog="minisegnet bench")
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+MODEL_HELP = "fcn32s, fcn16s, fcn8s, deconvnet, segnet, segnet-basic, pspnet"
+DATA_HELP = "builtin (default), voc:PATH, camvid:PATH or cityscapes:PATH"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="minisegnet", description="Semantic segmentation networks, built to be studied."
+        prog="minisegnet",
+        description="Semantic segmentation networks, built to be studied.",
+        epilog="Run 'minisegnet COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"minisegnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("backends", help="list the backends and whether they work here")
+
+    from minisegnet.train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="train a network (default: small SegNet on the built-in data, ~5 min)",
+        description=(
+            "Train a segmentation network. With no options: a small SegNet on the built-in "
+            "synthetic shapes, about five minutes on two CPU cores. Results (checkpoint, "
+            "weights, metrics.jsonl, metrics.md, curves.png, predictions.png) go to "
+            "runs/<model>-<data>/ unless --out says otherwise. Ctrl-C saves a checkpoint; "
+            "--resume continues from it exactly."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", help=f"network: {MODEL_HELP} (default {d.model})")
+    p.add_argument("--data", help=f"dataset: {DATA_HELP}")
+    p.add_argument("--backend", help=f"{', '.join(backend.names())} (default {d.backend})")
+    p.add_argument("--epochs", type=_positive_int, help=f"passes over the training set (default {d.epochs})")
+    p.add_argument("--batch-size", type=_positive_int, help=f"images per step (default {d.batch_size})")
+    p.add_argument("--lr", type=_positive_float, help=f"base learning rate, poly schedule (default {d.lr})")
+    p.add_argument("--size", type=_positive_int,
+                   help=f"built-in data: image side; folders: training crop side (default {d.size})")
+    p.add_argument("--width", type=_positive_float,
+                   help="channel multiplier (default: the model's small preset)")
+    p.add_argument("--class-weights", choices=["median", "none"],
+                   help="median: median frequency balancing (SegNet) (default none)")
+    p.add_argument("--seed", type=_seed, help=f"seed of data, initialisation, order (default {d.seed})")
+    p.add_argument("--train-images", type=_positive_int,
+                   help=f"built-in data: training images (default {d.train_images})")
+    p.add_argument("--val-images", type=_positive_int,
+                   help=f"built-in data: validation images (default {d.val_images})")
+    p.add_argument("--out", help="run folder (default runs/<model>-<data>, numbered if taken)")
+    p.add_argument("--resume", nargs="?", const="", metavar="RUN",
+                   help="continue a stopped run: its folder (default --out, or the newest under runs/)")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show progress bars (default: when writing to a terminal)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score a checkpoint on a validation split",
+        description=(
+            "Evaluate a checkpoint (a run folder, checkpoint.safetensors or model.safetensors) "
+            "on a split of its dataset: pixel accuracy, mean accuracy, mean IoU, "
+            "frequency-weighted IoU and IoU per class, from one confusion matrix over the "
+            "split. Prints the table and saves it as .md and .json."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, help="run folder or .safetensors file")
+    p.add_argument("--data", help=f"dataset (default: the one it was trained on): {DATA_HELP}")
+    p.add_argument("--split", default="val", help="split to score (default val)")
+    p.add_argument("--size", type=_positive_int, help="image side (default: the training size)")
+    p.add_argument("--batch-size", type=_positive_int, help="images per batch")
+    p.add_argument("--backend", help=", ".join(backend.names()))
+    p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
+    p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
+    p.add_argument("--out", help="path stem of the saved table (default <run>/eval-<data>-<split>)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "predict",
+        help="segment images: colour masks and overlays as PNG",
+        description=(
+            "Segment images with a trained checkpoint. For each IMAGE writes <name>_mask.png "
+            "(a palette PNG: pixel values are class indices, shown in the class colours) and "
+            "<name>_overlay.png (the colours blended over the image) into --out."
+        ),
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--checkpoint", required=True, help="run folder or .safetensors file")
+    p.add_argument("--out", default="predictions", help="output folder (default predictions)")
+    p.add_argument("--size", type=_positive_int,
+                   help="resize the shorter side to this before predicting (default: as is)")
+    p.add_argument("--backend", help=", ".join(backend.names()))
+    p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
+    p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "summary",
+        help="a model's layers, output shapes, parameters and multiply-adds",
+        description="Print a layer table of a model for one input size.",
+    )
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--width", type=_positive_float, help="channel multiplier (default: preset)")
+    p.add_argument("--size", type=_positive_int, default=64, help="input side (default 64)")
+    p.add_argument("--num-classes", type=_positive_int, default=6, help="output classes (default 6)")
+    p.add_argument("--full", action="store_true", help="the paper's full-size configuration")
+    p.set_defaults(func=_cmd_summary)
+
+    # Every option of "bench" is benchmarks/run.py's: prefix_chars="+" passes "--quick" and the
+    # rest through untouched ("minisegnet bench --help" prints them).
+    p = sub.add_parser(
+        "bench",
+        help="benchmark ops and models against PyTorch; report in benchmarks/results/",
+        prefix_chars="+",
+        add_help=False,
+    )
+    p.add_argument("bench_args", nargs="*", metavar="OPTION")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser(
+        "backends",
+        help="list the backends and whether they work here",
+        description="List the backends (numpy, numba, cuda, cuda-emu) and whether each works here.",
+    )
     p.set_defaults(func=_cmd_backends)
     return parser
+
+
+def _user_errors() -> tuple:
+    from minisegnet.checkpoint import CheckpointError
+    from minisegnet.data import DataError
+    from minisegnet.io import WeightsFileError
+    from minisegnet.nn import StateDictError
+    from minisegnet.train import ConfigError, TrainingDiverged
+
+    return (DataError, ConfigError, CheckpointError, TrainingDiverged, StateDictError,
+            WeightsFileError, backend.BackendUnavailable)
 
 
 def main(argv=None) -> int:
@@ -37,8 +426,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
-        return 2
-    return args.func(args)
+        return EXIT_USER_ERROR
+    try:
+        return args.func(args)
+    except _user_errors() as error:
+        message = " ".join(str(error).split())  # one line, whatever the message held
+        print(f"minisegnet: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("minisegnet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
