@@ -118,7 +118,9 @@ def save(path, model, optimizer, state: dict) -> Path:
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     weights_path, state_path = checkpoint_paths(folder)
-    arrays = OrderedDict((k, np.require(v, requirements="C")) for k, v in model.state_dict().items())
+    arrays = OrderedDict(
+        (k, np.require(v, requirements="C")) for k, v in model.state_dict().items()
+    )
     opt_arrays, opt_rest = optimizer_arrays(optimizer)
     for k, v in opt_arrays.items():
         arrays[k] = np.require(v, requirements="C")
@@ -170,7 +172,9 @@ def load(path) -> tuple[dict, OrderedDict, OrderedDict]:
     try:
         document = json.loads(metadata["state"])
     except json.JSONDecodeError as error:
-        raise CheckpointError(f"checkpoint {weights_path}: its state is not valid JSON ({error})") from None
+        raise CheckpointError(
+            f"checkpoint {weights_path}: its state is not valid JSON ({error})"
+        ) from None
     if document.get("tensors_sha256") != _tensor_digest(arrays):
         raise CheckpointError(
             f"checkpoint {weights_path} is corrupt: its tensors do not match the digest recorded "
@@ -211,10 +215,22 @@ def load_weights_into(model, arrays, source) -> None:
 def global_rng_state() -> dict:
     """NumPy's legacy global generator state as JSON-able values."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached)}
+    return {
+        "name": name,
+        "keys": keys.tolist(),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
 
 
 def set_global_rng_state(state: dict) -> None:
-    np.random.set_state((state["name"], np.asarray(state["keys"], dtype=np.uint32), state["pos"],
-                         state["has_gauss"], state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            state["name"],
+            np.asarray(state["keys"], dtype=np.uint32),
+            state["pos"],
+            state["has_gauss"],
+            state["cached_gaussian"],
+        )
+    )

@@ -57,13 +57,17 @@ def _cmd_train(args) -> int:
     if args.resume is not None:
         run = Path(args.resume) if args.resume else (Path(args.out) if args.out else _latest_run())
         if run is None:
-            raise ConfigError("--resume: no run to resume under runs/; give its folder: --resume runs/NAME")
+            raise ConfigError(
+                "--resume: no run to resume under runs/; give its folder: --resume runs/NAME"
+            )
         if args.out and args.resume and Path(args.out) != Path(args.resume):
             raise ConfigError(f"--out {args.out} and --resume {args.resume} name different runs")
         trainer = Trainer.from_checkpoint(run, progress=progress, overrides=given)
         done = trainer.epoch
-        print(f"resuming {trainer.run_dir} at epoch {done + 1}, batch {trainer.batch + 1} "
-              f"of {trainer.config.epochs} epochs")
+        print(
+            f"resuming {trainer.run_dir} at epoch {done + 1}, batch {trainer.batch + 1} "
+            f"of {trainer.config.epochs} epochs"
+        )
     else:
         config = TrainConfig(**given)
         if args.out is not None:
@@ -106,7 +110,13 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from minisegnet import metrics
     from minisegnet.data import DataLoader, open_dataset, parse_data_spec, transforms
-    from minisegnet.train import ConfigError, TrainConfig, evaluate, load_for_inference, tune_threads
+    from minisegnet.train import (
+        ConfigError,
+        TrainConfig,
+        evaluate,
+        load_for_inference,
+        tune_threads,
+    )
 
     tune_threads()
     model, info = load_for_inference(args.checkpoint, args.model, args.width)
@@ -123,24 +133,37 @@ def _cmd_evaluate(args) -> int:
             f"{data} has {dataset.num_classes} classes but the model in {info['source']} "
             f"predicts {model.config['num_classes']}"
         )
-    tf = transforms.Compose([transforms.Normalize()]) if kind == "builtin" else \
-        transforms.eval_transform(size, dataset.ignore_index)
+    tf = (
+        transforms.Compose([transforms.Normalize()])
+        if kind == "builtin"
+        else transforms.eval_transform(size, dataset.ignore_index)
+    )
     loader = DataLoader(dataset, batch, tf)
     try:
         use = backend.use(args.backend or config.backend)
     except backend.BackendUnavailable as error:
         raise ConfigError(f"--backend: {error}") from None
     with use:
-        result = evaluate(model, loader, dataset.num_classes, dataset.ignore_index,
-                          progress=sys.stderr.isatty(), desc=f"evaluating {dataset.name}")
+        result = evaluate(
+            model,
+            loader,
+            dataset.num_classes,
+            dataset.ignore_index,
+            progress=sys.stderr.isatty(),
+            desc=f"evaluating {dataset.name}",
+        )
     table = metrics.format_table(result, dataset.class_names)
-    title = f"# {model.config['name']} from {info['source']} on {dataset.name} ({len(dataset)} images)"
+    title = (
+        f"# {model.config['name']} from {info['source']} on {dataset.name} ({len(dataset)} images)"
+    )
     print(title + "\n\n" + table)
     out = Path(args.out) if args.out else Path(info["source"]).parent / f"eval-{kind}-{args.split}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(title + "\n\n" + table + "\n")
     summary = {k: result[k] for k in ("pixel_acc", "mean_acc", "miou", "fwiou")}
-    summary["iou"] = {n: (None if v != v else float(v)) for n, v in zip(dataset.class_names, result["iou"])}
+    summary["iou"] = {
+        n: (None if v != v else float(v)) for n, v in zip(dataset.class_names, result["iou"])
+    }
     summary["confusion"] = result["confusion"].tolist()
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nsaved {out.with_suffix('.md')} and {out.with_suffix('.json')}")
@@ -184,9 +207,14 @@ def _cmd_predict(args) -> int:
             write_label(out / f"{stem}_mask.png", pred.astype(np.uint8), info["palette"])
             write_image(out / f"{stem}_overlay.png", overlay(image, pred, info["palette"], 0.5))
             counts = np.bincount(pred.reshape(-1), minlength=len(info["class_names"]))
-            top = [f"{info['class_names'][k]} {100 * counts[k] / pred.size:.0f}%"
-                   for k in np.argsort(-counts)[:3] if counts[k]]
-            print(f"{path}: {out / (stem + '_mask.png')}, {out / (stem + '_overlay.png')} ({', '.join(top)})")
+            top = [
+                f"{info['class_names'][k]} {100 * counts[k] / pred.size:.0f}%"
+                for k in np.argsort(-counts)[:3]
+                if counts[k]
+            ]
+            print(
+                f"{path}: {out / (stem + '_mask.png')}, {out / (stem + '_overlay.png')} ({', '.join(top)})"
+            )
     return 0
 
 
@@ -206,10 +234,13 @@ def _cmd_summary(args) -> int:
         ) from None
     options = {} if args.width is None else {"width": args.width}
     preset = "full" if args.full else "small"
-    model = models.build(name, args.num_classes, preset=preset, seed=0,
-                         materialize=not args.full, **options)
-    print(f"{name} ({preset} configuration{', width ' + str(args.width) if args.width else ''}), "
-          f"{args.num_classes} classes, input 1x3x{args.size}x{args.size}")
+    model = models.build(
+        name, args.num_classes, preset=preset, seed=0, materialize=not args.full, **options
+    )
+    print(
+        f"{name} ({preset} configuration{', width ' + str(args.width) if args.width else ''}), "
+        f"{args.num_classes} classes, input 1x3x{args.size}x{args.size}"
+    )
     print(models.summary(model, (1, 3, args.size, args.size)))
     return 0
 
@@ -316,26 +347,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=f"network: {MODEL_HELP} (default {d.model})")
     p.add_argument("--data", help=f"dataset: {DATA_HELP}")
     p.add_argument("--backend", help=f"{', '.join(backend.names())} (default {d.backend})")
-    p.add_argument("--epochs", type=_positive_int, help=f"passes over the training set (default {d.epochs})")
-    p.add_argument("--batch-size", type=_positive_int, help=f"images per step (default {d.batch_size})")
-    p.add_argument("--lr", type=_positive_float, help=f"base learning rate, poly schedule (default {d.lr})")
-    p.add_argument("--size", type=_positive_int,
-                   help=f"built-in data: image side; folders: training crop side (default {d.size})")
-    p.add_argument("--width", type=_positive_float,
-                   help="channel multiplier (default: the model's small preset)")
-    p.add_argument("--class-weights", choices=["median", "none"],
-                   help="median: median frequency balancing (SegNet) (default none)")
-    p.add_argument("--seed", type=_seed, help=f"seed of data, initialisation, order (default {d.seed})")
-    p.add_argument("--train-images", type=_positive_int,
-                   help=f"built-in data: training images (default {d.train_images})")
-    p.add_argument("--val-images", type=_positive_int,
-                   help=f"built-in data: validation images (default {d.val_images})")
+    p.add_argument(
+        "--epochs", type=_positive_int, help=f"passes over the training set (default {d.epochs})"
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int, help=f"images per step (default {d.batch_size})"
+    )
+    p.add_argument(
+        "--lr", type=_positive_float, help=f"base learning rate, poly schedule (default {d.lr})"
+    )
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        help=f"built-in data: image side; folders: training crop side (default {d.size})",
+    )
+    p.add_argument(
+        "--width",
+        type=_positive_float,
+        help="channel multiplier (default: the model's small preset)",
+    )
+    p.add_argument(
+        "--class-weights",
+        choices=["median", "none"],
+        help="median: median frequency balancing (SegNet) (default none)",
+    )
+    p.add_argument(
+        "--seed", type=_seed, help=f"seed of data, initialisation, order (default {d.seed})"
+    )
+    p.add_argument(
+        "--train-images",
+        type=_positive_int,
+        help=f"built-in data: training images (default {d.train_images})",
+    )
+    p.add_argument(
+        "--val-images",
+        type=_positive_int,
+        help=f"built-in data: validation images (default {d.val_images})",
+    )
     p.add_argument("--out", help="run folder (default runs/<model>-<data>, numbered if taken)")
-    p.add_argument("--resume", nargs="?", const="", metavar="RUN",
-                   help="continue a stopped run: its folder (default --out, or the newest under runs/)")
-    p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show progress bars (default: when writing to a terminal)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="RUN",
+        help="continue a stopped run: its folder (default --out, or the newest under runs/)",
+    )
+    p.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show progress bars (default: when writing to a terminal)",
+    )
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide progress bars"
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
@@ -371,8 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--checkpoint", required=True, help="run folder or .safetensors file")
     p.add_argument("--out", default="predictions", help="output folder (default predictions)")
-    p.add_argument("--size", type=_positive_int,
-                   help="resize the shorter side to this before predicting (default: as is)")
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        help="resize the shorter side to this before predicting (default: as is)",
+    )
     p.add_argument("--backend", help=", ".join(backend.names()))
     p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
     p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
@@ -386,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--width", type=_positive_float, help="channel multiplier (default: preset)")
     p.add_argument("--size", type=_positive_int, default=64, help="input side (default 64)")
-    p.add_argument("--num-classes", type=_positive_int, default=6, help="output classes (default 6)")
+    p.add_argument(
+        "--num-classes", type=_positive_int, default=6, help="output classes (default 6)"
+    )
     p.add_argument("--full", action="store_true", help="the paper's full-size configuration")
     p.set_defaults(func=_cmd_summary)
 
@@ -417,8 +488,15 @@ def _user_errors() -> tuple:
     from minisegnet.nn import StateDictError
     from minisegnet.train import ConfigError, TrainingDiverged
 
-    return (DataError, ConfigError, CheckpointError, TrainingDiverged, StateDictError,
-            WeightsFileError, backend.BackendUnavailable)
+    return (
+        DataError,
+        ConfigError,
+        CheckpointError,
+        TrainingDiverged,
+        StateDictError,
+        WeightsFileError,
+        backend.BackendUnavailable,
+    )
 
 
 def main(argv=None) -> int:

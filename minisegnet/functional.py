@@ -26,7 +26,15 @@ from minisegnet.ops import unpooling as unpooling_op
 from minisegnet.tensor import Tensor, cat
 
 __all__ = [
-    "relu", "sigmoid", "tanh", "exp", "log", "sqrt", "pad", "cat", "cross_entropy",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "exp",
+    "log",
+    "sqrt",
+    "pad",
+    "cat",
+    "cross_entropy",
 ]
 
 
@@ -66,7 +74,9 @@ def pad(input: Tensor, pad, mode: str = "constant", value: float = 0.0) -> Tenso
     """Pad with a constant; ``pad`` lists (before, after) pairs starting from the last axis."""
     if mode != "constant":
         raise ValueError(f"pad: only mode='constant' is implemented, got mode={mode!r}")
-    return shape.Pad.apply(_require_tensor("input", input), pad=tuple(int(p) for p in pad), value=value)
+    return shape.Pad.apply(
+        _require_tensor("input", input), pad=tuple(int(p) for p in pad), value=value
+    )
 
 
 def _raw(name: str, value, integer: bool = False):

@@ -131,7 +131,9 @@ class TrainConfig:
         for name in positive_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be a positive integer, got {value!r}"
+                )
         if self.size < 16:
             raise ConfigError(f"--size must be at least 16 pixels, got {self.size}")
         if not (isinstance(self.seed, int) and self.seed >= 0):
@@ -139,13 +141,17 @@ class TrainConfig:
         for name in ("lr", "momentum", "weight_decay", "bias_lr_mult", "aux_weight"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}"
+                )
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if self.width is not None and not (self.width > 0 and math.isfinite(self.width)):
             raise ConfigError(f"--width must be a positive number, got {self.width!r}")
         if self.class_weights not in (None, "none", "median"):
-            raise ConfigError(f"--class-weights: expected 'median' or 'none', got {self.class_weights!r}")
+            raise ConfigError(
+                f"--class-weights: expected 'median' or 'none', got {self.class_weights!r}"
+            )
         if self.class_weights == "none":
             self.class_weights = None
         return self
@@ -185,7 +191,9 @@ def tune_threads() -> list[str]:
         return changed
     try:
         with open("/proc/self/maps") as f:
-            libraries = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
+            libraries = {
+                line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line
+            }
     except OSError:  # not Linux: leave BLAS as it is
         return changed
     for path in sorted(libraries):
@@ -193,8 +201,12 @@ def tune_threads() -> list[str]:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for symbol in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                       "openblas_set_num_threads64_", "openblas_set_num_threads"):
+        for symbol in (
+            "scipy_openblas_set_num_threads64_",
+            "scipy_openblas_set_num_threads",
+            "openblas_set_num_threads64_",
+            "openblas_set_num_threads",
+        ):
             if hasattr(lib, symbol):
                 getattr(lib, symbol)(ctypes.c_int(1))
                 changed.append(f"{symbol}(1)")
@@ -253,14 +265,19 @@ def predict_labels(model, images) -> np.ndarray:
         model.train(was_training)
 
 
-def evaluate(model, loader, num_classes: int, ignore_index: int = 255, progress: bool = False,
-             desc: str = "evaluating") -> dict:
+def evaluate(
+    model,
+    loader,
+    num_classes: int,
+    ignore_index: int = 255,
+    progress: bool = False,
+    desc: str = "evaluating",
+) -> dict:
     """Scores over a whole loader (one accumulated confusion matrix); adds ``confusion``."""
     from tqdm import tqdm
 
     meter = metrics.ConfusionMeter(num_classes, ignore_index)
-    with tqdm(total=len(loader), desc=desc, unit="batch", leave=False,
-              disable=not progress) as bar:
+    with tqdm(total=len(loader), desc=desc, unit="batch", leave=False, disable=not progress) as bar:
         for images, labels in loader.epoch(0):
             meter.add(predict_labels(model, images), labels)
             bar.update(1)
@@ -319,29 +336,46 @@ class Trainer:
     rebuilds a stopped run. ``progress`` shows tqdm bars; ``log`` receives one line per epoch;
     ``on_step(trainer)`` is called after every optimisation step (tests use it)."""
 
-    def __init__(self, config: TrainConfig, run_dir=None, progress: bool = True, log=print,
-                 on_step=None):
+    def __init__(
+        self, config: TrainConfig, run_dir=None, progress: bool = True, log=print, on_step=None
+    ):
         self.config = config.check()
-        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config.model, config.data)
+        self.run_dir = (
+            Path(run_dir) if run_dir is not None else default_run_dir(config.model, config.data)
+        )
         self.progress, self.log, self.on_step = progress, log, on_step
         reason = backends.get(config.backend).unavailable_reason()
         if reason is not None:
-            raise ConfigError(f"--backend: backend {config.backend!r} cannot be used here: {reason}")
+            raise ConfigError(
+                f"--backend: backend {config.backend!r} cannot be used here: {reason}"
+            )
         c = self.config
-        self.train_set = open_dataset(c.data, "train", size=c.size, length=c.train_images, seed=c.seed)
+        self.train_set = open_dataset(
+            c.data, "train", size=c.size, length=c.train_images, seed=c.seed
+        )
         self.val_set = open_dataset(c.data, "val", size=c.size, length=c.val_images, seed=c.seed)
         self.num_classes = self.train_set.num_classes
         self.ignore_index = self.train_set.ignore_index
         kind, _ = parse_data_spec(c.data)
         if kind == "builtin":
-            train_tf = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.Normalize()])
+            train_tf = transforms.Compose(
+                [transforms.RandomHorizontalFlip(), transforms.Normalize()]
+            )
             val_tf = transforms.Compose([transforms.Normalize()])
         else:
             train_tf = transforms.train_transform(c.size, self.ignore_index)
             val_tf = transforms.eval_transform(c.size, self.ignore_index)
-        self.train_loader = DataLoader(self.train_set, c.batch_size, train_tf, shuffle=True,
-                                       seed=c.seed, drop_last=len(self.train_set) > c.batch_size)
-        self.val_loader = DataLoader(self.val_set, 2 * c.batch_size, val_tf, shuffle=False, seed=c.seed)
+        self.train_loader = DataLoader(
+            self.train_set,
+            c.batch_size,
+            train_tf,
+            shuffle=True,
+            seed=c.seed,
+            drop_last=len(self.train_set) > c.batch_size,
+        )
+        self.val_loader = DataLoader(
+            self.val_set, 2 * c.batch_size, val_tf, shuffle=False, seed=c.seed
+        )
         self.model = build_model(c.model, self.num_classes, c.width, c.seed)
         self.optimizer = SGD(
             param_groups(self.model, c.weight_decay, c.bias_lr_mult), lr=c.lr, momentum=c.momentum
@@ -368,7 +402,9 @@ class Trainer:
             "config": asdict(self.config),
             "model": self.model.config,
             "dataset": {
-                "name": self.train_set.name if hasattr(self.train_set, "name") else self.config.data,
+                "name": self.train_set.name
+                if hasattr(self.train_set, "name")
+                else self.config.data,
                 "class_names": list(self.train_set.class_names),
                 "palette": np.asarray(self.train_set.palette).tolist(),
                 "ignore_index": self.ignore_index,
@@ -391,8 +427,9 @@ class Trainer:
         return self.last_checkpoint
 
     @classmethod
-    def from_checkpoint(cls, path, progress: bool = True, log=print, on_step=None,
-                        overrides: dict | None = None) -> Trainer:
+    def from_checkpoint(
+        cls, path, progress: bool = True, log=print, on_step=None, overrides: dict | None = None
+    ) -> Trainer:
         """Rebuild a run from its checkpoint (a run folder or checkpoint.safetensors).
 
         ``overrides``: options given again on the command line. ``epochs`` may grow (the
@@ -413,13 +450,17 @@ class Trainer:
                     "with another --out to change them)"
                 )
         if config.epochs < document["epoch"]:
-            raise ConfigError(f"--epochs {config.epochs}: the checkpoint has done {document['epoch']} already")
+            raise ConfigError(
+                f"--epochs {config.epochs}: the checkpoint has done {document['epoch']} already"
+            )
         trainer = cls(config, weights_path.parent, progress=progress, log=log, on_step=on_step)
         ckpt.load_weights_into(trainer.model, model_arrays, weights_path)
         try:
             ckpt.restore_optimizer(trainer.optimizer, opt_arrays, document["optimizer"])
         except (ValueError, KeyError) as error:
-            raise ckpt.CheckpointError(f"checkpoint {weights_path}: optimiser state does not fit ({error})") from None
+            raise ckpt.CheckpointError(
+                f"checkpoint {weights_path}: optimiser state does not fit ({error})"
+            ) from None
         trainer.schedule.load_state_dict(document["schedule"])
         if document.get("max_iter") != trainer.max_iter:  # --epochs changed: stretch the schedule
             trainer.schedule.max_iter = trainer.max_iter
@@ -455,7 +496,9 @@ class Trainer:
         if isinstance(out, tuple):  # PSPNet in training mode: (main, aux)
             main, aux = out
             loss = F.cross_entropy(main, labels, w, self.ignore_index)
-            return loss + self.config.aux_weight * F.cross_entropy(aux, labels, w, self.ignore_index)
+            return loss + self.config.aux_weight * F.cross_entropy(
+                aux, labels, w, self.ignore_index
+            )
         return F.cross_entropy(out, labels, w, self.ignore_index)
 
     def _check_finite(self, value: float, where: str) -> None:
@@ -463,7 +506,9 @@ class Trainer:
             return
         kept = (
             f"the last good checkpoint (epoch {self.epoch}, batch {self._saved_position}) is kept at "
-            f"{self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
+            f"{self.last_checkpoint}"
+            if self.last_checkpoint
+            else "no checkpoint was written"
         )
         raise TrainingDiverged(
             f"training stopped: {where} became {value} at epoch {self.epoch + 1}, batch "
@@ -497,8 +542,15 @@ class Trainer:
 
         c, loader = self.config, self.train_loader
         self.model.train()
-        bar = tqdm(total=len(loader), initial=self.batch, desc=f"epoch {self.epoch + 1}/{c.epochs}",
-                   unit="batch", leave=False, disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(loader),
+            initial=self.batch,
+            desc=f"epoch {self.epoch + 1}/{c.epochs}",
+            unit="batch",
+            leave=False,
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         seen, t0 = 0, time.perf_counter()
         try:
             for images, labels in loader.epoch(self.epoch, start_batch=self.batch):
@@ -516,9 +568,11 @@ class Trainer:
                 self.epoch_batches += 1
                 seen += len(images)
                 bar.update(1)
-                bar.set_postfix(loss=f"{self.epoch_loss_sum / self.epoch_batches:.4f}",
-                                lr=f"{self.optimizer.lr:.2e}",
-                                img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+                bar.set_postfix(
+                    loss=f"{self.epoch_loss_sum / self.epoch_batches:.4f}",
+                    lr=f"{self.optimizer.lr:.2e}",
+                    img_s=f"{seen / (time.perf_counter() - t0):.1f}",
+                )
                 if self.on_step is not None:
                     self.on_step(self)
                 if stop.requested:
@@ -538,8 +592,14 @@ class Trainer:
         if not self._params_finite():
             self._check_finite(float("nan"), "a weight")
         t0 = time.perf_counter()
-        result = evaluate(self.model, self.val_loader, self.num_classes, self.ignore_index,
-                          progress=self.progress, desc=f"validating epoch {self.epoch + 1}")
+        result = evaluate(
+            self.model,
+            self.val_loader,
+            self.num_classes,
+            self.ignore_index,
+            progress=self.progress,
+            desc=f"validating epoch {self.epoch + 1}",
+        )
         eval_seconds = time.perf_counter() - t0
         train_loss = self.epoch_loss_sum / max(self.epoch_batches, 1)
         self.epoch += 1
@@ -565,10 +625,16 @@ class Trainer:
     def _write_outputs(self, result: dict) -> None:
         from minisegnet import io, viz
 
-        io.save(self.model, self.run_dir / "model", extra={
-            "epoch": self.epoch, "val": _jsonable_scores(result), "train_config": asdict(self.config),
-            "dataset": self._state()["dataset"],
-        })
+        io.save(
+            self.model,
+            self.run_dir / "model",
+            extra={
+                "epoch": self.epoch,
+                "val": _jsonable_scores(result),
+                "train_config": asdict(self.config),
+                "dataset": self._state()["dataset"],
+            },
+        )
         viz.plot_curves(self.history, self.run_dir / "curves.png")
         table = metrics.format_table(result, self.train_set.class_names)
         (self.run_dir / "metrics.md").write_text(
@@ -593,9 +659,15 @@ class Trainer:
         mean = np.asarray(transforms.IMAGENET_MEAN, dtype=np.float32)[:, None, None]
         std = np.asarray(transforms.IMAGENET_STD, dtype=np.float32)[:, None, None]
         shown = np.clip(x * std + mean, 0, 1).transpose(0, 2, 3, 1)
-        return viz.plot_predictions(shown, np.stack(labels), preds, self.train_set.palette,
-                                    self.run_dir / "predictions.png", self.train_set.class_names,
-                                    self.ignore_index)
+        return viz.plot_predictions(
+            shown,
+            np.stack(labels),
+            preds,
+            self.train_set.palette,
+            self.run_dir / "predictions.png",
+            self.train_set.class_names,
+            self.ignore_index,
+        )
 
 
 def train(config: TrainConfig | None = None, run_dir=None, **kwargs) -> dict:
@@ -662,8 +734,11 @@ def load_for_inference(path, model: str | None = None, width=None):
     if dataset is None:
         from minisegnet.data.palette import voc_palette
 
-        dataset = {"class_names": [str(i) for i in range(spec["num_classes"])],
-                   "palette": voc_palette(spec["num_classes"]).tolist(), "ignore_index": 255}
+        dataset = {
+            "class_names": [str(i) for i in range(spec["num_classes"])],
+            "palette": voc_palette(spec["num_classes"]).tolist(),
+            "ignore_index": 255,
+        }
     info = {
         "config": config,
         "class_names": list(dataset["class_names"]),

@@ -1,9 +1,9 @@
 """Pictures of a training run (matplotlib, Agg backend: files only, no display needed).
 
-    plot_curves(history, "curves.png")       training loss and validation mIoU per epoch
-    plot_predictions(images, labels, preds, palette, "predictions.png")
-                                             one row per image: image | truth | prediction,
-                                             the label maps drawn as colour overlays
+plot_curves(history, "curves.png")       training loss and validation mIoU per epoch
+plot_predictions(images, labels, preds, palette, "predictions.png")
+                                         one row per image: image | truth | prediction,
+                                         the label maps drawn as colour overlays
 """
 
 from __future__ import annotations
@@ -51,8 +51,16 @@ def plot_curves(history, path) -> Path:
     return _save(fig, path)
 
 
-def plot_predictions(images, labels, preds, palette, path, class_names=None,
-                     ignore_index: int = 255, alpha: float = 0.6) -> Path:
+def plot_predictions(
+    images,
+    labels,
+    preds,
+    palette,
+    path,
+    class_names=None,
+    ignore_index: int = 255,
+    alpha: float = 0.6,
+) -> Path:
     """A grid: one row per image with the image, the truth overlay and the prediction overlay.
 
     ``images`` (N, H, W, 3) uint8 or float in [0, 1]; ``labels``, ``preds`` (N, H, W) ints.
@@ -74,8 +82,14 @@ def plot_predictions(images, labels, preds, palette, path, class_names=None,
     if class_names is not None:
         colours = np.asarray(palette)[: len(class_names)] / 255.0
         handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours]
-        fig.legend(handles, list(class_names), loc="lower center", ncol=min(len(class_names), 6),
-                   fontsize="small", frameon=False)
+        fig.legend(
+            handles,
+            list(class_names),
+            loc="lower center",
+            ncol=min(len(class_names), 6),
+            fontsize="small",
+            frameon=False,
+        )
         fig.tight_layout(rect=(0, 0.04 + 0.02 * (len(class_names) // 7), 1, 1))
     else:
         fig.tight_layout()

@@ -37,8 +37,14 @@ def trained(tmp_path_factory):
 
 
 def test_train_writes_a_run(trained, capsys):
-    for name in ("checkpoint.safetensors", "model.safetensors", "metrics.jsonl", "metrics.md",
-                 "curves.png", "predictions.png"):
+    for name in (
+        "checkpoint.safetensors",
+        "model.safetensors",
+        "metrics.jsonl",
+        "metrics.md",
+        "curves.png",
+        "predictions.png",
+    ):
         assert (trained / name).is_file()
 
 
@@ -73,8 +79,16 @@ def test_predict_writes_masks_and_overlays(trained, tmp_path, capsys):
     image, _ = SyntheticShapes("test", size=40, length=1)[0]
     write_image(tmp_path / "shapes.png", image)
     out = tmp_path / "pred"
-    code = main(["predict", "--checkpoint", str(trained / "model.safetensors"),
-                 str(tmp_path / "shapes.png"), "--out", str(out)])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(trained / "model.safetensors"),
+            str(tmp_path / "shapes.png"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     mask = Image.open(out / "shapes_mask.png")
     assert mask.mode == "P" and mask.size == (40, 40)
@@ -98,8 +112,9 @@ def test_help_for_every_command(command, capsys):
 
 
 def test_module_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "minisegnet", "--help"], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "minisegnet", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and "train" in result.stdout and "predict" in result.stdout
 
 
@@ -134,8 +149,18 @@ def test_bad_label_value_during_training(tmp_path, capsys):
     voc = make_voc(tmp_path)
     bad = voc / "SegmentationClass" / "2007_000002.png"
     _save_palette_png(bad, np.full((30, 40), 77))
-    code = main(["train", "--data", f"voc:{tmp_path}", "--epochs", "1", "--out",
-                 str(tmp_path / "run"), *TINY])
+    code = main(
+        [
+            "train",
+            "--data",
+            f"voc:{tmp_path}",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            *TINY,
+        ]
+    )
     one_line_error(capsys, code, str(bad), "[77]")
 
 
@@ -152,8 +177,18 @@ def test_size_mismatch_names_the_file(tmp_path, capsys):
     voc = make_voc(tmp_path)
     bad = voc / "SegmentationClass" / "2007_000000.png"
     _save_palette_png(bad, np.zeros((31, 40)))
-    code = main(["train", "--data", f"voc:{tmp_path}", "--epochs", "1", "--out",
-                 str(tmp_path / "run"), *TINY])
+    code = main(
+        [
+            "train",
+            "--data",
+            f"voc:{tmp_path}",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            *TINY,
+        ]
+    )
     one_line_error(capsys, code, str(bad), "40x31")
 
 
@@ -170,7 +205,9 @@ def test_corrupt_checkpoint(trained, tmp_path, capsys):
 
 def test_checkpoint_of_another_model(trained, capsys):
     code = main(["evaluate", "--checkpoint", str(trained), "--model", "segnet-basic"])
-    line = one_line_error(capsys, code, "does not fit the SegNetBasic model", "missing: conv1.weight")
+    line = one_line_error(
+        capsys, code, "does not fit the SegNetBasic model", "missing: conv1.weight"
+    )
     assert "unexpected: " in line and "more unexpected" in line
     code = main(["evaluate", "--checkpoint", str(trained), "--width", "0.25", "--model", "segnet"])
     one_line_error(capsys, code, "shape mismatch for encoder.conv1_1.weight")

@@ -44,7 +44,9 @@ def make_voc(root: Path, n=4, h=30, w=40) -> Path:
         label[0, :] = 255
         _save_palette_png(voc / "SegmentationClass" / f"{i}.png", label)
     (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
-    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(ids[: n // 2 + 1]) + "\n")
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text(
+        "\n".join(ids[: n // 2 + 1]) + "\n"
+    )
     (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids[n // 2 + 1 :]) + "\n")
     return voc
 
@@ -69,10 +71,14 @@ def make_cityscapes(root: Path, h=16, w=32) -> Path:
         for c, city in enumerate(cities):
             for k in range(2):
                 stem = f"{city}_{k:06d}_000019"
-                _save_rgb(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
-                          _rgb(h, w, c * 10 + k))
+                _save_rgb(
+                    root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                    _rgb(h, w, c * 10 + k),
+                )
                 label = np.random.default_rng(k).integers(0, 34, (h, w))
-                _save_grey_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label)
+                _save_grey_png(
+                    root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label
+                )
     return root
 
 

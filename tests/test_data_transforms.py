@@ -59,8 +59,9 @@ def test_labels_stay_integral_and_aligned(transform):
 
 def test_composed_augmentation_stays_aligned():
     # two resamplings in a row blur the image over two pixels: check 5x5 interiors
-    tf = T.Compose([T.RandomScale(0.7, 1.6), T.RandomCrop(40), T.RandomHorizontalFlip(),
-                    T.RandomRotation(10)])
+    tf = T.Compose(
+        [T.RandomScale(0.7, 1.6), T.RandomCrop(40), T.RandomHorizontalFlip(), T.RandomRotation(10)]
+    )
     for seed in range(6):
         image, label = blocks(64, 64, seed=seed, block=16)
         out_image, out_label = tf(image, label, np.random.default_rng(seed))
@@ -142,8 +143,9 @@ class Toy:
 
 
 def test_loader_batches_and_is_deterministic():
-    tf = T.Compose([T.RandomScale(0.8, 1.2), T.RandomCrop(12), T.RandomHorizontalFlip(),
-                    T.Normalize()])
+    tf = T.Compose(
+        [T.RandomScale(0.8, 1.2), T.RandomCrop(12), T.RandomHorizontalFlip(), T.Normalize()]
+    )
     a = DataLoader(Toy(10), batch_size=4, transform=tf, shuffle=True, seed=3)
     b = DataLoader(Toy(10), batch_size=4, transform=tf, shuffle=True, seed=3, prefetch=0)
     assert len(a) == 3

@@ -41,8 +41,16 @@ def test_loss_falls_on_tiny_data(tmp_path):
     trainer = run(tiny(model="segnet-basic", epochs=6, lr=0.05), tmp_path / "run")
     losses = [h["train_loss"] for h in trainer.history]
     assert losses[-1] < 0.6 * losses[0], losses
-    for name in ("checkpoint.safetensors", "checkpoint.json", "model.safetensors", "model.json",
-                 "metrics.jsonl", "metrics.md", "curves.png", "predictions.png"):
+    for name in (
+        "checkpoint.safetensors",
+        "checkpoint.json",
+        "model.safetensors",
+        "model.json",
+        "metrics.jsonl",
+        "metrics.md",
+        "curves.png",
+        "predictions.png",
+    ):
         assert (tmp_path / "run" / name).is_file(), name
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 7))
@@ -140,7 +148,9 @@ def test_checkpoint_of_another_model_lists_mismatches(tmp_path):
     message = str(info.value)
     assert "mismatches" in message and "missing: encoder.conv1_1.weight" in message
     assert "unexpected: conv1.weight" in message
-    with pytest.raises(ckpt.CheckpointError, match=r"shape mismatch for conv1.weight: .*\(16, 3, 7, 7\)"):
+    with pytest.raises(
+        ckpt.CheckpointError, match=r"shape mismatch for conv1.weight: .*\(16, 3, 7, 7\)"
+    ):
         load_for_inference(tmp_path / "run", width=0.125)
 
 
@@ -148,8 +158,9 @@ def test_resume_refuses_changed_settings(tmp_path):
     run(tiny(epochs=1), tmp_path / "run")
     with pytest.raises(ConfigError, match="--lr 0.5 differs"):
         Trainer.from_checkpoint(tmp_path / "run", progress=False, overrides={"lr": 0.5})
-    more = Trainer.from_checkpoint(tmp_path / "run", progress=False, log=lambda *_: None,
-                                   overrides={"epochs": 2})
+    more = Trainer.from_checkpoint(
+        tmp_path / "run", progress=False, log=lambda *_: None, overrides={"epochs": 2}
+    )
     more.fit()  # extending a finished run is allowed
     assert [h["epoch"] for h in more.history] == [1, 2]
 

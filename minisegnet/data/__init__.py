@@ -38,7 +38,9 @@ DATA_KINDS = ("builtin", "voc", "camvid", "cityscapes")
 def parse_data_spec(spec: str) -> tuple[str, str | None]:
     """'builtin' -> ('builtin', None); 'voc:/data/VOC2012' -> ('voc', '/data/VOC2012')."""
     if not isinstance(spec, str) or not spec:
-        raise DataError(f"--data: expected builtin, voc:PATH, camvid:PATH or cityscapes:PATH, got {spec!r}")
+        raise DataError(
+            f"--data: expected builtin, voc:PATH, camvid:PATH or cityscapes:PATH, got {spec!r}"
+        )
     kind, sep, path = spec.partition(":")
     kind = kind.strip().lower()
     if kind in ("builtin", "built-in", "synthetic"):

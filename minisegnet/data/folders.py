@@ -211,8 +211,11 @@ class CamVid(FolderDataset):
         label_dir = _require_dir(root / f"{split}annot", "CamVid", f"{split} label")
         list_file = root / f"{split}.txt"
         if list_file.is_file():
-            names = [Path(line.split()[0]).name for line in list_file.read_text().splitlines()
-                     if line.strip()]
+            names = [
+                Path(line.split()[0]).name
+                for line in list_file.read_text().splitlines()
+                if line.strip()
+            ]
             source = f"CamVid list {list_file}"
         else:
             names = sorted(p.name for p in image_dir.iterdir() if p.suffix.lower() == ".png")

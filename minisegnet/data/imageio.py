@@ -1,13 +1,13 @@
 """Reading and writing images and label maps with Pillow.
 
-    read_image(path)   -> (H, W, 3) uint8 RGB (grey and RGBA images are converted)
-    read_label(path)   -> (H, W) uint8 class indices. Palette PNGs (VOC) hold the indices
-                          directly; grey PNGs (CamVid, Cityscapes) too. Colour (RGB) label
-                          images are refused: their colours would have to be mapped back to
-                          classes, which this loader does not guess.
-    write_image(path, image)                 (H, W, 3) uint8 or float in [0, 1] -> PNG/JPEG
-    write_label(path, label, palette=None)   palette PNG: the pixel values are the class
-                                             indices, and viewers show the palette's colours
+read_image(path)   -> (H, W, 3) uint8 RGB (grey and RGBA images are converted)
+read_label(path)   -> (H, W) uint8 class indices. Palette PNGs (VOC) hold the indices
+                      directly; grey PNGs (CamVid, Cityscapes) too. Colour (RGB) label
+                      images are refused: their colours would have to be mapped back to
+                      classes, which this loader does not guess.
+write_image(path, image)                 (H, W, 3) uint8 or float in [0, 1] -> PNG/JPEG
+write_label(path, label, palette=None)   palette PNG: the pixel values are the class
+                                         indices, and viewers show the palette's colours
 """
 
 from __future__ import annotations

@@ -31,8 +31,16 @@ _DONE = object()
 
 
 class DataLoader:
-    def __init__(self, dataset, batch_size: int = 8, transform=None, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False, prefetch: int = 2):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int = 8,
+        transform=None,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        prefetch: int = 2,
+    ):
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if len(dataset) == 0:

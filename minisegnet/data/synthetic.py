@@ -53,6 +53,7 @@ _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 RADIUS = (0.12, 0.25)  # object radius / S
 ASPECT = (0.6, 1.0)  # minor / major axis
 OBJECTS = (1, 4)  # objects per image, inclusive
+CENTRE = (0.1, 0.9)  # range of object centres (fraction of the side)
 CLUTTER = (2, 6)  # background clutter items per image, inclusive
 NOISE = (0.0, 0.05)  # standard deviation of the Gaussian pixel noise (images in [0, 1])
 MIN_CONTRAST = 0.3  # least RGB distance between an object's base colour and the background's
@@ -135,8 +136,11 @@ def _texture(rng, n, yy, xx, kinds, contrast, freq_range=(3, 10)):
         else:  # blotches: three plane waves of low frequency
             p = 0.5
             for w in range(3):
-                wt, wf, wp = (2 * np.pi * waves[w, 0, sel], 1 + 3 * waves[w, 1, sel],
-                              2 * np.pi * waves[w, 2, sel])
+                wt, wf, wp = (
+                    2 * np.pi * waves[w, 0, sel],
+                    1 + 3 * waves[w, 1, sel],
+                    2 * np.pi * waves[w, 2, sel],
+                )
                 p = p + np.sin(2 * np.pi * wf * (np.cos(wt) * xx + np.sin(wt) * yy) + wp) / 6
         pattern[sel] = p
     colours = c1[:, None, None, :] + (c2 - c1)[:, None, None, :] * pattern[..., None]
@@ -221,8 +225,9 @@ def generate(n: int, size: int = 64, seed: int = 0, stream: int = 0):
 
 
 def _generate_chunk(rng, n, yy, xx):
-    image, bg_base = _texture(rng, n, yy, xx, BACKGROUND_TEXTURES, BACKGROUND_CONTRAST,
-                              BACKGROUND_FREQ)
+    image, bg_base = _texture(
+        rng, n, yy, xx, BACKGROUND_TEXTURES, BACKGROUND_CONTRAST, BACKGROUND_FREQ
+    )
     label = np.zeros(image.shape[:3], dtype=np.uint8)  # (n, S, S)
 
     n_clutter = rng.integers(CLUTTER[0], CLUTTER[1] + 1, n)
@@ -235,7 +240,7 @@ def _generate_chunk(rng, n, yy, xx):
     for k in range(OBJECTS[1]):
         present = k < n_objects
         cls = rng.integers(1, NUM_CLASSES, n)
-        cy, cx = _uniform(rng, 0.1, 0.9, n), _uniform(rng, 0.1, 0.9, n)
+        cy, cx = _uniform(rng, *CENTRE, n), _uniform(rng, *CENTRE, n)
         radius = _uniform(rng, *RADIUS, n)
         aspect = _uniform(rng, *ASPECT, n)
         theta = _uniform(rng, 0, 2 * np.pi, n)

@@ -200,7 +200,9 @@ class CenterCrop:
         h, w = label.shape
         if h < ch or w < cw:  # pad evenly on both sides
             ph, pw = max(ch - h, 0), max(cw - w, 0)
-            image = np.pad(to_float(image), ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+            image = np.pad(
+                to_float(image), ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
+            )
             label = np.pad(
                 np.asarray(label),
                 ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)),
@@ -241,7 +243,9 @@ class RandomRotation:
             return image, label
         h, w = label.shape
         cy, cx = (h - 1) / 2, (w - 1) / 2
-        oy, ox = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+        oy, ox = np.meshgrid(
+            np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij"
+        )
         c, s = math.cos(angle), math.sin(angle)
         # inverse rotation: where in the input each output pixel comes from
         sy = cy + c * (oy - cy) - s * (ox - cx)
@@ -293,8 +297,15 @@ class Normalize:
         return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()})"
 
 
-def train_transform(size: int, ignore_index: int = 255, scale=(0.5, 2.0), rotation: float = 10.0,
-                    jitter: float = 0.2, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
+def train_transform(
+    size: int,
+    ignore_index: int = 255,
+    scale=(0.5, 2.0),
+    rotation: float = 10.0,
+    jitter: float = 0.2,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+) -> Compose:
     """The PSPNet-style augmentation for real datasets: scale, crop ``size``, flip, rotate,
     colour jitter, normalise. ``scale=None``, ``rotation=0`` or ``jitter=0`` leave a step out."""
     steps = []
@@ -310,8 +321,9 @@ def train_transform(size: int, ignore_index: int = 255, scale=(0.5, 2.0), rotati
     return Compose(steps)
 
 
-def eval_transform(size: int | None, ignore_index: int = 255, mean=IMAGENET_MEAN,
-                   std=IMAGENET_STD) -> Compose:
+def eval_transform(
+    size: int | None, ignore_index: int = 255, mean=IMAGENET_MEAN, std=IMAGENET_STD
+) -> Compose:
     """For evaluation: shorter side to ``size`` and a central ``size`` x ``size`` crop (so images
     of different shapes batch together), normalise. ``size=None`` keeps images as they are."""
     steps = [] if size is None else [Resize(size), CenterCrop(size, ignore_index)]

@@ -13,8 +13,17 @@ from minisegnet.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUn
 from minisegnet.nn.upsample import Upsample
 
 __all__ = [
-    "Module", "Parameter", "Sequential", "ModuleList", "Identity", "StateDictError",
-    "Linear", "ReLU", "Sigmoid", "Tanh", "CrossEntropyLoss",
+    "Module",
+    "Parameter",
+    "Sequential",
+    "ModuleList",
+    "Identity",
+    "StateDictError",
+    "Linear",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "CrossEntropyLoss",
 ]
 __all__ += [
     "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm", "Dropout", "Dropout2d",
