@@ -126,6 +126,15 @@ def markdown(results: dict) -> str:
         "Regenerate with `python benchmarks/run.py` (or `minisegnet bench`); method in "
         "[benchmarks/README.md](../README.md).\n"
     )
+    if results.get("runs"):
+        parts.append(
+            "Sections come from several runs (`--update`): "
+            + "; ".join(
+                f"{', '.join(r['sections'])} from `{r['command']}` ({r['date']})"
+                for r in results["runs"]
+            )
+            + ".\n"
+        )
     parts.append(
         _table(
             ["", ""],

@@ -85,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--list", action="store_true", help="list op cases and models, then exit")
     parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other sections of OUT/results.json and re-measure only --sections "
+        "(e.g. models on a quieter machine); the report says which run each section came from",
+    )
+    parser.add_argument(
         "--verbose-errors", action="store_true", help="print tracebacks of failing cases"
     )
 
@@ -152,6 +158,35 @@ def run_from_args(args, command: str = "python benchmarks/run.py") -> int:
             "backends": settings.backends,
         },
     }
+    previous = out / "results.json"
+    contention_before, seconds_before = {}, {}
+    if args.update and previous.is_file():
+        kept = json.loads(previous.read_text())
+        if kept.get("quick") != settings.quick:
+            log("--update: the existing results were made with a different --quick; ignoring them")
+        else:
+            drop = {
+                "machine": ["machine", "conv_gemm"],
+                "ops": ["ops", "ops_cuda_emu", "targets", "switch_memory"],
+                "profile": ["profiles"],
+                "scaling": ["scaling"],
+                "models": ["models"],
+                "memory": ["models"],
+            }
+            stale = {key for name in settings.sections for key in drop[name]}
+            runs = kept.get("runs") or [{"command": kept["command"],
+                                         "date": kept["environment"]["date"],
+                                         "sections": SECTIONS}]  # fmt: skip
+            for key, value in kept.items():
+                if key in stale or key in results:
+                    continue
+                if key in ("elapsed_s", "other_cpu_share", "section_seconds", "load_end"):
+                    continue
+                results[key] = value
+            results["runs"] = runs + [{"command": command, "date": results["environment"]["date"],
+                                       "sections": list(settings.sections)}]  # fmt: skip
+            contention_before = dict(kept.get("other_cpu_share") or {})
+            seconds_before = dict(kept.get("section_seconds") or {})
     if settings.torch and not have_torch:
         log(
             "PyTorch is not installed: the tables will have no PyTorch column "
@@ -181,6 +216,8 @@ def run_from_args(args, command: str = "python benchmarks/run.py") -> int:
     section_started = time.perf_counter()
     timings = results["section_seconds"] = {}
     contention = results["other_cpu_share"] = {}  # per section: see bench_common.CpuShare
+    contention.update({k: v for k, v in contention_before.items() if k != "whole run"})
+    timings.update(seconds_before)
     whole_run, per_section = bench_common.CpuShare(), bench_common.CpuShare()
 
     def section_done(name):

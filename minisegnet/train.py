@@ -535,6 +535,13 @@ class Trainer:
             while self.epoch < c.epochs:
                 self._train_epoch(stop)
                 self._end_epoch()
+                if stop.requested and self.epoch < c.epochs:  # Ctrl-C during the evaluation
+                    raise TrainingInterrupted(
+                        f"interrupted after epoch {self.epoch}; checkpoint saved to "
+                        f"{self.last_checkpoint}; continue with: minisegnet train --resume "
+                        f"{self.run_dir}",
+                        self.last_checkpoint,
+                    )
         return self.history[-1] if self.history else {}
 
     def _train_epoch(self, stop) -> None:

@@ -50,11 +50,11 @@ PALETTE = voc_palette(NUM_CLASSES)
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 # Generation parameters (relative to the image side S).
-RADIUS = (0.12, 0.25)  # object radius / S
-ASPECT = (0.6, 1.0)  # minor / major axis
-OBJECTS = (1, 4)  # objects per image, inclusive
-CENTRE = (0.1, 0.9)  # range of object centres (fraction of the side)
-CLUTTER = (2, 6)  # background clutter items per image, inclusive
+RADIUS = (0.18, 0.30)  # object radius / S
+ASPECT = (0.85, 1.0)  # minor / major axis
+OBJECTS = (1, 2)  # objects per image, inclusive
+CENTRE = (0.3, 0.7)  # range of object centres (fraction of the side)
+CLUTTER = (0, 3)  # background clutter items per image, inclusive
 NOISE = (0.0, 0.05)  # standard deviation of the Gaussian pixel noise (images in [0, 1])
 MIN_CONTRAST = 0.3  # least RGB distance between an object's base colour and the background's
 # Texture kinds: 0 flat, 1 stripes, 2 checks, 3 ramp, 4 blotches, 5 grain; contrast: the
