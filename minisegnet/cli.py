@@ -1,6 +1,6 @@
 """The ``minisegnet`` command line.
 
-    minisegnet train           train a network (default: a small SegNet on the built-in data,
+    minisegnet train           train a network (default: a small SegNet-Basic on the built-in data,
                                about five minutes on two cores; results under runs/)
     minisegnet evaluate        score a checkpoint on a validation split; prints and saves the table
     minisegnet predict         colour masks and overlays (PNG) for your own images
@@ -334,9 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = sub.add_parser(
         "train",
-        help="train a network (default: small SegNet on the built-in data, ~5 min)",
+        help="train a network (default: small SegNet-Basic on the built-in data, ~5 min)",
         description=(
-            "Train a segmentation network. With no options: a small SegNet on the built-in "
+            "Train a segmentation network. With no options: a small SegNet-Basic on the built-in "
             "synthetic shapes, about five minutes on two CPU cores. Results (checkpoint, "
             "weights, metrics.jsonl, metrics.md, curves.png, predictions.png) go to "
             "runs/<model>-<data>/ unless --out says otherwise. Ctrl-C saves a checkpoint; "

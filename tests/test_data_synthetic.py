@@ -32,21 +32,21 @@ def test_seeds_and_splits_differ():
 
 def test_shapes_dtypes_and_label_range():
     ds = open_dataset("builtin", "train", size=48, length=200, seed=0)
-    assert len(ds) == 200 and ds.num_classes == len(ds.class_names) == 6
+    assert len(ds) == 200 and ds.num_classes == len(ds.class_names) == 5
     image, label = ds[0]
     assert image.shape == (48, 48, 3) and image.dtype == np.uint8
     assert label.shape == (48, 48) and label.dtype == np.uint8
     values = np.unique(ds.labels)
     assert values.min() >= 0 and values.max() < ds.num_classes  # no ignore pixels
     assert set(values.tolist()) == set(range(ds.num_classes)), "every class must occur"
-    counts = np.bincount(ds.labels.reshape(-1), minlength=6)
+    counts = np.bincount(ds.labels.reshape(-1), minlength=5)
     assert (counts[1:] / counts.sum() > 0.01).all(), "object classes are not vanishingly rare"
-    assert ds.palette.shape == (6, 3)
+    assert ds.palette.shape == (5, 3)
 
 
 def test_colour_alone_does_not_tell_the_classes_apart():
     """The best colour -> class lookup (a histogram of quantised colours fitted on one set of
-    images) scores near chance (0.2 for five object classes) on another set."""
+    images) scores near chance (0.25 for four object classes) on another set."""
 
     def codes(seed):
         images, labels = syn.generate(150, 48, seed=seed)
@@ -55,11 +55,11 @@ def test_colour_alone_does_not_tell_the_classes_apart():
         return q[:, 0] * 64 + q[:, 1] * 8 + q[:, 2], labels[obj].astype(np.int64)
 
     code, cls = codes(5)
-    table = np.zeros((512, 6), dtype=np.int64)
+    table = np.zeros((512, 5), dtype=np.int64)
     np.add.at(table, (code, cls), 1)
     code, cls = codes(6)
     accuracy = (table.argmax(axis=1)[code] == cls).mean()
-    assert accuracy < 0.35, f"colour predicts the object class too well ({accuracy:.2f})"
+    assert accuracy < 0.4, f"colour predicts the object class too well ({accuracy:.2f})"
 
 
 def test_hundreds_of_images_in_seconds():

@@ -169,7 +169,7 @@ def test_inference_loads_both_checkpoint_and_weights_files(tmp_path):
     trainer = run(tiny(epochs=1), tmp_path / "run")
     for path in (tmp_path / "run", tmp_path / "run" / "model.safetensors"):
         model, info = load_for_inference(path)
-        assert info["class_names"][0] == "background" and info["palette"].shape == (6, 3)
+        assert info["class_names"][0] == "background" and info["palette"].shape == (5, 3)
         for name, array in trainer.model.state_dict().items():
             np.testing.assert_array_equal(model.state_dict()[name], array)
 
@@ -196,3 +196,16 @@ def test_param_groups_give_biases_double_lr_and_no_decay():
 def test_bad_config(overrides, match):
     with pytest.raises(ConfigError, match=match):
         tiny(**overrides).check()
+
+
+def test_tune_threads_sets_passive_waiting_once_and_respects_the_user(monkeypatch):
+    from minisegnet.train import tune_threads
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert tune_threads() == ["OMP_WAIT_POLICY=PASSIVE"]
+    import os
+
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert tune_threads() == []  # already set: nothing to do
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert tune_threads() == [] and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
