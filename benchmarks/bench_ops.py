@@ -106,6 +106,28 @@ def op_cases(quick: bool) -> list[OpCase]:
             modules=("minisegnet.ops.conv",),
         )
     )
+    # SegNet-Basic's layers: 7x7 convolutions, at the paper's width (64 channels, CamVid-shaped
+    # 96x128 batch of 4, the benchmarked model) and at the small preset (16 channels, 8 x 40x40,
+    # the default training run). These decide the SegNet-Basic training-step ratio.
+    for label, (bn, bc, bh, bw) in (
+        ("conv2d_7x7", (2, 8, 12, 16) if quick else (4, 64, 96, 128)),
+        ("conv2d_7x7_small", (2, 4, 10, 10) if quick else (8, 16, 40, 40)),
+    ):
+        cases.append(
+            OpCase(
+                label,
+                f"7x7 {bc}->{bc}, pad 3 (SegNet-Basic), x {bn}x{bc}x{bh}x{bw}",
+                {
+                    "x": Input((bn, bc, bh, bw)),
+                    "w": Input((bc, bc, 7, 7), "p", scale=0.02),
+                    "b": Input((bc,), "p"),
+                },
+                lambda F, t: F.conv2d(t["x"], t["w"], t["b"], padding=3),
+                flops=conv_flops(bn, bc, bc, 7, 7, bh, bw),
+                gemm=(bn, bc, bc, 7, 7, bh, bw),
+                modules=("minisegnet.ops.conv",),
+            )
+        )
     c1, s1 = (PC, PS)
     cases.append(
         OpCase(

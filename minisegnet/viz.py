@@ -1,4 +1,4 @@
-"""Pictures of a training run (matplotlib, Agg backend: files only, no display needed).
+"""Pictures of a training run, written to PNG files (no display needed).
 
 plot_curves(history, "curves.png")       training loss and validation mIoU per epoch
 plot_predictions(images, labels, preds, palette, "predictions.png")
@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")  # before pyplot: never open a window (works on headless machines)
+from minisegnet.data.palette import overlay
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from minisegnet.data.palette import overlay  # noqa: E402
+# Figures are built with matplotlib's object API (``Figure``), not pyplot: no window opens, it
+# works on machines without a display, and it leaves pyplot's backend alone, so a notebook that
+# trains a network keeps showing its own inline plots afterwards.
 
 
 def _save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    fig.savefig(tmp, dpi=100)  # a Figure saves through the Agg canvas; nothing to close
     tmp.replace(path)
     return path
 
@@ -34,7 +34,8 @@ def plot_curves(history, path) -> Path:
     """``history``: a list of epoch records with ``epoch``, ``train_loss`` and ``val`` (a dict
     with ``miou``, ``pixel_acc``; ``val_loss`` optional)."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_iou = fig.subplots(1, 2)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
@@ -66,7 +67,8 @@ def plot_predictions(
     ``images`` (N, H, W, 3) uint8 or float in [0, 1]; ``labels``, ``preds`` (N, H, W) ints.
     """
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+    fig = Figure(figsize=(7.5, 2.5 * n))
+    axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         panels = (
             (images[i], "image"),
@@ -81,7 +83,7 @@ def plot_predictions(
                 ax.set_title(title)
     if class_names is not None:
         colours = np.asarray(palette)[: len(class_names)] / 255.0
-        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours]
+        handles = [Rectangle((0, 0), 1, 1, color=c) for c in colours]
         fig.legend(
             handles,
             list(class_names),

@@ -153,3 +153,19 @@ def test_cli_bench_lists_the_cases(capsys):
     assert cli.main(["bench", "--list"]) == 0
     out = capsys.readouterr().out
     assert "conv2d" in out and "segnet_basic" in out
+
+
+def test_accuracy_script_smoke_run_writes_its_table(tmp_path):
+    """``benchmarks/accuracy.py --smoke``: one real (tiny) training run through the command
+    line in a subprocess, read back from its metrics log into the Markdown and JSON tables."""
+    accuracy = _load("accuracy")
+    assert accuracy.main(["--smoke", "--no-default", "--models", "segnet-basic"] +
+                         ["--out", str(tmp_path)]) == 0  # fmt: skip
+    rows = json.loads((tmp_path / "accuracy-smoke.json").read_text())
+    assert [r["name"] for r in rows] == ["segnet-basic"]
+    row = rows[0]
+    assert row["status"] == "ok" and row["epochs"] == 1
+    assert 0.0 <= row["final_miou"] <= 1.0 and row["best_within_budget"] == row["final_miou"]
+    assert row["met"] is (row["best_within_budget"] >= row["target"])
+    table = (tmp_path / "accuracy-smoke.md").read_text()
+    assert "Smoke run" in table and "| segnet-basic | segnet-basic |" in table

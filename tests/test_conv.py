@@ -190,21 +190,22 @@ CHUNK_BUDGETS = [1, 300, conv_op.CHUNK_BYTES]  # one row per chunk, a few rows/i
 
 
 @given(conv_cases(max_batch=3, max_extra=5), st.sampled_from([np.float32, np.float64]),
-       st.sampled_from(CHUNK_BUDGETS))  # fmt: skip
-def test_conv2d_numba_matches_reference(case, dtype, budget):
+       st.sampled_from(CHUNK_BUDGETS), st.booleans())  # fmt: skip
+def test_conv2d_numba_matches_reference(case, dtype, budget, row_shift):
+    """Both numba paths (row shifts where they apply, and bands) against the reference."""
     x, w, b = case.conv_arrays(dtype)
     expected = run("numpy", "conv", case, x, w, b)
-    with conv_op.chunk_bytes(budget):
+    with conv_op.chunk_bytes(budget), conv_op.row_shift(row_shift, min_kh=2):
         actual = run("numba", "conv", case, x, w, b)
     assert_runs_match(actual, expected, dtype)
 
 
 @given(transpose_cases(max_batch=3, max_extra=5), st.sampled_from([np.float32, np.float64]),
-       st.sampled_from(CHUNK_BUDGETS))  # fmt: skip
-def test_conv_transpose2d_numba_matches_reference(case, dtype, budget):
+       st.sampled_from(CHUNK_BUDGETS), st.booleans())  # fmt: skip
+def test_conv_transpose2d_numba_matches_reference(case, dtype, budget, row_shift):
     x, w, b = case.transpose_arrays(dtype)
     expected = run("numpy", "transpose", case, x, w, b)
-    with conv_op.chunk_bytes(budget):
+    with conv_op.chunk_bytes(budget), conv_op.row_shift(row_shift, min_kh=2):
         actual = run("numba", "transpose", case, x, w, b)
     assert_runs_match(actual, expected, dtype)
 
@@ -340,6 +341,7 @@ def test_pointwise_fast_path_matches_general_path(backend_name, batch, size, gro
 
 CHUNK_CASES = [
     Case(3, 4, 5, (37, 36), (3, 3), (1, 1), (1, 1), (1, 1), 1, True),  # 1332 positions: bands
+    Case(2, 3, 4, (29, 31), (7, 5), (1, 2), (3, 2), (2, 1), 1, True),  # row shifts, dilated
     Case(5, 4, 6, (9, 10), (3, 3), (2, 1), (1, 2), (2, 1), 2, True),  # small: grouped images
     Case(4, 3, 3, (33, 33), (1, 1), (1, 1), (0, 0), (1, 1), 3, True),  # 1x1 fast path
 ]
@@ -498,3 +500,15 @@ def _escape(words):
     import re
 
     return re.escape(words)
+
+
+def test_row_shift_path_is_taken_where_it_applies():
+    """Vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group, not 1x1: the row-shift path."""
+    uses = conv_op._uses_row_shift
+    k = max(2, conv_op.ROW_SHIFT_MIN_KH)
+    assert uses((k, 3), (1, 2), (1, 1), 1)
+    assert not uses((k, 3), (2, 1), (1, 1), 1)  # vertical stride 2
+    assert not uses((k, 3), (1, 1), (1, 1), 2)  # groups
+    assert not uses((1, 1), (1, 1), (0, 0), 1)  # pointwise
+    with conv_op.row_shift(False):
+        assert not uses((k, 3), (1, 1), (1, 1), 1)

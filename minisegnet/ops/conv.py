@@ -62,7 +62,10 @@ Worked example (one channel, 3x3 input, 2x2 kernel, stride 1, no padding):
 Implementations, by backend (the same algorithm everywhere: im2col/col2im around matmuls):
     numpy     im2col_ref / col2im_ref (the definitions) inside the image-chunk driver
     numba     band-chunk driver around the Numba kernels _im2col_chunk_numba/_col2im_chunk_numba;
-              im2col_numba / col2im_numba are the contract functions built on those kernels
+              im2col_numba / col2im_numba are the contract functions built on those kernels.
+              With vertical stride 1 and kh >= ROW_SHIFT_MIN_KH (one group), forward and
+              backward-data take the row-shift variant in ops/conv_row_shift.py: im2col along
+              the width only, kh products over shifted views (7x fewer copies for 7x7)
     cuda      minisegnet.cuda.conv.im2col / col2im inside the image-chunk driver (cupy.matmul)
 """
 
@@ -101,9 +104,30 @@ CHUNK_BYTES = 16 * 2**20
 POINTWISE_FAST_PATH = True
 """Use the im2col-free path for 1x1 / stride 1 / no padding convolutions (tests switch it off)."""
 
+ROW_SHIFT = True
+"""Let the numba backend use ``ops/conv_row_shift.py`` where it applies (tests switch it off)."""
+
+ROW_SHIFT_MIN_KH = 3
+"""Smallest kernel height that takes the row-shift path (measured: see ``conv_row_shift``)."""
+
 _GROUP_IMAGES_BELOW = 1024
 """Images with fewer output positions than this are batched into one GEMM (a per-image product
 would be too thin to run BLAS well); larger ones run one image (or one band of rows) at a time."""
+
+
+@contextmanager
+def row_shift(enabled: bool, min_kh: int | None = None):
+    """Temporarily allow or forbid the numba backend's row-shift path, optionally from kernel
+    height ``min_kh`` on (tests compare both paths, on small kernels too)."""
+    global ROW_SHIFT, ROW_SHIFT_MIN_KH
+    previous = ROW_SHIFT, ROW_SHIFT_MIN_KH
+    ROW_SHIFT = bool(enabled)
+    if min_kh is not None:
+        ROW_SHIFT_MIN_KH = int(min_kh)
+    try:
+        yield
+    finally:
+        ROW_SHIFT, ROW_SHIFT_MIN_KH = previous
 
 
 @contextmanager
@@ -431,17 +455,14 @@ def _col2im_impl():
 
 def conv2d_gemm(x, w, stride, padding, dilation, groups, bias=None):
     """y (N, O, Ho, Wo) = conv2d(x, w) (+ bias); arguments already checked and normalised."""
-    impl = backend.pick(
-        "conv2d", numpy=_gemm_by_images, numba=_gemm_by_bands_numba, cuda=_gemm_by_images
-    )
+    impl = backend.pick("conv2d", numpy=_gemm_by_images, numba=_gemm_numba, cuda=_gemm_by_images)
     return impl(x, w, stride, padding, dilation, groups, bias)
 
 
 def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
     """dx (N, C, H, W) from dy (N, O, Ho, Wo), where (Ho, Wo) follow from in_size = (H, W)."""
     impl = backend.pick(
-        "conv2d", numpy=_data_grad_by_images, numba=_data_grad_by_bands_numba,
-        cuda=_data_grad_by_images,
+        "conv2d", numpy=_data_grad_by_images, numba=_data_grad_numba, cuda=_data_grad_by_images,
     )  # fmt: skip
     return impl(dy, w, in_size, stride, padding, dilation, groups)
 
@@ -530,6 +551,37 @@ def _weight_grad_by_images(x, dy, kernel, stride, padding, dilation, groups):
         dyc = dy[n0 : n0 + B].reshape(B, groups, O // groups, Ho * Wo)
         dw += (dyc @ cols.transpose(0, 1, 3, 2)).sum(axis=0)  # (G, O/G, C/G*kh*kw)
     return dw.reshape(O, Cg, kh, kw)
+
+
+# --- Numba: row shifts where they apply, else bands ------------------------------------------
+
+
+def _uses_row_shift(kernel, stride, padding, groups) -> bool:
+    return (
+        ROW_SHIFT
+        and stride[0] == 1
+        and kernel[0] >= max(2, ROW_SHIFT_MIN_KH)
+        and groups == 1
+        and not _is_pointwise(kernel, stride, padding)
+    )
+
+
+def _gemm_numba(x, w, stride, padding, dilation, groups, bias):
+    if _uses_row_shift(w.shape[2:], stride, padding, groups):
+        from minisegnet.ops import conv_row_shift
+
+        return conv_row_shift.conv2d_forward(x, w, stride, padding, dilation, bias)
+    return _gemm_by_bands_numba(x, w, stride, padding, dilation, groups, bias)
+
+
+def _data_grad_numba(dy, w, in_size, stride, padding, dilation, groups):
+    kernel = w.shape[2:]
+    if _uses_row_shift(kernel, stride, padding, groups):
+        from minisegnet.ops import conv_row_shift
+
+        if conv_row_shift.applies_to_data_grad(kernel, stride, padding, dilation):
+            return conv_row_shift.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
+    return _data_grad_by_bands_numba(dy, w, in_size, stride, padding, dilation, groups)
 
 
 # --- by bands: Numba ------------------------------------------------------------------------
