@@ -64,7 +64,7 @@ Implementations, by backend (the same algorithm everywhere: im2col/col2im around
     numba     band-chunk driver around the Numba kernels _im2col_chunk_numba/_col2im_chunk_numba;
               im2col_numba / col2im_numba are the contract functions built on those kernels.
               With vertical stride 1 and kh >= ROW_SHIFT_MIN_KH (one group), forward and
-              backward-data take the row-shift variant in ops/conv_row_shift.py: im2col along
+              both backward products take the row-shift variant in ops/conv_row_shift.py: im2col along
               the width only, kh products over shifted views (7x fewer copies for 7x7)
     cuda      minisegnet.cuda.conv.im2col / col2im inside the image-chunk driver (cupy.matmul)
 """
@@ -470,7 +470,7 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
 def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
     """dw (O, C/G, kh, kw) from the input x (N, C, H, W) and dy (N, O, Ho, Wo)."""
     impl = backend.pick(
-        "conv2d", numpy=_weight_grad_by_images, numba=_weight_grad_by_bands_numba,
+        "conv2d", numpy=_weight_grad_by_images, numba=_weight_grad_numba,
         cuda=_weight_grad_by_images,
     )  # fmt: skip
     return impl(x, dy, kernel, stride, padding, dilation, groups)
@@ -582,6 +582,14 @@ def _data_grad_numba(dy, w, in_size, stride, padding, dilation, groups):
         if conv_row_shift.applies_to_data_grad(kernel, stride, padding, dilation):
             return conv_row_shift.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
     return _data_grad_by_bands_numba(dy, w, in_size, stride, padding, dilation, groups)
+
+
+def _weight_grad_numba(x, dy, kernel, stride, padding, dilation, groups):
+    if _uses_row_shift(kernel, stride, padding, groups):
+        from minisegnet.ops import conv_row_shift
+
+        return conv_row_shift.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)
+    return _weight_grad_by_bands_numba(x, dy, kernel, stride, padding, dilation, groups)
 
 
 # --- by bands: Numba ------------------------------------------------------------------------

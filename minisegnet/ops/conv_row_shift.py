@@ -23,12 +23,15 @@ dh*(kh-1) - ph (dw*(kw-1) - pw across):
 
 so it takes the same row-shift path (``conv2d_data_grad``) when the horizontal stride is 1 too
 and the padding is not wider than the kernel's reach (ph <= dh*(kh-1), pw <= dw*(kw-1)). The
-weight gradient stays on the band path of ``ops/conv.py``: with the row-shift layout it becomes
-one small product per image and kernel row, which measured no faster.
+weight gradient multiplies the same views, one kernel row at a time, computed transposed
+(BLAS runs colsW @ dy^T faster here than dy @ colsW^T):
 
-Measured on the 2-core machine (float32, forward / backward-data, ms; bands -> row shifts):
-7x7 64->64 on 4x64x96x128: 137 -> 99 / 108 -> ~99; 7x7 16->16 on 8x16x40x40: 7.4 -> 4.3 /
-6.2 -> ~4.3; 3x3 64->64 on 8x64x128x128: 84 -> 60 / 69 -> ~60.
+    dW[:, :, ky, :]^T = sum over n of  view_ky(colsW[n]) @ dy[n]^T      (C*kw, O)
+
+Measured on the 2-core machine (float32, ms, band path -> row shifts; forward / backward-data /
+backward-weight): 7x7 64->64 on 4x64x96x128: 137 -> 99 / 108 -> 101 / 128 -> 101; 7x7 16->16
+on 8x16x40x40: 7.4 -> 4.3 / 6.2 -> 4.4 / 5.7 -> 3.8; 3x3 64->64 on 8x64x128x128: 84 -> 60 /
+69 -> 64 / 67 -> 67.
 
 Used by the numba backend for convolutions with vertical stride 1, kh > 1 and one group
 (``conv.ROW_SHIFT``); the result equals the im2col path up to float rounding.
@@ -142,3 +145,26 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation):
     if dx.shape[2:] != tuple(in_size):  # cannot happen for stride 1; a guard for the algebra
         raise AssertionError(f"row-shift data gradient has size {dx.shape[2:]}, not {in_size}")
     return dx
+
+
+def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation):
+    """dw (O, C, kh, kw) from x (N, C, H, W) and dy (N, O, Ho, Wo) for sh == 1, one group."""
+    x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
+    N, C, H, W = x.shape
+    O = dy.shape[1]
+    kh, kw = kernel
+    p = _Plan(N, C, (H, W), (O, C, kh, kw), stride, padding, dilation, x.itemsize)
+    dWt = np.zeros((kh, p.k, O), dtype=x.dtype)  # dW[:, :, ky, :]^T, accumulated
+    part = np.empty((p.k, O), dtype=x.dtype)
+    memory = p.buffer(x.dtype)
+    for n0, B, oy0, R in p.chunks:
+        cols4 = p.columns(memory, B, R)
+        conv._im2col_chunk_numba(x, cols4, n0, oy0, *p.width_args)
+        dyc = p.positions(dy, n0, B, oy0, R)  # (B, O, R*Wo)
+        for ky in range(kh):
+            view = p.view(cols4, ky, R)  # (B, C*kw, R*Wo)
+            for b in range(B):
+                np.matmul(view[b], dyc[b].T, out=part)
+                dWt[ky] += part
+    # (kh, C*kw, O) -> (kh, C, kw, O) -> (O, C, kh, kw)
+    return np.ascontiguousarray(dWt.reshape(kh, C, kw, O).transpose(3, 1, 0, 2))
