@@ -90,14 +90,15 @@ class TrainConfig:
 
     The defaults are the ``minisegnet train`` run: SegNet-Basic (the SegNet paper's small
     network, at its small preset: 16 channels) on 8000 built-in 40x40 images for 6 epochs at
-    lr 0.1, about five minutes on two CPU cores. Why these: measured on the 2-core machine,
-    SegNet-Basic learns the built-in shapes fastest per second of the SegNet family (the VGG
-    SegNet at 1/8 width trains far more slowly from scratch), and at 40x40 it sees about 170
-    images/s, so five minutes are about 48k training images -- spread over 8000 distinct ones,
-    seen 6 times, which generalises better than 600 seen 80 times. With its batch norm, lr 0.1
-    learned faster than 0.05 (0.82 against 0.79 mean IoU for the PyTorch twin after the same
-    images); 0.15 was unstable, median-frequency class weights cost 0.09 mean IoU, batch 16 was
-    no faster per image.
+    lr 0.1, under five minutes on two CPU cores. Why these: measured on the 2-core machine,
+    SegNet-Basic learns the built-in shapes fastest per second of the networks here (the
+    VGG-based ones, at 1/8 width, train far more slowly from scratch; see
+    ``benchmarks/results/accuracy.md``), and at 40x40 it trains at about 220 images/s: the 48k
+    training images of six epochs over 8000 distinct ones (better than 600 seen 80 times) take
+    about 3.5 minutes, leaving room for a slower machine. Measured: 0.82 validation mean IoU
+    after 215 s. With its batch norm, lr 0.1 learned faster than 0.05 (0.82 against 0.79 mean
+    IoU for the PyTorch twin after the same images); 0.15 was unstable, median-frequency class
+    weights cost 0.09 mean IoU, batch 16 was no faster per image.
     """
 
     model: str = "segnet_basic"
