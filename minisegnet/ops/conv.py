@@ -636,6 +636,15 @@ def _store_positions(a, m, n0, B):
 _scratch = threading.local()
 
 
+def scratch_memory(nbytes: int) -> np.ndarray:
+    """At least ``nbytes`` of this thread's column memory (uint8), grown when too small and kept
+    for the next call. One convolution product uses it at a time."""
+    memory = getattr(_scratch, "memory", None)
+    if memory is None or memory.nbytes < nbytes:
+        memory = _scratch.memory = np.empty(nbytes, dtype=np.uint8)
+    return memory
+
+
 class _ColumnBuffer:
     """The chunks' column matrix, in memory kept from call to call (per thread): allocating and
     page-faulting tens of MB at every layer would cost a few ms each time. Its size is the
@@ -644,11 +653,7 @@ class _ColumnBuffer:
     def __init__(self, rows, chunks, wo, dtype):
         size = rows * wo * max((B * R for _, B, _, R in chunks), default=0)
         self.rows, self.wo, self.dtype = rows, wo, np.dtype(dtype)
-        nbytes = size * self.dtype.itemsize
-        memory = getattr(_scratch, "memory", None)
-        if memory is None or memory.nbytes < nbytes:
-            memory = _scratch.memory = np.empty(nbytes, dtype=np.uint8)
-        self.memory = memory
+        self.memory = scratch_memory(size * self.dtype.itemsize)
 
     def get(self, B, R):  # (C*kh*kw, B, R, Wo), contiguous
         count = self.rows * B * R * self.wo

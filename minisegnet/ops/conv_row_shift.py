@@ -76,8 +76,11 @@ class _Plan:
         self.width_args = (1, kw, 1, self.sw, self.ph, self.pw, 1, self.dw)
 
     def buffer(self, dtype):
+        """Memory for the largest chunk's columns: the band path's kept scratch memory."""
         size = self.k * self.rows_in * self.wo
-        return np.empty(size, dtype=dtype)
+        return conv.scratch_memory(size * np.dtype(dtype).itemsize)[
+            : size * np.dtype(dtype).itemsize
+        ].view(dtype)
 
     def columns(self, memory, B, R):
         """The chunk's width-columns (C*kw, B, R + extra, Wo) in ``memory``."""
