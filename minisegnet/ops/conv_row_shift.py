@@ -60,7 +60,7 @@ def _chunks(n, ho, extra, row_bytes, budget):
 
 
 class _Plan:
-    """Sizes shared by the three products; ``w`` (O, C, kh, kw), ``x`` of size (N, C, H, W)."""
+    """Sizes and views shared by the products: ``w`` (O, C, kh, kw) over ``x`` (N, C, H, W)."""
 
     def __init__(self, n, c, in_size, w_shape, stride, padding, dilation, itemsize):
         o, _, kh, kw = w_shape
@@ -77,10 +77,8 @@ class _Plan:
 
     def buffer(self, dtype):
         """Memory for the largest chunk's columns: the band path's kept scratch memory."""
-        size = self.k * self.rows_in * self.wo
-        return conv.scratch_memory(size * np.dtype(dtype).itemsize)[
-            : size * np.dtype(dtype).itemsize
-        ].view(dtype)
+        nbytes = self.k * self.rows_in * self.wo * np.dtype(dtype).itemsize
+        return conv.scratch_memory(nbytes)[:nbytes].view(dtype)
 
     def columns(self, memory, B, R):
         """The chunk's width-columns (C*kw, B, R + extra, Wo) in ``memory``."""
