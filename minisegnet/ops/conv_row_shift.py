@@ -28,13 +28,16 @@ weight gradient multiplies the same views, one kernel row at a time, computed tr
 
     dW[:, :, ky, :]^T = sum over n of  view_ky(colsW[n]) @ dy[n]^T      (C*kw, O)
 
-Measured on the 2-core machine (float32, ms, band path -> row shifts; forward / backward-data /
+Measured on the 2-core machine, timing ``conv2d_gemm`` / ``conv2d_data_grad`` /
+``conv2d_weight_grad`` under ``conv.row_shift(False)`` and ``conv.row_shift(True)`` in one
+process (float32, median of 7, ms, band path -> row shifts; forward / backward-data /
 backward-weight): 7x7 64->64 on 4x64x96x128: 137 -> 99 / 108 -> 101 / 128 -> 101; 7x7 16->16
 on 8x16x40x40: 7.4 -> 4.3 / 6.2 -> 4.4 / 5.7 -> 3.8; 3x3 64->64 on 8x64x128x128: 84 -> 60 /
 69 -> 64 / 67 -> 67.
 
-Used by the numba backend for convolutions with vertical stride 1, kh > 1 and one group
-(``conv.ROW_SHIFT``); the result equals the im2col path up to float rounding.
+Used by the numba backend for convolutions with vertical stride 1, kh >= conv.ROW_SHIFT_MIN_KH
+and one group (``conv.ROW_SHIFT`` switches it off); the result equals the im2col path up to
+float rounding, which the tests check for both paths against the NumPy reference.
 """
 
 from __future__ import annotations
@@ -64,16 +67,16 @@ class _Plan:
 
     def __init__(self, n, c, in_size, w_shape, stride, padding, dilation, itemsize):
         o, _, kh, kw = w_shape
-        (self.sh, self.sw), (self.ph, self.pw), (self.dh, self.dw) = stride, padding, dilation
-        self.n, self.c, self.o, self.kh, self.kw = n, c, o, kh, kw
-        self.h, self.w = in_size
+        (_, sw), (ph, pw), (self.dh, dw) = stride, padding, dilation
+        self.o, self.kh = o, kh
         self.ho, self.wo = conv._sizes(in_size, (kh, kw), stride, padding, dilation)
         self.extra = self.dh * (kh - 1)  # input rows a band reads beyond its output rows
         self.k = c * kw  # depth of each product
         self.chunks = _chunks(n, self.ho, self.extra, self.k * self.wo * itemsize, conv.CHUNK_BYTES)
         self.rows_in = max(B * (R + self.extra) for _, B, _, R in self.chunks)
+        self.positions_out = max(B * R for _, B, _, R in self.chunks) * self.wo
         # im2col/col2im with a 1 x kw kernel: their "output rows" are the padded input rows
-        self.width_args = (1, kw, 1, self.sw, self.ph, self.pw, 1, self.dw)
+        self.width_args = (1, kw, 1, sw, ph, pw, 1, dw)
 
     def buffer(self, dtype):
         """Memory for the largest chunk's columns: the band path's kept scratch memory."""
@@ -110,12 +113,13 @@ def conv2d_forward(x, w, stride, padding, dilation, bias=None):
     Wk = _row_weights(w)
     y = np.empty((N, p.o, p.ho, p.wo), dtype=x.dtype)
     memory = p.buffer(x.dtype)
+    part_memory = np.empty(p.o * p.positions_out, dtype=x.dtype)  # one kernel row's product
     for n0, B, oy0, R in p.chunks:
         cols4 = p.columns(memory, B, R)
         conv._im2col_chunk_numba(x, cols4, n0, oy0, *p.width_args)
         out = p.positions(y, n0, B, oy0, R)  # (B, O, R*Wo), written in place
         np.matmul(Wk[0], p.view(cols4, 0, R), out=out)
-        part = np.empty((B, p.o, R * p.wo), dtype=x.dtype)
+        part = part_memory[: B * p.o * R * p.wo].reshape(B, p.o, R * p.wo)
         for ky in range(1, p.kh):
             np.matmul(Wk[ky], p.view(cols4, ky, R), out=part)
             out += part
