@@ -115,11 +115,15 @@ class VGG16(nn.Module):
 
 
 # ----------------------------------------------------------------------------- FCN
-FCN_OFFSETS = {
-    "32s": {"out": 19},
-    "16s": {"pool4": 5, "out": 27},
-    "8s": {"pool4": 5, "pool3": 9, "out": 31},
-}
+def fcn_offsets(variant, first_padding=100, fc_kernel=7):
+    """Caffe's crop offsets for conv1_1 padding P and a K x K fc6 (19, (5, 27), (5, 9, 31) for
+    the paper's P = 100, K = 7)."""
+    shift = first_padding - 16 * fc_kernel
+    return {
+        "32s": {"out": 31 + shift},
+        "16s": {"pool4": fc_kernel - 2, "out": 39 + shift},
+        "8s": {"pool4": fc_kernel - 2, "pool3": 2 * fc_kernel - 5, "out": 43 + shift},
+    }[variant]
 
 
 class Crop(nn.Module):
@@ -172,6 +176,8 @@ class FCN(nn.Module):
         variant="8s",
         width=1.0,
         fc_channels=4096,
+        fc_kernel=7,
+        first_padding=100,
         learn_upsampling=False,
         at_once=False,
         dropout=0.5,
@@ -179,15 +185,15 @@ class FCN(nn.Module):
     ):
         super().__init__()
         self.variant, self.at_once = variant, at_once
-        offsets = FCN_OFFSETS[variant]
+        offsets = fcn_offsets(variant, first_padding, fc_kernel)
         learn_2x, learn_final = learn_upsampling in (True, "2x"), learn_upsampling is True
         self.encoder = VGG16(
             width,
             in_channels,
-            first_padding=100,
+            first_padding=first_padding,
             ceil_mode=True,
             fc_channels=fc_channels,
-            fc_kernel=7,
+            fc_kernel=fc_kernel,
             fc_dropout=dropout,
         )
         self.score_fr = nn.Conv2d(fc_channels, num_classes, 1)
@@ -506,10 +512,11 @@ class PSPNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- building
+_FCN_SMALL = {"width": 0.125, "fc_channels": 128, "fc_kernel": 4, "first_padding": 49}
 SMALL_PRESETS = {
-    "fcn32s": {"width": 0.125, "fc_channels": 128},
-    "fcn16s": {"width": 0.125, "fc_channels": 128},
-    "fcn8s": {"width": 0.125, "fc_channels": 128},
+    "fcn32s": dict(_FCN_SMALL),
+    "fcn16s": dict(_FCN_SMALL),
+    "fcn8s": dict(_FCN_SMALL),
     "deconvnet": {"width": 0.125, "fc_channels": 128, "fc_kernel": 1},
     "segnet": {"width": 0.125},
     "segnet_basic": {"width": 0.25},

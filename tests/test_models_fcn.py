@@ -8,9 +8,10 @@ import pytest
 
 import minisegnet as ms
 from minisegnet import models, nn
-from minisegnet.models.fcn import FCN_OFFSETS, Crop, FixedConvTranspose2d
+from minisegnet.models.fcn import FCN_OFFSETS, Crop, FixedConvTranspose2d, fcn_offsets
 
 TINY = {"width": 1 / 64, "fc_channels": 2, "in_channels": 1}  # 1, 2, 4, 8, 8 channels
+SMALL_GEOMETRY = {"fc_kernel": 4, "first_padding": 49}  # the small preset's fc6 and padding
 
 
 def bilinear_reference(k: int) -> np.ndarray:
@@ -49,6 +50,39 @@ def test_offsets_are_the_reference_ones():
     assert m8.encoder.conv1_1.padding in (100, (100, 100))
 
 
+def test_general_offsets_reproduce_the_reference_and_give_the_small_ones():
+    for variant, offsets in FCN_OFFSETS.items():
+        assert fcn_offsets(variant) == offsets
+    assert fcn_offsets("32s", 49, 4) == {"out": 16}
+    assert fcn_offsets("16s", 49, 4) == {"pool4": 2, "out": 24}
+    assert fcn_offsets("8s", 49, 4) == {"pool4": 2, "pool3": 3, "out": 28}
+    m8 = _tiny("8s", **SMALL_GEOMETRY)
+    assert (m8.crop_pool4.offset, m8.crop_pool3.offset, m8.crop.offset) == (2, 3, 28)
+    assert models.small_preset("fcn8s")["fc_kernel"] == SMALL_GEOMETRY["fc_kernel"]
+    assert models.small_preset("fcn8s")["first_padding"] == SMALL_GEOMETRY["first_padding"]
+
+
+@pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
+def test_small_geometry_takes_every_input_size(variant):
+    """P = 16K - 15 gives fc6 an output for every size, and K >= 4 keeps FCN-8s's pool3 crop
+    inside its map (see the module docstring); K = 3 fails for many sizes, 40 among them."""
+    model = _tiny(variant, **SMALL_GEOMETRY).eval()
+    with ms.no_grad():
+        for h in range(1, 141):
+            assert model(ms.tensor(np.zeros((1, 1, h, h + 1), np.float32))).shape[2:] == (h, h + 1)
+    if variant == "8s":
+        model = _tiny(variant, fc_kernel=3, first_padding=33).eval()
+        with pytest.raises(ValueError, match="Crop: cannot take"), ms.no_grad():
+            model(ms.tensor(np.zeros((1, 1, 40, 40), np.float32)))
+
+
+def test_geometry_with_negative_offsets_is_rejected():
+    with pytest.raises(ValueError, match="fc_kernel >= 3"):
+        _tiny("8s", fc_kernel=2, first_padding=49)
+    with pytest.raises(ValueError, match="first_padding >= 21"):
+        fcn_offsets("8s", 20, 4)
+
+
 def test_crop_takes_the_window_at_its_offset():
     x = ms.tensor(np.arange(2 * 10 * 12, dtype=np.float32).reshape(1, 2, 10, 12))
     y = Crop(3)(x, (4, 5))
@@ -62,13 +96,19 @@ def _identity_network(model, path):
     """Make every encoder conv pass channel 0 through unchanged (centre tap 1, all else 0) and
     let exactly one score layer ("fr", "pool4" or "pool3") read channel 0; the others are 0.
     ReLU and max pooling keep a non-negative map, so the network transports a single bright
-    pixel to the stride-32/16/8 cell that contains it and upsamples it back bilinearly."""
+    pixel to the stride-32/16/8 cell that contains it and upsamples it back bilinearly. An
+    even kernel (the small preset's 4x4 fc6) has no centre tap: its two middle taps in each
+    direction share the weight, which is centred on the kernel's centre as well."""
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             w = np.zeros(module.weight.shape, np.float32)
             if name.startswith("encoder.") or name == f"score_{path}":
                 kh, kw = w.shape[2:]
-                w[0, 0, kh // 2, kw // 2] = 1.0
+                rows = [kh // 2] if kh % 2 else [kh // 2 - 1, kh // 2]
+                cols = [kw // 2] if kw % 2 else [kw // 2 - 1, kw // 2]
+                for r in rows:
+                    for c in cols:
+                        w[0, 0, r, c] = 1.0 / (len(rows) * len(cols))
             module.weight.data = w
             if module.bias is not None:
                 module.bias.data = np.zeros(module.bias.shape, np.float32)
@@ -77,17 +117,22 @@ def _identity_network(model, path):
 
 # Positions inside a stride-32 cell, in pairs (o, 31 - o): their mean is the cell's centre, and
 # the same holds inside the stride-16 and stride-8 cells (o mod 16 and (31 - o) mod 16 also pair
-# up). Cells start where the padded input does: conv1_1's padding of 100 puts image column x at
-# padded column x + 99, and pool5 cells start at padded multiples of 32, i.e. x = 29 (mod 32).
+# up). Cells start where the padded input does: conv1_1's padding P puts image column x at
+# padded column x + P - 1, and pool5 cells start at padded multiples of 32, i.e. at
+# x = -(P - 1) (mod 32): 29 for the paper's P = 100, 16 for the small preset's 49.
 CELL_OFFSETS = np.array([0, 31, 5, 26, 10, 21, 13, 18])
-CELL_START = 93  # 93 = 29 (mod 32); leaves room for the widest upsampled bump on both sides
+
+
+def _cell_start(first_padding):
+    """The cell start near 93 (room for the widest upsampled bump on both sides)."""
+    return 93 - (93 + first_padding - 1) % 32
 
 
 def _displacements(model, size=200):
     """(centroid of the output) - (position of a single bright input pixel), in x and y, for a
     pixel at each of the CELL_OFFSETS positions of one cell. For a correctly aligned network each
     output bump is centred on the centre of the cell holding its pixel, so the mean is 0."""
-    t = CELL_START + CELL_OFFSETS
+    t = _cell_start(model.encoder.first_padding) + CELL_OFFSETS
     x = np.zeros((len(t), 1, size, size), np.float32)
     x[np.arange(len(t)), 0, t, t] = 1.0
     with ms.no_grad():
@@ -114,8 +159,9 @@ def _displacements(model, size=200):
         ("8s", "pool3"),
     ],
 )
-def test_crops_align_the_output_with_the_input(variant, path):
-    model = _identity_network(_tiny(variant), path).eval()
+@pytest.mark.parametrize("geometry", [{}, SMALL_GEOMETRY], ids=["paper", "small"])
+def test_crops_align_the_output_with_the_input(variant, path, geometry):
+    model = _identity_network(_tiny(variant, **geometry), path).eval()
     dx, dy = _displacements(model)
     assert abs(dx.mean()) < 1e-3 and abs(dy.mean()) < 1e-3, (variant, path, dx, dy)
     # and every bump is centred within half a cell (32, 16 or 8 pixels) of its pixel

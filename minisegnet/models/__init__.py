@@ -95,11 +95,14 @@ ALIASES = {
 # Small versions for two CPU cores. Widths keep every layer (1/8 of VGG's channels gives
 # 8..64 channels); the fc layers of FCN/DeconvNet shrink from 4096 to 128; DeconvNet's fc6 becomes
 # 1x1 so that any input size works (the 7x7 fc6 needs pool5 >= 7, i.e. inputs >= 193 pixels);
+# FCN keeps its padded, cropped design with a 4x4 fc6 and conv1_1 padding 49, the smallest that
+# still takes every input size (see fcn.py), a third of the paper's padding cost at 40x40;
 # PSPNet uses one bottleneck per ResNet layer.
+_FCN_SMALL = {"width": 0.125, "fc_channels": 128, "fc_kernel": 4, "first_padding": 49}
 SMALL_PRESETS = {
-    "fcn32s": {"width": 0.125, "fc_channels": 128},
-    "fcn16s": {"width": 0.125, "fc_channels": 128},
-    "fcn8s": {"width": 0.125, "fc_channels": 128},
+    "fcn32s": dict(_FCN_SMALL),
+    "fcn16s": dict(_FCN_SMALL),
+    "fcn8s": dict(_FCN_SMALL),
     "deconvnet": {"width": 0.125, "fc_channels": 128, "fc_kernel": 1},
     "segnet": {"width": 0.125},
     "segnet_basic": {"width": 0.25},

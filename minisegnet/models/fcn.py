@@ -75,6 +75,23 @@ The offsets are the same for every input size (they only depend on the layer geo
 why the network can be written with constants; the crop sizes are taken from the input (final) or
 from the upsampled map (skips). The tests check the alignment numerically.
 
+Other paddings and fc6 sizes (the small configuration)
+------------------------------------------------------
+Redo the algebra with conv1_1 padding P (``x = c1 - P + 1``) and a K x K fc6
+(``p5 = f + (K - 1)/2``): a score_fr position sits at x = 32*f + 16*K - P + 0.5, and the offsets
+become ``out = 31 + P - 16K`` (32s), ``39 + P - 16K`` (16s), ``43 + P - 16K`` (8s),
+``pool4 = K - 2``, ``pool3 = 2K - 5`` (:func:`fcn_offsets`). fc6 has an output for every input
+size when ``P >= 16K - 15`` (the paper: K = 7 needs 97; it uses 100). The skips add one more
+condition: with ceil pools, 4 x pool5 can exceed pool3's length by up to 3, and the pool3 crop
+(offset 2K - 5, length 4 x (pool5 - K + 1) + 6) then fits inside pool3's score map for every size
+only if K >= 4 (K = 3 fails for about half of all sizes, 40 among them). The tests try every size
+from 1 to 140 pixels.
+
+The 2-core configuration keeps the design but shrinks it: K = 4 and P = 49 = 16*4 - 15, so every
+size still works, with offsets 16 (32s), (2, 24) (16s) and (2, 3, 28) (8s). At 40x40 conv1 then
+runs on 136x136 pixels instead of 238x238, a third of the work in the layers that dominate FCN's
+cost.
+
 Parameter count (21 classes): VGG16 convs 14,714,688 + fc6 102,764,544 + fc7 16,781,312 +
 score_fr 86,037 + score_pool4 10,773 + score_pool3 5,397 = 134,362,751 ("134M"); learning the
 upsampling adds 21*21*(16 + 16 + 256) = 127,008 more (the "127k" of the fixed deconvolutions).
@@ -90,7 +107,15 @@ from minisegnet.models.common import check_input, make_rng, scaled, spatial_size
 from minisegnet.models.vgg import VGG16
 from minisegnet.tensor import Tensor, array_module
 
-__all__ = ["FCN", "Crop", "Scale", "FixedConvTranspose2d", "bilinear_upsampler", "FCN_OFFSETS"]
+__all__ = [
+    "FCN",
+    "Crop",
+    "Scale",
+    "FixedConvTranspose2d",
+    "bilinear_upsampler",
+    "FCN_OFFSETS",
+    "fcn_offsets",
+]
 
 # Crop offsets of the reference code, derived in the module docstring.
 FCN_OFFSETS = {
@@ -98,6 +123,31 @@ FCN_OFFSETS = {
     "16s": {"pool4": 5, "out": 27},
     "8s": {"pool4": 5, "pool3": 9, "out": 31},
 }
+
+
+def fcn_offsets(variant: str, first_padding: int = 100, fc_kernel: int = 7) -> dict:
+    """The crop offsets for conv1_1 padding P and a K x K fc6 (module docstring, last section).
+
+    out = 31 + P - 16K (32s), 39 + P - 16K (16s), 43 + P - 16K (8s); pool4 = K - 2;
+    pool3 = 2K - 5. P = 100, K = 7 gives :data:`FCN_OFFSETS`. A negative offset would mean the
+    skip or score map starts *inside* the image: that geometry cannot be cropped, so it is an error.
+    """
+    P, K = int(first_padding), int(fc_kernel)
+    base = {"32s": 31, "16s": 39, "8s": 43}[variant]
+    out = base + P - 16 * K
+    offsets = {"out": out}
+    if variant in ("16s", "8s"):
+        offsets["pool4"] = K - 2
+    if variant == "8s":
+        offsets["pool3"] = 2 * K - 5
+    bad = {name: value for name, value in offsets.items() if value < 0}
+    if bad:
+        raise ValueError(
+            f"FCN-{variant}: first_padding={P} and fc_kernel={K} give negative crop offsets {bad}; "
+            f"FCN-16s needs fc_kernel >= 2, FCN-8s fc_kernel >= 3, and the final crop needs "
+            f"first_padding >= {16 * K - base} with fc_kernel={K}"
+        )
+    return offsets
 
 
 class Crop(nn.Module):
@@ -229,6 +279,9 @@ class FCN(nn.Module):
         variant: "32s", "16s" or "8s".
         width: channel multiplier of the VGG16 convs (1 = paper).
         fc_channels: channels of fc6 and fc7 (4096 in the paper; small variants use fewer).
+        fc_kernel: size of fc6's square kernel (7 in the paper; the small preset uses 4).
+        first_padding: padding of conv1_1 (100 in the paper; the small preset uses 49). With
+            ``fc_kernel`` it sets the crop offsets (:func:`fcn_offsets`).
         learn_upsampling: False (all fixed, reference code), "2x" (paper) or True (all learned).
         at_once: scale pool4 by 0.01 and pool3 by 0.0001 before scoring (at-once FCN-8s).
         dropout: after fc6 and fc7 (0.5 as in VGG).
@@ -244,6 +297,8 @@ class FCN(nn.Module):
         variant: str = "8s",
         width: float = 1.0,
         fc_channels: int = 4096,
+        fc_kernel: int = 7,
+        first_padding: int = 100,
         learn_upsampling: bool | str = False,
         at_once: bool = False,
         dropout: float = 0.5,
@@ -260,17 +315,17 @@ class FCN(nn.Module):
             )
         self.num_classes, self.variant, self.in_channels = num_classes, variant, in_channels
         self.learn_upsampling, self.at_once = learn_upsampling, at_once
-        offsets = FCN_OFFSETS[variant]
+        offsets = fcn_offsets(variant, first_padding, fc_kernel)
         learn_2x = learn_upsampling in (True, "2x")
         learn_final = learn_upsampling is True
 
         self.encoder = VGG16(
             width=width,
             in_channels=in_channels,
-            first_padding=100,
+            first_padding=first_padding,
             ceil_mode=True,
             fc_channels=fc_channels,
-            fc_kernel=7,
+            fc_kernel=fc_kernel,
             fc_dropout=dropout,
             seed=rng,
         )
@@ -322,5 +377,6 @@ class FCN(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"variant={self.variant!r}, num_classes={self.num_classes}, "
-            f"learn_upsampling={self.learn_upsampling!r}, at_once={self.at_once}"
+            f"learn_upsampling={self.learn_upsampling!r}, at_once={self.at_once}, "
+            f"fc_kernel={self.encoder.fc_kernel}, first_padding={self.encoder.first_padding}"
         )
