@@ -39,8 +39,9 @@ def _cmd_backends(args) -> int:
 
 # --------------------------------------------------------------------------- train
 
-_TRAIN_OPTIONS = ("model", "data", "backend", "epochs", "batch_size", "lr", "size", "width",
-                  "class_weights", "seed", "train_images", "val_images")  # fmt: skip
+_TRAIN_OPTIONS = ("model", "data", "backend", "epochs", "batch_size", "lr", "warmup_epochs",
+                  "size", "width", "class_weights", "seed", "train_images",
+                  "val_images")  # fmt: skip
 
 
 def _latest_run(root: Path = Path("runs")) -> Path | None:
@@ -306,6 +307,16 @@ def _positive_float(text):
     return value
 
 
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
 def _seed(text):
     try:
         value = int(text)
@@ -355,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lr", type=_positive_float, help=f"base learning rate, poly schedule (default {d.lr})"
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=_non_negative_float,
+        help="ramp the lr up linearly over this many epochs, then the poly schedule "
+        f"(default {d.warmup_epochs:g})",
     )
     p.add_argument(
         "--size",

@@ -92,8 +92,9 @@ class TrainConfig:
     network, at its small preset: 16 channels) on 8000 built-in 40x40 images for 6 epochs at
     lr 0.1, under five minutes on two CPU cores. Why these: measured on the 2-core machine,
     SegNet-Basic learns the built-in shapes fastest per second of the networks here (the
-    VGG-based ones, at 1/8 width, train far more slowly from scratch; see
-    ``benchmarks/results/accuracy.md``), and at 40x40 it trains at about 220 images/s: the 48k
+    VGG-based ones, at 1/8 width, train far more slowly from scratch, and better at 64x64 with a
+    warm-up, ``--size 64 --warmup-epochs 1``; see ``benchmarks/results/accuracy.md``), and at
+    40x40 it trains at about 220 images/s: the 48k
     training images of six epochs over 8000 distinct ones (better than 600 seen 80 times) take
     about 3.5 minutes, leaving room for a slower machine. Measured: 0.81-0.82 validation mean
     IoU after 196-215 s. With its batch norm, lr 0.1 learned faster than 0.05 (0.82 against 0.79 mean
@@ -111,6 +112,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     bias_lr_mult: float = 2.0
     poly_power: float = 0.9
+    warmup_epochs: float = 0.0  # lr ramps linearly from ~0 to lr over this many epochs
     size: int = 40
     width: float | None = None  # None: the model's small preset
     class_weights: str | None = None  # None or "median"
@@ -147,7 +149,14 @@ class TrainConfig:
             raise ConfigError(f"--size must be at least 16 pixels, got {self.size}")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ConfigError(f"--seed must be a non-negative integer, got {self.seed!r}")
-        for name in ("lr", "momentum", "weight_decay", "bias_lr_mult", "aux_weight"):
+        for name in (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "bias_lr_mult",
+            "aux_weight",
+            "warmup_epochs",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(
@@ -368,7 +377,13 @@ class Trainer:
             param_groups(self.model, c.weight_decay, c.bias_lr_mult), lr=c.lr, momentum=c.momentum
         )
         self.max_iter = c.epochs * len(self.train_loader)
-        self.schedule = PolyLR(self.optimizer, self.max_iter, power=c.poly_power)
+        # Warm-up: deep batch-normalised networks at lr 0.1 can kill their thinnest ReLU layer in
+        # the first steps (DeconvNet's small preset did: all 8 channels of its last stage dead,
+        # all-background output, no gradient left); a linear ramp lets them start gently.
+        warmup_iters = round(c.warmup_epochs * len(self.train_loader))
+        self.schedule = PolyLR(
+            self.optimizer, self.max_iter, power=c.poly_power, warmup_iters=warmup_iters
+        )
         self.class_weights = None
         if c.class_weights == "median":
             self.class_weights = median_frequency_weights(

@@ -238,3 +238,7 @@ def test_bad_numbers_are_argparse_errors(capsys):
         main(["train", "--epochs", "-1"])
     assert info.value.code == 2
     assert "expected a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--warmup-epochs", "-0.5"])
+    assert info.value.code == 2
+    assert "--warmup-epochs: expected a finite number >= 0, got -0.5" in capsys.readouterr().err

@@ -186,12 +186,23 @@ def test_param_groups_give_biases_double_lr_and_no_decay():
     assert counted == model.num_parameters()
 
 
+def test_warmup_ramps_the_lr_then_follows_the_poly_schedule(tmp_path):
+    lrs = []  # the lr set for the next step, recorded after each step
+    config = tiny(epochs=2, lr=0.04, warmup_epochs=1.0)  # 12 images / batch 4: 3 steps an epoch
+    run(config, tmp_path / "run", on_step=lambda t: lrs.append(t.optimizer.lr))
+    steps = 6
+    expected = [0.04 * (1 - i / steps) ** 0.9 * min(1.0, (i + 1) / 3) for i in range(1, steps + 1)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    assert lrs[0] < lrs[1] and lrs[2] > lrs[3]  # rising during the first epoch, then decaying
+
+
 @pytest.mark.parametrize("overrides, match", [
     ({"model": "unet"}, "valid models: deconvnet, fcn16s"),
     ({"backend": "tpu"}, "valid backends: numpy, numba"),
     ({"epochs": 0}, "--epochs must be a positive integer"),
     ({"lr": float("nan")}, "--lr must be a finite number"),
     ({"class_weights": "inverse"}, "--class-weights"),
+    ({"warmup_epochs": -1.0}, "--warmup-epochs must be a finite number >= 0"),
 ])  # fmt: skip
 def test_bad_config(overrides, match):
     with pytest.raises(ConfigError, match=match):
