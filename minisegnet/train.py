@@ -377,9 +377,11 @@ class Trainer:
             param_groups(self.model, c.weight_decay, c.bias_lr_mult), lr=c.lr, momentum=c.momentum
         )
         self.max_iter = c.epochs * len(self.train_loader)
-        # Warm-up: deep batch-normalised networks at lr 0.1 can kill their thinnest ReLU layer in
-        # the first steps (DeconvNet's small preset did: all 8 channels of its last stage dead,
-        # all-background output, no gradient left); a linear ramp lets them start gently.
+        # Warm-up: full lr from the first step can wreck a deep batch-normalised network before
+        # it has learned anything. Measured: DeconvNet's small preset at 64x64 and lr 0.1 fell to
+        # all-background output in its first epoch and never left it (loss flat at 0.79 for 6
+        # epochs); with a one-epoch ramp it trains, and SegNet reached 0.69 mean IoU after 6 of
+        # 12 epochs instead of 0.53.
         warmup_iters = round(c.warmup_epochs * len(self.train_loader))
         self.schedule = PolyLR(
             self.optimizer, self.max_iter, power=c.poly_power, warmup_iters=warmup_iters
