@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -169,3 +170,13 @@ def test_accuracy_script_smoke_run_writes_its_table(tmp_path):
     assert row["met"] is (row["best_within_budget"] >= row["target"])
     table = (tmp_path / "accuracy-smoke.md").read_text()
     assert "Smoke run" in table and "| segnet-basic | segnet-basic |" in table
+
+    # A later invocation with two jobs at a time (one thread each on two cores) adds its rows and
+    # keeps the earlier run's, in recipe order.
+    assert accuracy.main(["--smoke", "--no-default", "--models", "pspnet", "fcn32s", "--jobs",
+                          "2", "--out", str(tmp_path)]) == 0  # fmt: skip
+    rows = json.loads((tmp_path / "accuracy-smoke.json").read_text())
+    assert [r["name"] for r in rows] == ["fcn32s", "segnet-basic", "pspnet"]
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert [r["threads"] for r in rows] == [threads, os.cpu_count(), threads]
+    assert all(r["status"] == "ok" for r in rows)
