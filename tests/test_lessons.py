@@ -3,8 +3,10 @@
 * ``test_lesson_runs[NN_name]``: executes the notebook with nbclient in a fresh kernel of *this*
   interpreter (working directory ``lessons/``, ``MPLBACKEND=Agg``, the repository on
   ``PYTHONPATH``); any failing cell fails the test, with the cell and its traceback in the
-  message. A notebook that takes longer than ``LESSON_BUDGET`` seconds (default 180; the lessons
-  aim for well under 120 on 2 cores) fails too, so the course stays runnable on a laptop.
+  message. The lessons aim for well under 2 minutes each on 2 cores; the time is printed, and
+  with ``LESSON_BUDGET=SECONDS`` in the environment a slower notebook fails. That check is off
+  by default: the project times nothing in its tests (a busy machine would fail them), the
+  benchmarks measure speed.
 * ``test_lesson_committed_without_outputs``: no outputs or execution counts in the files.
 * ``test_lesson_shape``: every lesson has LaTeX math, a figure, and exercises checked by asserts,
   and is listed in ``lessons/README.md``.
@@ -30,7 +32,7 @@ LESSONS = ROOT / "lessons"
 NOTEBOOKS = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
 KERNEL_NAME = "minisegnet-lessons"
 CELL_TIMEOUT = int(os.environ.get("LESSON_CELL_TIMEOUT", "600"))
-LESSON_BUDGET = float(os.environ.get("LESSON_BUDGET", "180"))
+LESSON_BUDGET = float(os.environ["LESSON_BUDGET"]) if os.environ.get("LESSON_BUDGET") else None
 
 
 def _ids(paths):
@@ -85,7 +87,7 @@ def test_lesson_runs(path, lesson_kernel, monkeypatch):
         pytest.fail(f"{path.name}: a cell failed:\n{error}", pytrace=False)
     elapsed = time.perf_counter() - start
     print(f"{path.name}: {elapsed:.1f} s")
-    assert elapsed <= LESSON_BUDGET, (
+    assert LESSON_BUDGET is None or elapsed <= LESSON_BUDGET, (
         f"{path.name} took {elapsed:.0f} s to run, over the {LESSON_BUDGET:.0f} s budget "
         "(lessons must run on a laptop CPU in about 2 minutes: shrink the inputs or the training)"
     )
