@@ -61,8 +61,7 @@ ROOT = HERE.parent
 #     1-2 pixels at 40: PSPNet 0.73 -> 0.86 (at 40x40 its 5x5 stride-8 score maps cannot draw the
 #     rings' 3-7 pixel walls: ring IoU 0.40), FCN-8s 0.67 -> 0.76, SegNet 0.61 -> 0.75;
 #   * a warm-up epoch for the deep batch-normalised encoder-decoders at lr 0.1: SegNet 0.75 ->
-#     0.80-0.82; DeconvNet without it collapsed to all-background at 64x64 (0.16), with it 0.55
-#     (lr 0.02: 0.31, lr 0.2: 0.50);
+#     0.80-0.82; DeconvNet without it collapsed to all-background at 64x64 (0.16), with it 0.55;
 #   * FCN has no batch norm (as in the paper), and a warm-up lets it take a larger lr: lr 0.04
 #     with one warm-up epoch 0.85 (lr 0.02 with half an epoch 0.83, lr 0.01 without 0.76).
 #   * not kept: SegNet at lr 0.2 for 14 epochs (0.81, within the 0.80-0.82 spread of lr 0.1),

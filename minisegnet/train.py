@@ -94,9 +94,9 @@ class TrainConfig:
     SegNet-Basic learns the built-in shapes fastest per second of the networks here (the
     VGG-based ones, at 1/8 width, train far more slowly from scratch, and better at 64x64 with a
     warm-up, ``--size 64 --warmup-epochs 1``; see ``benchmarks/results/accuracy.md``), and at
-    40x40 it trains at about 220 images/s: the 48k
-    training images of six epochs over 8000 distinct ones (better than 600 seen 80 times) take
-    about 3.5 minutes, leaving room for a slower machine. Measured: 0.81-0.82 validation mean
+    40x40 it trains at about 220 images/s: the 48k training images of six epochs over 8000
+    distinct ones (better than 600 seen 80 times) take about 3.5 minutes, leaving room for a
+    slower machine. Measured: 0.81-0.82 validation mean
     IoU after 196-215 s. With its batch norm, lr 0.1 learned faster than 0.05 (0.82 against 0.79 mean
     IoU for the PyTorch twin after the same images); 0.15 was unstable, median-frequency class
     weights cost 0.09 mean IoU, batch 16 was no faster per image.
