@@ -353,9 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
             "runs/<model>-<data>/ unless --out says otherwise. Ctrl-C saves a checkpoint; "
             "--resume continues from it exactly."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", help=f"network: {MODEL_HELP} (default {d.model})")
+    # Each help text states its default itself (the parser's own defaults are None, meaning "not
+    # given", so that --resume can tell an option passed from one left out).
+    p.add_argument("--model", help=f"network: {MODEL_HELP} (default {d.model.replace('_', '-')})")
     p.add_argument("--data", help=f"dataset: {DATA_HELP}")
     p.add_argument("--backend", help=f"{', '.join(backend.names())} (default {d.backend})")
     p.add_argument(
