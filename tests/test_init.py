@@ -86,9 +86,22 @@ def test_layers_default_init_is_he_normal_and_zero_bias():
     expected = np.sqrt(2 / (128 * 9))
     assert abs(conv.weight.numpy().std() - expected) < 0.03 * expected
     up = nn.ConvTranspose2d(64, 32, 4, stride=2, seed=0)
-    expected = np.sqrt(2 / (32 * 16))  # PyTorch's fan_in of a (in, out, k, k) weight
+    # each output sums 64 channels x 4*4 taps / (2*2) stride: 256 products (not PyTorch's 32*16)
+    expected = np.sqrt(2 / (64 * 16 / 4))
     assert abs(up.weight.numpy().std() - expected) < 0.03 * expected
     assert np.all(up.bias.numpy() == 0)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_transposed_conv_default_init_keeps_the_activation_scale(stride):
+    """He's fan-in: inputs relu(z), z ~ N(0, 1) (mean square 1/2), give outputs of variance
+    fan_in * (2 / fan_in) * 1/2 = 1, whether the layer widens or narrows the channels."""
+    rng = np.random.default_rng(0)
+    x = ms.tensor(np.maximum(rng.standard_normal((4, 128, 12, 12)), 0).astype(np.float32))
+    for cin, cout in ((128, 32), (128, 256)):  # reducing and widening the channels
+        up = nn.ConvTranspose2d(cin, cout, 4, stride=stride, padding=1, seed=1)
+        y = up(x).numpy()[:, :, 2:-2, 2:-2]  # interior: every output has all its taps
+        assert 0.8 < float(np.mean(y**2)) < 1.25, (cin, cout, stride, float(np.mean(y**2)))
 
 
 # ----------------------------------------------------------------------------- bilinear

@@ -9,13 +9,27 @@
                       weight (C, O/groups, kh, kw), bias (O,)
 
 Default initialisation (differs from PyTorch's uniform default, on purpose): weights He/Kaiming
-normal, ``init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu")``, so a stack of
-conv + ReLU layers keeps its activation scale; biases zero. Pass ``seed`` (an int or a NumPy
+normal, w ~ N(0, 2 / fan_in), so a stack of conv + ReLU layers keeps its activation scale;
+biases zero. fan_in is the number of products summed into one output value:
+
+    Conv2d            fan_in = C/groups * kh * kw
+                      (= ``init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu")``)
+    ConvTranspose2d   fan_in = C/groups * kh * kw / (sh * sw)
+                      each input pixel is spread over kh x kw outputs, s apart, so an output
+                      receives kh*kw / (sh*sw) taps per input channel on average
+
+PyTorch (and Caffe's MSRA filler) take a transposed convolution's fan from its weight shape
+(C, O/groups, kh, kw) as if it were a convolution's, O/groups * kh * kw: the output channels.
+For DeconvNet's channel-reducing deconvolutions (512 -> 256) that gives a sqrt 2 larger std
+than the layer's real fan-in, and its small preset, trained from scratch, learned measurably
+slower with it (see ``minisegnet/models/deconvnet.py``). Pass ``seed`` (an int or a NumPy
 Generator) for reproducible weights; re-initialise with ``minisegnet.nn.init`` (``bilinear_``
 for FCN's upsampling layers, ``zeros_`` for its score layers).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -47,7 +61,7 @@ class _ConvNd(Module):
     """What Conv2d and ConvTranspose2d share: geometry, parameters, initialisation, repr."""
 
     def _setup(self, layer, in_channels, out_channels, kernel_size, stride, padding, dilation,
-               groups, bias, weight_shape, seed, dtype):  # fmt: skip
+               groups, bias, weight_shape, fan_in, seed, dtype):  # fmt: skip
         stride, padding, dilation, groups = check_geometry(layer, stride, padding, dilation, groups)
         _check_channels(layer, in_channels, out_channels, groups)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -55,7 +69,9 @@ class _ConvNd(Module):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         dtype = np.dtype(np.float32 if dtype is None else dtype)
         self.weight = Parameter(np.zeros(weight_shape(self.kernel_size), dtype), dtype=dtype)
-        init.kaiming_normal_(self.weight, mode="fan_in", nonlinearity="relu", seed=seed)
+        # He normal over the products summed into each output (see the module docstring)
+        std = init.calculate_gain("relu") / math.sqrt(fan_in(self.kernel_size, self.stride))
+        init.normal_(self.weight, 0.0, std, seed=seed)
         self.bias = Parameter(np.zeros(self.out_channels, dtype), dtype=dtype) if bias else None
 
     def extra_repr(self) -> str:
@@ -95,7 +111,8 @@ class Conv2d(_ConvNd):
         super().__init__()
         self._setup(
             "Conv2d", in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-            bias, lambda k: (out_channels, in_channels // groups, *k), seed, dtype,
+            bias, lambda k: (out_channels, in_channels // groups, *k),
+            lambda k, s: in_channels // groups * k[0] * k[1], seed, dtype,
         )  # fmt: skip
 
     def forward(self, x):
@@ -129,7 +146,8 @@ class ConvTranspose2d(_ConvNd):
         super().__init__()
         self._setup(
             "ConvTranspose2d", in_channels, out_channels, kernel_size, stride, padding, dilation,
-            groups, bias, lambda k: (in_channels, out_channels // groups, *k), seed, dtype,
+            groups, bias, lambda k: (in_channels, out_channels // groups, *k),
+            lambda k, s: in_channels // groups * k[0] * k[1] / (s[0] * s[1]), seed, dtype,
         )  # fmt: skip
         self.output_padding = pair(output_padding, "output_padding", "ConvTranspose2d")
         for i in (0, 1):

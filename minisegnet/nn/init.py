@@ -9,9 +9,11 @@ None for fresh entropy), so a model built with seeds is reproducible bit for bit
 Generator to several calls to draw consecutive, different values from one stream.
 
 Fans follow PyTorch: for a weight of shape (d0, d1, k...) the receptive field r is prod(k...),
-fan_in = d1 * r and fan_out = d0 * r. (For a transposed convolution, whose weight is
-(in, out/groups, kh, kw), PyTorch's "fan_in" is therefore out/groups * kh * kw; we keep that
-convention so weights initialised here match PyTorch's statistics.)
+fan_in = d1 * r and fan_out = d0 * r, read off the shape alone. (For a transposed convolution,
+whose weight is (in, out/groups, kh, kw), that "fan_in" is out/groups * kh * kw, which is not
+the number of inputs of an output value; ``nn.ConvTranspose2d`` therefore computes its own
+fan-in for its default initialisation, see ``nn/conv.py``. These functions keep PyTorch's
+rule, so a call written for PyTorch gives the same statistics here.)
 
 He / Kaiming normal (He et al., 2015): w ~ N(0, std^2), std = gain / sqrt(fan), gain = sqrt(2)
 for ReLU, so the variance of the activations stays about constant from layer to layer.
