@@ -40,7 +40,7 @@ def _cmd_backends(args) -> int:
 # --------------------------------------------------------------------------- train
 
 _TRAIN_OPTIONS = ("model", "data", "backend", "epochs", "batch_size", "lr", "warmup_epochs",
-                  "size", "width", "class_weights", "seed", "train_images",
+                  "weight_decay", "size", "width", "class_weights", "seed", "train_images",
                   "val_images")  # fmt: skip
 
 
@@ -373,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_float,
         help="ramp the lr up linearly over this many epochs, then the poly schedule "
         f"(default {d.warmup_epochs:g})",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        help=f"L2 penalty on the conv and linear weights (default {d.weight_decay:g})",
     )
     p.add_argument(
         "--size",

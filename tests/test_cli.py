@@ -32,7 +32,7 @@ def one_line_error(capsys, code, *fragments):
 def trained(tmp_path_factory):
     """One tiny training run shared by the evaluate/predict tests."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", "--epochs", "1", "--out", str(out), *TINY]) == 0
+    assert main(["train", "--epochs", "1", "--weight-decay", "2e-4", "--out", str(out), *TINY]) == 0
     return out
 
 
@@ -46,6 +46,9 @@ def test_train_writes_a_run(trained, capsys):
         "predictions.png",
     ):
         assert (trained / name).is_file()
+    # the options reach the run's configuration (and so the checkpoint a resume compares with)
+    config = json.loads((trained / "checkpoint.json").read_text())["config"]
+    assert config["weight_decay"] == 2e-4 and config["epochs"] == 1
 
 
 def test_train_default_out_is_under_runs(tmp_path, monkeypatch, capsys):
@@ -245,3 +248,7 @@ def test_bad_numbers_are_argparse_errors(capsys):
         main(["train", "--warmup-epochs", "-0.5"])
     assert info.value.code == 2
     assert "--warmup-epochs: expected a finite number >= 0, got -0.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--weight-decay", "nan"])
+    assert info.value.code == 2
+    assert "--weight-decay: expected a finite number >= 0, got nan" in capsys.readouterr().err
