@@ -40,7 +40,7 @@ def _cmd_backends(args) -> int:
 # --------------------------------------------------------------------------- train
 
 _TRAIN_OPTIONS = ("model", "data", "backend", "epochs", "batch_size", "lr", "warmup_epochs",
-                  "weight_decay", "size", "width", "class_weights", "seed", "train_images",
+                  "weight_decay", "balance_init", "size", "width", "class_weights", "seed", "train_images",
                   "val_images")  # fmt: skip
 
 
@@ -378,6 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight-decay",
         type=_non_negative_float,
         help=f"L2 penalty on the conv and linear weights (default {d.weight_decay:g})",
+    )
+    p.add_argument(
+        "--balance-init",
+        action="store_true",
+        default=None,
+        help="before the first step, rescale the batch-normalised convolutions so none starts "
+        "with a larger effective step than the median (deep VGG-style networks train faster; "
+        "see minisegnet/nn/balance.py)",
     )
     p.add_argument(
         "--size",

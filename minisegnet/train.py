@@ -56,9 +56,10 @@ import minisegnet as ms
 from minisegnet import backend as backends
 from minisegnet import checkpoint as ckpt
 from minisegnet import functional as F
-from minisegnet import metrics
+from minisegnet import metrics, nn
 from minisegnet.data import DataError, DataLoader, open_dataset, parse_data_spec, transforms
 from minisegnet.data.class_weights import dataset_labels, median_frequency_weights
+from minisegnet.nn.balance import balance_init_
 from minisegnet.optim import SGD, PolyLR
 
 __all__ = [
@@ -113,6 +114,7 @@ class TrainConfig:
     bias_lr_mult: float = 2.0
     poly_power: float = 0.9
     warmup_epochs: float = 0.0  # lr ramps linearly from ~0 to lr over this many epochs
+    balance_init: bool = False  # nn.balance_init_ before the first step (see nn/balance.py)
     size: int = 40
     width: float | None = None  # None: the model's small preset
     class_weights: str | None = None  # None or "median"
@@ -164,6 +166,8 @@ class TrainConfig:
                 )
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if not isinstance(self.balance_init, bool):
+            raise ConfigError(f"--balance-init must be true or false, got {self.balance_init!r}")
         if self.width is not None and not (self.width > 0 and math.isfinite(self.width)):
             raise ConfigError(f"--width must be a positive number, got {self.width!r}")
         if self.class_weights not in (None, "none", "median"):
@@ -373,6 +377,12 @@ class Trainer:
             self.val_set, 2 * c.batch_size, val_tf, shuffle=False, seed=c.seed
         )
         self.model = build_model(c.model, self.num_classes, c.width, c.seed)
+        if c.balance_init and not any(isinstance(m, nn.BatchNorm2d) for m in self.model.modules()):
+            raise ConfigError(
+                f"--balance-init: {c.model} has no batch norm, so its weight scales are not "
+                "free and there is nothing to balance (it applies to deconvnet, segnet, "
+                "segnet-basic and pspnet)"
+            )
         self.optimizer = SGD(
             param_groups(self.model, c.weight_decay, c.bias_lr_mult), lr=c.lr, momentum=c.momentum
         )
@@ -519,6 +529,25 @@ class Trainer:
             f"{self.batch + 1} (lr {self.optimizer.lr:.3g}); {kept}. Try a lower --lr"
         )
 
+    def _balance_init(self) -> None:
+        """nn.balance_init_ on the first batch of the training set (no augmentation, so the same
+        batch every time): before the first step of a new run, never on resume, whose weights
+        come from the checkpoint."""
+        first = DataLoader(
+            self.train_set, self.config.batch_size, self.val_loader.transform, shuffle=False
+        )
+        images, labels = first.load_batch(0, 0)
+        try:
+            scales = balance_init_(self.model, lambda: self._loss(images, labels))
+        except ValueError as error:
+            raise ConfigError(f"--balance-init: {error}") from None
+        hot = {name: scale for name, scale in scales.items() if scale > 1}
+        self.log(
+            f"balanced the initial step of {len(scales)} batch-normalised convolutions: "
+            f"{len(hot)} scaled by {min(hot.values(), default=1):.2f}-"
+            f"{max(hot.values(), default=1):.2f}"
+        )
+
     def _params_finite(self) -> bool:
         return all(bool(np.isfinite(p.data).all()) for p in self.model.parameters())
 
@@ -534,6 +563,8 @@ class Trainer:
             raise ConfigError(f"--backend: {error}") from None
         with use, _StopFlag() as stop:
             if self.last_checkpoint is None:
+                if c.balance_init:
+                    self._balance_init()
                 self.save_checkpoint()  # a valid checkpoint exists from the first moment
             self._saved_position = self.batch
             while self.epoch < c.epochs:

@@ -239,6 +239,11 @@ def test_unknown_model_for_summary(capsys):
     one_line_error(capsys, main(["summary", "--model", "vgg"]), "unknown model 'vgg'")
 
 
+def test_balance_init_without_batch_norm_is_one_line(tmp_path, capsys):
+    code = main(["train", "--model", "fcn8s", "--balance-init", "--out", str(tmp_path), *TINY])
+    one_line_error(capsys, code, "--balance-init: fcn8s has no batch norm")
+
+
 def test_bad_numbers_are_argparse_errors(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--epochs", "-1"])

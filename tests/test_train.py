@@ -73,6 +73,7 @@ def interrupt_at(step):
 @pytest.mark.parametrize("model, extra", [
     ("segnet", {}),
     ("pspnet", {"class_weights": "median"}),  # dropout masks, the auxiliary loss, class weights
+    ("deconvnet", {"balance_init": True}),  # balanced once at the start, never again on resume
 ])  # fmt: skip
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, model, extra):
     config = tiny(model=model, epochs=2, **extra)  # 3 steps per epoch
@@ -220,3 +221,33 @@ def test_tune_threads_sets_passive_waiting_once_and_respects_the_user(monkeypatc
     assert tune_threads() == []  # already set: nothing to do
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert tune_threads() == [] and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_balance_init_rescales_the_start_and_is_saved(tmp_path):
+    """--balance-init scales the hot convolutions before the first step (the first checkpoint
+    holds the balanced weights), logs what it did, and is refused for models without BN."""
+    lines, saved = [], {}
+
+    def first_checkpoint(trainer):
+        if not saved:  # after step 1 the checkpoint on disk is still the one taken before it
+            _, arrays, _ = ckpt.load(trainer.run_dir)
+            saved.update(arrays)
+
+    balanced = Trainer(
+        tiny(model="segnet", epochs=1, balance_init=True), tmp_path / "bal", progress=False,
+        log=lines.append, on_step=first_checkpoint,
+    )  # fmt: skip
+    start = {k: v.copy() for k, v in balanced.model.state_dict().items()}
+    balanced.fit()
+    assert lines[0].startswith("balanced the initial step of 26 batch-normalised convolutions")
+    ratio = np.linalg.norm(saved["encoder.conv1_2.weight"]) / np.linalg.norm(
+        start["encoder.conv1_2.weight"]
+    )
+    assert ratio > 1.5  # the first encoder layers are the hottest: scaled up
+    np.testing.assert_array_equal(saved["classifier.weight"], start["classifier.weight"])
+    document, _, _ = ckpt.load(tmp_path / "bal")
+    assert document["config"]["balance_init"] is True
+    with pytest.raises(ConfigError, match="--balance-init: fcn8s has no batch norm"):
+        Trainer(tiny(model="fcn8s", balance_init=True), tmp_path / "fcn", progress=False)
+    with pytest.raises(ConfigError, match="--balance-init must be true or false"):
+        tiny(balance_init="yes").check()
