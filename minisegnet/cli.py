@@ -40,8 +40,8 @@ def _cmd_backends(args) -> int:
 # --------------------------------------------------------------------------- train
 
 _TRAIN_OPTIONS = ("model", "data", "backend", "epochs", "batch_size", "lr", "warmup_epochs",
-                  "weight_decay", "balance_init", "size", "width", "class_weights", "seed", "train_images",
-                  "val_images")  # fmt: skip
+                  "weight_decay", "balance_init", "size", "width", "class_weights", "seed",
+                  "train_images", "val_images")  # fmt: skip
 
 
 def _latest_run(root: Path = Path("runs")) -> Path | None:
