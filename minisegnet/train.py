@@ -93,9 +93,9 @@ class TrainConfig:
     network, at its small preset: 16 channels) on 8000 built-in 40x40 images for 6 epochs at
     lr 0.1, under five minutes on two CPU cores. Why these: measured on the 2-core machine,
     SegNet-Basic learns the built-in shapes fastest per second of the networks here (the
-    VGG-based ones, at 1/8 width, train far more slowly from scratch; better at 64x64 with a
-    warm-up, a lighter weight decay and balanced initial steps, ``--size 64 --warmup-epochs 1
-    --weight-decay 1e-4 --balance-init``; see ``benchmarks/results/accuracy.md``), and at
+    VGG-based ones, at 1/8 width, train far more slowly from scratch unless their initial steps
+    are balanced, and better at 64x64 with a warm-up: ``--size 64 --warmup-epochs 1
+    --balance-init``; see ``benchmarks/results/accuracy.md``), and at
     40x40 it trains at about 220 images/s: the 48k training images of six epochs over 8000
     distinct ones (better than 600 seen 80 times) take about 3.5 minutes, leaving room for a
     slower machine. Measured: 0.81-0.82 validation mean
