@@ -47,6 +47,7 @@ import numpy as np
 
 from minisegnet.autograd import no_grad
 from minisegnet.nn.conv import Conv2d, ConvTranspose2d
+from minisegnet.nn.module import _host
 from minisegnet.nn.normalization import BatchNorm2d
 
 __all__ = ["batch_normalised_convs", "effective_steps", "balance_init_"]
@@ -95,9 +96,8 @@ def effective_steps(model, loss: Callable[[], object], names) -> dict[str, float
     steps = {}
     for name in names:
         weight = modules[name].weight
-        grad = weight.grad if weight.grad is not None else weight.xp.zeros(1)
-        grad = grad.get() if hasattr(grad, "get") else grad  # host copy of a GPU array
-        grad_norm = np.linalg.norm(np.asarray(grad, np.float64))
+        grad = _host(weight.grad) if weight.grad is not None else np.zeros(1)
+        grad_norm = np.linalg.norm(grad.astype(np.float64))
         steps[name] = float(grad_norm / np.linalg.norm(weight.numpy().astype(np.float64)))
     model.zero_grad()
     return steps
