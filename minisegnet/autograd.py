@@ -33,6 +33,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from minisegnet.arrays import check_on_backend
+
 __all__ = ["Function", "no_grad", "enable_grad", "is_grad_enabled", "backward"]
 
 _grad_state = threading.local()
@@ -102,6 +104,9 @@ class Function:
     """
 
     differentiable_outputs: int | None = None  # None: all of them
+    # Every op computes where the active backend does, on inputs that live there (the device
+    # rule, ``minisegnet/arrays.py``); only ``ToDevice`` moves data across and sets this.
+    crosses_devices = False
 
     def __init__(self):
         self.saved = SimpleNamespace()
@@ -131,6 +136,8 @@ class Function:
 
         fn = cls()
         tensor_inputs = tuple(a for a in args if isinstance(a, Tensor))
+        if not cls.crosses_devices:
+            check_on_backend(cls.__name__, [t.data for t in tensor_inputs])
         raw_args = tuple(a.data if isinstance(a, Tensor) else a for a in args)
         outputs = fn.forward(*raw_args, **kwargs)
         single = not isinstance(outputs, tuple)

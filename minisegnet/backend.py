@@ -17,11 +17,17 @@ Use it as a call or as a context manager::
 
 Each op file chooses its implementation with :func:`pick`, passing one function per backend by
 keyword, so a reader (and grep) sees every implementation of an op in one place.
+
+Where data lives follows from the backend, by one rule (``minisegnet/arrays.py`` applies it):
+``cuda`` keeps arrays on the GPU (CuPy), every other backend in host memory (NumPy). New arrays
+are made where the active backend says; an op whose inputs are somewhere else is an error that
+says how to move them, never a silent copy or a silent switch to another backend.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +49,9 @@ class Backend:
     description: str
     _xp_loader: Callable[[], object] = field(repr=False)
     _check: Callable[[], str | None] = field(repr=False, default=lambda: None)
+    # The array types this backend's data has, for telling host from device arrays without
+    # importing CuPy on a machine that never used it (empty: plain NumPy arrays).
+    _array_types: Callable[[], tuple] = field(repr=False, default=lambda: ())
 
     def unavailable_reason(self) -> str | None:
         """None when usable here, otherwise a sentence saying why not."""
@@ -60,6 +69,16 @@ class Backend:
     @property
     def is_gpu(self) -> bool:
         return self.name == "cuda"
+
+    @property
+    def device(self) -> str:
+        """Where this backend keeps its arrays: ``"cuda"`` (GPU memory) or ``"cpu"``."""
+        return "cuda" if self.is_gpu else "cpu"
+
+    def array_types(self) -> tuple:
+        """The array classes of this backend's device memory (``(cupy.ndarray,)`` on ``cuda``
+        once CuPy is imported; ``()`` for the host backends)."""
+        return self._array_types()
 
 
 def _numba_reason() -> str | None:
@@ -96,10 +115,19 @@ def _cupy():
     return importlib.import_module("cupy")
 
 
+def _cupy_array_types() -> tuple:
+    # An array can only be a CuPy array if CuPy has been imported: no import here, so the CPU
+    # backends never pay for (or need) CuPy.
+    cupy = sys.modules.get("cupy")
+    return (cupy.ndarray,) if cupy is not None else ()
+
+
 _BACKENDS: dict[str, Backend] = {
     "numpy": Backend("numpy", "NumPy reference implementations (the definitions)", lambda: np),
     "numba": Backend("numba", "Numba CPU kernels", lambda: np, _numba_reason),
-    "cuda": Backend("cuda", "CUDA C kernels on a GPU through CuPy", _cupy, _cupy_reason),
+    "cuda": Backend(
+        "cuda", "CUDA C kernels on a GPU through CuPy", _cupy, _cupy_reason, _cupy_array_types
+    ),
     "cuda-emu": Backend(
         "cuda-emu",
         "the CUDA C kernels compiled with g++ and run on the CPU",

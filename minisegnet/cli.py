@@ -145,6 +145,7 @@ def _cmd_evaluate(args) -> int:
     except backend.BackendUnavailable as error:
         raise ConfigError(f"--backend: {error}") from None
     with use:
+        model.to(backend.current().device)  # once; each batch is moved as it is scored
         result = evaluate(
             model,
             loader,
@@ -194,6 +195,7 @@ def _cmd_predict(args) -> int:
     except backend.BackendUnavailable as error:
         raise ConfigError(f"--backend: {error}") from None
     with use:
+        model.to(backend.current().device)
         for path in args.images:
             image = read_image(path)  # (H, W, 3) uint8
             h, w = image.shape[:2]
@@ -235,14 +237,20 @@ def _cmd_summary(args) -> int:
         ) from None
     options = {} if args.width is None else {"width": args.width}
     preset = "full" if args.full else "small"
-    model = models.build(
-        name, args.num_classes, preset=preset, seed=0, materialize=not args.full, **options
-    )
-    print(
-        f"{name} ({preset} configuration{', width ' + str(args.width) if args.width else ''}), "
-        f"{args.num_classes} classes, input 1x3x{args.size}x{args.size}"
-    )
-    print(models.summary(model, (1, 3, args.size, args.size)))
+    try:
+        use = backend.use(args.backend or backend.DEFAULT)
+    except backend.BackendUnavailable as error:
+        raise ConfigError(f"--backend: {error}") from None
+    with use:  # the model is built, and traced, where the backend computes
+        model = models.build(
+            name, args.num_classes, preset=preset, seed=0, materialize=not args.full, **options
+        )
+        print(
+            f"{name} ({preset} configuration{', width ' + str(args.width) if args.width else ''}"
+            f"), {args.num_classes} classes, input 1x3x{args.size}x{args.size}, backend "
+            f"{backend.current().name}"
+        )
+        print(models.summary(model, (1, 3, args.size, args.size)))
     return 0
 
 
@@ -490,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-classes", type=_positive_int, default=6, help="output classes (default 6)"
     )
     p.add_argument("--full", action="store_true", help="the paper's full-size configuration")
+    p.add_argument("--backend", help=", ".join(backend.names()) + " (default numba)")
     p.set_defaults(func=_cmd_summary)
 
     # Every option of "bench" is benchmarks/run.py's: prefix_chars="+" passes "--quick" and the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.arrays import DeviceError, device_of, is_device_array, like_backend
 from minisegnet.ops import avg_pooling as avg_pooling_op
 from minisegnet.ops import batch_norm as batch_norm_op
 from minisegnet.ops import conv as conv_op
@@ -79,27 +80,17 @@ def pad(input: Tensor, pad, mode: str = "constant", value: float = 0.0) -> Tenso
     )
 
 
-def _raw(name: str, value, integer: bool = False):
-    """The array behind a tensor or array-like argument that carries no gradient."""
-    if isinstance(value, Tensor):
-        return value.data
-    array = np.asarray(value)
-    if integer and array.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
-    return array
-
-
 def cross_entropy(
     input: Tensor, target, weight=None, ignore_index: int = 255, reduction: str = "mean"
 ) -> Tensor:
     """Softmax cross-entropy of logits ``input`` (N, C[, H, W]) against labels ``target``
     (N[, H, W]); see ``minisegnet/ops/loss.py`` for the formula and the weighted mean."""
     _require_tensor("input", input)
-    target = _raw("target", target)
-    xp = input.xp
-    target = xp.asarray(target)
+    # Targets and class weights carry no gradient: given as lists or host or device arrays, they
+    # are moved to the backend's device (minisegnet/arrays.py).
+    target = like_backend(target, "cross_entropy", "target")
     if weight is not None:
-        weight = xp.asarray(_raw("weight", weight), dtype=input.dtype)
+        weight = like_backend(weight, "cross_entropy", "weight", dtype=input.dtype)
     return loss.CrossEntropy.apply(
         input, target, weight=weight, ignore_index=ignore_index, reduction=reduction
     )
@@ -112,11 +103,17 @@ def _float_array(name: str, value, like: Tensor):
     if value is None:
         return None
     if isinstance(value, Tensor):
-        return value.data
-    if not isinstance(value, like.xp.ndarray):
+        value = value.data
+    if not (isinstance(value, np.ndarray) or is_device_array(value)):
         raise TypeError(
             f"{name} must be an array or Tensor (it is updated in place), "
             f"got {type(value).__name__}"
+        )
+    if device_of(value) != like.device:
+        raise DeviceError(
+            f"batch_norm: {name} is on {device_of(value)} and the input on {like.device}; it is "
+            f"updated in place, so it cannot be moved for you: move the module with "
+            f".to({like.device!r})"
         )
     return value
 
@@ -125,7 +122,7 @@ def _affine(name: str, value, like: Tensor):
     """weight/bias: a Tensor (learned) or an array (wrapped, no gradient) or None."""
     if value is None or isinstance(value, Tensor):
         return value
-    return Tensor._wrap(like.xp.asarray(value))
+    return Tensor._wrap(like_backend(value, "batch_norm", name))
 
 
 def batch_norm(

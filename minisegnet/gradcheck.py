@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from minisegnet.arrays import to_host
 from minisegnet.tensor import Tensor
 
 __all__ = ["gradcheck", "GradcheckError"]
@@ -83,7 +84,7 @@ def gradcheck(
     analytic = {}
     for i in checked:
         g = inputs[i].grad
-        analytic[i] = np.zeros(inputs[i].shape) if g is None else np.asarray(_host(g), np.float64)
+        analytic[i] = np.zeros(inputs[i].shape) if g is None else np.asarray(to_host(g), np.float64)
 
     total = sum(inputs[i].size for i in checked)
     if mode == "auto":
@@ -149,7 +150,3 @@ def gradcheck(
     else:
         raise ValueError(f"gradcheck: mode must be 'auto', 'full' or 'directional', got {mode!r}")
     return True
-
-
-def _host(array):
-    return array if isinstance(array, np.ndarray) else array.get()

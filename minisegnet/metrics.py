@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.arrays import array_module, device_of, to_device, to_host
+
 __all__ = ["confusion_matrix", "scores", "format_table", "ConfusionMeter"]
 
 
@@ -38,10 +40,12 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int = 255) ->
 
     ``pred`` and ``target`` are integer arrays of the same shape (any shape). Target pixels equal
     to ``ignore_index`` are skipped; other target values must be classes in [0, K), and
-    predictions must always be classes.
+    predictions must always be classes. The counting happens where ``pred`` lives (on the GPU
+    for a CuPy ``pred``; ``target`` is moved there), so the result is on that device too.
     """
-    pred = np.asarray(pred)
-    target = np.asarray(target)
+    xp = array_module(pred)
+    pred = xp.asarray(pred)
+    target = xp.asarray(to_device(target, device_of(pred)))
     if not (isinstance(num_classes, (int, np.integer)) and num_classes >= 1):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if pred.shape != target.shape:
@@ -53,15 +57,15 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int = 255) ->
     t = target[valid].astype(np.int64)
     p = pred[valid].astype(np.int64)
     if t.size and (t.min() < 0 or t.max() >= num_classes):
-        bad = np.unique(t[(t < 0) | (t >= num_classes)])[:10].tolist()
+        bad = xp.unique(t[(t < 0) | (t >= num_classes)])[:10].tolist()
         raise ValueError(
             f"target holds values {bad} that are neither a class in [0, {num_classes}) nor "
             f"ignore_index={ignore_index}"
         )
     if p.size and (p.min() < 0 or p.max() >= num_classes):
-        bad = np.unique(p[(p < 0) | (p >= num_classes)])[:10].tolist()
+        bad = xp.unique(p[(p < 0) | (p >= num_classes)])[:10].tolist()
         raise ValueError(f"pred holds values {bad} outside the classes [0, {num_classes})")
-    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    counts = xp.bincount(t * num_classes + p, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).astype(np.int64)
 
 
@@ -95,10 +99,18 @@ class ConfusionMeter:
 
     def __init__(self, num_classes: int, ignore_index: int = 255):
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self._sum = None  # on the device of the predictions: no host copy per batch
 
     def add(self, pred, target) -> None:
-        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        counts = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        self._sum = counts if self._sum is None else self._sum + counts
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The accumulated (K, K) counts, as a host array."""
+        if self._sum is None:
+            return np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        return to_host(self._sum)
 
     def scores(self) -> dict:
         return scores(self.matrix)

@@ -1,6 +1,7 @@
 """``Tensor``: an array plus the bookkeeping reverse-mode autograd needs.
 
-A tensor wraps a NumPy array (a CuPy array on the ``cuda`` backend). Arithmetic on tensors calls
+A tensor wraps a NumPy array (a CuPy array on the ``cuda`` backend: the active backend decides
+where new tensors live, see ``minisegnet/arrays.py``). Arithmetic on tensors calls
 the :class:`~minisegnet.autograd.Function` subclasses in ``minisegnet/ops/``; each records itself
 as the ``creator`` of its result when any input ``requires_grad``. ``loss.backward()`` then fills
 ``.grad`` of every leaf tensor that requires grad (see ``autograd.py`` for the engine).
@@ -20,27 +21,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from minisegnet import autograd
+from minisegnet import autograd, backend
+from minisegnet.arrays import array_module, device_of, to_device, to_host
 
 __all__ = ["Tensor", "tensor", "array_module", "zeros", "ones", "randn", "cat", "stack"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def array_module(array):
-    """``numpy`` or ``cupy``, whichever ``array`` belongs to."""
-    if type(array).__module__.startswith("cupy"):
-        import cupy
-
-        return cupy
-    return np
-
-
 def _as_array(data, dtype=None):
-    """Turn array-likes into an array of an allowed dtype (float32 for float data by default)."""
+    """Turn array-likes into an array of an allowed dtype (float32 for float data by default),
+    on the active backend's device (the device rule, ``minisegnet/arrays.py``)."""
     if isinstance(data, Tensor):
         data = data.data
-    xp = array_module(data)
+    current = backend.current()
+    if device_of(data) != current.device:
+        data = to_device(data, current.device)
+    xp = current.xp
     if dtype is not None:
         dtype = np.dtype(dtype)
         return xp.asarray(data, dtype=dtype)
@@ -110,7 +107,8 @@ class Tensor:
 
     @property
     def device(self) -> str:
-        return "cuda" if self.xp is not np else "cpu"
+        """``"cuda"`` when the data is in GPU memory, ``"cpu"`` otherwise."""
+        return device_of(self.data)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -130,9 +128,7 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied from the GPU if needed); no graph."""
-        if self.xp is np:
-            return self.data
-        return self.data.get()
+        return to_host(self.data)
 
     def item(self) -> float:
         if self.size != 1:
@@ -151,7 +147,8 @@ class Tensor:
     def to(self, target) -> Tensor:
         """Convert: ``t.to("float64")``, ``t.to(np.float32)``, ``t.to("cuda")``, ``t.to("cpu")``.
 
-        A dtype conversion is differentiable (the gradient converts back).
+        Both conversions are differentiable (the gradient converts or moves back). A move is the
+        one op that may take a tensor off the backend's device.
         """
         if isinstance(target, str) and target in ("cpu", "cuda"):
             from minisegnet.ops.device import ToDevice

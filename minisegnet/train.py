@@ -57,6 +57,7 @@ from minisegnet import backend as backends
 from minisegnet import checkpoint as ckpt
 from minisegnet import functional as F
 from minisegnet import metrics, nn
+from minisegnet.arrays import array_module, to_device, to_host
 from minisegnet.data import DataError, DataLoader, open_dataset, parse_data_spec, transforms
 from minisegnet.data.class_weights import dataset_labels, median_frequency_weights
 from minisegnet.nn.balance import balance_init_
@@ -250,20 +251,27 @@ def _forward_scores(model, images):
     return out[0] if isinstance(out, tuple) else out
 
 
-def predict_labels(model, images) -> np.ndarray:
-    """Argmax class of every pixel: images (N, 3, H, W) float32 -> (N, H, W) int64.
-
-    Runs in eval mode without recording a graph; the model's mode is restored after."""
+def _labels_on_device(model, images):
+    """Argmax class of every pixel, left where the backend computed it: images (N, 3, H, W)
+    (host or device) -> (N, H, W) int64 on the backend's device."""
     was_training = model.training
     model.eval()
     try:
+        x = to_device(images, backends.current().device)
         with ms.no_grad():
-            scores = _forward_scores(model, ms.Tensor._wrap(np.ascontiguousarray(images)))
-        data = scores.data
-        data = data if isinstance(data, np.ndarray) else data.get()
-        return data.argmax(axis=1).astype(np.int64)
+            scores = _forward_scores(model, ms.Tensor._wrap(array_module(x).ascontiguousarray(x)))
+        return scores.data.argmax(axis=1).astype(np.int64)
     finally:
         model.train(was_training)
+
+
+def predict_labels(model, images) -> np.ndarray:
+    """Argmax class of every pixel: images (N, 3, H, W) float32 -> (N, H, W) int64 (host).
+
+    The images go to the active backend's device and the network runs there (the model must be
+    there too: ``model.to(...)``). Runs in eval mode without recording a graph; the model's mode
+    is restored after."""
+    return to_host(_labels_on_device(model, images))
 
 
 def evaluate(
@@ -280,7 +288,9 @@ def evaluate(
     meter = metrics.ConfusionMeter(num_classes, ignore_index)
     with tqdm(total=len(loader), desc=desc, unit="batch", leave=False, disable=not progress) as bar:
         for images, labels in loader.epoch(0):
-            meter.add(predict_labels(model, images), labels)
+            # Predictions stay on the device and the counts accumulate there: one (K, K) copy
+            # back per split, not one label map per batch.
+            meter.add(_labels_on_device(model, images), labels)
             bar.update(1)
     result = meter.scores()
     result["confusion"] = meter.matrix
@@ -506,7 +516,10 @@ class Trainer:
 
     # ----------------------------------------------------------------- loss and step
     def _loss(self, images, labels):
-        out = self.model(ms.Tensor._wrap(images))
+        """The batch's loss; ``images`` and ``labels`` go to the backend's device once here."""
+        device = backends.current().device
+        out = self.model(ms.Tensor._wrap(to_device(images, device)))
+        labels = to_device(labels, device)
         w = self.class_weights
         if isinstance(out, tuple):  # PSPNet in training mode: (main, aux)
             main, aux = out
@@ -550,7 +563,16 @@ class Trainer:
         )
 
     def _params_finite(self) -> bool:
-        return all(bool(np.isfinite(p.data).all()) for p in self.model.parameters())
+        return all(bool(p.xp.isfinite(p.data).all()) for p in self.model.parameters())
+
+    def _move_to_backend(self) -> None:
+        """Put the model, the optimiser's state and the class weights where the backend computes
+        (once per run: the GPU under ``cuda``, host memory otherwise)."""
+        device = backends.current().device
+        self.model.to(device)
+        self.optimizer.to(device)
+        if self.class_weights is not None:
+            self.class_weights = to_device(self.class_weights, device)
 
     # ----------------------------------------------------------------- the loop
     def fit(self) -> dict:
@@ -563,6 +585,7 @@ class Trainer:
         except backends.BackendUnavailable as error:
             raise ConfigError(f"--backend: {error}") from None
         with use, _StopFlag() as stop:
+            self._move_to_backend()
             if self.last_checkpoint is None:
                 if c.balance_init:
                     self._balance_init()

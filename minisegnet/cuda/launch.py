@@ -9,9 +9,14 @@ Every wrapper in ``minisegnet/cuda/*.py`` is written once against two functions:
 np.int32(N), ...))`` runs the kernel ``max_pool2d_forward<float, unsigned char>`` of
 ``kernels/pooling.cu`` as ``kernel<<<grid, block, shared_mem>>>(args...)``:
 
-* on CuPy arrays, on the GPU (``gpu.py``: compiled once per process by NVRTC through
-  ``cupy.RawModule``, and kept in CuPy's on-disk cache);
-* on NumPy arrays, on the CPU (``emulator.py``: the same source compiled by g++).
+* under the ``cuda`` backend, on the GPU (``gpu.py``: compiled once per process by NVRTC through
+  ``cupy.RawModule``, and kept in CuPy's on-disk cache), on CuPy arrays only;
+* under every other backend (``cuda-emu``, or a wrapper called directly from a CPU backend), on
+  the CPU (``emulator.py``: the same source compiled by g++), on NumPy arrays only.
+
+The backend decides, never the array type: a host array handed to a kernel under ``cuda`` (or a
+GPU array under ``cuda-emu``) is an error that names the argument and says how to move it, not a
+silent run somewhere else (the device rule, ``minisegnet/arrays.py``).
 
 Before either, every argument is checked against the kernel's C signature as parsed from the
 source (``source.py``), so a mistake is a clear TypeError/ValueError naming the argument rather
@@ -33,6 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet import backend
+from minisegnet.arrays import DeviceError, is_device_array
 from minisegnet.cuda import source as _source
 
 __all__ = [
@@ -59,14 +66,8 @@ ctype = _source.ctype
 def xp():
     """The array module the CUDA wrappers allocate with: CuPy on the ``cuda`` backend, NumPy
     otherwise (``cuda-emu``, or a wrapper called directly from a CPU backend)."""
-    from minisegnet import backend
-
     current = backend.current()
     return current.xp if current.name == "cuda" else np
-
-
-def _is_cupy(array) -> bool:
-    return type(array).__module__.startswith("cupy")
 
 
 def grid_1d(total: int, block: int = DEFAULT_BLOCK):
@@ -103,7 +104,7 @@ def pair(op: str, name: str, value, minimum: int = 0) -> tuple[int, int]:
 def check_array(op: str, name: str, array, ndim=None, dtypes=("float32", "float64")):
     """Wrapper-level input check: an array (numpy or cupy) of an allowed dtype and rank, C-
     contiguous. Raises TypeError/ValueError naming ``op`` and the argument."""
-    if not (isinstance(array, np.ndarray) or _is_cupy(array)):
+    if not (isinstance(array, np.ndarray) or is_device_array(array)):
         raise TypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(array).__name__}")
     if dtypes is not None and str(array.dtype) not in dtypes:
         raise TypeError(f"{op}: {name} must have dtype {' or '.join(dtypes)}, got {array.dtype}")
@@ -138,34 +139,44 @@ def _dims(value, what: str, limits) -> tuple[int, int, int]:
 
 
 def check_args(inst: _source.Instance, args) -> str:
-    """Check ``args`` against the kernel's parameters; return "numpy" or "cupy" (where the
-    arrays live). Raises TypeError/ValueError naming the kernel, parameter and problem."""
+    """Check ``args`` against the kernel's parameters and the device rule: every array on the
+    device the active backend launches on (GPU memory under ``cuda``, host memory otherwise).
+    Returns ``"cuda"`` or ``"cpu"``. Raises TypeError/ValueError naming the kernel, parameter
+    and problem (:class:`DeviceError` for an array on the wrong device)."""
+    on_gpu = backend.current().name == "cuda"
     args = tuple(args)
     where = f"{inst.expression}"
     if len(args) != len(inst.params):
         raise TypeError(
             f"{where}: expected {len(inst.params)} arguments ({inst.signature()}), got {len(args)}"
         )
-    kinds = set()
     for position, (param, value) in enumerate(zip(inst.params, args)):
-        if param.pointer and type(value) is np.ndarray:  # the common case, checked fast
+        if param.pointer and type(value) is np.ndarray and not on_gpu:  # the common case, fast
             if (
                 value.dtype == param.dtype
                 and value.flags.c_contiguous
                 and (param.const or value.flags.writeable)
             ):
-                kinds.add("numpy")
                 continue
         elif not param.pointer and type(value) is param.dtype.type:
             continue
         label = f"{where}: argument {position} '{param.name}' ({param.decl})"
         if param.pointer:
-            if isinstance(value, np.ndarray):
-                kinds.add("numpy")
-            elif _is_cupy(value):
-                kinds.add("cupy")
-            else:
+            on_device = is_device_array(value)
+            if not (on_device or isinstance(value, np.ndarray)):
                 raise TypeError(f"{label} must be an array, got {type(value).__name__}")
+            if on_gpu and not on_device:
+                raise DeviceError(
+                    f"{label} is a NumPy array in host memory, but the backend 'cuda' launches "
+                    "on the GPU: move the data first (Tensor.to('cuda'), or ms.tensor(...) under "
+                    "the 'cuda' backend; cupy.asarray(...) for a raw array)"
+                )
+            if on_device and not on_gpu:
+                raise DeviceError(
+                    f"{label} is a GPU array, but the backend {backend.current().name!r} runs "
+                    "kernels on the CPU: move it back (Tensor.to('cpu'); .get() for a raw "
+                    "array), or switch to the 'cuda' backend"
+                )
             if value.dtype != param.dtype:
                 raise TypeError(f"{label} must be a {param.dtype} array, got dtype {value.dtype}")
             if not value.flags.c_contiguous:
@@ -173,7 +184,7 @@ def check_args(inst: _source.Instance, args) -> str:
                     f"{label} must be a C-contiguous array; got strides {value.strides} for "
                     f"shape {tuple(value.shape)}"
                 )
-            if not param.const and isinstance(value, np.ndarray) and not value.flags.writeable:
+            if not param.const and not on_device and not value.flags.writeable:
                 raise ValueError(f"{label} is written by the kernel, but the array is read-only")
         else:
             if not isinstance(value, np.generic) or value.dtype != param.dtype:
@@ -186,9 +197,7 @@ def check_args(inst: _source.Instance, args) -> str:
                     f"{label} must be a np.{param.dtype.name} scalar (the kernel reads exactly "
                     f"{param.dtype.itemsize} bytes), got {got}; write np.{param.dtype.name}(...)"
                 )
-    if len(kinds) > 1:
-        raise TypeError(f"{where}: arguments mix NumPy and CuPy arrays")
-    return kinds.pop() if kinds else "numpy"
+    return "cuda" if on_gpu else "cpu"
 
 
 def launch(source_file, kernel_name: str, grid, block, args, shared_mem: int = 0) -> None:
@@ -197,7 +206,8 @@ def launch(source_file, kernel_name: str, grid, block, args, shared_mem: int = 0
     ``source_file`` is a file name in ``minisegnet/cuda/kernels`` (or a path to any ``.cu``);
     ``kernel_name`` a name expression such as ``"im2col<float>"``; ``grid`` and ``block`` ints or
     1-3 tuples; ``shared_mem`` the bytes of dynamic (``extern __shared__``) shared memory.
-    CuPy arrays run on the GPU, NumPy arrays on the CPU emulator.
+    Under the ``cuda`` backend it runs on the GPU (CuPy arrays only); under any other backend
+    in the CPU emulator (NumPy arrays only).
     """
     src = _source.load(source_file)
     inst = src.instance(kernel_name)
@@ -213,8 +223,7 @@ def launch(source_file, kernel_name: str, grid, block, args, shared_mem: int = 0
         raise ValueError(
             f"launch: shared_mem must be in [0, {MAX_DYNAMIC_SHARED}] bytes, got {shared_mem}"
         )
-    kind = check_args(inst, args)
-    if kind == "cupy":
+    if check_args(inst, args) == "cuda":
         from minisegnet.cuda import gpu
 
         gpu.launch(src, inst, grid, block, tuple(args), shared_mem)

@@ -45,9 +45,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from minisegnet.arrays import to_host
 from minisegnet.autograd import no_grad
 from minisegnet.nn.conv import Conv2d, ConvTranspose2d
-from minisegnet.nn.module import _host
 from minisegnet.nn.normalization import BatchNorm2d
 
 __all__ = ["batch_normalised_convs", "effective_steps", "balance_init_"]
@@ -96,7 +96,7 @@ def effective_steps(model, loss: Callable[[], object], names) -> dict[str, float
     steps = {}
     for name in names:
         weight = modules[name].weight
-        grad = _host(weight.grad) if weight.grad is not None else np.zeros(1)
+        grad = to_host(weight.grad) if weight.grad is not None else np.zeros(1)
         grad_norm = np.linalg.norm(grad.astype(np.float64))
         steps[name] = float(grad_norm / np.linalg.norm(weight.numpy().astype(np.float64)))
     model.zero_grad()

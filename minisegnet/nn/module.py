@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from minisegnet import backend
+from minisegnet.arrays import to_device, to_host
 from minisegnet.nn.parameter import Parameter
 from minisegnet.tensor import Tensor, array_module
 
@@ -59,7 +61,11 @@ class Module:
         object.__delattr__(self, name)
 
     def register_buffer(self, name: str, array) -> None:
-        """Keep ``array`` (not learned) in the state dict under ``name``; ``None`` is allowed."""
+        """Keep ``array`` (not learned) in the state dict under ``name``; ``None`` is allowed.
+
+        Like a parameter, a new buffer is put where the active backend keeps its arrays."""
+        if array is not None:
+            array = to_device(array, backend.current().device)
         object.__setattr__(self, name, array)
         self._buffers[name] = array
 
@@ -127,15 +133,17 @@ class Module:
         return self
 
     def to(self, target) -> Module:
-        """Move every parameter and buffer: ``model.to("cuda")``, ``model.to(np.float64)``."""
-        from minisegnet.ops.device import _to
+        """Move every parameter and buffer: ``model.to("cuda")``, ``model.to(np.float64)``.
 
+        An optimiser's state follows its parameters to the new device at its next step (see
+        ``minisegnet/optim/optimizer.py``). Moving drops the gradients.
+        """
         for m in self.modules():
             for p in list(m._parameters.values()):
                 if p is None:
                     continue
                 if isinstance(target, str) and target in ("cpu", "cuda"):
-                    p.data = _to(p.data, target)
+                    p.data = to_device(p.data, target)
                 else:
                     p.data = p.data.astype(np.dtype(target))
                 p.grad = None
@@ -143,7 +151,7 @@ class Module:
                 if b is None:
                     continue
                 if isinstance(target, str) and target in ("cpu", "cuda"):
-                    m._set_buffer(name, _to(b, target))
+                    m._set_buffer(name, to_device(b, target))
                 elif b.dtype.kind == "f":
                     m._set_buffer(name, b.astype(np.dtype(target)))
         return self
@@ -178,9 +186,9 @@ class Module:
         """Every parameter and buffer as a host NumPy array, keyed by dotted name."""
         state = OrderedDict()
         for name, p in self.named_parameters():
-            state[name] = _host(p.data).copy()
+            state[name] = to_host(p.data).copy()
         for name, b in self.named_buffers():
-            state[name] = _host(b).copy()
+            state[name] = to_host(b).copy()
         return state
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
@@ -245,10 +253,6 @@ class Module:
         if not lines:
             return head + ")"
         return head + "\n" + "\n".join(lines) + "\n)"
-
-
-def _host(array):
-    return array if isinstance(array, np.ndarray) else array.get()
 
 
 class Sequential(Module):

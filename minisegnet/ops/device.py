@@ -1,31 +1,21 @@
-"""Moving a tensor between the CPU (NumPy) and a GPU (CuPy); the gradient moves back."""
+"""Moving a tensor between host memory (NumPy) and a GPU (CuPy); the gradient moves back.
+
+The only op allowed to take inputs that are not on the active backend's device (it is how data
+gets there): ``Function.apply`` checks every other op's inputs (``minisegnet/arrays.py``).
+"""
 
 from __future__ import annotations
 
-import numpy as np
-
+from minisegnet.arrays import device_of, to_device
 from minisegnet.autograd import Function
 
 
-def _to(array, device: str):
-    if device == "cpu":
-        return array if isinstance(array, np.ndarray) else array.get()
-    if device == "cuda":
-        from minisegnet import backend
-
-        reason = backend.get("cuda").unavailable_reason()
-        if reason is not None:
-            raise backend.BackendUnavailable(f"to('cuda'): {reason}")
-        import cupy
-
-        return cupy.asarray(array)
-    raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
-
-
 class ToDevice(Function):
+    crosses_devices = True
+
     def forward(self, x, device: str):
-        self.save(source="cpu" if isinstance(x, np.ndarray) else "cuda")
-        return _to(x, device)
+        self.save(source=device_of(x))
+        return to_device(x, device)
 
     def backward(self, dy):
-        return _to(dy, self.saved.source)
+        return to_device(dy, self.saved.source)

@@ -107,7 +107,7 @@ class Concatenate(Function):
 
     def backward(self, dy):
         s = self.saved
-        bounds = np.cumsum(s.sizes)[:-1]
+        bounds = np.cumsum(s.sizes)[:-1].tolist()  # plain ints: CuPy takes no host arrays
         return tuple(array_module(dy).split(dy, bounds, axis=s.axis))
 
 

@@ -44,6 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
+from minisegnet.arrays import like_backend
 from minisegnet.autograd import Function
 from minisegnet.ops.pooling import (
     PoolIndices,
@@ -222,8 +223,7 @@ def max_unpool2d(input: Tensor, indices, kernel_size, stride=None, padding=0, ou
             f"an input of size {indices.in_size} and can point at rows/columns up to "
             f"{(reach[0] - 1, reach[1] - 1)}; pass output_size={indices.in_size}"
         )
-    if indices.xp is not input.xp:
-        raise ValueError(f"{op}: indices and input live on different devices")
+    switches = like_backend(indices.data, op, "indices")  # non-differentiable: moved, once
     return MaxUnpool2d.apply(
-        input, indices.data, out_size=out_size, kernel=kernel, stride=stride, padding=padding
+        input, switches, out_size=out_size, kernel=kernel, stride=stride, padding=padding
     )

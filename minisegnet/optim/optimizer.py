@@ -8,12 +8,18 @@
 A group's effective learning rate is ``lr * lr_mult * schedule factor``. The schedule (see
 ``schedule.py``) sets ``opt.lr`` each iteration; the groups' multipliers stay as they are, so
 PSPNet's head at 10x keeps its ratio to the backbone throughout training.
+
+Where the state lives: with its parameter. ``model.to("cuda")`` moves the parameters; the
+optimiser's per-parameter state (momentum buffers) follows them at the next ``step()`` (or at
+once with ``opt.to("cuda")``), and ``load_state_dict`` puts it where the parameters are, so a
+checkpoint written on one device resumes on the other.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.arrays import device_of, to_device, to_host
 from minisegnet.nn.parameter import Parameter
 
 
@@ -71,8 +77,23 @@ class Optimizer:
                 continue
             if p.grad.shape != p.shape:
                 raise RuntimeError(f"parameter {i}: grad shape {p.grad.shape} != {p.shape}")
-            self._update(p, p.grad, group, self.state.setdefault(i, {}))
+            state = self.state.setdefault(i, {})
+            self._follow(state, device_of(p.data))
+            self._update(p, p.grad, group, state)
         self.steps += 1
+
+    @staticmethod
+    def _follow(state: dict, device: str) -> None:
+        """Move a parameter's state arrays to ``device`` (where the parameter now is)."""
+        for k, v in state.items():
+            if not np.isscalar(v) and device_of(v) != device:
+                state[k] = to_device(v, device)
+
+    def to(self, device: str) -> Optimizer:
+        """Move every state array to ``device`` (``"cpu"`` or ``"cuda"``) now."""
+        for state in self.state.values():
+            self._follow(state, device)
+        return self
 
     def _update(self, p, grad, group, state) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -84,7 +105,7 @@ class Optimizer:
             "base_lr": self.base_lr,
             "steps": self.steps,
             "state": {
-                str(i): {k: (v if np.isscalar(v) else _host(v).copy()) for k, v in s.items()}
+                str(i): {k: (v if np.isscalar(v) else to_host(v).copy()) for k, v in s.items()}
                 for i, s in self.state.items()
             },
         }
@@ -117,7 +138,3 @@ class Optimizer:
                         )
                     restored[k] = p.xp.asarray(v, dtype=p.dtype)
             self.state[int(key)] = restored
-
-
-def _host(array):
-    return array if isinstance(array, np.ndarray) else array.get()
