@@ -154,7 +154,7 @@ class Tensor:
             from minisegnet.ops.device import ToDevice
 
             return ToDevice.apply(self, device=target)
-        dtype = np.dtype(target)
+        dtype = _target_dtype("to", target)
         if dtype == self.dtype:
             return self
         from minisegnet.ops.elementwise import Cast
@@ -382,6 +382,17 @@ class Tensor:
         elif isinstance(index, tuple):
             index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
         return GetItem.apply(self, index=index)
+
+
+def _target_dtype(op: str, target) -> np.dtype:
+    """The dtype a ``.to(target)`` names, or an error that lists what ``target`` may be."""
+    try:
+        return np.dtype(target)
+    except TypeError:
+        raise ValueError(
+            f"{op}: expected a device ('cpu' or 'cuda') or a dtype (np.float32, 'float64'), "
+            f"got {target!r}"
+        ) from None
 
 
 def _operand(value, like: Tensor) -> Tensor:

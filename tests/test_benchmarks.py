@@ -207,3 +207,26 @@ def test_gradient_scale_is_each_layers_effective_step(tmp_path):
     assert "### segnet-basic (2 x 3 x 32 x 32, seeds 0)" in report and "| conv1 |" in report
     saved = json.loads((tmp_path / "gradient_scale.json").read_text())
     assert all(v[0] > 0 and np.isfinite(v[0]) for v in saved[0]["layers"].values())
+
+
+def test_gpu_check_rehearses_on_the_emulator(tmp_path):
+    """benchmarks/gpu_check.py, meant for a machine with a GPU, runs end to end on cuda-emu beside
+    PyTorch CPU: correctness of every selected op, timings, a training step, the default job."""
+    from minisegnet import backend
+
+    if not _have_torch():
+        pytest.skip("PyTorch is not installed (the GPU check compares with it)")
+    reason = backend.get("cuda-emu").unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"cuda-emu unavailable: {reason}")
+    gpu_check = _load("gpu_check")
+    out = tmp_path / "gpu.md"
+    argv = ["--backend", "cuda-emu", "--quick", "--out", str(out)]
+    assert gpu_check.main(argv + ["--ops", "conv2d", "max_unpool2d", "cross_entropy"]) == 0
+    text = out.read_text()
+    assert text.startswith("# GPU check: no GPU: cuda-emu")
+    for op in ("conv2d", "max_unpool2d", "cross_entropy"):
+        assert f"| {op} | " in text
+    assert "| NO |" not in text and "failed" not in text
+    assert "## The default job, one epoch" in text and "validation mIoU" in text
+    assert gpu_check.main(argv + ["--ops", "no_such_op"]) == 2

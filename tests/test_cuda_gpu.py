@@ -28,7 +28,8 @@ def _cases():
     yield (
         "col2im",
         conv.col2im,
-        lambda dt: (rand((2, 27, 50), dt), (9, 11), (3, 3), (2, 1), (1, 1), (1, 2)),
+        # 9x11 input, 3x3 kernel, stride (2, 1), padding 1, dilation (1, 2): 5x9 = 45 positions
+        lambda dt: (rand((2, 27, 45), dt), (9, 11), (3, 3), (2, 1), (1, 1), (1, 2)),
     )
     yield (
         "max_pool2d_forward",
@@ -63,8 +64,10 @@ def test_every_wrapper_agrees_with_the_emulator(dtype):
 
     for name, fn, make_args in _cases():
         args = make_args(dtype)
-        on_cpu = fn(*args)
-        on_gpu = fn(*[cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in args])
+        with backend.use("cuda-emu"):
+            on_cpu = fn(*args)
+        with backend.use("cuda"):  # the backend decides where a kernel runs
+            on_gpu = fn(*[cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in args])
         on_cpu = on_cpu if isinstance(on_cpu, tuple) else (on_cpu,)
         on_gpu = on_gpu if isinstance(on_gpu, tuple) else (on_gpu,)
         for c, g in zip(on_cpu, on_gpu):
@@ -84,19 +87,35 @@ def test_dropout_mask_is_identical_on_the_gpu():
     np.testing.assert_array_equal(cupy.asnumpy(gpu), cpu)
 
 
+def test_a_training_step_keeps_every_array_on_the_gpu(tmp_path):
+    import cupy
+
+    from minisegnet import train
+
+    config = train.TrainConfig(
+        model="segnet_basic", backend="cuda", epochs=1, size=32, batch_size=2,
+        train_images=2, val_images=2, preview_images=1,
+    )  # fmt: skip
+    trainer = train.Trainer(config, tmp_path / "run", progress=False, log=lambda *a: None)
+    record = trainer.fit()
+    assert np.isfinite(record["val"]["miou"])
+    assert all(isinstance(p.data, cupy.ndarray) for p in trainer.model.parameters())
+
+
 def test_tiled_gemm_against_cublas():
     import cupy
 
     from minisegnet.cuda.gemm import benchmark, gemm_tiled
 
-    a = cupy.random.standard_normal((257, 129), dtype=cupy.float32)
-    b = cupy.random.standard_normal((129, 95), dtype=cupy.float32)
-    np.testing.assert_allclose(
-        cupy.asnumpy(gemm_tiled(a, b)), cupy.asnumpy(a @ b), rtol=1e-4, atol=1e-3
-    )
-    result = benchmark(1024, 1024, 1024, np.float32, repeat=10, xp=cupy)
-    print(
-        f"\ntiled SGEMM {result['gemm_tiled_gflops']:.0f} GFLOP/s, "
-        f"cuBLAS {result['matmul_gflops']:.0f} GFLOP/s"
-    )
-    assert result["gemm_tiled_gflops"] > 0
+    with backend.use("cuda"):  # kernels launch on the GPU only under the cuda backend
+        a = cupy.random.standard_normal((257, 129), dtype=cupy.float32)
+        b = cupy.random.standard_normal((129, 95), dtype=cupy.float32)
+        np.testing.assert_allclose(
+            cupy.asnumpy(gemm_tiled(a, b)), cupy.asnumpy(a @ b), rtol=1e-4, atol=1e-3
+        )
+        result = benchmark(1024, 1024, 1024, np.float32, repeat=10, xp=cupy)
+        print(
+            f"\ntiled SGEMM {result['gemm_tiled_gflops']:.0f} GFLOP/s, "
+            f"cuBLAS {result['matmul_gflops']:.0f} GFLOP/s"
+        )
+        assert result["gemm_tiled_gflops"] > 0
