@@ -141,6 +141,19 @@ def test_model_to_moves_parameters_and_buffers_and_the_optimiser_follows(gpu):
     assert all(type(v) is np.ndarray for s in opt.state.values() for v in s.values())
 
 
+def test_weights_saved_from_the_device_load_on_the_host(gpu, tmp_path):
+    from minisegnet import io
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+    assert all(p.device == "cuda" for p in model.parameters())  # built under cuda: on the GPU
+    io.save(model, tmp_path / "model")
+    with backend.use("numba"):
+        host = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        io.load(host, tmp_path / "model")
+    for (name, a), (_, b) in zip(model.state_dict().items(), host.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 def test_running_statistics_on_another_device_are_an_error(gpu):
     x = ms.randn(2, 3, 4, 4, seed=0)
     with pytest.raises(DeviceError, match="running_mean is on cpu and the input on cuda"):
