@@ -167,6 +167,13 @@ class TrainConfig:
                 )
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.warmup_epochs > self.epochs:
+            # the ramp would still be climbing when the run ends: --lr never reached
+            raise ConfigError(
+                f"--warmup-epochs {self.warmup_epochs:g} is longer than the run (--epochs "
+                f"{self.epochs}): the learning rate would never reach --lr {self.lr:g}; give "
+                f"at most --warmup-epochs {self.epochs}"
+            )
         if not isinstance(self.balance_init, bool):
             raise ConfigError(f"--balance-init must be true or false, got {self.balance_init!r}")
         if self.width is not None and not (self.width > 0 and math.isfinite(self.width)):
@@ -243,6 +250,40 @@ def param_groups(model, weight_decay: float, bias_lr_mult: float = 2.0) -> list[
         {"params": others, "lr_mult": 1.0, "weight_decay": 0.0, "name": "norm scales"},
     ]
     return [g for g in groups if g["params"]]
+
+
+def min_input_side(model, limit: int = 512) -> int | None:
+    """The smallest side s for which ``model`` accepts a (1, 3, s, s) image, or None when no side
+    up to ``limit`` works.
+
+    Found by trying, on the active backend, in eval mode without a graph: sides 1, 2, 4, ...
+    until one works, then bisection (about 2 log2(s) forward passes of tiny zero images,
+    milliseconds each). Why by trying: the rule follows from every pooling, padding and crop of
+    the network (SegNet's five ceil-mode poolings need 17 pixels, SegNet-Basic's four need 9,
+    FCN's padded first convolution takes any size), so asking the network is simpler and
+    cannot drift from it. A side is refused when the forward pass raises ValueError (the ops'
+    own geometry checks); anything else propagates.
+    """
+
+    def works(side: int) -> bool:
+        try:
+            predict_labels(model, np.zeros((1, 3, side, side), np.float32))
+        except ValueError:
+            return False
+        return True
+
+    low, high = 0, 1  # low: a side known to fail (0: none yet); high: the side to try
+    while not works(high):
+        if high >= limit:
+            return None
+        low, high = high, min(2 * high, limit)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if works(middle):
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def _forward_scores(model, images):
@@ -564,6 +605,12 @@ class Trainer:
             raise ConfigError(f"--backend: {error}") from None
         with use, _StopFlag() as stop:
             if self.last_checkpoint is None:
+                side = min_input_side(self.model)
+                if side is not None and c.size < side:
+                    raise ConfigError(
+                        f"--size {c.size} is too small for {c.model.replace('_', '-')}: its "
+                        f"poolings need images of at least {side}x{side} pixels"
+                    )
                 if c.balance_init:
                     self._balance_init()
                 self.save_checkpoint()  # a valid checkpoint exists from the first moment
@@ -666,7 +713,16 @@ class Trainer:
         )
 
     def _write_outputs(self, result: dict) -> None:
-        from minisegnet import io, viz
+        from minisegnet import viz
+
+        self._write_model(result)
+        viz.plot_curves(self.history, self.run_dir / "curves.png")
+        self._write_table(result)
+        if self.epoch == self.config.epochs:
+            self.write_preview()
+
+    def _write_model(self, result: dict) -> None:
+        from minisegnet import io
 
         io.save(
             self.model,
@@ -678,13 +734,79 @@ class Trainer:
                 "dataset": self._state()["dataset"],
             },
         )
-        viz.plot_curves(self.history, self.run_dir / "curves.png")
+
+    def _table_title(self) -> str:
+        return f"# {self.config.model} on {self.config.data}, validation, epoch {self.epoch}"
+
+    def _write_table(self, result: dict) -> None:
         table = metrics.format_table(result, self.train_set.class_names)
-        (self.run_dir / "metrics.md").write_text(
-            f"# {self.config.model} on {self.config.data}, validation, epoch {self.epoch}\n\n{table}\n"
-        )
-        if self.epoch == self.config.epochs:
-            self.write_preview()
+        path = self.run_dir / "metrics.md"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(f"{self._table_title()}\n\n{table}\n")
+        tmp.replace(path)  # a stopped write leaves the old table, never half of one
+
+    def check_outputs(self) -> dict[str, str]:
+        """What is missing or stale among the outputs of a finished run: {file: why}.
+
+        model.safetensors and model.json must load (the sha256 in the JSON matches), hold the
+        checkpoint's weights and record its epoch; metrics.md must carry this epoch's title;
+        metrics.md, curves.png and predictions.png must exist and be no older than the
+        checkpoint (every output of the last epoch is written after it)."""
+        from minisegnet import io
+
+        problems: dict[str, str] = {}
+        d = self.run_dir
+        try:
+            saved = io.load_state_dict(d / "model.safetensors")
+            epoch = (io.read_config(d / "model").get("extra") or {}).get("epoch")
+            own = {k: np.require(v, requirements="C") for k, v in self.model.state_dict().items()}
+            if set(saved) != set(own) or not all(np.array_equal(saved[k], own[k]) for k in own):
+                problems["model.safetensors"] = "stale: not the checkpoint's weights"
+            elif epoch != self.epoch:
+                problems["model.json"] = (
+                    f"stale: records epoch {epoch}, the run ended at {self.epoch}"
+                )
+        except io.WeightsFileError as error:
+            problems["model.safetensors"] = f"missing or invalid ({error})"
+        since = self.last_checkpoint.stat().st_mtime_ns if self.last_checkpoint else 0
+        for name in ("metrics.md", "curves.png", "predictions.png"):
+            path = d / name
+            if not path.is_file():
+                problems[name] = "missing"
+            elif path.stat().st_mtime_ns < since:
+                problems[name] = "stale: older than the checkpoint"
+        if "metrics.md" not in problems:
+            first = (d / "metrics.md").read_text(errors="replace").split("\n", 1)[0]
+            if first != self._table_title():
+                problems["metrics.md"] = f"stale: {first!r}"
+        return problems
+
+    def repair_outputs(self) -> dict[str, str]:
+        """Rewrite what :meth:`check_outputs` finds missing or stale in a finished run (one
+        evaluation of the validation split); returns what was rewritten and why."""
+        from minisegnet import viz
+
+        problems = self.check_outputs()
+        if not problems:
+            return problems
+        try:
+            use = backends.use(self.config.backend)
+        except backends.BackendUnavailable as error:
+            raise ConfigError(f"--backend: {error}") from None
+        with use:
+            result = evaluate(
+                self.model, self.val_loader, self.num_classes, self.ignore_index,
+                progress=self.progress, desc="validating",
+            )  # fmt: skip
+            if {"model.safetensors", "model.json"} & set(problems):
+                self._write_model(result)
+            if "metrics.md" in problems:
+                self._write_table(result)
+            if "curves.png" in problems:
+                viz.plot_curves(self.history, self.run_dir / "curves.png")
+            if "predictions.png" in problems:
+                self.write_preview()
+        return problems
 
     def write_preview(self) -> Path:
         from minisegnet import viz
@@ -758,12 +880,17 @@ def load_for_inference(path, model: str | None = None, width=None):
         dataset = extra.get("dataset")
         if not spec:
             raise ckpt.CheckpointError(f"{weights_path}: records no model config") from None
+    try:
+        io.check_model_spec(spec, ckpt.checkpoint_paths(weights_path)[1])
+    except io.WeightsFileError as err:
+        raise ckpt.CheckpointError(str(err)) from None
     name = spec["name"] if model is None else model
     try:
         name = models._canonical(name)
     except ValueError:
+        where = "--model: unknown" if model is not None else f"{weights_path} records an unknown"
         raise ConfigError(
-            f"--model: unknown model {name!r}; valid models: "
+            f"{where} model {name!r}; valid models: "
             f"{', '.join(n.replace('_', '-') for n in models.names())}"
         ) from None
     options = dict(spec.get("config", {}))
