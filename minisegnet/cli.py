@@ -77,7 +77,8 @@ def _output_folder(path, label: str = "--out") -> Path:
     path = Path(path)
     for part in [path, *path.parents]:
         if part.exists() and not part.is_dir():
-            raise _config_error(f"{label}: {part} is a file; expected a folder")
+            where = "" if part == path else f": {part}"
+            raise _config_error(f"{label}{where} is a file; expected a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -87,6 +88,17 @@ def _output_folder(path, label: str = "--out") -> Path:
             f"{label}: cannot write to the folder {path} ({error.strerror or error})"
         ) from None
     return path
+
+
+def _load_checkpoint(args):
+    """``load_for_inference`` for --checkpoint (with --model, --width); its errors name it."""
+    from minisegnet.checkpoint import CheckpointError
+    from minisegnet.train import load_for_inference
+
+    try:
+        return load_for_inference(args.checkpoint, args.model, args.width)
+    except CheckpointError as error:
+        raise CheckpointError(f"--checkpoint: {error}") from None
 
 
 def _check_side(model, name: str, side: int, what: str, hint: str = "") -> None:
@@ -126,6 +138,7 @@ def _latest_run(root: Path = Path("runs")) -> Path | None:
 
 def _cmd_train(args) -> int:
     from minisegnet import models
+    from minisegnet.checkpoint import CheckpointError
     from minisegnet.train import ConfigError, TrainConfig, Trainer, TrainingInterrupted
 
     given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
@@ -139,7 +152,10 @@ def _cmd_train(args) -> int:
             )
         if args.out and args.resume and Path(args.out) != Path(args.resume):
             raise ConfigError(f"--out {args.out} and --resume {args.resume} name different runs")
-        trainer = Trainer.from_checkpoint(run, progress=progress, overrides=given)
+        try:
+            trainer = Trainer.from_checkpoint(run, progress=progress, overrides=given)
+        except CheckpointError as error:
+            raise CheckpointError(f"--resume: {error}") from None
         done = trainer.epoch
         if done >= trainer.config.epochs:
             return _finished_run(trainer)
@@ -199,7 +215,7 @@ def _finished_run(trainer) -> int:
     if not rewritten:
         print("its outputs are present and up to date; nothing to do")
     for name, why in rewritten.items():
-        print(f"rewrote {trainer.run_dir / name} ({why})")
+        print(f"rewrote {name} in {trainer.run_dir}/ ({why})")
     return 0
 
 
@@ -213,13 +229,12 @@ def _cmd_evaluate(args) -> int:
         ConfigError,
         TrainConfig,
         evaluate,
-        load_for_inference,
         tune_threads,
     )
 
     tune_threads()
     _backend_name(args.backend)
-    model, info = load_for_inference(args.checkpoint, args.model, args.width)
+    model, info = _load_checkpoint(args)
     config = info["config"] or TrainConfig()
     data = args.data or (info["config"].data if info["config"] else None)
     if data is None:
@@ -282,11 +297,11 @@ def _cmd_predict(args) -> int:
 
     from minisegnet.data import read_image, transforms, write_image, write_label
     from minisegnet.data.palette import overlay
-    from minisegnet.train import ConfigError, load_for_inference, predict_labels, tune_threads
+    from minisegnet.train import ConfigError, predict_labels, tune_threads
 
     tune_threads()
     _backend_name(args.backend)
-    model, info = load_for_inference(args.checkpoint, args.model, args.width)
+    model, info = _load_checkpoint(args)
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise ConfigError(f"image(s) not found: {', '.join(missing)}")

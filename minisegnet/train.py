@@ -755,19 +755,17 @@ class Trainer:
         from minisegnet import io
 
         problems: dict[str, str] = {}
-        d = self.run_dir
+        d, pair = self.run_dir, "model.safetensors and model.json"
         try:
             saved = io.load_state_dict(d / "model.safetensors")
             epoch = (io.read_config(d / "model").get("extra") or {}).get("epoch")
             own = {k: np.require(v, requirements="C") for k, v in self.model.state_dict().items()}
             if set(saved) != set(own) or not all(np.array_equal(saved[k], own[k]) for k in own):
-                problems["model.safetensors"] = "stale: not the checkpoint's weights"
+                problems[pair] = "stale: not the checkpoint's weights"
             elif epoch != self.epoch:
-                problems["model.json"] = (
-                    f"stale: records epoch {epoch}, the run ended at {self.epoch}"
-                )
+                problems[pair] = f"stale: records epoch {epoch}, the run ended at {self.epoch}"
         except io.WeightsFileError as error:
-            problems["model.safetensors"] = f"missing or invalid ({error})"
+            problems[pair] = f"missing or invalid: {error}"
         since = self.last_checkpoint.stat().st_mtime_ns if self.last_checkpoint else 0
         for name in ("metrics.md", "curves.png", "predictions.png"):
             path = d / name
@@ -798,7 +796,7 @@ class Trainer:
                 self.model, self.val_loader, self.num_classes, self.ignore_index,
                 progress=self.progress, desc="validating",
             )  # fmt: skip
-            if {"model.safetensors", "model.json"} & set(problems):
+            if "model.safetensors and model.json" in problems:
                 self._write_model(result)
             if "metrics.md" in problems:
                 self._write_table(result)
