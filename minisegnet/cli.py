@@ -101,6 +101,19 @@ def _load_checkpoint(args):
         raise CheckpointError(f"--checkpoint: {error}") from None
 
 
+def _check_pixels(width: int, height: int, what: str) -> None:
+    """ConfigError when a ``width`` x ``height`` image is over the image size limit (the one
+    ``read_image`` applies to files: ``minisegnet.data.imageio.MAX_IMAGE_PIXELS``)."""
+    from minisegnet.data import imageio
+
+    if width * height > imageio.MAX_IMAGE_PIXELS:
+        raise _config_error(
+            f"{what} gives {width}x{height}-pixel images, larger than the limit of "
+            f"{imageio.MAX_IMAGE_PIXELS / 1e6:.3g} megapixels "
+            "(minisegnet.data.imageio.MAX_IMAGE_PIXELS)"
+        )
+
+
 def _check_side(model, name: str, side: int, what: str, hint: str = "") -> None:
     """ConfigError when images of ``side`` pixels are too small for ``model`` (see
     ``train.min_input_side``); ``what`` says which option or file gave the size."""
@@ -246,6 +259,7 @@ def _cmd_evaluate(args) -> int:
         raise ConfigError(f"--split: the built-in data has train, val and test, got {args.split!r}")
     if size < 16:
         raise ConfigError(f"--size must be at least 16 pixels, got {size}")
+    _check_pixels(size, size, f"--size {size}")
     out = Path(args.out) if args.out else Path(info["source"]).parent / f"eval-{kind}-{args.split}"
     _output_folder(out.parent, f"--out {out}")
     for target in (out.with_suffix(".md"), out.with_suffix(".json")):
@@ -316,6 +330,8 @@ def _cmd_predict(args) -> int:
             h, w = image.shape[:2]
             work = image
             if args.size:
+                scale = args.size / min(h, w)  # as transforms.Resize computes it
+                _check_pixels(round(w * scale), round(h * scale), f"--size {args.size} on {path}")
                 work, _ = transforms.Resize(args.size)(image, np.zeros((h, w), np.uint8))
             else:
                 what = f"image {path} ({w}x{h} pixels)"
@@ -353,6 +369,7 @@ def _cmd_summary(args) -> int:
             f"--model: unknown model {args.model!r}; valid models: "
             f"{', '.join(n.replace('_', '-') for n in models.names())}"
         ) from None
+    _check_pixels(args.size, args.size, f"--size {args.size}")
     options = {} if args.width is None else {"width": args.width}
     preset = "full" if args.full else "small"
     model = models.build(

@@ -342,6 +342,17 @@ CASES = [
         ["predict", "--checkpoint", "{run}", "{ok}", "--model", "vgg"],
         ["--model", "'vgg'"],
     ),
+    (
+        "predict-size-huge",
+        ["predict", "--checkpoint", "{run}", "{ok}", "--size", "100000", "--out", "{root}/p"],
+        ["--size 100000", "ok.png", "100000x100000", "MAX_IMAGE_PIXELS"],
+    ),
+    (
+        "evaluate-size-huge",
+        ["evaluate", "--checkpoint", "{run}", "--size", "9000"],
+        ["--size 9000", "9000x9000"],
+    ),
+    ("summary-size-huge", ["summary", "--model", "fcn8s", "--size", "9000"], ["--size 9000"]),
     # ---- summary
     ("summary-unknown-model", ["summary", "--model", "vgg"], ["--model", "'vgg'"]),
     (
@@ -544,3 +555,48 @@ def test_resume_notices_weights_of_another_epoch(files, tmp_path):
     fixed = io.load_state_dict(run / "model.safetensors")
     good = io.load_state_dict(files["run"] / "model.safetensors")
     assert all(np.array_equal(fixed[k], good[k]) for k in good)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+@pytest.mark.parametrize("kill", ["between the model renames", "before predictions.png"])
+def test_a_run_killed_while_writing_its_outputs_is_repaired_by_resume(tmp_path, monkeypatch, kill):
+    """The issue's kill windows at the end of the last epoch: the checkpoint is saved, then the
+    outputs are being written when the process dies; --resume puts every output right."""
+    from minisegnet import io
+    from minisegnet.train import Trainer
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        if kill == "between the model renames":
+            real_replace = io.os.replace
+
+            def replace(src, dst):
+                if str(dst).endswith("model.json"):
+                    raise Killed
+                real_replace(src, dst)
+
+            m.setattr(io.os, "replace", replace)
+        else:
+
+            def write_preview(self):
+                raise Killed
+
+            m.setattr(Trainer, "write_preview", write_preview)
+        with pytest.raises(Killed):
+            run_cli(["train", "--epochs", "1", "--batch-size", "4", "--out", run, *TINY])
+    assert not (run / "predictions.png").exists()
+    code, out, err = run_cli(["train", "--resume", run, "--no-progress"])
+    assert code == 0, err
+    assert "rewrote predictions.png" in out
+    # killed between the renames, the new JSON waited under its temporary name: reading the
+    # pair put it in place, so the weights need no rewriting either way
+    assert "rewrote model.safetensors" not in out, out
+    assert not (run / ".model.json.tmp").exists()
+    model = io.load_model(run / "model")
+    assert io.read_config(run / "model")["extra"]["epoch"] == 1
+    assert model.config["name"] == "segnet_basic"
+    code, out, _ = run_cli(["train", "--resume", run, "--no-progress"])
+    assert code == 0 and "nothing to do" in out

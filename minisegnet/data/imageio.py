@@ -32,8 +32,8 @@ MAX_IMAGE_PIXELS = 8192 * 8192  # 67 megapixels: 200 MB as RGB bytes
 
 def _too_large(what: str, path, width: int, height: int) -> DataError:
     return DataError(
-        f"{what} {path} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), "
-        f"larger than the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
+        f"{what} {path} is {width}x{height} pixels ({width * height / 1e6:.3g} megapixels), "
+        f"larger than the limit of {MAX_IMAGE_PIXELS / 1e6:.3g} megapixels "
         "(minisegnet.data.imageio.MAX_IMAGE_PIXELS); downscale it first"
     )
 
@@ -74,7 +74,8 @@ def read_image(path) -> np.ndarray:
 
     8-bit images (RGB, grey, palette, RGBA: alpha dropped, ...) are converted by Pillow. 16-bit
     grey images (PNG "I;16", or "I" holding 0..65535) are scaled, value * 255 / 65535 rounded,
-    not clipped (clipping would saturate almost every pixel). Float images ("F") must hold
+    not clipped (clipping would saturate almost every pixel); Pillow itself reads 16-bit RGB
+    PNGs as 8-bit RGB by keeping the high byte (within 1 of the same scaling). Float images ("F") must hold
     values in [0, 1] and are scaled by 255; other ranges, and 32-bit integers beyond 16 bits,
     are refused with a DataError, since their meaning cannot be guessed.
     """
