@@ -25,6 +25,7 @@ Warnings (the run will work, but maybe not as meant) are lines ``minisegnet: war
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -114,17 +115,20 @@ def _check_pixels(width: int, height: int, what: str) -> None:
         )
 
 
-def _check_side(model, name: str, side: int, what: str, hint: str = "") -> None:
-    """ConfigError when images of ``side`` pixels are too small for ``model`` (see
-    ``train.min_input_side``); ``what`` says which option or file gave the size."""
-    from minisegnet.train import min_input_side
+@contextlib.contextmanager
+def _size_checked(model, name: str, side: int, what: str, hint: str = ""):
+    """Run the body (forward passes of ``model`` on images of ``side`` pixels); a ValueError it
+    raises becomes a ConfigError when the images are too small for the network (``what``: the
+    option or file that gave the size), and otherwise propagates: a bug."""
+    from minisegnet.train import too_small_error
 
-    needed = min_input_side(model)
-    if needed is not None and side < needed:
-        raise _config_error(
-            f"{what} is too small for {name.replace('_', '-')}: its poolings need images of at "
-            f"least {needed}x{needed} pixels{hint.format(needed=needed)}"
-        )
+    try:
+        yield
+    except ValueError as refusal:
+        error = too_small_error(model, name, side, what, hint, reason=str(refusal))
+        if error is None:
+            raise
+        raise error from None
 
 
 def _cmd_backends(args) -> int:
@@ -177,7 +181,7 @@ def _cmd_train(args) -> int:
             f"of {trainer.config.epochs} epochs"
         )
     else:
-        config = TrainConfig(**given)
+        config = TrainConfig(**given).check()  # before --out is created
         if args.out is not None:
             out = Path(args.out)
             if (out / "checkpoint.safetensors").exists():
@@ -238,12 +242,7 @@ def _finished_run(trainer) -> int:
 def _cmd_evaluate(args) -> int:
     from minisegnet import metrics
     from minisegnet.data import DataLoader, open_dataset, parse_data_spec, transforms
-    from minisegnet.train import (
-        ConfigError,
-        TrainConfig,
-        evaluate,
-        tune_threads,
-    )
+    from minisegnet.train import ConfigError, TrainConfig, evaluate, tune_threads
 
     tune_threads()
     _backend_name(args.backend)
@@ -277,8 +276,11 @@ def _cmd_evaluate(args) -> int:
         else transforms.eval_transform(size, dataset.ignore_index)
     )
     loader = DataLoader(dataset, batch, tf)
-    with _use_backend(args.backend or config.backend):
-        _check_side(model, model.config["name"], size, f"--size {size}")
+    name = model.config["name"]
+    with (
+        _use_backend(args.backend or config.backend),
+        _size_checked(model, name, size, f"--size {size}"),
+    ):
         result = evaluate(
             model,
             loader,
@@ -323,8 +325,6 @@ def _cmd_predict(args) -> int:
     normalize = transforms.Normalize()
     name = model.config["name"]
     with _use_backend(args.backend or (info["config"].backend if info["config"] else "numba")):
-        if args.size:
-            _check_side(model, name, args.size, f"--size {args.size}")
         for path in args.images:
             image = read_image(path)  # (H, W, 3) uint8
             h, w = image.shape[:2]
@@ -333,11 +333,15 @@ def _cmd_predict(args) -> int:
                 scale = args.size / min(h, w)  # as transforms.Resize computes it
                 _check_pixels(round(w * scale), round(h * scale), f"--size {args.size} on {path}")
                 work, _ = transforms.Resize(args.size)(image, np.zeros((h, w), np.uint8))
+                size_check = _size_checked(model, name, args.size, f"--size {args.size}")
             else:
                 what = f"image {path} ({w}x{h} pixels)"
-                _check_side(model, name, min(h, w), what, " (--size {needed} enlarges it)")
+                size_check = _size_checked(
+                    model, name, min(h, w), what, " (--size {needed} enlarges it)"
+                )
             x, _ = normalize(work, np.zeros(work.shape[:2], np.uint8))
-            pred = predict_labels(model, x[None])[0]  # (h', w')
+            with size_check:
+                pred = predict_labels(model, x[None])[0]  # (h', w')
             if pred.shape != (h, w):
                 _, pred = transforms.resize(None, pred, h, w)  # nearest, back to the image
             stem = Path(path).stem
@@ -375,12 +379,13 @@ def _cmd_summary(args) -> int:
     model = models.build(
         name, args.num_classes, preset=preset, seed=0, materialize=not args.full, **options
     )
-    _check_side(model, name, args.size, f"--size {args.size}")
+    with _size_checked(model, name, args.size, f"--size {args.size}"):
+        table = models.summary(model, (1, 3, args.size, args.size))
     print(
         f"{name} ({preset} configuration{', width ' + str(args.width) if args.width else ''}), "
         f"{args.num_classes} classes, input 1x3x{args.size}x{args.size}"
     )
-    print(models.summary(model, (1, 3, args.size, args.size)))
+    print(table)
     return 0
 
 

@@ -65,7 +65,8 @@ from minisegnet.optim import SGD, PolyLR
 __all__ = [
     "TrainConfig", "Trainer", "train", "resume", "evaluate", "predict_labels", "build_model",
     "param_groups", "TrainingDiverged", "TrainingInterrupted", "ConfigError", "default_run_dir",
-    "load_for_inference",
+    "load_for_inference", "min_input_side", "input_side_bracket", "accepts_input_side",
+    "too_small_error",
 ]  # fmt: skip
 
 
@@ -252,38 +253,74 @@ def param_groups(model, weight_decay: float, bias_lr_mult: float = 2.0) -> list[
     return [g for g in groups if g["params"]]
 
 
-def min_input_side(model, limit: int = 512) -> int | None:
-    """The smallest side s for which ``model`` accepts a (1, 3, s, s) image, or None when no side
-    up to ``limit`` works.
+def accepts_input_side(model, side: int) -> bool:
+    """Whether ``model`` runs on a (1, 3, side, side) zero image (eval mode, no graph, on the
+    active backend). Refused means the forward pass raised ValueError: the ops' and networks'
+    own geometry checks; anything else propagates."""
+    try:
+        predict_labels(model, np.zeros((1, 3, side, side), np.float32))
+    except ValueError:
+        return False
+    return True
 
-    Found by trying, on the active backend, in eval mode without a graph: sides 1, 2, 4, ...
-    until one works, then bisection (about 2 log2(s) forward passes of tiny zero images,
-    milliseconds each). Why by trying: the rule follows from every pooling, padding and crop of
-    the network (SegNet's five ceil-mode poolings need 17 pixels, SegNet-Basic's four need 9,
-    FCN's padded first convolution takes any size), so asking the network is simpler and
-    cannot drift from it. A side is refused when the forward pass raises ValueError (the ops'
-    own geometry checks); anything else propagates.
+
+def input_side_bracket(
+    model, failing: int = 0, limit: int = 1024, budget_s: float | None = None
+) -> tuple[int, int | None]:
+    """(low, high): ``low`` the largest square side known to be refused (at least ``failing``,
+    a side already seen to fail; 0: none), ``high`` the smallest known to work (None when none
+    up to ``limit`` does). Exact, high == low + 1, unless ``budget_s`` seconds ran out.
+
+    Found by trying (:func:`accepts_input_side`): doubling from ``failing`` until a side works,
+    then bisection. Why by trying: the rule follows from every pooling, padding and crop of the
+    network (SegNet's five ceil-mode poolings need 17 pixels, SegNet-Basic's four 9, FCN's
+    padded first convolution any), so asking the network is simpler and cannot drift from it.
+    A refused side costs little (the forward pass stops at the first check that fails); a side
+    that works costs a whole forward pass (13 s for the full-size DeconvNet at 200 pixels on
+    two busy cores, milliseconds for the small presets), hence the budget.
     """
-
-    def works(side: int) -> bool:
-        try:
-            predict_labels(model, np.zeros((1, 3, side, side), np.float32))
-        except ValueError:
-            return False
-        return True
-
-    low, high = 0, 1  # low: a side known to fail (0: none yet); high: the side to try
-    while not works(high):
-        if high >= limit:
-            return None
-        low, high = high, min(2 * high, limit)
-    while high - low > 1:
+    t0 = time.perf_counter()
+    low, high, side = failing, None, max(2 * failing, 1)
+    while high is None:
+        if accepts_input_side(model, side):
+            high = side
+        elif side >= limit:
+            return side, None
+        else:
+            low, side = side, min(2 * side, limit)
+    while high - low > 1 and (budget_s is None or time.perf_counter() - t0 < budget_s):
         middle = (low + high) // 2
-        if works(middle):
+        if accepts_input_side(model, middle):
             high = middle
         else:
             low = middle
-    return high
+    return low, high
+
+
+def min_input_side(model, limit: int = 1024) -> int | None:
+    """The smallest side s for which ``model`` accepts a (1, 3, s, s) image (None: no side up to
+    ``limit``); see :func:`input_side_bracket`."""
+    return input_side_bracket(model, 0, limit)[1]
+
+
+def too_small_error(
+    model, name: str, side: int, what: str, hint: str = "", reason: str = "", budget_s: float = 10.0
+) -> ConfigError | None:
+    """After ``model`` refused images of ``side`` pixels: a ConfigError saying so (``what``: the
+    option or file that gave the size; ``hint`` may use ``{needed}``; ``reason``: the refusal's
+    own message, quoted when the search for the exact minimum ran out of time), or None when
+    larger images are refused too (then the refusal was not about the size: a bug)."""
+    low, high = input_side_bracket(model, side, budget_s=budget_s)
+    if high is None:
+        return None
+    if high == low + 1:
+        need = f"at least {high}x{high} pixels"
+    else:
+        need = f"more than {low}x{low} pixels ({high}x{high} work{'; ' + reason if reason else ''})"
+    return ConfigError(
+        f"{what} is too small for {name.replace('_', '-')}: its poolings need images of {need}"
+        f"{hint.format(needed=high)}"
+    )
 
 
 def _forward_scores(model, images):
@@ -605,12 +642,10 @@ class Trainer:
             raise ConfigError(f"--backend: {error}") from None
         with use, _StopFlag() as stop:
             if self.last_checkpoint is None:
-                side = min_input_side(self.model)
-                if side is not None and c.size < side:
-                    raise ConfigError(
-                        f"--size {c.size} is too small for {c.model.replace('_', '-')}: its "
-                        f"poolings need images of at least {side}x{side} pixels"
-                    )
+                if not accepts_input_side(self.model, c.size):
+                    error = too_small_error(self.model, c.model, c.size, f"--size {c.size}")
+                    if error is not None:
+                        raise error
                 if c.balance_init:
                     self._balance_init()
                 self.save_checkpoint()  # a valid checkpoint exists from the first moment

@@ -600,3 +600,53 @@ def test_a_run_killed_while_writing_its_outputs_is_repaired_by_resume(tmp_path, 
     assert model.config["name"] == "segnet_basic"
     code, out, _ = run_cli(["train", "--resume", run, "--no-progress"])
     assert code == 0 and "nothing to do" in out
+
+
+# --------------------------------------------------------------------------- too small, or a bug
+
+
+class _NeedsFive:
+    """Stands for a network: refuses sides under 5 (or every side: ``broken``)."""
+
+    training = False
+
+    def __init__(self, broken=False):
+        self.broken = broken
+        self.calls = []
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def __call__(self, x):
+        import minisegnet as ms
+
+        side = x.shape[2]
+        self.calls.append(side)
+        if self.broken or side < 5:
+            raise ValueError(f"refused {side}")
+        return ms.Tensor._wrap(np.zeros((1, 2, side, side), np.float32))
+
+
+def test_the_smallest_side_is_found_by_trying():
+    from minisegnet.train import input_side_bracket, min_input_side
+
+    assert min_input_side(_NeedsFive()) == 5
+    net = _NeedsFive()
+    assert input_side_bracket(net, failing=3) == (4, 5)
+    assert 3 not in net.calls  # the side seen to fail is not tried again
+    assert input_side_bracket(_NeedsFive(broken=True), limit=64) == (64, None)
+
+
+def test_a_refusal_at_every_size_is_a_bug_and_keeps_its_traceback():
+    import minisegnet.cli as cli
+    from minisegnet.train import ConfigError
+
+    with pytest.raises(ConfigError, match="--size 3 is too small for net: .* at least 5x5"):
+        with cli._size_checked(_NeedsFive(), "net", 3, "--size 3"):
+            raise ValueError("refused 3")
+    with pytest.raises(ValueError, match="refused 3"):
+        with cli._size_checked(_NeedsFive(broken=True), "net", 3, "--size 3"):
+            raise ValueError("refused 3")
