@@ -17,8 +17,9 @@ option or file, with exit code 2 (a bad option also prints the command's usage f
 are the project's own exceptions (``_user_errors``), raised by checks made before any work is
 done; any other exception is a bug and keeps its traceback. Ctrl-C prints ``minisegnet:
 interrupted`` and exits with 130 (128 + SIGINT, the shell's convention): at any moment of
-start-up, and during training after a checkpoint is saved. (Only a Ctrl-C while Python itself
-imports NumPy, before the first line of this module runs, can still show a traceback.)
+start-up, and during training after a checkpoint is saved. (The installed ``minisegnet`` script
+imports this module, and with it NumPy, before ``main`` runs: a Ctrl-C in that first tenth of a
+second still shows Python's own traceback; ``python -m minisegnet`` catches that one too.)
 Warnings (the run will work, but maybe not as meant) are lines ``minisegnet: warning: ...``.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import sys
 from pathlib import Path
@@ -34,6 +36,14 @@ from minisegnet import __version__, backend
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+# OSErrors that come from the machine, not from the code: a disk that fills up, a folder made
+# read-only, a path that names a file where a folder belongs. Others (a file the code expected
+# to find, ...) keep their traceback.
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+    errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
+}  # fmt: skip
 
 
 def _error(message: str) -> None:
@@ -693,9 +703,9 @@ def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     The one error boundary: the project's user-error exceptions and argparse's refusals become
-    one ``minisegnet: error:`` line and exit code 2; an OSError naming a file (a disk that
-    fills up, a folder made read-only during a run) the same, naming the file; Ctrl-C exit code
-    130. Anything else is a bug and propagates with its traceback."""
+    one ``minisegnet: error:`` line and exit code 2; an OSError of the machine's naming a file
+    (a disk that fills up, a folder made read-only during a run) the same, naming the file;
+    Ctrl-C exit code 130. Anything else is a bug and propagates with its traceback."""
     try:
         parser = build_parser()
         try:
@@ -716,7 +726,7 @@ def main(argv=None) -> int:
         _error(str(error))
         return EXIT_USER_ERROR
     except OSError as error:
-        if error.filename is None:
+        if error.filename is None or error.errno not in _ENVIRONMENT_ERRNOS:
             raise
         _error(f"{error.filename}: {error.strerror or error}")
         return EXIT_USER_ERROR

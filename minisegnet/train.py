@@ -169,11 +169,10 @@ class TrainConfig:
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if self.warmup_epochs > self.epochs:
-            # the ramp would still be climbing when the run ends: --lr never reached
             raise ConfigError(
                 f"--warmup-epochs {self.warmup_epochs:g} is longer than the run (--epochs "
-                f"{self.epochs}): the learning rate would never reach --lr {self.lr:g}; give "
-                f"at most --warmup-epochs {self.epochs}"
+                f"{self.epochs}): the run would end with the learning rate still ramping up "
+                f"towards --lr {self.lr:g}; give at most --warmup-epochs {self.epochs}"
             )
         if not isinstance(self.balance_init, bool):
             raise ConfigError(f"--balance-init must be true or false, got {self.balance_init!r}")

@@ -400,17 +400,26 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
         main(["backends"])
 
 
-def test_an_oserror_naming_a_file_is_one_line(monkeypatch, capsys):
-    """A disk that fills up during a run: one line naming the file."""
+def test_an_oserror_of_the_machine_is_one_line(monkeypatch, capsys):
+    """A disk that fills up during a run: one line naming the file. A file the code expected
+    and did not find is a bug: traceback."""
+    import errno
+
     import minisegnet.cli as cli
 
-    def full(args):
-        raise OSError(28, "No space left on device", "runs/x/model.safetensors")
+    def fails(code, message):
+        def command(args):
+            raise OSError(code, message, "runs/x/model.safetensors")
 
-    monkeypatch.setattr(cli, "_cmd_backends", full)
+        return command
+
+    monkeypatch.setattr(cli, "_cmd_backends", fails(errno.ENOSPC, "No space left on device"))
     assert main(["backends"]) == 2
     err = capsys.readouterr().err
     assert err == "minisegnet: error: runs/x/model.safetensors: No space left on device\n"
+    monkeypatch.setattr(cli, "_cmd_backends", fails(errno.ENOENT, "No such file or directory"))
+    with pytest.raises(FileNotFoundError):
+        main(["backends"])
 
 
 # --------------------------------------------------------------------------- Ctrl-C
