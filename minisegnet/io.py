@@ -99,20 +99,21 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+def host_array(value) -> np.ndarray:
+    """A state-dict entry (NumPy or CuPy array, or Tensor) as a C-contiguous NumPy array."""
+    array = (
+        value.numpy() if hasattr(value, "numpy") and not isinstance(value, np.ndarray) else value
+    )
+    if not isinstance(array, np.ndarray) and hasattr(array, "get"):
+        array = array.get()  # CuPy -> NumPy
+    # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
+    return np.require(array, requirements="C")
+
+
 def _write_weights_tmp(weights_path: Path, state, metadata: dict | None) -> Path:
     from safetensors.numpy import save_file
 
-    arrays = OrderedDict()
-    for name, value in state.items():
-        array = (
-            value.numpy()
-            if hasattr(value, "numpy") and not isinstance(value, np.ndarray)
-            else value
-        )
-        if not isinstance(array, np.ndarray) and hasattr(array, "get"):
-            array = array.get()  # CuPy -> NumPy
-        # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
-        arrays[name] = np.require(array, requirements="C")
+    arrays = OrderedDict((name, host_array(value)) for name, value in state.items())
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(weights_path)
     save_file(dict(arrays), str(tmp), metadata=metadata)

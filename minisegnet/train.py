@@ -793,7 +793,7 @@ class Trainer:
         try:
             saved = io.load_state_dict(d / "model.safetensors")
             epoch = (io.read_config(d / "model").get("extra") or {}).get("epoch")
-            own = {k: np.require(v, requirements="C") for k, v in self.model.state_dict().items()}
+            own = {k: io.host_array(v) for k, v in self.model.state_dict().items()}
             if set(saved) != set(own) or not all(np.array_equal(saved[k], own[k]) for k in own):
                 problems[pair] = "stale: not the checkpoint's weights"
             elif epoch != self.epoch:
