@@ -17,9 +17,9 @@ option or file, with exit code 2 (a bad option also prints the command's usage f
 are the project's own exceptions (``_user_errors``), raised by checks made before any work is
 done; any other exception is a bug and keeps its traceback. Ctrl-C prints ``minisegnet:
 interrupted`` and exits with 130 (128 + SIGINT, the shell's convention): at any moment of
-start-up, and during training after a checkpoint is saved. (The installed ``minisegnet`` script
-imports this module, and with it NumPy, before ``main`` runs: a Ctrl-C in that first tenth of a
-second still shows Python's own traceback; ``python -m minisegnet`` catches that one too.)
+start-up, and during training after a checkpoint is saved. While the package itself loads
+(before ``main`` runs: NumPy's import), ``minisegnet/__init__.py`` gives the same line; only a
+Ctrl-C during Python's own start-up, before any of minisegnet runs, is Python's traceback.
 Warnings (the run will work, but maybe not as meant) are lines ``minisegnet: warning: ...``.
 """
 

@@ -438,6 +438,26 @@ def test_ctrl_c_during_start_up_is_one_line(where, monkeypatch, capsys, tmp_path
     assert capsys.readouterr().err == "minisegnet: interrupted\n"
 
 
+@pytest.mark.parametrize("command", [True, False])
+def test_ctrl_c_while_the_package_loads(command):
+    """For the command (argv[0] "-m" while ``python -m`` loads the package, or the script), an
+    uncaught KeyboardInterrupt is the one line and 130; other programs keep the traceback."""
+    code = "import sys\nif sys.argv[1] == 'yes': sys.argv[0] = '-m'\nimport minisegnet\n"
+    code += "raise KeyboardInterrupt"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-c", code, "yes" if command else "no"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    if command:
+        assert (result.returncode, result.stderr) == (130, "minisegnet: interrupted\n")
+    else:
+        assert result.returncode != 130 and "Traceback" in result.stderr
+
+
 def test_ctrl_c_of_the_real_command_is_one_line(tmp_path):
     """SIGINT to ``python -m minisegnet train`` while it starts (imports, data generation)."""
     code = (
