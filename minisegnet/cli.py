@@ -270,7 +270,7 @@ def _cmd_evaluate(args) -> int:
         raise ConfigError(f"--size must be at least 16 pixels, got {size}")
     _check_pixels(size, size, f"--size {size}")
     out = Path(args.out) if args.out else Path(info["source"]).parent / f"eval-{kind}-{args.split}"
-    _output_folder(out.parent, f"--out {out}")
+    _output_folder(out.parent, f"--out {out}" if args.out else f"{out} (the default --out)")
     for target in (out.with_suffix(".md"), out.with_suffix(".json")):
         if target.is_dir():
             raise ConfigError(f"--out {out}: {target} is a folder; expected a file name stem")
