@@ -9,6 +9,27 @@ loss.backward()
 """
 
 import os
+import sys
+
+
+def _interrupt_as_one_line(kind, value, traceback, _previous=sys.excepthook):
+    """Ctrl-C while ``minisegnet`` or ``python -m minisegnet`` is still loading this package
+    (importing NumPy takes a tenth of a second or more): the command's one line and exit code
+    130, as ``cli.main`` gives for a Ctrl-C once it runs, instead of a traceback. Installed only
+    for the command (``sys.argv[0]``: ``-m`` while ``python -m`` loads the package, or the
+    ``minisegnet`` script); any other exception, and other programs, keep Python's behaviour."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if issubclass(kind, KeyboardInterrupt) and (
+        argv0 == "-m" or os.path.basename(argv0) == "minisegnet"
+    ):
+        sys.stderr.write("minisegnet: interrupted\n")
+        sys.stderr.flush()
+        os._exit(130)
+    _previous(kind, value, traceback)
+
+
+if sys.argv and (sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == "minisegnet"):
+    sys.excepthook = _interrupt_as_one_line
 
 # Numba's OpenMP worker threads and OpenBLAS's threads both spin-wait after a job by default; on
 # a 2-core machine every switch between a Numba kernel and a matrix product then waits for the

@@ -2,6 +2,10 @@
 
 import sys
 
-from minisegnet.cli import main
+try:
+    from minisegnet.cli import main
+except KeyboardInterrupt:  # Ctrl-C while NumPy is imported: the same line as cli.main's
+    print("minisegnet: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

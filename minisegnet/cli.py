@@ -8,15 +8,26 @@
     minisegnet backends        which backends work on this machine, and why not when they don't
     minisegnet bench           benchmarks against PyTorch and this machine (benchmarks/run.py)
 
-``minisegnet COMMAND --help`` lists each command's options. Mistakes in what was asked (a missing
-folder, an unknown model, a checkpoint that does not fit) are reported as one line starting with
-``minisegnet: error:`` and exit code 2; an interrupted training run exits with 130 after saving
-its checkpoint.
+``minisegnet COMMAND --help`` lists each command's options.
+
+Errors. Every mistake in what was asked (a bad option, a missing or unreadable file, an image
+of the wrong kind, too small for the network or too large, an output that cannot be written, a
+checkpoint that does not fit) is reported as one line, ``minisegnet: error: ...`` naming the
+option or file, with exit code 2 (a bad option also prints the command's usage first). These
+are the project's own exceptions (``_user_errors``), raised by checks made before any work is
+done; any other exception is a bug and keeps its traceback. Ctrl-C prints ``minisegnet:
+interrupted`` and exits with 130 (128 + SIGINT, the shell's convention): at any moment of
+start-up, and during training after a checkpoint is saved. While the package itself loads
+(before ``main`` runs: NumPy's import), ``minisegnet/__init__.py`` gives the same line; only a
+Ctrl-C during Python's own start-up, before any of minisegnet runs, is Python's traceback.
+Warnings (the run will work, but maybe not as meant) are lines ``minisegnet: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import sys
 from pathlib import Path
@@ -25,6 +36,109 @@ from minisegnet import __version__, backend
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+# OSErrors that come from the machine, not from the code: a disk that fills up, a folder made
+# read-only, a path that names a file where a folder belongs. Others (a file the code expected
+# to find, ...) keep their traceback.
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+    errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
+}  # fmt: skip
+
+
+def _error(message: str) -> None:
+    message = " ".join(str(message).split())  # one line, whatever the message held
+    print(f"minisegnet: error: {message}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    print(f"minisegnet: warning: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- checks of options
+
+
+def _config_error(message: str):
+    from minisegnet.train import ConfigError
+
+    return ConfigError(message)
+
+
+def _backend_name(name: str | None) -> str | None:
+    """``--backend``: a known name (whether it works here is checked when it is used)."""
+    if name is not None and name not in backend.names():
+        raise _config_error(
+            f"--backend: unknown backend {name!r}; valid backends: {', '.join(backend.names())}"
+        )
+    return name
+
+
+def _use_backend(name: str):
+    try:
+        return backend.use(name)
+    except backend.BackendUnavailable as error:
+        raise _config_error(f"--backend: {error}") from None
+
+
+def _output_folder(path, label: str = "--out") -> Path:
+    """Create folder ``path`` (and its parents) and make sure a file can be written in it, before
+    any work is done; otherwise a ConfigError starting with ``label`` (the option)."""
+    import tempfile
+
+    path = Path(path)
+    for part in [path, *path.parents]:
+        if part.exists() and not part.is_dir():
+            where = "" if part == path else f": {part}"
+            raise _config_error(f"{label}{where} is a file; expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise _config_error(
+            f"{label}: cannot write to the folder {path} ({error.strerror or error})"
+        ) from None
+    return path
+
+
+def _load_checkpoint(args):
+    """``load_for_inference`` for --checkpoint (with --model, --width); its errors name it."""
+    from minisegnet.checkpoint import CheckpointError
+    from minisegnet.train import load_for_inference
+
+    try:
+        return load_for_inference(args.checkpoint, args.model, args.width)
+    except CheckpointError as error:
+        raise CheckpointError(f"--checkpoint: {error}") from None
+
+
+def _check_pixels(width: int, height: int, what: str) -> None:
+    """ConfigError when a ``width`` x ``height`` image is over the image size limit (the one
+    ``read_image`` applies to files: ``minisegnet.data.imageio.MAX_IMAGE_PIXELS``)."""
+    from minisegnet.data import imageio
+
+    if width * height > imageio.MAX_IMAGE_PIXELS:
+        raise _config_error(
+            f"{what} gives {width}x{height}-pixel images, larger than the limit of "
+            f"{imageio.MAX_IMAGE_PIXELS / 1e6:.3g} megapixels "
+            "(minisegnet.data.imageio.MAX_IMAGE_PIXELS)"
+        )
+
+
+@contextlib.contextmanager
+def _size_checked(model, name: str, side: int, what: str, hint: str = ""):
+    """Run the body (forward passes of ``model`` on images of ``side`` pixels); a ValueError it
+    raises becomes a ConfigError when the images are too small for the network (``what``: the
+    option or file that gave the size), and otherwise propagates: a bug."""
+    from minisegnet.train import too_small_error
+
+    try:
+        yield
+    except ValueError as refusal:
+        error = too_small_error(model, name, side, what, hint, reason=str(refusal))
+        if error is None:
+            raise
+        raise error from None
 
 
 def _cmd_backends(args) -> int:
@@ -51,9 +165,11 @@ def _latest_run(root: Path = Path("runs")) -> Path | None:
 
 def _cmd_train(args) -> int:
     from minisegnet import models
+    from minisegnet.checkpoint import CheckpointError
     from minisegnet.train import ConfigError, TrainConfig, Trainer, TrainingInterrupted
 
     given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
+    _backend_name(given.get("backend"))
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     if args.resume is not None:
         run = Path(args.resume) if args.resume else (Path(args.out) if args.out else _latest_run())
@@ -63,14 +179,19 @@ def _cmd_train(args) -> int:
             )
         if args.out and args.resume and Path(args.out) != Path(args.resume):
             raise ConfigError(f"--out {args.out} and --resume {args.resume} name different runs")
-        trainer = Trainer.from_checkpoint(run, progress=progress, overrides=given)
+        try:
+            trainer = Trainer.from_checkpoint(run, progress=progress, overrides=given)
+        except CheckpointError as error:
+            raise CheckpointError(f"--resume: {error}") from None
         done = trainer.epoch
+        if done >= trainer.config.epochs:
+            return _finished_run(trainer)
         print(
             f"resuming {trainer.run_dir} at epoch {done + 1}, batch {trainer.batch + 1} "
             f"of {trainer.config.epochs} epochs"
         )
     else:
-        config = TrainConfig(**given)
+        config = TrainConfig(**given).check()  # before --out is created
         if args.out is not None:
             out = Path(args.out)
             if (out / "checkpoint.safetensors").exists():
@@ -78,8 +199,16 @@ def _cmd_train(args) -> int:
                     f"--out {out} already holds a training run; continue it with --resume {out} "
                     "or choose another --out"
                 )
+            _output_folder(out, f"--out {out}")
         trainer = Trainer(config, args.out, progress=progress)
+        if args.out is None:
+            _output_folder(trainer.run_dir, f"the run folder {trainer.run_dir} (--out)")
     c = trainer.config
+    if c.batch_size > len(trainer.train_set):
+        _warn(
+            f"--batch-size {c.batch_size} is larger than the {len(trainer.train_set)} training "
+            f"images; every step uses all {len(trainer.train_set)}"
+        )
     n_params = trainer.model.num_parameters()
     print(
         f"training {c.model.replace('_', '-')} ({n_params:,} parameters, "
@@ -105,22 +234,29 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _finished_run(trainer) -> int:
+    """--resume of a run that has done all its epochs: check its outputs, rewrite what is missing
+    or stale (``Trainer.repair_outputs``) and say which."""
+    print(f"{trainer.run_dir} finished all {trainer.config.epochs} epochs already")
+    rewritten = trainer.repair_outputs()
+    if not rewritten:
+        print("its outputs are present and up to date; nothing to do")
+    for name, why in rewritten.items():
+        print(f"rewrote {name} in {trainer.run_dir}/ ({why})")
+    return 0
+
+
 # --------------------------------------------------------------------------- evaluate
 
 
 def _cmd_evaluate(args) -> int:
     from minisegnet import metrics
     from minisegnet.data import DataLoader, open_dataset, parse_data_spec, transforms
-    from minisegnet.train import (
-        ConfigError,
-        TrainConfig,
-        evaluate,
-        load_for_inference,
-        tune_threads,
-    )
+    from minisegnet.train import ConfigError, TrainConfig, evaluate, tune_threads
 
     tune_threads()
-    model, info = load_for_inference(args.checkpoint, args.model, args.width)
+    _backend_name(args.backend)
+    model, info = _load_checkpoint(args)
     config = info["config"] or TrainConfig()
     data = args.data or (info["config"].data if info["config"] else None)
     if data is None:
@@ -128,6 +264,16 @@ def _cmd_evaluate(args) -> int:
     size = args.size or config.size
     batch = args.batch_size or 2 * config.batch_size
     kind, _ = parse_data_spec(data)
+    if kind == "builtin" and args.split not in ("train", "val", "test"):
+        raise ConfigError(f"--split: the built-in data has train, val and test, got {args.split!r}")
+    if size < 16:
+        raise ConfigError(f"--size must be at least 16 pixels, got {size}")
+    _check_pixels(size, size, f"--size {size}")
+    out = Path(args.out) if args.out else Path(info["source"]).parent / f"eval-{kind}-{args.split}"
+    _output_folder(out.parent, f"--out {out}" if args.out else f"{out} (the default --out)")
+    for target in (out.with_suffix(".md"), out.with_suffix(".json")):
+        if target.is_dir():
+            raise ConfigError(f"--out {out}: {target} is a folder; expected a file name stem")
     dataset = open_dataset(data, args.split, size=size, length=config.val_images, seed=config.seed)
     if dataset.num_classes != model.config["num_classes"]:
         raise ConfigError(
@@ -140,11 +286,11 @@ def _cmd_evaluate(args) -> int:
         else transforms.eval_transform(size, dataset.ignore_index)
     )
     loader = DataLoader(dataset, batch, tf)
-    try:
-        use = backend.use(args.backend or config.backend)
-    except backend.BackendUnavailable as error:
-        raise ConfigError(f"--backend: {error}") from None
-    with use:
+    name = model.config["name"]
+    with (
+        _use_backend(args.backend or config.backend),
+        _size_checked(model, name, size, f"--size {size}"),
+    ):
         model.to(backend.current().device)  # once; each batch is moved as it is scored
         result = evaluate(
             model,
@@ -159,8 +305,6 @@ def _cmd_evaluate(args) -> int:
         f"# {model.config['name']} from {info['source']} on {dataset.name} ({len(dataset)} images)"
     )
     print(title + "\n\n" + table)
-    out = Path(args.out) if args.out else Path(info["source"]).parent / f"eval-{kind}-{args.split}"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(title + "\n\n" + table + "\n")
     summary = {k: result[k] for k in ("pixel_acc", "mean_acc", "miou", "fwiou")}
     summary["iou"] = {
@@ -180,30 +324,36 @@ def _cmd_predict(args) -> int:
 
     from minisegnet.data import read_image, transforms, write_image, write_label
     from minisegnet.data.palette import overlay
-    from minisegnet.train import ConfigError, load_for_inference, predict_labels, tune_threads
+    from minisegnet.train import ConfigError, predict_labels, tune_threads
 
     tune_threads()
-    model, info = load_for_inference(args.checkpoint, args.model, args.width)
+    _backend_name(args.backend)
+    model, info = _load_checkpoint(args)
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise ConfigError(f"image(s) not found: {', '.join(missing)}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(args.out, f"--out {args.out}")
     normalize = transforms.Normalize()
-    try:
-        use = backend.use(args.backend or (info["config"].backend if info["config"] else "numba"))
-    except backend.BackendUnavailable as error:
-        raise ConfigError(f"--backend: {error}") from None
-    with use:
+    name = model.config["name"]
+    with _use_backend(args.backend or (info["config"].backend if info["config"] else "numba")):
         model.to(backend.current().device)
         for path in args.images:
             image = read_image(path)  # (H, W, 3) uint8
             h, w = image.shape[:2]
             work = image
             if args.size:
+                scale = args.size / min(h, w)  # as transforms.Resize computes it
+                _check_pixels(round(w * scale), round(h * scale), f"--size {args.size} on {path}")
                 work, _ = transforms.Resize(args.size)(image, np.zeros((h, w), np.uint8))
+                size_check = _size_checked(model, name, args.size, f"--size {args.size}")
+            else:
+                what = f"image {path} ({w}x{h} pixels)"
+                size_check = _size_checked(
+                    model, name, min(h, w), what, " (--size {needed} enlarges it)"
+                )
             x, _ = normalize(work, np.zeros(work.shape[:2], np.uint8))
-            pred = predict_labels(model, x[None])[0]  # (h', w')
+            with size_check:
+                pred = predict_labels(model, x[None])[0]  # (h', w')
             if pred.shape != (h, w):
                 _, pred = transforms.resize(None, pred, h, w)  # nearest, back to the image
             stem = Path(path).stem
@@ -235,22 +385,21 @@ def _cmd_summary(args) -> int:
             f"--model: unknown model {args.model!r}; valid models: "
             f"{', '.join(n.replace('_', '-') for n in models.names())}"
         ) from None
+    _check_pixels(args.size, args.size, f"--size {args.size}")
     options = {} if args.width is None else {"width": args.width}
     preset = "full" if args.full else "small"
-    try:
-        use = backend.use(args.backend or backend.DEFAULT)
-    except backend.BackendUnavailable as error:
-        raise ConfigError(f"--backend: {error}") from None
-    with use:  # the model is built, and traced, where the backend computes
+    with _use_backend(args.backend or backend.DEFAULT):  # built and traced where it computes
         model = models.build(
             name, args.num_classes, preset=preset, seed=0, materialize=not args.full, **options
         )
-        print(
-            f"{name} ({preset} configuration{', width ' + str(args.width) if args.width else ''}"
-            f"), {args.num_classes} classes, input 1x3x{args.size}x{args.size}, backend "
-            f"{backend.current().name}"
-        )
-        print(models.summary(model, (1, 3, args.size, args.size)))
+        with _size_checked(model, name, args.size, f"--size {args.size}"):
+            table = models.summary(model, (1, 3, args.size, args.size))
+        where = backend.current().name
+    print(
+        f"{name} ({preset} configuration{', width ' + str(args.width) if args.width else ''}), "
+        f"{args.num_classes} classes, input 1x3x{args.size}x{args.size}, backend {where}"
+    )
+    print(table)
     return 0
 
 
@@ -339,8 +488,24 @@ MODEL_HELP = "fcn32s, fcn16s, fcn8s, deconvnet, segnet, segnet-basic, pspnet"
 DATA_HELP = "builtin (default), voc:PATH, camvid:PATH or cityscapes:PATH"
 
 
+class UsageError(Exception):
+    """A command line argparse refuses; ``parser`` is the (sub)command's parser."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser = parser
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a refused command line raises UsageError for main() to report as one
+    ``minisegnet: error:`` line (argparse would print its own and exit from inside)."""
+
+    def error(self, message):
+        raise UsageError(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="minisegnet",
         description="Semantic segmentation networks, built to be studied.",
         epilog="Run 'minisegnet COMMAND --help' for the options of a command.",
@@ -540,20 +705,36 @@ def _user_errors() -> tuple:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return EXIT_USER_ERROR
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    The one error boundary: the project's user-error exceptions and argparse's refusals become
+    one ``minisegnet: error:`` line and exit code 2; an OSError of the machine's naming a file
+    (a disk that fills up, a folder made read-only during a run) the same, naming the file;
+    Ctrl-C exit code 130. Anything else is a bug and propagates with its traceback."""
     try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except UsageError as refused:
+            refused.parser.print_usage(sys.stderr)
+            _error(f"{refused} (see '{refused.parser.prog} --help')")
+            return EXIT_USER_ERROR
+        if getattr(args, "func", None) is None:
+            parser.print_usage(sys.stderr)
+            _error("a COMMAND is required: train, evaluate, predict, summary, backends or bench")
+            return EXIT_USER_ERROR
         return args.func(args)
-    except _user_errors() as error:
-        message = " ".join(str(error).split())  # one line, whatever the message held
-        print(f"minisegnet: error: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # first: the clause below imports modules
         print("minisegnet: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _user_errors() as error:
+        _error(str(error))
+        return EXIT_USER_ERROR
+    except OSError as error:
+        if error.filename is None or error.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        _error(f"{error.filename}: {error.strerror or error}")
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

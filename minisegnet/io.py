@@ -58,7 +58,7 @@ import numpy as np
 __all__ = [
     "save", "save_state_dict", "load", "load_state_dict", "load_model", "read_config",
     "import_vgg16", "read_vgg16_file", "vgg16_key_map", "WeightsFileError", "VGGImportReport",
-    "FORMAT",
+    "FORMAT", "check_model_spec",
 ]  # fmt: skip
 
 FORMAT = "minisegnet-weights"
@@ -89,30 +89,46 @@ def _sha256(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- saving
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _tmp(path: Path) -> Path:
+    """The temporary name a file is written under before it is renamed into place."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def host_array(value) -> np.ndarray:
+    """A state-dict entry (NumPy or CuPy array, or Tensor) as a C-contiguous NumPy array."""
+    array = (
+        value.numpy() if hasattr(value, "numpy") and not isinstance(value, np.ndarray) else value
+    )
+    if not isinstance(array, np.ndarray) and hasattr(array, "get"):
+        array = array.get()  # CuPy -> NumPy
+    # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
+    return np.require(array, requirements="C")
+
+
+def _write_weights_tmp(weights_path: Path, state, metadata: dict | None) -> Path:
+    from safetensors.numpy import save_file
+
+    arrays = OrderedDict((name, host_array(value)) for name, value in state.items())
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(weights_path)
+    save_file(dict(arrays), str(tmp), metadata=metadata)
+    _fsync_file(tmp)
+    return tmp
+
+
 def save_state_dict(path, state, metadata: dict | None = None) -> Path:
     """Write ``{name: array}`` to a safetensors file (``metadata``: str -> str pairs).
 
     Arrays are copied to the host and made contiguous; the file is written to a temporary name
     and renamed, so an interrupted save never leaves a half-written file under the real name.
     """
-    from safetensors.numpy import save_file
-
     weights_path, _ = _paths(path)
-    arrays = OrderedDict()
-    for name, value in state.items():
-        array = (
-            value.numpy()
-            if hasattr(value, "numpy") and not isinstance(value, np.ndarray)
-            else value
-        )
-        if not isinstance(array, np.ndarray) and hasattr(array, "get"):
-            array = array.get()  # CuPy -> NumPy
-        # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
-        arrays[name] = np.require(array, requirements="C")
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = weights_path.with_name(weights_path.name + ".tmp")
-    save_file(dict(arrays), str(tmp), metadata=metadata)
-    os.replace(tmp, weights_path)
+    os.replace(_write_weights_tmp(weights_path, state, metadata), weights_path)
     return weights_path
 
 
@@ -122,6 +138,14 @@ def save(model, path, extra: dict | None = None) -> tuple[Path, Path]:
     ``model.config`` (set by :func:`minisegnet.models.build`) is recorded so :func:`load_model`
     can rebuild the network; ``extra`` adds fields of your own (epoch, metrics, ...) to the JSON.
     Returns the two paths.
+
+    The two files are replaced as a pair. Both are first written in full under temporary names
+    in the same folder (``.<name>.tmp``, flushed to disk), then renamed into place with
+    ``os.replace`` (one step each), the weights first and the JSON last; the JSON carries the
+    sha256 of its weights. A kill before the first rename leaves the old pair; a kill between
+    the two renames leaves the new weights beside the old JSON *and* the new JSON still under
+    its temporary name, which :func:`read_config` recognises by its sha256 and puts in place.
+    So whenever a save stops, the old or the new pair loads, never a mixture.
     """
     weights_path, config_path = _paths(path)
     model_config = getattr(model, "config", None)
@@ -129,7 +153,7 @@ def save(model, path, extra: dict | None = None) -> tuple[Path, Path]:
     metadata = {"format": FORMAT, "version": str(FORMAT_VERSION)}
     if model_config is not None:
         metadata["model"] = json.dumps(model_config, default=_json_default)
-    save_state_dict(weights_path, state, metadata)
+    weights_tmp = _write_weights_tmp(weights_path, state, metadata)
     document = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -138,11 +162,17 @@ def save(model, path, extra: dict | None = None) -> tuple[Path, Path]:
         "class": type(model).__name__,
         "tensors": len(state),
         "parameters": int(model.num_parameters()),
-        "sha256": _sha256(weights_path),
+        "sha256": _sha256(weights_tmp),
     }
     if extra:
         document["extra"] = extra
-    config_path.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+    config_tmp = _tmp(config_path)
+    with open(config_tmp, "w") as f:
+        f.write(json.dumps(document, indent=2, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(weights_tmp, weights_path)
+    os.replace(config_tmp, config_path)
     return weights_path, config_path
 
 
@@ -157,13 +187,7 @@ def _json_default(value):
 
 
 # ----------------------------------------------------------------------------- loading
-def read_config(path) -> dict:
-    """The JSON document saved beside the weights; :class:`WeightsFileError` if unreadable."""
-    _, config_path = _paths(path)
-    try:
-        text = config_path.read_text()
-    except FileNotFoundError:
-        raise WeightsFileError(f"{config_path}: config file not found") from None
+def _parse_config(config_path: Path, text: str) -> dict:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -173,6 +197,70 @@ def read_config(path) -> dict:
             f'{config_path}: not a minisegnet weights config (expected "format": "{FORMAT}")'
         )
     return document
+
+
+def _finish_interrupted_save(weights_path: Path, config_path: Path) -> dict | None:
+    """The new JSON of a :func:`save` stopped between its two renames, put in place.
+
+    Such a save left the new weights under the real name and the new JSON under its temporary
+    name; that JSON records the sha256 of those weights, which is how it is recognised (a
+    temporary JSON of a save stopped earlier records weights that never arrived). Returns the
+    document, or None when there is no such JSON. When the folder is read-only the document is
+    used without being moved.
+    """
+    config_tmp = _tmp(config_path)
+    if not (config_tmp.is_file() and weights_path.is_file()):
+        return None
+    try:
+        document = _parse_config(config_tmp, config_tmp.read_text())
+    except (WeightsFileError, OSError, UnicodeDecodeError):
+        return None  # written only in part: the save stopped before renaming anything
+    if document.get("sha256") != _sha256(weights_path):
+        return None
+    try:
+        os.replace(config_tmp, config_path)
+    except OSError:
+        pass
+    return document
+
+
+def read_config(path) -> dict:
+    """The JSON document saved beside the weights; :class:`WeightsFileError` if unreadable.
+
+    A save interrupted between its two renames is completed first (see :func:`save`)."""
+    weights_path, config_path = _paths(path)
+    recovered = _finish_interrupted_save(weights_path, config_path)
+    if recovered is not None:
+        return recovered
+    try:
+        text = config_path.read_text()
+    except FileNotFoundError:
+        raise WeightsFileError(f"{config_path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise WeightsFileError(f"{config_path}: cannot be read ({error})") from None
+    return _parse_config(config_path, text)
+
+
+def check_model_spec(spec, source) -> dict:
+    """The ``"model"`` entry of a weights config (or checkpoint), checked before it is used:
+    ``{"name": str, "num_classes": positive int, "config": {...} (optional)}``. Raises
+    :class:`WeightsFileError` naming ``source`` and what is wrong."""
+    if not isinstance(spec, dict):
+        raise WeightsFileError(
+            f'{source}: "model" must be an object {{"name": ..., "num_classes": ..., "config": '
+            f"...}}, got {type(spec).__name__} {spec!r}"
+        )
+    problems = []
+    if not isinstance(spec.get("name"), str):
+        problems.append(f'"name" must be a model name, got {spec.get("name")!r}')
+    classes = spec.get("num_classes")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        problems.append(f'"num_classes" must be a positive integer, got {classes!r}')
+    if not isinstance(spec.get("config", {}), dict):
+        problems.append(f'"config" must be an object, got {spec.get("config")!r}')
+    if problems:
+        raise WeightsFileError(f'{source}: its "model" entry is invalid: ' + "; ".join(problems))
+    return spec
 
 
 def load_state_dict(path, verify: bool = True) -> OrderedDict:
@@ -186,7 +274,8 @@ def load_state_dict(path, verify: bool = True) -> OrderedDict:
     weights_path, config_path = _paths(path)
     if not weights_path.exists():
         raise WeightsFileError(f"{weights_path}: weights file not found")
-    if verify and config_path.exists():
+    pending = _finish_interrupted_save(weights_path, config_path)
+    if verify and (pending is not None or config_path.exists()):
         expected = read_config(weights_path).get("sha256")
         if expected is not None and _sha256(weights_path) != expected:
             raise WeightsFileError(
@@ -232,6 +321,7 @@ def load_model(path, verify: bool = True):
             f"{_paths(path)[1]}: records no model config (the model was not made by "
             "models.build); build the model yourself and call io.load(model, path)"
         )
+    check_model_spec(spec, _paths(path)[1])
     # materialize=False: every weight is overwritten by the file, so skip drawing random ones
     # (seconds for the full-size networks). Buffers and fixed kernels are loaded too.
     model = models.build(

@@ -66,7 +66,8 @@ from minisegnet.optim import SGD, PolyLR
 __all__ = [
     "TrainConfig", "Trainer", "train", "resume", "evaluate", "predict_labels", "build_model",
     "param_groups", "TrainingDiverged", "TrainingInterrupted", "ConfigError", "default_run_dir",
-    "load_for_inference",
+    "load_for_inference", "min_input_side", "input_side_bracket", "accepts_input_side",
+    "too_small_error",
 ]  # fmt: skip
 
 
@@ -168,6 +169,12 @@ class TrainConfig:
                 )
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(
+                f"--warmup-epochs {self.warmup_epochs:g} is longer than the run (--epochs "
+                f"{self.epochs}): the run would end with the learning rate still ramping up "
+                f"towards --lr {self.lr:g}; give at most --warmup-epochs {self.epochs}"
+            )
         if not isinstance(self.balance_init, bool):
             raise ConfigError(f"--balance-init must be true or false, got {self.balance_init!r}")
         if self.width is not None and not (self.width > 0 and math.isfinite(self.width)):
@@ -244,6 +251,76 @@ def param_groups(model, weight_decay: float, bias_lr_mult: float = 2.0) -> list[
         {"params": others, "lr_mult": 1.0, "weight_decay": 0.0, "name": "norm scales"},
     ]
     return [g for g in groups if g["params"]]
+
+
+def accepts_input_side(model, side: int) -> bool:
+    """Whether ``model`` runs on a (1, 3, side, side) zero image (eval mode, no graph, on the
+    active backend). Refused means the forward pass raised ValueError: the ops' and networks'
+    own geometry checks; anything else propagates."""
+    try:
+        predict_labels(model, np.zeros((1, 3, side, side), np.float32))
+    except ValueError:
+        return False
+    return True
+
+
+def input_side_bracket(
+    model, failing: int = 0, limit: int = 1024, budget_s: float | None = None
+) -> tuple[int, int | None]:
+    """(low, high): ``low`` the largest square side known to be refused (at least ``failing``,
+    a side already seen to fail; 0: none), ``high`` the smallest known to work (None when none
+    up to ``limit`` does). Exact, high == low + 1, unless ``budget_s`` seconds ran out.
+
+    Found by trying (:func:`accepts_input_side`): doubling from ``failing`` until a side works,
+    then bisection. Why by trying: the rule follows from every pooling, padding and crop of the
+    network (SegNet's five ceil-mode poolings need 17 pixels, SegNet-Basic's four 9, FCN's
+    padded first convolution any), so asking the network is simpler and cannot drift from it.
+    A refused side costs little (the forward pass stops at the first check that fails); a side
+    that works costs a whole forward pass (13 s for the full-size DeconvNet at 200 pixels on
+    two busy cores, milliseconds for the small presets), hence the budget.
+    """
+    t0 = time.perf_counter()
+    low, high, side = failing, None, max(2 * failing, 1)
+    while high is None:
+        if accepts_input_side(model, side):
+            high = side
+        elif side >= limit:
+            return side, None
+        else:
+            low, side = side, min(2 * side, limit)
+    while high - low > 1 and (budget_s is None or time.perf_counter() - t0 < budget_s):
+        middle = (low + high) // 2
+        if accepts_input_side(model, middle):
+            high = middle
+        else:
+            low = middle
+    return low, high
+
+
+def min_input_side(model, limit: int = 1024) -> int | None:
+    """The smallest side s for which ``model`` accepts a (1, 3, s, s) image (None: no side up to
+    ``limit``); see :func:`input_side_bracket`."""
+    return input_side_bracket(model, 0, limit)[1]
+
+
+def too_small_error(
+    model, name: str, side: int, what: str, hint: str = "", reason: str = "", budget_s: float = 10.0
+) -> ConfigError | None:
+    """After ``model`` refused images of ``side`` pixels: a ConfigError saying so (``what``: the
+    option or file that gave the size; ``hint`` may use ``{needed}``; ``reason``: the refusal's
+    own message, quoted when the search for the exact minimum ran out of time), or None when
+    larger images are refused too (then the refusal was not about the size: a bug)."""
+    low, high = input_side_bracket(model, side, budget_s=budget_s)
+    if high is None:
+        return None
+    if high == low + 1:
+        need = f"at least {high}x{high} pixels"
+    else:
+        need = f"more than {low}x{low} pixels ({high}x{high} work{'; ' + reason if reason else ''})"
+    return ConfigError(
+        f"{what} is too small for {name.replace('_', '-')}: its poolings need images of {need}"
+        f"{hint.format(needed=high)}"
+    )
 
 
 def _forward_scores(model, images):
@@ -587,6 +664,10 @@ class Trainer:
         with use, _StopFlag() as stop:
             self._move_to_backend()
             if self.last_checkpoint is None:
+                if not accepts_input_side(self.model, c.size):
+                    error = too_small_error(self.model, c.model, c.size, f"--size {c.size}")
+                    if error is not None:
+                        raise error
                 if c.balance_init:
                     self._balance_init()
                 self.save_checkpoint()  # a valid checkpoint exists from the first moment
@@ -689,7 +770,16 @@ class Trainer:
         )
 
     def _write_outputs(self, result: dict) -> None:
-        from minisegnet import io, viz
+        from minisegnet import viz
+
+        self._write_model(result)
+        viz.plot_curves(self.history, self.run_dir / "curves.png")
+        self._write_table(result)
+        if self.epoch == self.config.epochs:
+            self.write_preview()
+
+    def _write_model(self, result: dict) -> None:
+        from minisegnet import io
 
         io.save(
             self.model,
@@ -701,13 +791,77 @@ class Trainer:
                 "dataset": self._state()["dataset"],
             },
         )
-        viz.plot_curves(self.history, self.run_dir / "curves.png")
+
+    def _table_title(self) -> str:
+        return f"# {self.config.model} on {self.config.data}, validation, epoch {self.epoch}"
+
+    def _write_table(self, result: dict) -> None:
         table = metrics.format_table(result, self.train_set.class_names)
-        (self.run_dir / "metrics.md").write_text(
-            f"# {self.config.model} on {self.config.data}, validation, epoch {self.epoch}\n\n{table}\n"
-        )
-        if self.epoch == self.config.epochs:
-            self.write_preview()
+        path = self.run_dir / "metrics.md"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(f"{self._table_title()}\n\n{table}\n")
+        tmp.replace(path)  # a stopped write leaves the old table, never half of one
+
+    def check_outputs(self) -> dict[str, str]:
+        """What is missing or stale among the outputs of a finished run: {file: why}.
+
+        model.safetensors and model.json must load (the sha256 in the JSON matches), hold the
+        checkpoint's weights and record its epoch; metrics.md must carry this epoch's title;
+        metrics.md, curves.png and predictions.png must exist and be no older than the
+        checkpoint (every output of the last epoch is written after it)."""
+        from minisegnet import io
+
+        problems: dict[str, str] = {}
+        d, pair = self.run_dir, "model.safetensors and model.json"
+        try:
+            saved = io.load_state_dict(d / "model.safetensors")
+            epoch = (io.read_config(d / "model").get("extra") or {}).get("epoch")
+            own = {k: io.host_array(v) for k, v in self.model.state_dict().items()}
+            if set(saved) != set(own) or not all(np.array_equal(saved[k], own[k]) for k in own):
+                problems[pair] = "stale: not the checkpoint's weights"
+            elif epoch != self.epoch:
+                problems[pair] = f"stale: records epoch {epoch}, the run ended at {self.epoch}"
+        except io.WeightsFileError as error:
+            problems[pair] = f"missing or invalid: {error}"
+        since = self.last_checkpoint.stat().st_mtime_ns if self.last_checkpoint else 0
+        for name in ("metrics.md", "curves.png", "predictions.png"):
+            path = d / name
+            if not path.is_file():
+                problems[name] = "missing"
+            elif path.stat().st_mtime_ns < since:
+                problems[name] = "stale: older than the checkpoint"
+        if "metrics.md" not in problems:
+            first = (d / "metrics.md").read_text(errors="replace").split("\n", 1)[0]
+            if first != self._table_title():
+                problems["metrics.md"] = f"stale: {first!r}"
+        return problems
+
+    def repair_outputs(self) -> dict[str, str]:
+        """Rewrite what :meth:`check_outputs` finds missing or stale in a finished run (one
+        evaluation of the validation split); returns what was rewritten and why."""
+        from minisegnet import viz
+
+        problems = self.check_outputs()
+        if not problems:
+            return problems
+        try:
+            use = backends.use(self.config.backend)
+        except backends.BackendUnavailable as error:
+            raise ConfigError(f"--backend: {error}") from None
+        with use:
+            result = evaluate(
+                self.model, self.val_loader, self.num_classes, self.ignore_index,
+                progress=self.progress, desc="validating",
+            )  # fmt: skip
+            if "model.safetensors and model.json" in problems:
+                self._write_model(result)
+            if "metrics.md" in problems:
+                self._write_table(result)
+            if "curves.png" in problems:
+                viz.plot_curves(self.history, self.run_dir / "curves.png")
+            if "predictions.png" in problems:
+                self.write_preview()
+        return problems
 
     def write_preview(self) -> Path:
         from minisegnet import viz
@@ -781,12 +935,17 @@ def load_for_inference(path, model: str | None = None, width=None):
         dataset = extra.get("dataset")
         if not spec:
             raise ckpt.CheckpointError(f"{weights_path}: records no model config") from None
+    try:
+        io.check_model_spec(spec, ckpt.checkpoint_paths(weights_path)[1])
+    except io.WeightsFileError as err:
+        raise ckpt.CheckpointError(str(err)) from None
     name = spec["name"] if model is None else model
     try:
         name = models._canonical(name)
     except ValueError:
+        where = "--model: unknown" if model is not None else f"{weights_path} records an unknown"
         raise ConfigError(
-            f"--model: unknown model {name!r}; valid models: "
+            f"{where} model {name!r}; valid models: "
             f"{', '.join(n.replace('_', '-') for n in models.names())}"
         ) from None
     options = dict(spec.get("config", {}))

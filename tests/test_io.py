@@ -243,3 +243,23 @@ def test_model_built_by_hand_saves_and_loads_but_cannot_be_rebuilt(tmp_path):
     io.load(other, tmp_path / "hand.safetensors")
     for (k, a), b in zip(model.state_dict().items(), other.state_dict().values()):
         np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+@pytest.mark.parametrize(
+    "entry,fragment",
+    [
+        ("segnet", '"model" must be an object'),
+        ({"num_classes": 3}, '"name" must be a model name'),
+        ({"name": "segnet", "num_classes": 0}, '"num_classes" must be a positive integer'),
+        ({"name": "segnet", "num_classes": 3, "config": [1]}, '"config" must be an object'),
+    ],
+)
+def test_load_model_checks_the_model_entry_of_the_json(tmp_path, entry, fragment):
+    """A hand-edited model.json: a WeightsFileError naming the file, not a KeyError."""
+    io.save(models.build("segnet_basic", 3, preset="small"), tmp_path / "m")
+    document = json.loads((tmp_path / "m.json").read_text())
+    document["model"] = entry
+    (tmp_path / "m.json").write_text(json.dumps(document))
+    with pytest.raises(io.WeightsFileError, match="m.json") as info:
+        io.load_model(tmp_path / "m")
+    assert fragment in str(info.value)
