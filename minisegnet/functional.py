@@ -90,7 +90,12 @@ def cross_entropy(
     # are moved to the backend's device (minisegnet/arrays.py).
     target = like_backend(target, "cross_entropy", "target")
     if weight is not None:
-        weight = like_backend(weight, "cross_entropy", "weight", dtype=input.dtype)
+        weight = like_backend(weight, "cross_entropy", "weight")
+        if weight.dtype.kind not in "iuf":
+            raise TypeError(
+                f"cross_entropy: weight must be numbers (one per class), got dtype {weight.dtype}"
+            )
+        weight = weight.astype(input.dtype, copy=False)
     return loss.CrossEntropy.apply(
         input, target, weight=weight, ignore_index=ignore_index, reduction=reduction
     )

@@ -228,6 +228,10 @@ class BatchNorm(Function):
         count = x4.shape[0] * x4.shape[2] * x4.shape[3]
         w = weight if weight is not None else xp.ones(channels, x.dtype)
         b = bias if bias is not None else xp.zeros(channels, x.dtype)
+        if x.size == 0:  # an empty batch: an empty output, running statistics untouched
+            self.save(empty=True, weight=w, has_weight=weight is not None,
+                      has_bias=bias is not None, shape=x.shape)  # fmt: skip
+            return xp.empty(x.shape, x.dtype)
         if training:
             mean, var = _stats()(x4)  # (C,), (C,)
             if running_mean is not None:
@@ -237,7 +241,7 @@ class BatchNorm(Function):
         invstd = (1 / xp.sqrt(var + x.dtype.type(eps))).astype(x.dtype)  # (C,)
         y = _forward()(x4, mean, invstd, w, b)
         self.save(
-            x4=x4, mean=mean, invstd=invstd, weight=w, training=training,
+            x4=x4, mean=mean, invstd=invstd, weight=w, training=training, empty=False,
             has_weight=weight is not None, has_bias=bias is not None, shape=x.shape,
         )  # fmt: skip
         return y.reshape(x.shape)
@@ -245,6 +249,9 @@ class BatchNorm(Function):
     def backward(self, dy):
         s = self.saved
         xp = array_module(dy)
+        if s.empty:  # nothing flowed through: dx is empty, dweight and dbias are 0
+            zero = xp.zeros_like(s.weight)
+            return (xp.zeros(s.shape, dy.dtype),) + (zero,) * (s.has_weight + s.has_bias)
         dy4 = xp.ascontiguousarray(dy.reshape(s.x4.shape))  # (N, C, H, W)
         need_affine = any(self.needs_grad[1:])
         if s.training:
@@ -299,7 +306,7 @@ def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, 
         raise ValueError("batch_norm: give both running_mean and running_var, or neither")
     if not training and running_mean is None:
         raise ValueError("batch_norm: training=False needs running_mean and running_var (got None)")
-    if training:
+    if training and x.size > 0:  # an empty batch is allowed (an empty output, as in PyTorch)
         count = x.size // channels
         if count < 2:
             raise ValueError(

@@ -455,12 +455,17 @@ def _col2im_impl():
 
 def conv2d_gemm(x, w, stride, padding, dilation, groups, bias=None):
     """y (N, O, Ho, Wo) = conv2d(x, w) (+ bias); arguments already checked and normalised."""
+    if x.shape[0] == 0:  # an empty batch: an empty output (the kernels' chunking needs N >= 1)
+        size = _sizes(x.shape[2:], w.shape[2:], stride, padding, dilation)
+        return array_module(x).empty((0, w.shape[0]) + size, x.dtype)
     impl = backend.pick("conv2d", numpy=_gemm_by_images, numba=_gemm_numba, cuda=_gemm_by_images)
     return impl(x, w, stride, padding, dilation, groups, bias)
 
 
 def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
     """dx (N, C, H, W) from dy (N, O, Ho, Wo), where (Ho, Wo) follow from in_size = (H, W)."""
+    if dy.shape[0] == 0:  # an empty batch
+        return array_module(dy).empty((0, w.shape[1] * groups) + tuple(in_size), dy.dtype)
     impl = backend.pick(
         "conv2d", numpy=_data_grad_by_images, numba=_data_grad_numba, cuda=_data_grad_by_images,
     )  # fmt: skip
@@ -469,6 +474,9 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
 
 def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
     """dw (O, C/G, kh, kw) from the input x (N, C, H, W) and dy (N, O, Ho, Wo)."""
+    if x.shape[0] == 0:  # an empty batch: nothing to sum
+        shape = (dy.shape[1], x.shape[1] // groups) + tuple(kernel)
+        return array_module(x).zeros(shape, x.dtype)
     impl = backend.pick(
         "conv2d", numpy=_weight_grad_by_images, numba=_weight_grad_numba,
         cuda=_weight_grad_by_images,
@@ -768,8 +776,8 @@ def _weight_grad_by_bands_numba(x, dy, kernel, stride, padding, dilation, groups
 
 def bias_grad(dy):
     """db[o] = sum over n, oy, ox of dy[n, o, oy, ox]."""
-    N, O = dy.shape[:2]
-    return dy.reshape(N, O, -1).sum(axis=2).sum(axis=0)
+    N, O, Ho, Wo = dy.shape
+    return dy.reshape(N, O, Ho * Wo).sum(axis=2).sum(axis=0)
 
 
 class Conv2d(Function):

@@ -12,7 +12,8 @@ at every position p (a sample, or a pixel) whose target is not ``ignore_index``:
 
 Ignored positions are left out of the sum *and* the normaliser. If every position is ignored,
 the mean is 0/0; we return 0 with a zero gradient rather than NaN (PyTorch returns NaN), since a
-fully-ignored crop is a normal event when training on random crops.
+fully-ignored crop is a normal event when training on random crops. An empty batch (N = 0) is the
+same case: 0 for "mean" and "sum", an empty array for "none", empty gradients.
 
 Backward (per position, before the reduction's scale):
 
@@ -51,6 +52,16 @@ def check_cross_entropy_args(logits, target, weight, ignore_index, reduction):
         raise ValueError(
             f"cross_entropy: input must be (N, C) or (N, C, H, W) logits, got shape {logits.shape}"
         )
+    if logits.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"cross_entropy: input must be float32 or float64, got dtype {logits.dtype}"
+        )
+    if logits.shape[1] < 1:
+        raise ValueError(
+            f"cross_entropy: input must have at least one class, got shape {logits.shape}"
+        )
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"cross_entropy: ignore_index must be an int, got {ignore_index!r}")
     expected = (logits.shape[0],) + logits.shape[2:]
     if target.shape != expected:
         raise ValueError(
@@ -71,6 +82,14 @@ def check_cross_entropy_args(logits, target, weight, ignore_index, reduction):
             f"cross_entropy: weight must have shape ({num_classes},) (one per class), "
             f"got {weight.shape}"
         )
+    if weight is not None:
+        bad = ~(array_module(weight).isfinite(weight) & (weight >= 0))
+        if bool(bad.any()):
+            c = int(bad.nonzero()[0][0])
+            raise ValueError(
+                f"cross_entropy: weight must hold finite, non-negative class weights, got "
+                f"{float(weight[c])} for class {c}"
+            )
     xp = array_module(target)
     bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
     if bool(bad.any()):
@@ -166,6 +185,8 @@ def _forward_kernel(z, target, weight, ignore_index, z_max, sum_e, loss, w_pos):
 
 
 def cross_entropy_forward_numba(logits, target, weight, ignore_index):
+    if logits.size == 0:  # an empty batch: nothing for the kernel (reshape(-1) cannot size it)
+        return cross_entropy_forward_ref(logits, target, weight, ignore_index)
     n_, c_ = logits.shape[:2]
     z = np.ascontiguousarray(logits).reshape(n_, c_, -1)  # (N, C, L)
     t = np.ascontiguousarray(target, dtype=np.int64).reshape(n_, -1)  # (N, L)
@@ -210,6 +231,8 @@ def _backward_kernel(z, target, weight, ignore_index, scale, z_max, inv_sum, g, 
 
 
 def cross_entropy_backward_numba(logits, target, weight, ignore_index, scale_per_position):
+    if logits.size == 0:  # an empty batch
+        return cross_entropy_backward_ref(logits, target, weight, ignore_index, scale_per_position)
     n_, c_ = logits.shape[:2]
     z = np.ascontiguousarray(logits).reshape(n_, c_, -1)  # (N, C, L)
     t = np.ascontiguousarray(target, dtype=np.int64).reshape(n_, -1)  # (N, L)

@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
-from minisegnet.arrays import like_backend
+from minisegnet.arrays import is_device_array, like_backend
 from minisegnet.autograd import Function
 from minisegnet.ops.pooling import (
     PoolIndices,
@@ -54,12 +54,13 @@ from minisegnet.ops.pooling import (
     max_pool2d_backward_ref,
     pool_geometry,
     pool_output_size,
+    switch_dtype,
 )
 from minisegnet.tensor import Tensor, array_module
 
 __all__ = [
-    "max_unpool2d", "unpool_output_size", "max_unpool2d_forward_ref", "max_unpool2d_backward_ref",
-    "max_unpool2d_forward_numba", "max_unpool2d_backward_numba", "MaxUnpool2d",
+    "max_unpool2d", "unpool_output_size", "check_switches", "max_unpool2d_forward_ref",
+    "max_unpool2d_backward_ref", "max_unpool2d_forward_numba", "max_unpool2d_backward_numba", "MaxUnpool2d",
 ]  # fmt: skip
 
 
@@ -179,6 +180,56 @@ def unpool_output_size(op: str, pooled_size, kernel, stride, padding, output_siz
     return size
 
 
+def check_switches(op: str, switches, kernel, stride, padding, out_size) -> None:
+    """Every switch must be a position ``k = ky*kW + kx`` of its window (0 <= k < kH*kW, in the
+    switch dtype of this kernel) whose pixel lies inside the (H, W) = ``out_size`` plane: the
+    kernels index with the switches unchecked, so one out of range would make them read or write
+    outside their arrays. Switches from ``max_pool2d`` always pass; hand-made or edited ones
+    may not.
+
+    Cost: one min/max pass over the switches, then a per-switch check only for the windows
+    that overhang the padding or the plane's edge (the first and last few rows and columns)."""
+    expected = switch_dtype(kernel)
+    if switches.dtype != expected:
+        raise TypeError(
+            f"{op}: indices must hold {expected} switches (window positions ky*kW + kx for "
+            f"kernel {kernel}, as max_pool2d returns them), got dtype {switches.dtype}"
+        )
+    if switches.size == 0:
+        return
+    xp = array_module(switches)
+    (kh, kw), positions = kernel, kernel[0] * kernel[1]
+    low = int(switches.min()) if switches.dtype.kind == "i" else 0
+    high = int(switches.max())
+    if low < 0 or high >= positions:
+        bad = low if low < 0 else high
+        where = tuple(int(v[0]) for v in xp.nonzero(switches == bad))
+        raise ValueError(
+            f"{op}: indices hold the switch {bad} at position {where}, but a {kh}x{kw} window "
+            f"has positions 0 <= k < {positions}"
+        )
+    pooled = switches.shape[2:]
+    for axis, name in ((0, "row"), (1, "column")):
+        origin = xp.arange(pooled[axis]) * stride[axis] - padding[axis]  # first pixel per window
+        overhang = xp.nonzero((origin < 0) | (origin + kernel[axis] > out_size[axis]))[0]
+        if overhang.size == 0:
+            continue
+        edge = xp.take(switches, overhang, axis=2 + axis).astype(np.int64)
+        offset = edge // kw if axis == 0 else edge % kw  # ky or kx
+        shape = (-1, 1) if axis == 0 else (1, -1)
+        pixel = origin[overhang].reshape(shape) + offset
+        outside = (pixel < 0) | (pixel >= out_size[axis])
+        if bool(outside.any()):
+            where = [int(v[0]) for v in xp.nonzero(outside)]
+            at = int(pixel[tuple(where)])
+            where[2 + axis] = int(overhang[where[2 + axis]])
+            raise ValueError(
+                f"{op}: indices hold the switch {int(switches[tuple(where)])} at position "
+                f"{tuple(where)}, which points at {name} {at}, outside the output's {name}s "
+                f"0..{out_size[axis] - 1} (kernel {kernel}, stride {stride}, padding {padding})"
+            )
+
+
 def max_unpool2d(input: Tensor, indices, kernel_size, stride=None, padding=0, output_size=None):
     """``torch.nn.functional.max_unpool2d``: ``indices`` a PoolIndices from ``max_pool2d`` (or
     PyTorch-style flat int64 indices); see the module docstring."""
@@ -202,6 +253,10 @@ def max_unpool2d(input: Tensor, indices, kernel_size, stride=None, padding=0, ou
                 f"return_indices=True) (or flat integer indices), got {type(indices).__name__}"
             )
         indices = from_flat_indices(raw, kernel, stride, padding, input_size=out_size)
+    if not (isinstance(indices.data, np.ndarray) or is_device_array(indices.data)):
+        raise TypeError(
+            f"{op}: indices.data must be an array of switches, got {type(indices.data).__name__}"
+        )
     if indices.shape != input.shape:
         raise ValueError(
             f"{op}: indices must have the input's shape {input.shape}, got {indices.shape}"
@@ -224,6 +279,7 @@ def max_unpool2d(input: Tensor, indices, kernel_size, stride=None, padding=0, ou
             f"{(reach[0] - 1, reach[1] - 1)}; pass output_size={indices.in_size}"
         )
     switches = like_backend(indices.data, op, "indices")  # non-differentiable: moved, once
+    check_switches(op, switches, kernel, stride, padding, out_size)
     return MaxUnpool2d.apply(
         input, switches, out_size=out_size, kernel=kernel, stride=stride, padding=padding
     )
