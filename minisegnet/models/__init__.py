@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
+
 from minisegnet.models.common import uninitialised
 from minisegnet.models.deconvnet import DeconvNet
 from minisegnet.models.fcn import FCN
@@ -159,8 +161,11 @@ def build(
     with overrides; not the seed).
     """
     key = _canonical(name)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise TypeError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    num_classes = int(num_classes)  # a NumPy integer too; model.config stays JSON-serialisable
     if preset not in ("full", "small"):
         raise ValueError(f"preset must be 'full' or 'small', got {preset!r}")
     builder, cls = _BUILDERS[key]

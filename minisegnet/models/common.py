@@ -32,7 +32,9 @@ from minisegnet.tensor import Tensor
 
 def scaled(channels: int, width: float) -> int:
     """``channels * width`` rounded, at least 1: the channel count of a width-scaled network."""
-    if not isinstance(width, (int, float)) or isinstance(width, bool) or width <= 0:
+    if not isinstance(width, (int, float, np.integer, np.floating)) or isinstance(width, bool):
+        raise TypeError(f"width must be a positive number, got {width!r}")
+    if not width > 0:
         raise ValueError(f"width must be a positive number, got {width!r}")
     return max(1, int(round(channels * width)))
 
@@ -45,7 +47,9 @@ def run_chain(module, names, x):
 
 
 def check_input(model_name: str, x, in_channels: int, min_size: int = 1) -> tuple[int, int]:
-    """Raise a clear error unless ``x`` is a Tensor (N, in_channels, H, W); return (H, W)."""
+    """Raise a clear error unless ``x`` is a Tensor (N, in_channels, H, W) at least ``min_size``
+    high and wide (the network's own minimum, so a too-small image is reported in the network's
+    words rather than by the first pooling layer that cannot fit a window); return (H, W)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{model_name}: input must be a minisegnet Tensor, got {type(x).__name__}")
     if x.ndim != 4 or x.shape[1] != in_channels:
@@ -55,16 +59,28 @@ def check_input(model_name: str, x, in_channels: int, min_size: int = 1) -> tupl
     H, W = x.shape[2], x.shape[3]
     if H < min_size or W < min_size:
         raise ValueError(
-            f"{model_name}: input height and width must be at least {min_size} for this "
-            f"configuration, got {H}x{W}"
+            f"{model_name}: input height and width must be at least {min_size} pixels for this "
+            f"configuration (every pooling stage needs a full window), got {H}x{W}"
         )
     return H, W
 
 
 def pooled_size(size: int, times: int, ceil_mode: bool) -> int:
-    """Size after ``times`` 2x2 stride-2 max pools (floor or Caffe's ceil rounding)."""
+    """Size after ``times`` 2x2 stride-2 max pools (floor or Caffe's ceil rounding); 0 when a
+    pool gets fewer than 2 rows (no window fits it, in ceil mode too: PyTorch's rule)."""
     for _ in range(times):
+        if size < 2:
+            return 0
         size = (size + 1) // 2 if ceil_mode else size // 2
+    return size
+
+
+def min_pooled_input(times: int, ceil_mode: bool, need: int = 1, grow: int = 0) -> int:
+    """Smallest input size that is still at least ``need`` after ``times`` 2x2 stride-2 pools,
+    when the layers before the first pool add ``grow`` rows (a padded first convolution)."""
+    size = 1
+    while pooled_size(size + grow, times, ceil_mode) < need:
+        size += 1
     return size
 
 

@@ -353,7 +353,9 @@ class FCN(nn.Module):
         self.crop = Crop(offsets["out"])  # Caffe: score = crop(upscore*, data)
 
     def forward(self, x):
-        H, W = check_input(f"FCN-{self.variant}", x, self.in_channels)
+        H, W = check_input(
+            f"FCN-{self.variant}", x, self.in_channels, self.encoder.min_input_size()
+        )
         features = self.encoder(x)
         score = self.score_fr(features.fc7)  # (N, K, h, w) at stride 32
         if self.variant == "32s":

@@ -47,7 +47,7 @@ maps always line up with the encoder's. Any input size works, e.g. 45x61 or CamV
 from __future__ import annotations
 
 from minisegnet import nn
-from minisegnet.models.common import check_input, make_rng, run_chain, scaled
+from minisegnet.models.common import check_input, make_rng, min_pooled_input, run_chain, scaled
 from minisegnet.models.vgg import VGG16
 
 __all__ = ["SegNet", "SegNetBasic", "SEGNET_DECODER"]
@@ -103,7 +103,7 @@ class SegNet(nn.Module):
         self.classifier = nn.Conv2d(c, num_classes, 1, seed=rng)
 
     def forward(self, x):
-        check_input("SegNet", x, self.in_channels)
+        check_input("SegNet", x, self.in_channels, self.encoder.min_input_size())
         features = self.encoder(x)
         y = features.pools[4]  # (N, 512w, H/32, W/32)
         for stage, names in self.decoder_names:  # 5, 4, 3, 2, 1
@@ -164,7 +164,7 @@ class SegNetBasic(nn.Module):
         self.conv_classifier = nn.Conv2d(c, num_classes, 1, seed=rng)
 
     def forward(self, x):
-        check_input("SegNetBasic", x, self.in_channels)
+        check_input("SegNetBasic", x, self.in_channels, min_pooled_input(self.depth, True))
         y = self.norm(x)
         switches, sizes = [], []
         for i in range(1, self.depth + 1):

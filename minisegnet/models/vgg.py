@@ -42,7 +42,7 @@ from minisegnet import nn
 from minisegnet.models.common import (
     dropout_seed,
     make_rng,
-    pooled_size,
+    min_pooled_input,
     run_chain,
     scaled,
     spatial_size,
@@ -162,10 +162,7 @@ class VGG16(nn.Module):
         """Smallest H (or W) for which pool5 is at least ``fc_kernel`` wide (1 without fc)."""
         need = self.fc_kernel if self.fc_channels is not None else 1
         grow = 2 * (self.first_padding - 1)  # conv1_1 adds this much; other convs keep the size
-        size = 1
-        while pooled_size(size + grow, 5, self.ceil_mode) < need:
-            size += 1
-        return size
+        return min_pooled_input(5, self.ceil_mode, need, grow)
 
     def forward(self, x) -> VGGFeatures:
         out = VGGFeatures()
