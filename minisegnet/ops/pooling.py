@@ -86,9 +86,8 @@ def pair(op: str, name: str, value, minimum: int = 0) -> tuple[int, int]:
 def pool_geometry(op: str, kernel_size, stride, padding):
     """Validated (kernel, stride, padding) pairs; ``stride=None`` (or ``[]``) means the kernel."""
     kernel = pair(op, "kernel_size", kernel_size, minimum=1)
-    stride = (
-        kernel if stride is None or stride == [] or stride == () else pair(op, "stride", stride, 1)
-    )
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+    stride = kernel if no_stride else pair(op, "stride", stride, 1)
     padding = pair(op, "padding", padding, minimum=0)
     for axis, k, p in zip(("height", "width"), kernel, padding):
         if 2 * p > k:

@@ -10,13 +10,15 @@ subgradient and matches PyTorch's ``amax``.
 
 from __future__ import annotations
 
+import numpy as np
+
 from minisegnet.autograd import Function
 
 
 def _normalize_axis(axis, ndim: int):
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:
         if not -ndim <= a < ndim:
