@@ -45,30 +45,37 @@ def _require_tensor(name: str, value) -> Tensor:
     return value
 
 
+def _require_float(op: str, input) -> Tensor:
+    _require_tensor("input", input)
+    if input.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: input must be float32 or float64, got dtype {input.dtype}")
+    return input
+
+
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """max(input, 0), elementwise. ``inplace`` is accepted for PyTorch compatibility and ignored
     (every op here returns a new array)."""
-    return elementwise.ReLU.apply(_require_tensor("input", input))
+    return elementwise.ReLU.apply(_require_float("relu", input))
 
 
 def sigmoid(input: Tensor) -> Tensor:
-    return elementwise.Sigmoid.apply(_require_tensor("input", input))
+    return elementwise.Sigmoid.apply(_require_float("sigmoid", input))
 
 
 def tanh(input: Tensor) -> Tensor:
-    return elementwise.Tanh.apply(_require_tensor("input", input))
+    return elementwise.Tanh.apply(_require_float("tanh", input))
 
 
 def exp(input: Tensor) -> Tensor:
-    return elementwise.Exp.apply(_require_tensor("input", input))
+    return elementwise.Exp.apply(_require_float("exp", input))
 
 
 def log(input: Tensor) -> Tensor:
-    return elementwise.Log.apply(_require_tensor("input", input))
+    return elementwise.Log.apply(_require_float("log", input))
 
 
 def sqrt(input: Tensor) -> Tensor:
-    return elementwise.Sqrt.apply(_require_tensor("input", input))
+    return elementwise.Sqrt.apply(_require_float("sqrt", input))
 
 
 def pad(input: Tensor, pad, mode: str = "constant", value: float = 0.0) -> Tensor:
@@ -95,7 +102,8 @@ def cross_entropy(
             raise TypeError(
                 f"cross_entropy: weight must be numbers (one per class), got dtype {weight.dtype}"
             )
-        weight = weight.astype(input.dtype, copy=False)
+        if input.dtype.kind == "f":  # (a non-float input is refused by the op)
+            weight = weight.astype(input.dtype, copy=False)
     return loss.CrossEntropy.apply(
         input, target, weight=weight, ignore_index=ignore_index, reduction=reduction
     )
@@ -179,6 +187,7 @@ def dropout(
     p = dropout_op.check_p(p)
     if not training or p == 0:
         return input
+    dropout_op.check_input(input)
     seed = dropout_op.random_seed() if seed is None else dropout_op.check_seed(seed)
     return dropout_op.Dropout.apply(input, p=p, seed=seed, per_channel=False)
 
@@ -189,12 +198,13 @@ def dropout2d(
     """Zero whole channels (n, c) of an (N, C, H, W) input with probability ``p``; see
     :func:`dropout`."""
     _require_tensor("input", input)
-    p = dropout_op.check_p(p)
+    p = dropout_op.check_p(p, "dropout2d")
     if input.ndim != 4:
         raise ValueError(f"dropout2d: input must be (N, C, H, W), got shape {input.shape}")
     if not training or p == 0:
         return input
-    seed = dropout_op.random_seed() if seed is None else dropout_op.check_seed(seed)
+    dropout_op.check_input(input, "dropout2d")
+    seed = dropout_op.random_seed() if seed is None else dropout_op.check_seed(seed, "dropout2d")
     return dropout_op.Dropout.apply(input, p=p, seed=seed, per_channel=True)
 
 
@@ -216,6 +226,7 @@ def softmax(input: Tensor, dim=None, dtype=None) -> Tensor:
     axis = softmax_op.check_dim("softmax", dim, input.ndim)
     if dtype is not None:
         input = input.to(dtype)
+    softmax_op.check_float("softmax", input)
     return softmax_op.Softmax.apply(input, axis=axis)
 
 
@@ -225,6 +236,7 @@ def log_softmax(input: Tensor, dim=None, dtype=None) -> Tensor:
     axis = softmax_op.check_dim("log_softmax", dim, input.ndim)
     if dtype is not None:
         input = input.to(dtype)
+    softmax_op.check_float("log_softmax", input)
     return softmax_op.LogSoftmax.apply(input, axis=axis)
 
 

@@ -278,7 +278,7 @@ def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, 
         raise ValueError(
             f"batch_norm: input must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}"
         )
-    if x.dtype.kind != "f":
+    if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"batch_norm: input must be float32 or float64, got dtype {x.dtype}")
     channels = x.shape[1]
     for name, value in (

@@ -197,6 +197,10 @@ def check_tensors(op: str, x, w, b, out_channels: int):
         )
     if min(w.shape) < 1:
         raise ValueError(f"{op}: weight must not have an empty axis, got shape {tuple(w.shape)}")
+    if min(x.shape[1:]) < 1:  # only the batch may be empty (N = 0 gives an empty output)
+        raise ValueError(
+            f"{op}: input must have non-empty channel and spatial axes, got shape {tuple(x.shape)}"
+        )
     if b is not None:
         if tuple(b.shape) != (out_channels,):
             raise ValueError(

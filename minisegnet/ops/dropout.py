@@ -71,19 +71,24 @@ def random_seed() -> int:
     return int(np.random.randint(0, 2**63 - 1, dtype=np.int64))
 
 
-def check_seed(seed) -> int:
+def check_seed(seed, op: str = "dropout") -> int:
     """Seeds are integers, taken modulo 2**64."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"dropout: seed must be an integer (or None), got {seed!r}")
+        raise TypeError(f"{op}: seed must be an integer (or None), got {seed!r}")
     return int(seed) & _MASK64
 
 
-def check_p(p) -> float:
+def check_p(p, op: str = "dropout") -> float:
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.floating, np.integer)):
-        raise TypeError(f"dropout: p must be a number in [0, 1], got {p!r}")
+        raise TypeError(f"{op}: p must be a number in [0, 1], got {p!r}")
     if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"dropout: p must be a probability in [0, 1], got p={p}")
+        raise ValueError(f"{op}: p must be a probability in [0, 1], got p={p}")
     return float(p)
+
+
+def check_input(x, op: str = "dropout") -> None:
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: input must be float32 or float64, got dtype {x.dtype}")
 
 
 def mask_shape(shape, per_channel: bool) -> tuple[int, ...]:
@@ -173,6 +178,7 @@ __all__ = [
     "random_seed",
     "check_seed",
     "check_p",
+    "check_input",
     "mask_shape",
     "dropout_mask_ref",
     "dropout_mask_numba",

@@ -365,11 +365,12 @@ def _positive_pair(name, value, kind, what):
     """``value`` or ``(value_h, value_w)`` -> a pair of positive numbers of ``kind``."""
     values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     ok = len(values) == 2 and all(
-        isinstance(v, kind) and not isinstance(v, bool) and v > 0 for v in values
+        isinstance(v, kind) and not isinstance(v, bool) and 0 < v < math.inf for v in values
     )
     if not ok:
         raise (ValueError if len(values) == 2 else TypeError)(
-            f"interpolate: {name} must be a positive {what} or a pair of them, got {value!r}"
+            f"interpolate: {name} must be a positive (finite) {what} or a pair of them, got "
+            f"{value!r}"
         )
     return values
 
@@ -412,6 +413,10 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode="bilinear", al
             )
         scale = (1.0 / float(factors[0]), 1.0 / float(factors[1]))
     if mode == "nearest":
+        if input.dtype.kind not in "iub" and input.dtype not in (np.float32, np.float64):
+            raise TypeError(
+                f"{op}: nearest needs a float32, float64, integer or bool input, got {input.dtype}"
+            )
         return Nearest.apply(input, out_size=out_size, scale=scale)
     if input.dtype not in (np.float32, np.float64):
         raise TypeError(f"{op}: bilinear needs a float32 or float64 input, got {input.dtype}")

@@ -147,7 +147,8 @@ def _as_4d(x):
     """(N, C, *) -> (N, C, L, 1) for ranks other than 4 (a view of contiguous data)."""
     if x.ndim == 4:
         return array_module(x).ascontiguousarray(x)
-    return array_module(x).ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1, 1)
+    length = int(np.prod(x.shape[2:]))  # not -1: an empty input cannot size it
+    return array_module(x).ascontiguousarray(x).reshape(x.shape[0], x.shape[1], length, 1)
 
 
 class LocalResponseNorm(Function):
@@ -181,7 +182,7 @@ def check_lrn_args(x, size, alpha, beta, k):
             f"local_response_norm: input must have at least 3 dimensions (N, C, ...), "
             f"got shape {x.shape}"
         )
-    if x.dtype.kind != "f":
+    if x.dtype not in (np.float32, np.float64):
         raise TypeError(
             f"local_response_norm: input must be float32 or float64, got dtype {x.dtype}"
         )

@@ -125,6 +125,8 @@ def check_nchw(op: str, name: str, x, floating: bool = True) -> None:
         raise ValueError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     if floating and x.dtype not in (np.float32, np.float64):
         raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {x.dtype}")
+    if min(x.shape[2:]) < 1:  # only the batch (or channels) may be empty, as in PyTorch
+        raise ValueError(f"{op}: {name} must have a non-empty plane, got shape {tuple(x.shape)}")
 
 
 # ----------------------------------------------------------------------------- PoolIndices
@@ -201,13 +203,15 @@ def to_flat_indices(indices: PoolIndices) -> Tensor:
     return Tensor._wrap(iy * indices.in_size[1] + ix)
 
 
-def from_flat_indices(flat, kernel_size, stride=None, padding=0, input_size=None) -> PoolIndices:
+def from_flat_indices(
+    flat, kernel_size, stride=None, padding=0, input_size=None, *, op: str = "from_flat_indices"
+) -> PoolIndices:
     """PyTorch-style flat indices ``iy*W + ix`` (N, C, Ho, Wo) -> :class:`PoolIndices`.
 
     ``input_size``: (H, W) of the pooled input (required: the flat index needs W). Raises
-    ValueError if an index does not lie inside its own window and inside the input.
+    ValueError if an index does not lie inside its own window and inside the input; ``op`` is
+    the name the errors carry (the caller's, when max_unpool2d converts its argument).
     """
-    op = "from_flat_indices"
     kernel, stride, padding = pool_geometry(op, kernel_size, stride, padding)
     flat = flat.data if isinstance(flat, (Tensor, PoolIndices)) else flat
     xp = array_module(flat)

@@ -30,6 +30,8 @@ from minisegnet.tensor import array_module
 
 
 def softmax_ref(x, axis):
+    if x.size == 0:  # an empty input (the max of an empty axis is undefined): an empty output
+        return x.copy()
     xp = array_module(x)
     e = xp.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -40,6 +42,8 @@ def softmax_backward_ref(dy, y, axis):
 
 
 def log_softmax_ref(x, axis):
+    if x.size == 0:
+        return x.copy()
     xp = array_module(x)
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
@@ -67,6 +71,14 @@ class LogSoftmax(Function):
 
     def backward(self, dy):
         return log_softmax_backward_ref(dy, self.saved.y, self.saved.axis)
+
+
+def check_float(name: str, x) -> None:
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{name}: input must be float32 or float64 (or pass dtype= to convert it), "
+            f"got dtype {x.dtype}"
+        )
 
 
 def check_dim(name: str, dim, ndim: int) -> int:

@@ -252,7 +252,7 @@ def max_unpool2d(input: Tensor, indices, kernel_size, stride=None, padding=0, ou
                 f"{op}: indices must be the PoolIndices returned by max_pool2d(..., "
                 f"return_indices=True) (or flat integer indices), got {type(indices).__name__}"
             )
-        indices = from_flat_indices(raw, kernel, stride, padding, input_size=out_size)
+        indices = from_flat_indices(raw, kernel, stride, padding, input_size=out_size, op=op)
     if not (isinstance(indices.data, np.ndarray) or is_device_array(indices.data)):
         raise TypeError(
             f"{op}: indices.data must be an array of switches, got {type(indices.data).__name__}"
