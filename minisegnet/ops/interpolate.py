@@ -369,8 +369,7 @@ def _positive_pair(name, value, kind, what):
     )
     if not ok:
         raise (ValueError if len(values) == 2 else TypeError)(
-            f"interpolate: {name} must be a positive (finite) {what} or a pair of them, got "
-            f"{value!r}"
+            f"interpolate: {name} must be a positive {what} or a pair of them, got {value!r}"
         )
     return values
 
@@ -403,7 +402,7 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode="bilinear", al
         out_size, scale = (int(out_size[0]), int(out_size[1])), None
     else:
         factors = _positive_pair(
-            "scale_factor", scale_factor, (int, float, np.integer, np.floating), "number"
+            "scale_factor", scale_factor, (int, float, np.integer, np.floating), "finite number"
         )
         out_size = tuple(int(math.floor(s * float(f))) for s, f in zip(in_size, factors))
         if min(out_size) < 1:
