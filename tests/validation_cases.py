@@ -295,8 +295,8 @@ def interpolate_case(draw, rng):
     if kind == "size":
         size = _pair_or_int(draw, 1, 9)
     elif kind == "scale":
-        scale = draw(st.one_of(st.sampled_from([0.5, 1, 2, 3, 1.5]),
-                               st.tuples(st.sampled_from([0.5, 1, 2]), st.sampled_from([1, 2.5]))))  # fmt: skip
+        one = st.sampled_from([0.5, 1, 2, 3, 1.5])
+        scale = draw(st.one_of(one, st.tuples(one, st.sampled_from([1, 2.5]))))
     elif kind == "both":
         size, scale = 4, 2
     else:

@@ -60,7 +60,8 @@ from minisegnet.tensor import Tensor, array_module
 
 __all__ = [
     "max_unpool2d", "unpool_output_size", "check_switches", "max_unpool2d_forward_ref",
-    "max_unpool2d_backward_ref", "max_unpool2d_forward_numba", "max_unpool2d_backward_numba", "MaxUnpool2d",
+    "max_unpool2d_backward_ref", "max_unpool2d_forward_numba", "max_unpool2d_backward_numba",
+    "MaxUnpool2d",
 ]  # fmt: skip
 
 
