@@ -82,6 +82,12 @@ def pad(input: Tensor, pad, mode: str = "constant", value: float = 0.0) -> Tenso
     """Pad with a constant; ``pad`` lists (before, after) pairs starting from the last axis."""
     if mode != "constant":
         raise ValueError(f"pad: only mode='constant' is implemented, got mode={mode!r}")
+    if not isinstance(pad, (tuple, list)) or not all(
+        isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in pad
+    ):
+        raise TypeError(f"pad: pad must be a tuple of ints (last axis first), got {pad!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"pad: value must be a number, got {value!r}")
     return shape.Pad.apply(
         _require_tensor("input", input), pad=tuple(int(p) for p in pad), value=value
     )

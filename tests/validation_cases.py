@@ -437,6 +437,19 @@ def elementwise_case(draw, rng):
     return Case(op, call, {"x": x}, ("x",))
 
 
+def pad_case(draw, rng):
+    ndim = draw(st.integers(1, 4))
+    x = _values(rng, tuple(_size(draw, 1, 4, 5) for _ in range(ndim)), _dtype(draw))
+    widths = tuple(draw(st.integers(0, 2)) for _ in range(2 * draw(st.integers(0, ndim))))
+    pad = _choice(draw, [widths, list(widths)], [widths + (1,), (-1, 1), (1.5, 1), "ab", 3])
+    value = _choice(draw, [0.0, 1, -2.5, np.float32(3)], [None, "0"])
+
+    def call(t):
+        return F.pad(t["x"], pad, value=value)
+
+    return Case("pad", call, {"x": x}, ("x",), {"pad": pad, "value": value})
+
+
 BUILDERS = {
     "conv2d": conv2d_case,
     "conv_transpose2d": conv_transpose2d_case,
@@ -451,6 +464,7 @@ BUILDERS = {
     "softmax": softmax_case,
     "cross_entropy": cross_entropy_case,
     "elementwise": elementwise_case,
+    "pad": pad_case,
 }
 
 
