@@ -31,8 +31,9 @@ if (HERE.parent / "minisegnet" / "__init__.py").is_file() and str(HERE.parent) n
 SECTIONS = ["machine", "ops", "profile", "scaling", "models", "memory"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(parser_class=argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options; ``parser_class`` lets ``minisegnet bench`` report refusals its own way."""
+    parser = parser_class(
         prog="minisegnet bench",
         description="Benchmark minisegnet's ops and models against PyTorch CPU and this "
         "machine's limits; write a Markdown report and PNG plots.",
@@ -352,11 +353,27 @@ def find_accuracy(out: Path) -> str | None:
     return None
 
 
-def main(argv=None, prog: str = "python benchmarks/run.py") -> int:
+def main(
+    argv=None, prog: str = "python benchmarks/run.py", parser_class=argparse.ArgumentParser
+) -> int:
     """Parse ``argv`` (default: the command line) and run; ``prog`` is recorded in the report."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
+    parser = build_parser(parser_class)
+    args = parser.parse_args(argv)
+    check_backends(parser, args.backends)
     return run_from_args(args, " ".join([prog] + argv))
+
+
+def check_backends(parser, backends) -> None:
+    """An unknown name in --backends is a usage error, before any benchmark runs."""
+    import minisegnet as ms
+
+    for name in backends or ():
+        if name not in ms.backend.names():
+            parser.error(
+                f"--backends: unknown backend {name!r}; valid backends: "
+                f"{', '.join(ms.backend.names())}"
+            )
 
 
 if __name__ == "__main__":

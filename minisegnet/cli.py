@@ -438,7 +438,7 @@ def _cmd_bench(args) -> int:
     run = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = run
     spec.loader.exec_module(run)
-    return run.main(args.bench_args, prog="minisegnet bench")
+    return run.main(args.bench_args, prog="minisegnet bench", parser_class=_ArgumentParser)
 
 
 # --------------------------------------------------------------------------- parser
@@ -723,7 +723,12 @@ def main(argv=None) -> int:
             parser.print_usage(sys.stderr)
             _error("a COMMAND is required: train, evaluate, predict, summary, backends or bench")
             return EXIT_USER_ERROR
-        return args.func(args)
+        try:
+            return args.func(args)
+        except UsageError as refused:  # "bench" parses its own options (benchmarks/run.py)
+            refused.parser.print_usage(sys.stderr)
+            _error(f"{refused} (see '{refused.parser.prog} --help')")
+            return EXIT_USER_ERROR
     except KeyboardInterrupt:  # first: the clause below imports modules
         print("minisegnet: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

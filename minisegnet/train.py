@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -73,6 +74,35 @@ __all__ = [
 
 class ConfigError(ValueError):
     """An option that cannot work (unknown model, bad number, conflicting resume options)."""
+
+
+def _check_image_side(size: int) -> None:
+    """ConfigError when ``size`` x ``size`` images are over the image size limit that
+    ``read_image`` applies to files (``minisegnet.data.imageio.MAX_IMAGE_PIXELS``)."""
+    from minisegnet.data import imageio
+
+    if size * size > imageio.MAX_IMAGE_PIXELS:
+        raise ConfigError(
+            f"--size {size} gives {size}x{size}-pixel images, larger than the limit of "
+            f"{imageio.MAX_IMAGE_PIXELS / 1e6:.3g} megapixels "
+            "(minisegnet.data.imageio.MAX_IMAGE_PIXELS)"
+        )
+
+
+def _check_builtin_memory(size: int, images: int) -> None:
+    """ConfigError when the built-in data set (generated up front: 3 bytes of image and one of
+    label per pixel) would take more than half of this machine's memory."""
+    needed = images * size * size * 4
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not every system reports it
+        return
+    if needed > physical // 2:
+        raise ConfigError(
+            f"--size {size} with {images} built-in images (--train-images + --val-images) needs "
+            f"{needed / 2**30:.3g} GiB, more than half of this machine's "
+            f"{physical / 2**30:.3g} GiB; use a smaller --size or fewer images"
+        )
 
 
 class TrainingDiverged(RuntimeError):
@@ -152,6 +182,9 @@ class TrainConfig:
                 )
         if self.size < 16:
             raise ConfigError(f"--size must be at least 16 pixels, got {self.size}")
+        _check_image_side(self.size)
+        if parse_data_spec(self.data)[0] == "builtin":
+            _check_builtin_memory(self.size, self.train_images + self.val_images)
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ConfigError(f"--seed must be a non-negative integer, got {self.seed!r}")
         for name in (

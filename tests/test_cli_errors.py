@@ -365,6 +365,16 @@ CASES = [
         ["summary", "--model", "segnet", "--size", "16"],
         ["--size 16", "17x17"],
     ),
+    # ---- train sizes over the limits (refused before any data is generated)
+    ("train-size-huge", ["train", "--size", "10000", "--out", "{root}/t"], ["--size 10000"]),
+    (
+        "train-builtin-too-big",
+        ["train", "--size", "4000", "--out", "{root}/t"],
+        ["--size 4000", "GiB", "--train-images"],
+    ),
+    # ---- bench parses its own options (benchmarks/run.py) through the same boundary
+    ("bench-unknown-option", ["bench", "--bogus"], ["unrecognized arguments: --bogus"]),
+    ("bench-unknown-backend", ["bench", "--backends", "tpu"], ["--backends", "'tpu'"]),
 ]
 
 
