@@ -11,8 +11,10 @@ from minisegnet import models, nn
 
 def test_names_and_aliases():
     assert models.names() == sorted(
-        ["fcn32s", "fcn16s", "fcn8s", "deconvnet", "segnet", "segnet_basic", "pspnet"]
-    )
+        ["fcn32s", "fcn16s", "fcn8s", "deconvnet", "segnet", "segnet_basic", "pspnet",
+         "deeplab_largefov", "deeplab_v2_vgg", "deeplab_v2_resnet", "dilation8", "unet",
+         "unet_padded"]
+    )  # fmt: skip
     for alias in ("segnet-basic", "SegNet_Basic", " segnet_basic "):
         assert isinstance(models.build(alias, 11, preset="small"), models.SegNetBasic)
     assert models.build("fcn-8s", 3, preset="small").variant == "8s"
@@ -47,8 +49,8 @@ def test_named_builders_match_build():
 
 
 def test_build_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="unknown model name 'unet'.*fcn8s"):
-        models.build("unet", 3)
+    with pytest.raises(ValueError, match="unknown model name 'enet'.*fcn8s"):
+        models.build("enet", 3)
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['depth'\].*width"):
         models.build("segnet", 3, depth=50)
     with pytest.raises(ValueError, match="num_classes"):

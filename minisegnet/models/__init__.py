@@ -1,4 +1,6 @@
-"""The networks: FCN-32s/16s/8s, DeconvNet, SegNet, SegNet-Basic, PSPNet, and tools to inspect them.
+"""The networks: FCN-32s/16s/8s, DeconvNet, SegNet, SegNet-Basic, PSPNet, DeepLab (LargeFOV, v2
+ASPP on VGG16 and ResNet), Yu & Koltun's dilation8 with its context module, U-Net (valid and
+padded), and tools to inspect them.
 
 One way to build every model::
 
@@ -25,19 +27,24 @@ import inspect
 import numpy as np
 
 from minisegnet.models.common import uninitialised
+from minisegnet.models.context import ContextModule, Dilation8
 from minisegnet.models.deconvnet import DeconvNet
+from minisegnet.models.deeplab import DeepLabLargeFOV, DeepLabV2
 from minisegnet.models.fcn import FCN
 from minisegnet.models.hooks import Recorder, capture, switches
 from minisegnet.models.pspnet import PSPNet
 from minisegnet.models.resnet import DilatedResNet
 from minisegnet.models.segnet import SegNet, SegNetBasic
 from minisegnet.models.summary import Summary, summary
+from minisegnet.models.unet import UNet
 from minisegnet.models.vgg import VGG16
 
 __all__ = [
     "build", "names", "small_preset", "SMALL_PRESETS", "ALIASES",
     "fcn32s", "fcn16s", "fcn8s", "deconvnet", "segnet", "segnet_basic", "pspnet",
     "FCN", "DeconvNet", "SegNet", "SegNetBasic", "PSPNet", "VGG16", "DilatedResNet",
+    "deeplab_largefov", "deeplab_v2_vgg", "deeplab_v2_resnet", "dilation8", "unet", "unet_padded",
+    "DeepLabLargeFOV", "DeepLabV2", "Dilation8", "ContextModule", "UNet",
     "summary", "Summary", "capture", "switches", "Recorder", "uninitialised",
 ]  # fmt: skip
 
@@ -77,6 +84,37 @@ def pspnet(num_classes: int = 21, **config) -> PSPNet:
     return PSPNet(num_classes, **config)
 
 
+def deeplab_largefov(num_classes: int = 21, **config) -> DeepLabLargeFOV:
+    """DeepLab v1 LargeFOV: atrous VGG16 (output stride 8), fc6 3x3 rate 12, 1024 channels."""
+    return DeepLabLargeFOV(num_classes, **config)
+
+
+def deeplab_v2_vgg(num_classes: int = 21, **config) -> DeepLabV2:
+    """DeepLab v2 ASPP-L on atrous VGG16: four fc6-fc7-fc8 branches at rates 6, 12, 18, 24."""
+    return DeepLabV2(num_classes, backbone="vgg", **config)
+
+
+def deeplab_v2_resnet(num_classes: int = 21, **config) -> DeepLabV2:
+    """DeepLab v2 ASPP on the dilated ResNet-101: four 3x3 class convs at rates 6..24, summed."""
+    return DeepLabV2(num_classes, backbone="resnet", **config)
+
+
+def dilation8(num_classes: int = 21, **config) -> Dilation8:
+    """Yu & Koltun: dilated VGG16 front end (output stride 8) + the identity-initialised context
+    module (dilations 1, 1, 2, 4, 8, 16, 1)."""
+    return Dilation8(num_classes, **config)
+
+
+def unet(num_classes: int = 2, **config) -> UNet:
+    """U-Net as the paper: valid convolutions, copy-and-crop, mirror-padded overlap-tile input."""
+    return UNet(num_classes, padding="valid", **config)
+
+
+def unet_padded(num_classes: int = 2, **config) -> UNet:
+    """U-Net with padded 3x3 convolutions (no crops; any input of 16 pixels or more)."""
+    return UNet(num_classes, padding="same", **config)
+
+
 _BUILDERS = {
     "fcn32s": (fcn32s, FCN),
     "fcn16s": (fcn16s, FCN),
@@ -85,6 +123,12 @@ _BUILDERS = {
     "segnet": (segnet, SegNet),
     "segnet_basic": (segnet_basic, SegNetBasic),
     "pspnet": (pspnet, PSPNet),
+    "deeplab_largefov": (deeplab_largefov, DeepLabLargeFOV),
+    "deeplab_v2_vgg": (deeplab_v2_vgg, DeepLabV2),
+    "deeplab_v2_resnet": (deeplab_v2_resnet, DeepLabV2),
+    "dilation8": (dilation8, Dilation8),
+    "unet": (unet, UNet),
+    "unet_padded": (unet_padded, UNet),
 }
 
 ALIASES = {
@@ -92,6 +136,10 @@ ALIASES = {
     "fcn-32s": "fcn32s",
     "fcn-16s": "fcn16s",
     "fcn-8s": "fcn8s",
+    "deeplab-largefov": "deeplab_largefov",
+    "deeplab-v2-vgg": "deeplab_v2_vgg",
+    "deeplab-v2-resnet": "deeplab_v2_resnet",
+    "unet-padded": "unet_padded",
 }
 
 # Small versions for two CPU cores. Widths keep every layer (1/8 of VGG's channels gives
@@ -99,7 +147,9 @@ ALIASES = {
 # 1x1 so that any input size works (the 7x7 fc6 needs pool5 >= 7, i.e. inputs >= 193 pixels);
 # FCN keeps its padded, cropped design with a 4x4 fc6 and conv1_1 padding 49, the smallest that
 # still takes every input size (see fcn.py), a third of the paper's padding cost at 40x40;
-# PSPNet uses one bottleneck per ResNet layer.
+# PSPNet uses one bottleneck per ResNet layer. DeepLab, dilation8 and U-Net keep every layer, rate
+# and dilation at 1/8 of the channels (fc layers 128); U-Net's valid network mirror-pads a 64-pixel
+# image to its 252-pixel overlap tile, which the narrow channels keep cheap.
 _FCN_SMALL = {"width": 0.125, "fc_channels": 128, "fc_kernel": 4, "first_padding": 49}
 SMALL_PRESETS = {
     "fcn32s": dict(_FCN_SMALL),
@@ -109,6 +159,12 @@ SMALL_PRESETS = {
     "segnet": {"width": 0.125},
     "segnet_basic": {"width": 0.25},
     "pspnet": {"depth": "small", "width": 0.125},
+    "deeplab_largefov": {"width": 0.125, "fc_channels": 128},
+    "deeplab_v2_vgg": {"width": 0.125},
+    "deeplab_v2_resnet": {"depth": "small", "width": 0.125},
+    "dilation8": {"width": 0.125, "fc_channels": 128},
+    "unet": {"width": 0.125},
+    "unet_padded": {"width": 0.125},
 }
 
 
@@ -172,7 +228,9 @@ def build(
     options = dict(SMALL_PRESETS[key]) if preset == "small" else {}
     options.update(config)
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",)]
-    accepted = [p for p in accepted if p not in ("num_classes", "variant", "seed")]
+    # the builder fixes these (FCN's variant, DeepLab v2's backbone, U-Net's padding)
+    fixed = ("num_classes", "variant", "seed", "backbone", "padding")
+    accepted = [p for p in accepted if p not in fixed]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(
