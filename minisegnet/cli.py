@@ -484,7 +484,10 @@ def _seed(text):
     return value
 
 
-MODEL_HELP = "fcn32s, fcn16s, fcn8s, deconvnet, segnet, segnet-basic, pspnet"
+MODEL_HELP = (
+    "fcn32s, fcn16s, fcn8s, deconvnet, segnet, segnet-basic, pspnet, deeplab-largefov, "
+    "deeplab-v2-vgg, deeplab-v2-resnet, dilation8, unet, unet-padded"
+)
 DATA_HELP = "builtin (default), voc:PATH, camvid:PATH or cityscapes:PATH"
 
 

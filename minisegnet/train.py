@@ -502,7 +502,7 @@ class Trainer:
             raise ConfigError(
                 f"--balance-init: {c.model} has no batch norm, so its weight scales are not "
                 "free and there is nothing to balance (it applies to deconvnet, segnet, "
-                "segnet-basic and pspnet)"
+                "segnet-basic, pspnet and deeplab-v2-resnet)"
             )
         self.optimizer = SGD(
             param_groups(self.model, c.weight_decay, c.bias_lr_mult), lr=c.lr, momentum=c.momentum

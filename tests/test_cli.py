@@ -129,8 +129,8 @@ def test_module_entry_point_runs():
 
 
 def test_unknown_model(capsys):
-    code = main(["train", "--model", "unet", *TINY])
-    one_line_error(capsys, code, "unknown model 'unet'", "fcn8s", "segnet-basic", "pspnet")
+    code = main(["train", "--model", "enet", *TINY])
+    one_line_error(capsys, code, "unknown model 'enet'", "fcn8s", "segnet-basic", "pspnet")
 
 
 def test_unknown_backend(capsys):
@@ -262,3 +262,12 @@ def one_line_usage_error(capsys, code, fragment):
     errors = [line for line in captured.err.splitlines() if "error:" in line]
     assert len(errors) == 1 and errors[0].startswith("minisegnet: error: argument ")
     assert fragment in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("model", ["deeplab-v2-vgg", "unet"])
+def test_train_and_summary_take_the_atrous_and_unet_networks(model, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--model", model, "--out", str(out), *TINY]) == 0
+    assert (out / "model.safetensors").exists()
+    assert main(["summary", "--model", model, "--size", "32"]) == 0
+    assert "parameters:" in capsys.readouterr().out

@@ -102,7 +102,7 @@ def files(tmp_path_factory):
         "model-classes0", lambda d: d["model"].update(num_classes=0)
     )
     f["model_unknown"] = model_json_variant(
-        "model-unknown", lambda d: d["model"].update(name="unet")
+        "model-unknown", lambda d: d["model"].update(name="enet")
     )
     f["model_none"] = model_json_variant("model-none", lambda d: d.update(model=None))
     f["model_format"] = model_json_variant("model-format", lambda d: d.update(format="other"))
@@ -152,7 +152,7 @@ CASES = [
     ("predict-size-zero", ["predict", "--checkpoint", "{run}", "{ok}", "--size", "0"], ["--size"]),
     ("backends-extra", ["backends", "--all"], ["unrecognized arguments: --all"]),
     # ---- train: options that cannot work
-    ("train-unknown-model", ["train", "--model", "unet", *TINY], ["--model", "'unet'"]),
+    ("train-unknown-model", ["train", "--model", "enet", *TINY], ["--model", "'enet'"]),
     ("train-unknown-backend", ["train", "--backend", "tpu", *TINY], ["--backend", "'tpu'"]),
     ("train-bad-data-kind", ["train", "--data", "nope:xyz", *TINY], ["nope"]),
     (
@@ -237,8 +237,8 @@ CASES = [
     ),
     (
         "evaluate-model-unknown",
-        ["evaluate", "--checkpoint", "{run}", "--model", "unet"],
-        ["--model", "'unet'"],
+        ["evaluate", "--checkpoint", "{run}", "--model", "enet"],
+        ["--model", "'enet'"],
     ),
     (
         "evaluate-model-misfit",
@@ -335,7 +335,7 @@ CASES = [
     (
         "predict-model-unknown",
         ["predict", "--checkpoint", "{model_unknown}", "{ok}"],
-        ["unknown model 'unet'"],
+        ["unknown model 'enet'"],
     ),
     (
         "predict-model-option",

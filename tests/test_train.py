@@ -198,7 +198,7 @@ def test_warmup_ramps_the_lr_then_follows_the_poly_schedule(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, match", [
-    ({"model": "unet"}, "valid models: deconvnet, fcn16s"),
+    ({"model": "enet"}, "valid models: deconvnet, deeplab-largefov"),
     ({"backend": "tpu"}, "valid backends: numpy, numba"),
     ({"epochs": 0}, "--epochs must be a positive integer"),
     ({"lr": float("nan")}, "--lr must be a finite number"),
