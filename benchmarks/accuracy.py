@@ -9,7 +9,8 @@
 Targets (issue 6), measured on the built-in data's validation split, two CPU cores:
 
 * every model family's small configuration reaches mean IoU >= 0.85 within 15 minutes of
-  training (FCN: 32s/16s/8s, DeconvNet, SegNet: SegNet and SegNet-Basic, PSPNet);
+  training (FCN: 32s/16s/8s, DeconvNet, SegNet: SegNet and SegNet-Basic, PSPNet; and issue 21's
+  DeepLab LargeFOV / v2-VGG / v2-ResNet, dilation8, U-Net valid / padded);
 * the default ``minisegnet train`` (no options) reaches mean IoU >= 0.80 within 5 minutes.
 
 Each run is ``python -m minisegnet train ...`` in a subprocess (a fresh process, as a user runs
@@ -95,6 +96,21 @@ RECIPES = {
                                     "--balance-init"]),
     "segnet-basic": ("segnet-basic", 15, 0.85, ["--epochs", "16"]),
     "pspnet": ("pspnet", 15, 0.85, ["--epochs", "11", "--size", "64"]),
+    # Issue 21's networks, first recipes (session 5, not tuned): FCN's recipe for the ones
+    # without batch norm, PSPNet's for the ResNet one. One 8 x 3 x 64 x 64 forward + backward,
+    # one thread, busy machine: LargeFOV 46 ms, v2-VGG 66 ms, v2-ResNet 33 ms, dilation8 49 ms,
+    # U-Net padded 52 ms, U-Net valid 350 ms (its 64-pixel images become 252-pixel tiles).
+    "deeplab-largefov": ("deeplab-largefov", 15, 0.85, ["--epochs", "10", "--lr", "0.04",
+                                                        "--size", "64", "--warmup-epochs", "1"]),
+    "deeplab-v2-vgg": ("deeplab-v2-vgg", 15, 0.85, ["--epochs", "8", "--lr", "0.04",
+                                                    "--size", "64", "--warmup-epochs", "1"]),
+    "deeplab-v2-resnet": ("deeplab-v2-resnet", 15, 0.85, ["--epochs", "11", "--size", "64"]),
+    "dilation8": ("dilation8", 15, 0.85, ["--epochs", "10", "--lr", "0.04", "--size", "64",
+                                          "--warmup-epochs", "1"]),
+    "unet-padded": ("unet-padded", 15, 0.85, ["--epochs", "10", "--lr", "0.04", "--size", "64",
+                                              "--warmup-epochs", "1"]),
+    "unet": ("unet", 15, 0.85, ["--epochs", "2", "--lr", "0.04", "--size", "64",
+                                "--warmup-epochs", "1"]),
 }  # fmt: skip
 
 SMOKE = ["--epochs", "1", "--train-images", "8", "--val-images", "4", "--size", "32",
