@@ -23,6 +23,11 @@ DeepLab-LargeFOV (v1)
     fc8   1x1, num_classes                                     (N, K, H/8, W/8)
     bilinear upsampling x8 to the input size (align_corners=True, Caffe's Interp layer)
 
+(The released training prototxt instead shrinks the *labels* by 8 to the score map's size and
+takes the loss there; here the scores are upsampled and the loss is taken at full resolution, as
+at the released test time, so that DeepLab trains with the same loss code as every other network.
+The weights are the same either way.)
+
 Every convolution is 3x3 stride 1 with a bias and a ReLU, padded so that it keeps the size. The
 pools are 3x3 (not VGG's 2x2) with Caffe's ceil rounding, so that an input of 8k + 1 pixels
 (321 in training) gives exactly k + 1 = 41 feature rows whose centres sit on every 8th input
@@ -52,8 +57,9 @@ their class scores, so objects of several scales are scored together::
 * on VGG16 (``deeplab-v2-vgg``, the paper's ASPP-L): the backbone above up to pool5, then each
   branch is fc6 (3x3, rate r, 1024) ReLU dropout, fc7 (1x1, 1024) ReLU dropout, fc8 (1x1, K).
   Per branch 4,719,616 + 1,049,600 + 21,525 = 5,790,741 (K = 21); four branches 23,162,964;
-  with the backbone 37,877,652. (The released v2 VGG prototxts also put a 3x3 stride-1 average
-  pool, "pool5a", after pool5; ``pool5a=True`` adds it, without parameters.)
+  with the backbone 37,877,652. (Some descriptions of the v2 VGG prototxts put a 3x3 stride-1
+  average pool, "pool5a", after pool5; ``pool5a=True`` adds it, without parameters. It is off by
+  default because this session could not check it against the released file.)
 * on ResNet (``deeplab-v2-resnet``): each branch is one 3x3 convolution (rate r) from the 2048
   backbone channels straight to K classes, with a bias, as ``fc1_voc12_c0..c3`` of the ResNet-101
   prototxt: 4 * (9*2048*K + K) = 1,548,372 for K = 21. The backbone is the dilated ResNet of
