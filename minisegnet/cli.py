@@ -582,8 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--class-weights",
-        choices=["median", "none"],
-        help="median: median frequency balancing (SegNet) (default none)",
+        metavar="median|none|FILE|w1,...,wK",
+        help="loss weight per class: median (median frequency balancing, computed on the train "
+        "split), none (default), a comma list of K numbers, or a FILE of numbers or a Caffe "
+        "prototxt whose class_weighting: lines are read (SegNet-Tutorial's weights as shipped)",
     )
     p.add_argument(
         "--seed", type=_seed, help=f"seed of data, initialisation, order (default {d.seed})"

@@ -60,7 +60,7 @@ from minisegnet import functional as F
 from minisegnet import metrics, nn
 from minisegnet.arrays import array_module, to_device, to_host
 from minisegnet.data import DataError, DataLoader, open_dataset, parse_data_spec, transforms
-from minisegnet.data.class_weights import dataset_labels, median_frequency_weights
+from minisegnet.data.class_weights import parse_class_weights, resolve_class_weights
 from minisegnet.nn.balance import balance_init_
 from minisegnet.optim import SGD, PolyLR
 
@@ -150,7 +150,7 @@ class TrainConfig:
     balance_init: bool = False  # nn.balance_init_ before the first step (see nn/balance.py)
     size: int = 40
     width: float | None = None  # None: the model's small preset
-    class_weights: str | None = None  # None or "median"
+    class_weights: str | None = None  # None, "median", a FILE or a comma list of K numbers
     aux_weight: float = 0.4  # PSPNet's auxiliary loss
     seed: int = 0
     train_images: int = 8000  # built-in data only
@@ -212,11 +212,11 @@ class TrainConfig:
             raise ConfigError(f"--balance-init must be true or false, got {self.balance_init!r}")
         if self.width is not None and not (self.width > 0 and math.isfinite(self.width)):
             raise ConfigError(f"--width must be a positive number, got {self.width!r}")
-        if self.class_weights not in (None, "none", "median"):
-            raise ConfigError(
-                f"--class-weights: expected 'median' or 'none', got {self.class_weights!r}"
-            )
-        if self.class_weights == "none":
+        try:
+            parse_class_weights(self.class_weights)
+        except DataError as error:
+            raise ConfigError(str(error)) from None
+        if isinstance(self.class_weights, str) and self.class_weights.strip().lower() == "none":
             self.class_weights = None
         return self
 
@@ -517,11 +517,7 @@ class Trainer:
         self.schedule = PolyLR(
             self.optimizer, self.max_iter, power=c.poly_power, warmup_iters=warmup_iters
         )
-        self.class_weights = None
-        if c.class_weights == "median":
-            self.class_weights = median_frequency_weights(
-                dataset_labels(self.train_set), self.num_classes, self.ignore_index
-            )
+        self.class_weights = resolve_class_weights(c.class_weights, self.train_set)
         self.epoch = 0  # epochs completed
         self.batch = 0  # batches completed in the current epoch
         self.history: list[dict] = []

@@ -170,3 +170,78 @@ def test_evaluate_bad_input_is_one_line(camvid_run, tmp_path, capsys):
     _one_error(capsys, code, "too small", "6x6")
     code = main([*ev, "--data", f"camvid:{root}", "--split", "test", "--size", "16"])
     assert code == 0, capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- class weights
+
+
+def test_median_frequency_definition_by_hand():
+    from minisegnet.data import median_frequency_weights
+
+    a = np.array([[0, 0], [0, 1]])
+    b = np.zeros((2, 2), np.int64)
+    w = median_frequency_weights([a, b], 2)
+    assert np.allclose(w, [9 / 14, 9 / 4])  # see the worked example in class_weights.py
+    # ignored pixels count in no class and no total; an absent class gets 0
+    c = np.array([[0, 255], [1, 1]])
+    assert np.allclose(median_frequency_weights([c], 3), [1.5, 0.75, 0])
+
+
+PROTOTXT = """layer {
+  loss_param: {
+    weight_by_label_freqs: true
+    ignore_label: 11
+    class_weighting: 0.2595
+    class_weighting: 0.1826
+    class_weighting: 4.5640
+  }
+}
+"""
+
+
+def test_class_weights_from_prototxt_file_and_list(tmp_path):
+    from minisegnet.data.class_weights import parse_class_weights, resolve_class_weights
+
+    proto = tmp_path / "train.prototxt"
+    proto.write_text(PROTOTXT)
+    assert np.allclose(parse_class_weights(str(proto)), [0.2595, 0.1826, 4.564])
+    plain = tmp_path / "w.txt"
+    plain.write_text("# sky building\n1, 2\n3.5\n")
+    assert np.allclose(parse_class_weights(str(plain)), [1, 2, 3.5])
+    assert np.allclose(parse_class_weights("1,0.5, 2"), [1, 0.5, 2])
+    assert parse_class_weights("median") == "median" and parse_class_weights("none") is None
+    for bad, words in (("1,x", "'x' is not a number"), ("1,-2", ">= 0"), ("0,0", "all weights"),
+                       ("inverse", "'inverse' is neither"), ("1,nan", "finite")):  # fmt: skip
+        with pytest.raises(DataError, match=words):
+            parse_class_weights(bad)
+    make_camvid(tmp_path / "c")
+    ds = CamVid(tmp_path / "c", "train")
+    with pytest.raises(DataError, match="3 weights for the 11 classes"):
+        resolve_class_weights(str(proto), ds)
+    w = resolve_class_weights(",".join(["1"] * 11), ds)
+    assert w.dtype == np.float32 and w.shape == (11,)
+
+
+def test_train_takes_the_shipped_prototxt_weights(tmp_path, capsys):
+    root = make_camvid(tmp_path / "c")
+    proto = tmp_path / "segnet_basic_train.prototxt"
+    proto.write_text(
+        PROTOTXT.replace("  }", "".join(f"    class_weighting: {k}\n" for k in range(1, 9)) + "  }")
+    )
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        f"camvid:{root}",
+        "--size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+    ]
+    assert main([*args, "--class-weights", str(proto), "--no-progress", "--out", str(run)]) == 0
+    saved = json.loads((run / "checkpoint.json").read_text())["class_weights"]
+    assert np.allclose(saved, [0.2595, 0.1826, 4.564, *range(1, 9)])
+    code = main([*args, "--class-weights", "1,2", "--out", str(tmp_path / "r2")])
+    _one_error(capsys, code, "--class-weights 1,2", "2 weights for the 11 classes")
