@@ -728,9 +728,12 @@ class Trainer:
             dynamic_ncols=True,
         )
         seen, t0 = 0, time.perf_counter()
+        self.data_wait_seconds, load_start = 0.0, loader.load_seconds
+        waited_from = time.perf_counter()
         try:
             for images, labels in loader.epoch(self.epoch, start_batch=self.batch):
                 step_start = time.perf_counter()
+                self.data_wait_seconds += step_start - waited_from  # the loop waited for data
                 loss = self._loss(images, labels)
                 value = float(loss.data)
                 self._check_finite(value, "the loss")
@@ -751,6 +754,7 @@ class Trainer:
                 )
                 if self.on_step is not None:
                     self.on_step(self)
+                waited_from = time.perf_counter()
                 if stop.requested:
                     if not self._params_finite():
                         self._check_finite(float("nan"), "a weight")
@@ -762,6 +766,8 @@ class Trainer:
                     )
         finally:
             bar.close()
+            self.data_load_seconds = loader.load_seconds - load_start
+            self.compute_seconds = time.perf_counter() - t0 - self.data_wait_seconds
 
     def _end_epoch(self) -> None:
         c = self.config
@@ -787,6 +793,11 @@ class Trainer:
             "val": _jsonable_scores(result),
             "train_seconds": round(self.train_seconds, 3),
             "eval_seconds": round(eval_seconds, 3),
+            # this epoch: batches produced in the background, time the loop waited for them,
+            # time it computed (forward, backward, update)
+            "data_load_seconds": round(getattr(self, "data_load_seconds", 0.0), 3),
+            "data_wait_seconds": round(getattr(self, "data_wait_seconds", 0.0), 3),
+            "compute_seconds": round(getattr(self, "compute_seconds", 0.0), 3),
         }
         self.history.append(record)
         self._append_metrics(record)
@@ -795,7 +806,10 @@ class Trainer:
         self._write_outputs(result)
         self.log(
             f"epoch {self.epoch}/{c.epochs}  loss {train_loss:.4f}  val mIoU {result['miou']:.4f}  "
-            f"pixel acc {result['pixel_acc']:.4f}  ({self.train_seconds:.0f} s training)"
+            f"pixel acc {result['pixel_acc']:.4f}  ({self.train_seconds:.0f} s training; this "
+            f"epoch: data {record['data_load_seconds']:.1f} s loading, "
+            f"{record['data_wait_seconds']:.1f} s waited for, compute "
+            f"{record['compute_seconds']:.1f} s)"
         )
 
     def _write_outputs(self, result: dict) -> None:
