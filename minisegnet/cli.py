@@ -171,6 +171,7 @@ def _cmd_train(args) -> int:
     from minisegnet.checkpoint import CheckpointError
     from minisegnet.train import ConfigError, TrainConfig, Trainer, TrainingInterrupted
 
+    counts = _configure_threads(args)
     given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     _backend_name(given.get("backend"))
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -219,6 +220,11 @@ def _cmd_train(args) -> int:
         f"{c.data}: {len(trainer.train_set)} training / {len(trainer.val_set)} validation images, "
         f"size {c.size}, batch {c.batch_size}, {c.epochs} epochs, lr {c.lr}, backend {c.backend}"
     )
+    blas = "?" if counts["blas"] is None else counts["blas"]
+    print(
+        f"threads: Numba {counts['numba']} x BLAS {blas} on {counts['cores']} cores "
+        "(--threads sets Numba's)"
+    )
     print(f"results go to {trainer.run_dir}/")
     try:
         record = trainer.fit()
@@ -257,6 +263,7 @@ def _cmd_evaluate(args) -> int:
     from minisegnet.data import open_dataset, parse_data_spec
     from minisegnet.train import ConfigError, TrainConfig, tune_threads
 
+    _configure_threads(args)
     tune_threads()
     _backend_name(args.backend)
     model, info = _load_checkpoint(args)
@@ -310,6 +317,7 @@ def _cmd_evaluate(args) -> int:
             boundary_f1=args.boundary_f1,
             progress=sys.stderr.isatty(),
             desc=f"evaluating {dataset.name}",
+            log=print,
         )
     table = evaluation.format_report(result, dataset.class_names)
     h, w = result["frame_size"]
@@ -336,6 +344,7 @@ def _cmd_predict(args) -> int:
     from minisegnet.data.palette import overlay
     from minisegnet.train import ConfigError, predict_labels, tune_threads
 
+    _configure_threads(args)
     tune_threads()
     _backend_name(args.backend)
     model, info = _load_checkpoint(args)
@@ -494,6 +503,22 @@ def _seed(text):
     return value
 
 
+def _add_threads_option(p) -> None:
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="Numba threads (BLAS gets 1, so Numba x BLAS never exceeds the cores; default: "
+        "every core this process may use, or NUMBA_NUM_THREADS when set)",
+    )
+
+
+def _configure_threads(args) -> dict:
+    """``--threads`` (or the defaults) applied; see minisegnet/threads.py."""
+    from minisegnet import threads
+
+    return threads.configure(getattr(args, "threads", None))
+
+
 MODEL_HELP = "fcn32s, fcn16s, fcn8s, deconvnet, segnet, segnet-basic, pspnet"
 DATA_HELP = "builtin (default), voc:PATH, camvid:PATH or cityscapes:PATH"
 
@@ -618,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide progress bars"
     )
+    _add_threads_option(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
@@ -655,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
     p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
     p.add_argument("--out", help="path stem of the saved table (default <run>/eval-<data>-<split>)")
+    _add_threads_option(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -677,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help=", ".join(backend.names()))
     p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
     p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
+    _add_threads_option(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(

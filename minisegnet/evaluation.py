@@ -38,6 +38,7 @@ from minisegnet import metrics
 from minisegnet.arrays import array_module, to_host
 from minisegnet.data.errors import DataError
 from minisegnet.data.transforms import CenterCrop, Compose, Normalize, Resize
+from minisegnet.progress import ProgressLines
 
 __all__ = [
     "evaluate_dataset", "format_report", "predict_full", "pad_to_multiple", "input_multiple",
@@ -128,6 +129,8 @@ def evaluate_dataset(
     progress: bool = False,
     desc: str = "evaluating",
     on_batch=None,
+    log=None,
+    interval: float = 30.0,
 ) -> dict:
     """Score ``model`` (already on the backend's device, any mode) on every frame of
     ``dataset``; see the module docstring for the protocol.
@@ -136,7 +139,8 @@ def evaluate_dataset(
     ``mean_acc`` = class-average accuracy, ``miou``, ``fwiou``, per-class ``iou`` and ``acc``)
     plus ``confusion`` (K, K), ``images``, ``frame_size`` (H, W of the first frame), ``seconds``,
     and with ``boundary_f1`` also ``bf`` and ``bf_per_class``. ``on_batch(done, total)`` is
-    called after each batch (progress lines)."""
+    called after each batch. Without ``progress``, ``log`` (e.g. ``print``) receives a line
+    about every ``interval`` seconds (``minisegnet.progress``)."""
     from tqdm import tqdm
 
     from minisegnet.boundary_f1 import BoundaryF1Meter
@@ -146,6 +150,7 @@ def evaluate_dataset(
     bf = BoundaryF1Meter(k, ignore) if boundary_f1 else None
     transform = frame_transform(size, ignore)
     total, t0, frame_size = len(dataset), time.perf_counter(), None
+    lines = None if progress or log is None else ProgressLines(total, desc, interval, log)
     with tqdm(total=total, desc=desc, unit="img", leave=False, disable=not progress) as bar:
         for images, labels, _ in _batches(dataset, transform, batch_size, workers):
             frame_size = frame_size or tuple(labels.shape[-2:])
@@ -154,6 +159,8 @@ def evaluate_dataset(
             if bf is not None:
                 bf.add(to_host(pred), labels)
             bar.update(len(images))
+            if lines is not None:  # counted in images: batches may be of one frame
+                lines.update(bar.n, bar.n)
             if on_batch is not None:
                 on_batch(bar.n, total)
     result = meter.scores()

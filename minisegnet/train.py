@@ -63,6 +63,7 @@ from minisegnet.data import DataError, DataLoader, open_dataset, parse_data_spec
 from minisegnet.data.class_weights import parse_class_weights, resolve_class_weights
 from minisegnet.nn.balance import balance_init_
 from minisegnet.optim import SGD, PolyLR
+from minisegnet.progress import ProgressLines
 
 __all__ = [
     "TrainConfig", "Trainer", "train", "resume", "evaluate", "predict_labels", "build_model",
@@ -239,20 +240,24 @@ def tune_threads() -> list[str]:
     programs that changed the environment afterwards, and returns what it changed (a list of
     ``NAME=value``; empty when there was nothing to do). Options the user set are left alone.
 
-    Both pools keep every core. Measured on the 2-core machine this project targets (SegNet-Basic
-    small, 8 x 3 x 40 x 40, one training step): 48 ms with both pools on two threads, 64 ms with
-    OpenBLAS limited to one thread (an earlier version of this function did that, when OpenMP
-    still spun: then single-threaded BLAS was the lesser evil, 0.07 s against 2.5 s).
+    The thread counts follow ``minisegnet.threads`` (Numba threads x BLAS threads <= cores;
+    unless ``threads.configure`` ran already, e.g. for ``--threads``, its defaults apply here).
+    At 40x40 both pools on two threads had measured 48 ms against 64 ms with one BLAS thread;
+    at CamVid's 128x128 crops on a busy machine the oversubscribed pair took 6.8 s a step
+    against 1.1 s (``threads.py``).
 
     OMP_WAIT_POLICY is read when Numba starts its OpenMP pool (the first parallel kernel call),
     so this must run before that to take effect.
     """
     import os
 
+    from minisegnet import threads
+
     changed = []
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         changed.append("OMP_WAIT_POLICY=PASSIVE")
+    threads.current()  # thread counts: Numba x BLAS <= cores (minisegnet/threads.py)
     return changed
 
 
@@ -465,6 +470,7 @@ class Trainer:
             Path(run_dir) if run_dir is not None else default_run_dir(config.model, config.data)
         )
         self.progress, self.log, self.on_step = progress, log, on_step
+        self.progress_interval = 30.0  # seconds between progress lines when progress is off
         reason = backends.get(config.backend).unavailable_reason()
         if reason is not None:
             raise ConfigError(
@@ -727,6 +733,12 @@ class Trainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
+        lines = None
+        if not self.progress:  # not a terminal: a line about every progress_interval seconds
+            lines = ProgressLines(
+                len(loader), f"epoch {self.epoch + 1}/{c.epochs}", self.progress_interval,
+                self.log, start_done=self.batch,
+            )  # fmt: skip
         seen, t0 = 0, time.perf_counter()
         self.data_wait_seconds, load_start = 0.0, loader.load_seconds
         waited_from = time.perf_counter()
@@ -752,6 +764,8 @@ class Trainer:
                     lr=f"{self.optimizer.lr:.2e}",
                     img_s=f"{seen / (time.perf_counter() - t0):.1f}",
                 )
+                if lines is not None:
+                    lines.update(self.batch, seen, self.epoch_loss_sum / self.epoch_batches)
                 if self.on_step is not None:
                     self.on_step(self)
                 waited_from = time.perf_counter()
