@@ -340,8 +340,8 @@ def _cmd_evaluate(args) -> int:
 def _cmd_predict(args) -> int:
     import numpy as np
 
-    from minisegnet.data import read_image, transforms, write_image, write_label
-    from minisegnet.data.palette import overlay
+    from minisegnet.data import read_image, transforms
+    from minisegnet.legend import write_prediction
     from minisegnet.train import ConfigError, predict_labels, tune_threads
 
     _configure_threads(args)
@@ -376,17 +376,14 @@ def _cmd_predict(args) -> int:
             if pred.shape != (h, w):
                 _, pred = transforms.resize(None, pred, h, w)  # nearest, back to the image
             stem = Path(path).stem
-            write_label(out / f"{stem}_mask.png", pred.astype(np.uint8), info["palette"])
-            write_image(out / f"{stem}_overlay.png", overlay(image, pred, info["palette"], 0.5))
+            written = write_prediction(out, stem, image, pred, info["palette"], info["class_names"])
             counts = np.bincount(pred.reshape(-1), minlength=len(info["class_names"]))
             top = [
                 f"{info['class_names'][k]} {100 * counts[k] / pred.size:.0f}%"
                 for k in np.argsort(-counts)[:3]
                 if counts[k]
             ]
-            print(
-                f"{path}: {out / (stem + '_mask.png')}, {out / (stem + '_overlay.png')} ({', '.join(top)})"
-            )
+            print(f"{path}: {', '.join(str(p) for p in written.values())} ({', '.join(top)})")
     return 0
 
 
@@ -689,8 +686,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment images: colour masks and overlays as PNG",
         description=(
             "Segment images with a trained checkpoint. For each IMAGE writes <name>_mask.png "
-            "(a palette PNG: pixel values are class indices, shown in the class colours) and "
-            "<name>_overlay.png (the colours blended over the image) into --out."
+            "(a palette PNG: pixel values are class indices, shown in the class colours; the "
+            "class names in its 'classes' text entry), <name>_overlay.png (the colours blended "
+            "over the image, a legend of class names and colours below) and <name>_figure.png "
+            "(image, prediction and overlay side by side, with the legend) into --out."
         ),
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")

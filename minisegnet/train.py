@@ -926,7 +926,9 @@ class Trainer:
         n = min(self.config.preview_images, len(self.val_set))
         images, labels = [], []
         tf = self.val_loader.transform
-        for i in range(n):
+        # Spread over the split: CamVid's frames are consecutive video frames, so the first six
+        # were nearly the same picture six times.
+        for i in preview_indices(len(self.val_set), n):
             image, label = self.val_set[i]
             x, y = tf(image, label, np.random.default_rng(0))
             images.append(x)
@@ -945,6 +947,13 @@ class Trainer:
             self.train_set.class_names,
             self.ignore_index,
         )
+
+
+def preview_indices(length: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(length)``, first and last included."""
+    if n <= 1:
+        return [0][:n]
+    return sorted({round(i * (length - 1) / (n - 1)) for i in range(n)})
 
 
 def train(config: TrainConfig | None = None, run_dir=None, **kwargs) -> dict:
