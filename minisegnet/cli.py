@@ -130,10 +130,13 @@ def _size_checked(model, name: str, side: int, what: str, hint: str = ""):
     """Run the body (forward passes of ``model`` on images of ``side`` pixels); a ValueError it
     raises becomes a ConfigError when the images are too small for the network (``what``: the
     option or file that gave the size), and otherwise propagates: a bug."""
+    from minisegnet.data import DataError
     from minisegnet.train import too_small_error
 
     try:
         yield
+    except DataError:  # a file of the dataset (names itself), not a refused size
+        raise
     except ValueError as refusal:
         error = too_small_error(model, name, side, what, hint, reason=str(refusal))
         if error is None:
@@ -168,6 +171,7 @@ def _cmd_train(args) -> int:
     from minisegnet.checkpoint import CheckpointError
     from minisegnet.train import ConfigError, TrainConfig, Trainer, TrainingInterrupted
 
+    counts = _configure_threads(args)
     given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     _backend_name(given.get("backend"))
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -216,6 +220,11 @@ def _cmd_train(args) -> int:
         f"{c.data}: {len(trainer.train_set)} training / {len(trainer.val_set)} validation images, "
         f"size {c.size}, batch {c.batch_size}, {c.epochs} epochs, lr {c.lr}, backend {c.backend}"
     )
+    blas = "?" if counts["blas"] is None else counts["blas"]
+    print(
+        f"threads: Numba {counts['numba']} x BLAS {blas} on {counts['cores']} cores "
+        "(--threads sets Numba's)"
+    )
     print(f"results go to {trainer.run_dir}/")
     try:
         record = trainer.fit()
@@ -250,10 +259,11 @@ def _finished_run(trainer) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from minisegnet import metrics
-    from minisegnet.data import DataLoader, open_dataset, parse_data_spec, transforms
-    from minisegnet.train import ConfigError, TrainConfig, evaluate, tune_threads
+    from minisegnet import evaluation
+    from minisegnet.data import open_dataset, parse_data_spec
+    from minisegnet.train import ConfigError, TrainConfig, tune_threads
 
+    _configure_threads(args)
     tune_threads()
     _backend_name(args.backend)
     model, info = _load_checkpoint(args)
@@ -261,56 +271,64 @@ def _cmd_evaluate(args) -> int:
     data = args.data or (info["config"].data if info["config"] else None)
     if data is None:
         raise ConfigError(f"{info['source']} does not record its dataset; pass --data")
-    size = args.size or config.size
-    batch = args.batch_size or 2 * config.batch_size
     kind, _ = parse_data_spec(data)
+    # Folders: the papers' protocol, whole frames (--size asks for a resize + central crop).
+    # The built-in data is generated at its size: the training size unless --size says.
+    size = args.size
+    batch = args.batch_size or (2 * config.batch_size if kind == "builtin" else 1)
     if kind == "builtin" and args.split not in ("train", "val", "test"):
         raise ConfigError(f"--split: the built-in data has train, val and test, got {args.split!r}")
-    if size < 16:
+    if size is not None and size < 16:
         raise ConfigError(f"--size must be at least 16 pixels, got {size}")
-    _check_pixels(size, size, f"--size {size}")
+    if size is not None:
+        _check_pixels(size, size, f"--size {size}")
     out = Path(args.out) if args.out else Path(info["source"]).parent / f"eval-{kind}-{args.split}"
     _output_folder(out.parent, f"--out {out}" if args.out else f"{out} (the default --out)")
     for target in (out.with_suffix(".md"), out.with_suffix(".json")):
         if target.is_dir():
             raise ConfigError(f"--out {out}: {target} is a folder; expected a file name stem")
-    dataset = open_dataset(data, args.split, size=size, length=config.val_images, seed=config.seed)
+    dataset = open_dataset(
+        data, args.split, size=size or config.size, length=config.val_images, seed=config.seed
+    )
     if dataset.num_classes != model.config["num_classes"]:
         raise ConfigError(
             f"{data} has {dataset.num_classes} classes but the model in {info['source']} "
             f"predicts {model.config['num_classes']}"
         )
-    tf = (
-        transforms.Compose([transforms.Normalize()])
-        if kind == "builtin"
-        else transforms.eval_transform(size, dataset.ignore_index)
-    )
-    loader = DataLoader(dataset, batch, tf)
+    if kind == "builtin":  # generated at the size asked for, scored as generated
+        side, what, size = size or config.size, f"--size {size or config.size}", None
+    elif size is not None:
+        side, what = size, f"--size {size}"
+    else:
+        first = dataset[0][1].shape  # the frames' size, to check the network takes it
+        side = min(first)
+        what = f"the {first[1]}x{first[0]} frame size of {dataset.name} (--size N resizes)"
     name = model.config["name"]
     with (
         _use_backend(args.backend or config.backend),
-        _size_checked(model, name, size, f"--size {size}"),
+        _size_checked(model, name, side, what),
     ):
         model.to(backend.current().device)  # once; each batch is moved as it is scored
-        result = evaluate(
+        result = evaluation.evaluate_dataset(
             model,
-            loader,
-            dataset.num_classes,
-            dataset.ignore_index,
+            dataset,
+            size=size,
+            batch_size=batch,
+            boundary_f1=args.boundary_f1,
             progress=sys.stderr.isatty(),
             desc=f"evaluating {dataset.name}",
+            log=print,
         )
-    table = metrics.format_table(result, dataset.class_names)
+    table = evaluation.format_report(result, dataset.class_names)
+    h, w = result["frame_size"]
+    how = "full resolution" if size is None else f"resized to {size} and centre-cropped"
     title = (
-        f"# {model.config['name']} from {info['source']} on {dataset.name} ({len(dataset)} images)"
+        f"# {model.config['name']} from {info['source']} on {dataset.name} "
+        f"({len(dataset)} images, {w}x{h}, {how})"
     )
     print(title + "\n\n" + table)
     out.with_suffix(".md").write_text(title + "\n\n" + table + "\n")
-    summary = {k: result[k] for k in ("pixel_acc", "mean_acc", "miou", "fwiou")}
-    summary["iou"] = {
-        n: (None if v != v else float(v)) for n, v in zip(dataset.class_names, result["iou"])
-    }
-    summary["confusion"] = result["confusion"].tolist()
+    summary = evaluation.jsonable(result, dataset.class_names)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nsaved {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
@@ -322,10 +340,11 @@ def _cmd_evaluate(args) -> int:
 def _cmd_predict(args) -> int:
     import numpy as np
 
-    from minisegnet.data import read_image, transforms, write_image, write_label
-    from minisegnet.data.palette import overlay
+    from minisegnet.data import read_image, transforms
+    from minisegnet.legend import write_prediction
     from minisegnet.train import ConfigError, predict_labels, tune_threads
 
+    _configure_threads(args)
     tune_threads()
     _backend_name(args.backend)
     model, info = _load_checkpoint(args)
@@ -357,17 +376,14 @@ def _cmd_predict(args) -> int:
             if pred.shape != (h, w):
                 _, pred = transforms.resize(None, pred, h, w)  # nearest, back to the image
             stem = Path(path).stem
-            write_label(out / f"{stem}_mask.png", pred.astype(np.uint8), info["palette"])
-            write_image(out / f"{stem}_overlay.png", overlay(image, pred, info["palette"], 0.5))
+            written = write_prediction(out, stem, image, pred, info["palette"], info["class_names"])
             counts = np.bincount(pred.reshape(-1), minlength=len(info["class_names"]))
             top = [
                 f"{info['class_names'][k]} {100 * counts[k] / pred.size:.0f}%"
                 for k in np.argsort(-counts)[:3]
                 if counts[k]
             ]
-            print(
-                f"{path}: {out / (stem + '_mask.png')}, {out / (stem + '_overlay.png')} ({', '.join(top)})"
-            )
+            print(f"{path}: {', '.join(str(p) for p in written.values())} ({', '.join(top)})")
     return 0
 
 
@@ -484,6 +500,22 @@ def _seed(text):
     return value
 
 
+def _add_threads_option(p) -> None:
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="Numba threads (BLAS gets 1, so Numba x BLAS never exceeds the cores; default: "
+        "every core this process may use, or NUMBA_NUM_THREADS when set)",
+    )
+
+
+def _configure_threads(args) -> dict:
+    """``--threads`` (or the defaults) applied; see minisegnet/threads.py."""
+    from minisegnet import threads
+
+    return threads.configure(getattr(args, "threads", None))
+
+
 MODEL_HELP = (
     "fcn32s, fcn16s, fcn8s, deconvnet, segnet, segnet-basic, pspnet, deeplab-largefov, "
     "deeplab-v2-vgg, deeplab-v2-resnet, dilation8, unet, unet-padded"
@@ -575,8 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--class-weights",
-        choices=["median", "none"],
-        help="median: median frequency balancing (SegNet) (default none)",
+        metavar="median|none|FILE|w1,...,wK",
+        help="loss weight per class: median (median frequency balancing, computed on the train "
+        "split), none (default), a comma list of K numbers, or a FILE of numbers or a Caffe "
+        "prototxt whose class_weighting: lines are read (SegNet-Tutorial's weights as shipped)",
     )
     p.add_argument(
         "--seed", type=_seed, help=f"seed of data, initialisation, order (default {d.seed})"
@@ -609,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide progress bars"
     )
+    _add_threads_option(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
@@ -616,20 +651,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a checkpoint on a validation split",
         description=(
             "Evaluate a checkpoint (a run folder, checkpoint.safetensors or model.safetensors) "
-            "on a split of its dataset: pixel accuracy, mean accuracy, mean IoU, "
-            "frequency-weighted IoU and IoU per class, from one confusion matrix over the "
-            "split. Prints the table and saves it as .md and .json."
+            "on a split of its dataset as the papers do: full-resolution frames, one confusion "
+            "matrix over the split, global accuracy, class-average accuracy, mean IoU, "
+            "frequency-weighted IoU, IoU and accuracy per class (and with --boundary-f1, "
+            "SegNet's BF score). Prints the table and saves it as .md and .json."
         ),
     )
     p.add_argument("--checkpoint", required=True, help="run folder or .safetensors file")
     p.add_argument("--data", help=f"dataset (default: the one it was trained on): {DATA_HELP}")
     p.add_argument("--split", default="val", help="split to score (default val)")
-    p.add_argument("--size", type=_positive_int, help="image side (default: the training size)")
-    p.add_argument("--batch-size", type=_positive_int, help="images per batch")
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        help="resize the shorter side to this and score the central square (default: dataset "
+        "folders are scored at full resolution, as in the papers; built-in data at its "
+        "training size)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="images per batch (default 1 for folders, frames of one size needed above 1)",
+    )
+    p.add_argument(
+        "--boundary-f1",
+        action="store_true",
+        help="also SegNet's boundary F1 score (BF, tolerance 0.75%% of the diagonal)",
+    )
     p.add_argument("--backend", help=", ".join(backend.names()))
     p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
     p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
     p.add_argument("--out", help="path stem of the saved table (default <run>/eval-<data>-<split>)")
+    _add_threads_option(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -637,8 +689,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment images: colour masks and overlays as PNG",
         description=(
             "Segment images with a trained checkpoint. For each IMAGE writes <name>_mask.png "
-            "(a palette PNG: pixel values are class indices, shown in the class colours) and "
-            "<name>_overlay.png (the colours blended over the image) into --out."
+            "(a palette PNG: pixel values are class indices, shown in the class colours; the "
+            "class names in its 'classes' text entry), <name>_overlay.png (the colours blended "
+            "over the image, a legend of class names and colours below) and <name>_figure.png "
+            "(image, prediction and overlay side by side, with the legend) into --out."
         ),
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
@@ -652,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help=", ".join(backend.names()))
     p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
     p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
+    _add_threads_option(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(

@@ -60,9 +60,10 @@ from minisegnet import functional as F
 from minisegnet import metrics, nn
 from minisegnet.arrays import array_module, to_device, to_host
 from minisegnet.data import DataError, DataLoader, open_dataset, parse_data_spec, transforms
-from minisegnet.data.class_weights import dataset_labels, median_frequency_weights
+from minisegnet.data.class_weights import parse_class_weights, resolve_class_weights
 from minisegnet.nn.balance import balance_init_
 from minisegnet.optim import SGD, PolyLR
+from minisegnet.progress import ProgressLines
 
 __all__ = [
     "TrainConfig", "Trainer", "train", "resume", "evaluate", "predict_labels", "build_model",
@@ -150,7 +151,7 @@ class TrainConfig:
     balance_init: bool = False  # nn.balance_init_ before the first step (see nn/balance.py)
     size: int = 40
     width: float | None = None  # None: the model's small preset
-    class_weights: str | None = None  # None or "median"
+    class_weights: str | None = None  # None, "median", a FILE or a comma list of K numbers
     aux_weight: float = 0.4  # PSPNet's auxiliary loss
     seed: int = 0
     train_images: int = 8000  # built-in data only
@@ -212,11 +213,11 @@ class TrainConfig:
             raise ConfigError(f"--balance-init must be true or false, got {self.balance_init!r}")
         if self.width is not None and not (self.width > 0 and math.isfinite(self.width)):
             raise ConfigError(f"--width must be a positive number, got {self.width!r}")
-        if self.class_weights not in (None, "none", "median"):
-            raise ConfigError(
-                f"--class-weights: expected 'median' or 'none', got {self.class_weights!r}"
-            )
-        if self.class_weights == "none":
+        try:
+            parse_class_weights(self.class_weights)
+        except DataError as error:
+            raise ConfigError(str(error)) from None
+        if isinstance(self.class_weights, str) and self.class_weights.strip().lower() == "none":
             self.class_weights = None
         return self
 
@@ -239,20 +240,24 @@ def tune_threads() -> list[str]:
     programs that changed the environment afterwards, and returns what it changed (a list of
     ``NAME=value``; empty when there was nothing to do). Options the user set are left alone.
 
-    Both pools keep every core. Measured on the 2-core machine this project targets (SegNet-Basic
-    small, 8 x 3 x 40 x 40, one training step): 48 ms with both pools on two threads, 64 ms with
-    OpenBLAS limited to one thread (an earlier version of this function did that, when OpenMP
-    still spun: then single-threaded BLAS was the lesser evil, 0.07 s against 2.5 s).
+    The thread counts follow ``minisegnet.threads`` (Numba threads x BLAS threads <= cores;
+    unless ``threads.configure`` ran already, e.g. for ``--threads``, its defaults apply here).
+    At 40x40 both pools on two threads had measured 48 ms against 64 ms with one BLAS thread;
+    at CamVid's 128x128 crops on a busy machine the oversubscribed pair took 6.8 s a step
+    against 1.1 s (``threads.py``).
 
     OMP_WAIT_POLICY is read when Numba starts its OpenMP pool (the first parallel kernel call),
     so this must run before that to take effect.
     """
     import os
 
+    from minisegnet import threads
+
     changed = []
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         changed.append("OMP_WAIT_POLICY=PASSIVE")
+    threads.current()  # thread counts: Numba x BLAS <= cores (minisegnet/threads.py)
     return changed
 
 
@@ -465,6 +470,7 @@ class Trainer:
             Path(run_dir) if run_dir is not None else default_run_dir(config.model, config.data)
         )
         self.progress, self.log, self.on_step = progress, log, on_step
+        self.progress_interval = 30.0  # seconds between progress lines when progress is off
         reason = backends.get(config.backend).unavailable_reason()
         if reason is not None:
             raise ConfigError(
@@ -517,11 +523,7 @@ class Trainer:
         self.schedule = PolyLR(
             self.optimizer, self.max_iter, power=c.poly_power, warmup_iters=warmup_iters
         )
-        self.class_weights = None
-        if c.class_weights == "median":
-            self.class_weights = median_frequency_weights(
-                dataset_labels(self.train_set), self.num_classes, self.ignore_index
-            )
+        self.class_weights = resolve_class_weights(c.class_weights, self.train_set)
         self.epoch = 0  # epochs completed
         self.batch = 0  # batches completed in the current epoch
         self.history: list[dict] = []
@@ -731,10 +733,19 @@ class Trainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
+        lines = None
+        if not self.progress:  # not a terminal: a line about every progress_interval seconds
+            lines = ProgressLines(
+                len(loader), f"epoch {self.epoch + 1}/{c.epochs}", self.progress_interval,
+                self.log, start_done=self.batch,
+            )  # fmt: skip
         seen, t0 = 0, time.perf_counter()
+        self.data_wait_seconds, load_start = 0.0, loader.load_seconds
+        waited_from = time.perf_counter()
         try:
             for images, labels in loader.epoch(self.epoch, start_batch=self.batch):
                 step_start = time.perf_counter()
+                self.data_wait_seconds += step_start - waited_from  # the loop waited for data
                 loss = self._loss(images, labels)
                 value = float(loss.data)
                 self._check_finite(value, "the loss")
@@ -753,8 +764,11 @@ class Trainer:
                     lr=f"{self.optimizer.lr:.2e}",
                     img_s=f"{seen / (time.perf_counter() - t0):.1f}",
                 )
+                if lines is not None:
+                    lines.update(self.batch, seen, self.epoch_loss_sum / self.epoch_batches)
                 if self.on_step is not None:
                     self.on_step(self)
+                waited_from = time.perf_counter()
                 if stop.requested:
                     if not self._params_finite():
                         self._check_finite(float("nan"), "a weight")
@@ -766,6 +780,8 @@ class Trainer:
                     )
         finally:
             bar.close()
+            self.data_load_seconds = loader.load_seconds - load_start
+            self.compute_seconds = time.perf_counter() - t0 - self.data_wait_seconds
 
     def _end_epoch(self) -> None:
         c = self.config
@@ -791,6 +807,11 @@ class Trainer:
             "val": _jsonable_scores(result),
             "train_seconds": round(self.train_seconds, 3),
             "eval_seconds": round(eval_seconds, 3),
+            # this epoch: batches produced in the background, time the loop waited for them,
+            # time it computed (forward, backward, update)
+            "data_load_seconds": round(getattr(self, "data_load_seconds", 0.0), 3),
+            "data_wait_seconds": round(getattr(self, "data_wait_seconds", 0.0), 3),
+            "compute_seconds": round(getattr(self, "compute_seconds", 0.0), 3),
         }
         self.history.append(record)
         self._append_metrics(record)
@@ -799,7 +820,10 @@ class Trainer:
         self._write_outputs(result)
         self.log(
             f"epoch {self.epoch}/{c.epochs}  loss {train_loss:.4f}  val mIoU {result['miou']:.4f}  "
-            f"pixel acc {result['pixel_acc']:.4f}  ({self.train_seconds:.0f} s training)"
+            f"pixel acc {result['pixel_acc']:.4f}  ({self.train_seconds:.0f} s training; this "
+            f"epoch: data {record['data_load_seconds']:.1f} s loading, "
+            f"{record['data_wait_seconds']:.1f} s waited for, compute "
+            f"{record['compute_seconds']:.1f} s)"
         )
 
     def _write_outputs(self, result: dict) -> None:
@@ -902,7 +926,9 @@ class Trainer:
         n = min(self.config.preview_images, len(self.val_set))
         images, labels = [], []
         tf = self.val_loader.transform
-        for i in range(n):
+        # Spread over the split: CamVid's frames are consecutive video frames, so the first six
+        # were nearly the same picture six times.
+        for i in preview_indices(len(self.val_set), n):
             image, label = self.val_set[i]
             x, y = tf(image, label, np.random.default_rng(0))
             images.append(x)
@@ -921,6 +947,13 @@ class Trainer:
             self.train_set.class_names,
             self.ignore_index,
         )
+
+
+def preview_indices(length: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(length)``, first and last included."""
+    if n <= 1:
+        return [0][:n]
+    return sorted({round(i * (length - 1) / (n - 1)) for i in range(n)})
 
 
 def train(config: TrainConfig | None = None, run_dir=None, **kwargs) -> dict:

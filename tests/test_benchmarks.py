@@ -230,3 +230,23 @@ def test_gpu_check_rehearses_on_the_emulator(tmp_path):
     assert "| NO |" not in text and "failed" not in text
     assert "## The default job, one epoch" in text and "validation mIoU" in text
     assert gpu_check.main(argv + ["--ops", "no_such_op"]) == 2
+
+
+def test_camvid_benchmark_runs_on_a_tiny_camvid(tmp_path):
+    """benchmarks/camvid.py end to end on the tiny fixture: the report has the test table,
+    the val checks, the data timing and the figure (numbers not asserted)."""
+    from tests.camvid_fixture import make_camvid
+
+    camvid = _load("camvid")
+    root = make_camvid(tmp_path / "CamVid")
+    out = tmp_path / "results"
+    args = ["--root", str(root), "--epochs", "2", "--val-every", "1", "--size", "16",
+            "--batch-size", "2", "--out", str(out), "--run-dir", str(tmp_path / "run"),
+            "--partial", "--threads", "1"]  # fmt: skip
+    assert camvid.main(args) == 0
+    text = (out / "camvid.md").read_text()
+    assert "| global accuracy |" in text and "| bicyclist |" in text
+    assert "| 2 |" in text and "ScaledCrop" in text and "busy machine" in text
+    assert (out / "camvid_test_frames.png").is_file()
+    saved = json.loads((out / "camvid.json").read_text())
+    assert saved["test"]["images"] == 3 and len(saved["val_checks"]) == 2

@@ -97,8 +97,10 @@ def test_predict_writes_masks_and_overlays(trained, tmp_path, capsys):
     mask = Image.open(out / "shapes_mask.png")
     assert mask.mode == "P" and mask.size == (40, 40)
     assert np.array(mask).max() < 5
-    overlay = Image.open(out / "shapes_overlay.png")
-    assert overlay.mode == "RGB" and overlay.size == (40, 40)
+    overlay = Image.open(out / "shapes_overlay.png")  # the legend strip below the picture
+    assert overlay.mode == "RGB" and overlay.size[0] == 40 and overlay.size[1] > 40
+    assert mask.info["classes"].startswith("0=background, 1=")
+    assert Image.open(out / "shapes_figure.png").mode in ("RGB", "RGBA")
 
 
 def test_summary(capsys):

@@ -193,7 +193,10 @@ def test_loader_uses_a_thread_not_a_process():
             names.append(threading.current_thread().name)
             return super().__getitem__(i)
 
-    list(DataLoader(Spy(4), batch_size=2).epoch(0))
+    list(DataLoader(Spy(4), batch_size=2).epoch(0))  # the prefetch thread's decoding pool
+    assert names and all(n.startswith("minisegnet-load_") for n in names), names
+    names.clear()
+    list(DataLoader(Spy(4), batch_size=2, workers=1).epoch(0))  # the prefetch thread itself
     assert set(names) == {"minisegnet-loader"}
 
 

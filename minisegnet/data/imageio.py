@@ -131,8 +131,9 @@ def write_image(path, image) -> None:
     Image.fromarray(image).save(path)
 
 
-def write_label(path, label, palette=None) -> None:
-    """Save (H, W) labels (values 0..255) as a palette PNG (or grey without a palette)."""
+def write_label(path, label, palette=None, text: dict | None = None) -> None:
+    """Save (H, W) labels (values 0..255) as a palette PNG (or grey without a palette);
+    ``text``: PNG text entries (e.g. the class names), which leave the pixel values alone."""
     label = np.asarray(label)
     if label.dtype.kind not in "iu" or label.min(initial=0) < 0 or label.max(initial=0) > 255:
         raise ValueError(f"write_label: label must hold integers in 0..255, got {label.dtype}")
@@ -140,4 +141,11 @@ def write_label(path, label, palette=None) -> None:
     if palette is not None:
         image.putpalette(full_palette(palette).reshape(-1).tolist())  # "L" -> "P", same values
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+    image.save(path, pnginfo=info)

@@ -14,7 +14,12 @@ Why a thread and not worker processes: Numba's parallel kernels run on an OpenMP
 thread pool, and ``fork()`` after such a pool has started leaves the child with a lock held by a
 thread that no longer exists, so forked workers hang or die. A thread shares the process; NumPy
 releases the GIL in its array loops, so decoding and augmenting the next batch overlaps with the
-current training step. Exceptions raised while loading (a bad label file, say) are re-raised in
+current training step. The samples of one batch are decoded and augmented by a small pool of
+threads (``workers``, default 2): PNG decoding (zlib) and the NumPy resampling release the GIL,
+so on a 2-core machine a batch of 360x480 CamVid frames loads in about half the time.
+``load_seconds`` adds up the time spent producing batches (in the background); the trainer
+compares it with the time the training loop actually waited (data time against compute
+time). Exceptions raised while loading (a bad label file, say) are re-raised in
 the training thread, with their original type and message.
 """
 
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -40,6 +47,7 @@ class DataLoader:
         seed: int = 0,
         drop_last: bool = False,
         prefetch: int = 2,
+        workers: int = 2,
     ):
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -49,6 +57,11 @@ class DataLoader:
         self.batch_size = batch_size
         self.transform = transform if transform is not None else Normalize()
         self.shuffle, self.seed, self.drop_last, self.prefetch = shuffle, seed, drop_last, prefetch
+        if not (isinstance(workers, int) and workers >= 1):
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        self.workers = workers
+        self.load_seconds = 0.0  # time spent producing batches, summed over the loader's life
+        self._pool = None
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -63,15 +76,26 @@ class DataLoader:
 
     def load_batch(self, epoch: int, batch: int):
         """Batch number ``batch`` of ``epoch``: (images (N, C, H, W) float32, labels (N, H, W))."""
+        t0 = time.perf_counter()
         order = self.order(epoch)
         indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-        images, labels = [], []
-        for i in indices:
+
+        def sample(i):
             image, label = self.dataset[int(i)]
-            rng = np.random.default_rng([self.seed, epoch, int(i), 1])
-            image, label = self.transform(image, label, rng)
-            images.append(image)
-            labels.append(label)
+            rng = np.random.default_rng([self.seed, epoch, int(i), 1])  # per sample: no race
+            return self.transform(image, label, rng)
+
+        if self.workers > 1 and len(indices) > 1:
+            if self._pool is not None:  # the epoch's pool (epoch() opens and closes it)
+                pairs = list(self._pool.map(sample, indices))
+            else:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="minisegnet-load") as pool:
+                    pairs = list(pool.map(sample, indices))
+        else:
+            pairs = [sample(i) for i in indices]
+        images = [p[0] for p in pairs]
+        labels = [p[1] for p in pairs]
+        self.load_seconds += time.perf_counter() - t0
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise ValueError(
@@ -82,6 +106,16 @@ class DataLoader:
 
     def epoch(self, epoch: int = 0, start_batch: int = 0):
         """Iterate over the batches of ``epoch`` from ``start_batch``, loading ahead in a thread."""
+        if self.workers > 1 and self.batch_size > 1:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="minisegnet-load")
+        try:
+            yield from self._epoch(epoch, start_batch)
+        finally:  # no thread outlives the epoch, even when the loop is abandoned
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def _epoch(self, epoch: int, start_batch: int):
         batches = range(start_batch, len(self))
         if self.prefetch <= 0:
             for b in batches:

@@ -81,6 +81,12 @@ class DeconvNet(nn.Module):
     ``forward(x)``: (N, in_channels, H, W) -> scores (N, num_classes, H, W).
     """
 
+    # Frames of any size go through unchanged (ceil pooling, and unpooling to the size that
+    # entered each pool), so evaluation does not pad them. A network needing sides divisible
+    # by 2^k sets this to 2^k; minisegnet.evaluation then pads to it and crops the scores
+    # back.
+    input_multiple = 1
+
     def __init__(
         self,
         num_classes: int = 21,

@@ -74,6 +74,12 @@ class SegNet(nn.Module):
     ``forward(x)``: (N, in_channels, H, W) -> scores (N, num_classes, H, W), any H, W >= 1.
     """
 
+    # Frames of any size go through unchanged (ceil pooling, and unpooling to the size that
+    # entered each pool), so evaluation does not pad them. A network needing sides divisible
+    # by 2^k sets this to 2^k; minisegnet.evaluation then pads to it and crops the scores
+    # back.
+    input_multiple = 1
+
     def __init__(self, num_classes: int = 11, width: float = 1.0, in_channels: int = 3, seed=None):
         super().__init__()
         rng = make_rng(seed)
@@ -127,6 +133,12 @@ class SegNetBasic(nn.Module):
         in_channels: image channels.
         seed: int, NumPy Generator or None; the random stream of the initialisation.
     """
+
+    # Frames of any size go through unchanged (ceil pooling, and unpooling to the size that
+    # entered each pool), so evaluation does not pad them. A network needing sides divisible
+    # by 2^k sets this to 2^k; minisegnet.evaluation then pads to it and crops the scores
+    # back.
+    input_multiple = 1
 
     def __init__(
         self,

@@ -1,0 +1,117 @@
+"""How many threads the two CPU pools get: Numba's kernels and OpenBLAS's matrix products.
+
+The rule: **Numba threads x BLAS threads <= cores**. The two pools take turns (a Numba kernel,
+then a matrix product, ...) but each keeps its threads; with both on every core, a product
+started while Numba's workers still hold the cores (or the reverse) runs on a machine with
+twice as many runnable threads as cores. Measured on the 2-core machine (SegNet-Basic small,
+one training step on 8 CamVid crops of 128x128, median of 3; busy machine, shared with other
+jobs, so the absolute times are high):
+
+    Numba 2 x BLAS 2 (the old default)   6.8 s
+    Numba 1 x BLAS 2                     3.2 s
+    Numba 2 x BLAS 1 (the default now)   1.1 s
+    Numba 1 x BLAS 1                     0.7 s   (fastest on the busy machine: the other jobs
+                                                   held the second core)
+
+So the default gives the cores to Numba (the convolutions and pooling, most of the work) and one
+thread to BLAS; ``--threads N`` sets Numba's count (BLAS stays at 1). Variables the user set
+(``NUMBA_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``) are respected when no
+``--threads`` is given. ``benchmarks/camvid.py --measure-threads`` repeats the measurement.
+
+OpenBLAS reads its thread count when NumPy is imported; to change it afterwards this calls
+OpenBLAS's own ``*_set_num_threads`` through ctypes, found among the libraries this process has
+loaded (what threadpoolctl does, without the dependency). Where none is found (another BLAS),
+the BLAS count is left alone and reported as unknown.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+__all__ = ["cpu_cores", "blas_threads", "set_blas_threads", "configure", "current"]
+
+_PREFIXES = ("scipy_openblas", "openblas")
+_SUFFIXES = ("64_", "")
+_state: dict | None = None
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _openblas_functions(kind: str):
+    """OpenBLAS's ``*_{kind}_num_threads`` functions in the libraries loaded now."""
+    found = []
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return found
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in _PREFIXES:
+            for suffix in _SUFFIXES:
+                f = getattr(lib, f"{prefix}_{kind}_num_threads{suffix}", None)
+                if f is not None:
+                    found.append(f)
+                    break
+            else:
+                continue
+            break
+    return found
+
+
+def blas_threads() -> int | None:
+    """OpenBLAS's thread count now (None when no OpenBLAS is loaded)."""
+    import numpy  # noqa: F401  (loads OpenBLAS)
+
+    getters = _openblas_functions("get")
+    return int(getters[0]()) if getters else None
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set OpenBLAS's thread count; False when no OpenBLAS was found."""
+    import numpy  # noqa: F401
+
+    setters = _openblas_functions("set")
+    for f in setters:
+        f.argtypes = [ctypes.c_int]
+        f(int(n))
+    return bool(setters)
+
+
+def configure(threads: int | None = None) -> dict:
+    """Apply the rule above; ``threads``: Numba's count (``--threads``), None for the default.
+    Returns ``{"cores", "numba", "blas"}`` (blas None when unknown)."""
+    global _state
+    import numba
+
+    cores = cpu_cores()
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f"--threads must be a positive integer, got {threads!r}")
+    user_numba = "NUMBA_NUM_THREADS" in os.environ
+    user_blas = "OPENBLAS_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ
+    limit = numba.config.NUMBA_NUM_THREADS  # Numba cannot grow past its launch size
+    if threads is not None:
+        numba.set_num_threads(min(threads, limit))
+        set_blas_threads(1)
+    else:
+        if not user_numba:
+            numba.set_num_threads(min(cores, limit))
+        if not user_blas:
+            set_blas_threads(1)
+    _state = {"cores": cores, "numba": numba.get_num_threads(), "blas": blas_threads()}
+    return dict(_state)
+
+
+def current() -> dict:
+    """The last :func:`configure` result (configuring with the defaults if none ran yet)."""
+    return dict(_state) if _state is not None else configure()
