@@ -41,6 +41,7 @@ import bench_ops  # noqa: E402
 OP_NAMES = [
     ("conv2d", "conv2d 3x3"),
     ("conv2d_dilated", "conv2d 3x3 dilation 2"),
+    ("conv2d_dilated:winograd", "conv2d 3x3 dilation 2, Winograd sub-grids (off by default)"),
     ("conv_transpose2d_up2", "conv_transpose2d k4 s2"),
     ("conv2d_7x7", "conv2d 7x7 (SegNet-Basic)"),
     ("cross_entropy", "cross_entropy 21 classes"),
@@ -52,11 +53,23 @@ OP_NAMES = [
 TARGETS = {  # issue 19: fwd+bwd at most this x PyTorch
     "conv2d": 0.8,
     "conv2d_dilated": 0.9,
+    "conv2d_dilated:winograd": 0.9,
     "conv_transpose2d_up2": 1.1,
     "conv2d_7x7": 1.1,
     "cross_entropy": 1.0,
     "segnet_basic": 1.1,
 }
+
+
+def _switched_on(name):
+    """Context with an optional path (off by default) switched on for case ``name``."""
+    import contextlib
+
+    from minisegnet.ops import conv_winograd
+
+    if name == "conv2d_dilated:winograd":
+        return conv_winograd.winograd(True, dilated=True)
+    return contextlib.nullcontext()
 
 
 def _switched_off(name):
@@ -88,10 +101,11 @@ def time_ops(quick, warmup, reps, log):
     have_torch = bench_common.torch_or_none() is not None
     rows = []
     for name, label in OP_NAMES:
-        case = cases[name]
+        case = cases[name.split(":")[0]]
         arrays = bench_ops.host_inputs(case)
         row = {"op": name, "label": label, "title": case.title}
-        row["numba"] = bench_ops.time_case(numba, case, arrays, warmup, reps)["total_ms"]
+        with _switched_on(name):
+            row["numba"] = bench_ops.time_case(numba, case, arrays, warmup, reps)["total_ms"]
         off = _switched_off(name)
         if off is not None:
             with off:

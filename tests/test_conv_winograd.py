@@ -137,7 +137,8 @@ def test_gradients_through_conv2d_by_finite_differences():
     [
         (dict(stride=1, padding=1), True),
         (dict(stride=2, padding=1), False),
-        (dict(stride=1, padding=2, dilation=2), False),
+        (dict(stride=1, padding=2, dilation=2), True),
+        (dict(stride=1, padding=2, dilation=(2, 1)), False),
         (dict(stride=1, padding=1, groups=2), False),
     ],
 )
@@ -151,7 +152,7 @@ def test_conv2d_dispatch_and_fallback(monkeypatch, geometry, taken):
     groups = geometry.get("groups", 1)
     x = rng.normal(size=(2, 4, 9, 8)).astype(np.float32)
     w = rng.normal(size=(6, 4 // groups, 3, 3)).astype(np.float32)
-    with ms.backend.use("numba"), cw.winograd(True, min_channels=1):
+    with ms.backend.use("numba"), cw.winograd(True, min_channels=1, dilated=True):
         y = F.conv2d(ms.tensor(x), ms.tensor(w), **geometry)
     assert bool(calls) == taken
     with ms.backend.use("numpy"):
@@ -159,9 +160,57 @@ def test_conv2d_dispatch_and_fallback(monkeypatch, geometry, taken):
     np.testing.assert_allclose(y.data, y_ref.data, rtol=1e-4, atol=1e-4)
 
 
+@st.composite
+def dilated_problems(draw):
+    d = draw(st.integers(2, 4))
+    n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    ph, pw = draw(st.integers(0, 2 * d + 1)), draw(st.integers(0, 2 * d + 1))
+    h = draw(st.integers(max(1, 2 * d + 1 - 2 * ph), 15))
+    w = draw(st.integers(max(1, 2 * d + 1 - 2 * pw), 15))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x, wt = rng.normal(size=(n, c, h, w)), rng.normal(size=(o, c, 3, 3))
+    bias = rng.normal(size=o) if draw(st.booleans()) else None
+    dy = rng.normal(size=(n, o, h + 2 * ph - 2 * d, w + 2 * pw - 2 * d))
+    return x, wt, bias, (ph, pw), d, dy
+
+
+@settings(max_examples=30, deadline=None)
+@given(problem=dilated_problems())
+def test_dilated_subgrids_equal_direct_dilated_convolution(problem):
+    x, w, bias, padding, d, dy = problem
+    geometry = ((1, 1), padding, (d, d), 1)
+    size = x.shape[2:]
+    pairs = [
+        (cw.conv2d_forward(x, w, padding, bias, (d, d)),
+         conv._gemm_by_images(x, w, *geometry, bias)),
+        (cw.conv2d_data_grad(dy, w, size, padding, (d, d)),
+         conv._data_grad_by_images(dy, w, size, *geometry)),
+        (cw.conv2d_weight_grad(x, dy, padding, (d, d)),
+         conv._weight_grad_by_images(x, dy, (3, 3), *geometry)),
+    ]  # fmt: skip
+    for what, (got, want) in zip(("y", "dx", "dw"), pairs):
+        assert got.shape == want.shape, what
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=what)
+
+
+def test_space_to_batch_round_trip():
+    from minisegnet.ops import conv_winograd_dilated as cwd
+
+    a = np.arange(2 * 3 * 6 * 9).reshape(2, 3, 6, 9)
+    s = cwd.space_to_batch(a, 3)
+    assert s.shape == (18, 3, 2, 3)
+    np.testing.assert_array_equal(s[(1 * 3 + 2) * 2, :, 1, 0], a[0, :, 1 * 3 + 1, 0 * 3 + 2])
+    np.testing.assert_array_equal(cwd.batch_to_space(s, 3, 2), a)
+
+
 def test_few_channels_keep_the_direct_path():
     assert not cw.applies(3, 64, (3, 3), (1, 1), (1, 1), 1)
     assert cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1)
     assert not cw.applies(64, 64, (7, 7), (1, 1), (1, 1), 1)
+    with cw.winograd(True, dilated=True):
+        assert cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1)
+        assert not cw.applies(64, 64, (3, 3), (1, 1), (2, 1), 1)
+    with cw.winograd(True, dilated=False):
+        assert not cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1)
     with cw.winograd(False):
         assert not cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1)

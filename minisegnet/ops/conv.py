@@ -583,7 +583,7 @@ def _uses_row_shift(kernel, stride, padding, groups) -> bool:
 
 def _gemm_numba(x, w, stride, padding, dilation, groups, bias):
     if conv_winograd.applies(x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups):
-        return conv_winograd.conv2d_forward(x, w, padding, bias)
+        return conv_winograd.conv2d_forward(x, w, padding, bias, dilation)
     if _uses_row_shift(w.shape[2:], stride, padding, groups):
         from minisegnet.ops import conv_row_shift
 
@@ -595,7 +595,7 @@ def _data_grad_numba(dy, w, in_size, stride, padding, dilation, groups):
     if conv_winograd.applies(
         w.shape[1] * groups, w.shape[0], w.shape[2:], stride, dilation, groups
     ):
-        return conv_winograd.conv2d_data_grad(dy, w, in_size, padding)
+        return conv_winograd.conv2d_data_grad(dy, w, in_size, padding, dilation)
     kernel = w.shape[2:]
     if _uses_row_shift(kernel, stride, padding, groups):
         from minisegnet.ops import conv_row_shift
@@ -607,7 +607,7 @@ def _data_grad_numba(dy, w, in_size, stride, padding, dilation, groups):
 
 def _weight_grad_numba(x, dy, kernel, stride, padding, dilation, groups):
     if conv_winograd.applies(x.shape[1], dy.shape[1], kernel, stride, dilation, groups):
-        return conv_winograd.conv2d_weight_grad(x, dy, padding)
+        return conv_winograd.conv2d_weight_grad(x, dy, padding, dilation)
     if _uses_row_shift(kernel, stride, padding, groups):
         from minisegnet.ops import conv_row_shift
 

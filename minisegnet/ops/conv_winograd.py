@@ -33,9 +33,10 @@ the same matrices and the same 16 products; with dY the 2x2 output-gradient tile
     weight:  S[xi nu] = sum_p Z[xi nu] @ V[xi nu]^T  (16, O, C);  dw[o, c] = G^T S[:, o, c] G
 
 Any zero padding works (the input tiles read it as zeros; the data gradient drops what falls
-into it). Not taken (``applies`` is False; ``ops/conv.py`` uses its im2col/row-shift path):
-stride != 1, dilation != 1, kernels other than 3x3, groups > 1, and shapes where the
-measurements below show no gain (few channels).
+into it). Dilation (d, d) goes through the same code on the d*d dilated sub-grids
+(ops/conv_winograd_dilated.py). Not taken (``applies`` is False; ``ops/conv.py`` uses its
+im2col/row-shift path): stride != 1, unequal dilations, kernels other than 3x3, groups > 1, and
+shapes where the measurements below show no gain (few channels).
 
 Float32 error bound. Every number is a short sum of products, so with u = 2^-24 and
 gamma_k = k u / (1 - k u), the computed y satisfies, elementwise,
@@ -90,26 +91,36 @@ BUDGET_BYTES = 32 * 2**20
 
 
 @contextmanager
-def winograd(enabled: bool, min_channels: int | None = None):
-    """Temporarily allow or forbid the path, optionally from ``min_channels`` on (tests use 1)."""
-    global ENABLED, MIN_CHANNELS
-    previous = ENABLED, MIN_CHANNELS
+def winograd(enabled: bool, min_channels: int | None = None, dilated: bool | None = None):
+    """Temporarily allow or forbid the path, optionally from ``min_channels`` on (tests use 1)
+    and with or without the dilated sub-grids."""
+    global ENABLED, MIN_CHANNELS, DILATED
+    previous = ENABLED, MIN_CHANNELS, DILATED
     ENABLED = bool(enabled)
     if min_channels is not None:
         MIN_CHANNELS = int(min_channels)
+    if dilated is not None:
+        DILATED = bool(dilated)
     try:
         yield
     finally:
-        ENABLED, MIN_CHANNELS = previous
+        ENABLED, MIN_CHANNELS, DILATED = previous
+
+
+DILATED = False
+"""Take dilated 3x3 convolutions (dilation (d, d)) through ops/conv_winograd_dilated.py. Off
+until measured faster than the row-shift path (benchmarks/bench_fast_paths.py times both); the
+tests run it switched on."""
 
 
 def applies(channels, out_channels, kernel, stride, dilation, groups) -> bool:
     """True where the numba backend computes the convolution with this file."""
+    dh, dw = dilation
     return (
         ENABLED
         and tuple(kernel) == (3, 3)
         and tuple(stride) == (1, 1)
-        and tuple(dilation) == (1, 1)
+        and (dh == dw == 1 or (DILATED and dh == dw))
         and groups == 1
         and min(channels, out_channels) >= MIN_CHANNELS
     )
@@ -554,8 +565,13 @@ def _filter_transform(w):
     return filter_transform_ref(w)  # (16, O, C): small, once per call; NumPy is fast enough
 
 
-def conv2d_forward(x, w, padding, bias=None):
-    """y (N, O, Ho, Wo) of a 3x3, stride-1 convolution with zero padding ``padding`` = (ph, pw)."""
+def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1)):
+    """y (N, O, Ho, Wo) of a 3x3, stride-1 convolution with zero padding ``padding`` = (ph, pw)
+    (dilation (d, d): on the sub-grids, ops/conv_winograd_dilated.py)."""
+    if tuple(dilation) != (1, 1):
+        from minisegnet.ops import conv_winograd_dilated
+
+        return conv_winograd_dilated.conv2d_forward(x, w, padding, dilation, bias)
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     N, C, H, W = x.shape
     O = w.shape[0]
@@ -579,8 +595,12 @@ def conv2d_forward(x, w, padding, bias=None):
     return y
 
 
-def conv2d_data_grad(dy, w, in_size, padding):
+def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1)):
     """dx (N, C, H, W) of ``conv2d_forward`` from dy (N, O, Ho, Wo)."""
+    if tuple(dilation) != (1, 1):
+        from minisegnet.ops import conv_winograd_dilated
+
+        return conv_winograd_dilated.conv2d_data_grad(dy, w, in_size, padding, dilation)
     dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
     N, O, Ho, Wo = dy.shape
     C = w.shape[1]
@@ -600,8 +620,12 @@ def conv2d_data_grad(dy, w, in_size, padding):
     return dx
 
 
-def conv2d_weight_grad(x, dy, padding):
+def conv2d_weight_grad(x, dy, padding, dilation=(1, 1)):
     """dw (O, C, 3, 3) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
+    if tuple(dilation) != (1, 1):
+        from minisegnet.ops import conv_winograd_dilated
+
+        return conv_winograd_dilated.conv2d_weight_grad(x, dy, padding, dilation)
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     N, C = x.shape[:2]
     O, Ho, Wo = dy.shape[1:]
