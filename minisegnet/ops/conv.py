@@ -65,7 +65,9 @@ Implementations, by backend (the same algorithm everywhere: im2col/col2im around
               im2col_numba / col2im_numba are the contract functions built on those kernels.
               With vertical stride 1 and kh >= ROW_SHIFT_MIN_KH (one group), forward and
               both backward products take the row-shift variant in ops/conv_row_shift.py: im2col along
-              the width only, kh products over shifted views (7x fewer copies for 7x7)
+              the width only, kh products over shifted views (7x fewer copies for 7x7).
+              Stride-1 3x3 convolutions with enough channels (conv_winograd.applies) take
+              Winograd F(2x2, 3x3) in ops/conv_winograd.py first
     cuda      minisegnet.cuda.conv.im2col / col2im inside the image-chunk driver (cupy.matmul)
 """
 
@@ -80,6 +82,7 @@ from numba import njit, prange
 
 from minisegnet import backend
 from minisegnet.autograd import Function
+from minisegnet.ops import conv_winograd
 from minisegnet.tensor import array_module
 
 __all__ = [
@@ -579,6 +582,8 @@ def _uses_row_shift(kernel, stride, padding, groups) -> bool:
 
 
 def _gemm_numba(x, w, stride, padding, dilation, groups, bias):
+    if conv_winograd.applies(x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups):
+        return conv_winograd.conv2d_forward(x, w, padding, bias, dilation)
     if _uses_row_shift(w.shape[2:], stride, padding, groups):
         from minisegnet.ops import conv_row_shift
 
@@ -587,6 +592,10 @@ def _gemm_numba(x, w, stride, padding, dilation, groups, bias):
 
 
 def _data_grad_numba(dy, w, in_size, stride, padding, dilation, groups):
+    if conv_winograd.applies(
+        w.shape[1] * groups, w.shape[0], w.shape[2:], stride, dilation, groups
+    ):
+        return conv_winograd.conv2d_data_grad(dy, w, in_size, padding, dilation)
     kernel = w.shape[2:]
     if _uses_row_shift(kernel, stride, padding, groups):
         from minisegnet.ops import conv_row_shift
@@ -597,6 +606,8 @@ def _data_grad_numba(dy, w, in_size, stride, padding, dilation, groups):
 
 
 def _weight_grad_numba(x, dy, kernel, stride, padding, dilation, groups):
+    if conv_winograd.applies(x.shape[1], dy.shape[1], kernel, stride, dilation, groups):
+        return conv_winograd.conv2d_weight_grad(x, dy, padding, dilation)
     if _uses_row_shift(kernel, stride, padding, groups):
         from minisegnet.ops import conv_row_shift
 

@@ -42,7 +42,8 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
-from minisegnet.autograd import Function
+from minisegnet.autograd import Function, is_grad_enabled
+from minisegnet.ops import loss_fused
 from minisegnet.tensor import array_module
 
 
@@ -271,7 +272,14 @@ class CrossEntropy(Function):
         xp = array_module(logits)
         target = xp.ascontiguousarray(target).astype(xp.int64, copy=False)
         logits = xp.ascontiguousarray(logits)
-        loss, w_pos = _forward_impl()(logits, target, weight, ignore_index)
+        grad = None
+        if backend.current().name == "numba" and is_grad_enabled() and loss_fused.applies(logits):
+            # One pass for loss and gradient (ops/loss_fused.py); the kernels above otherwise.
+            loss, w_pos, grad = loss_fused.cross_entropy_fused(
+                logits, target, weight, ignore_index, reduction
+            )
+        else:
+            loss, w_pos = _forward_impl()(logits, target, weight, ignore_index)
         total_weight = w_pos.sum()
         self.save(
             logits=logits,
@@ -280,6 +288,7 @@ class CrossEntropy(Function):
             ignore_index=ignore_index,
             reduction=reduction,
             total_weight=total_weight,
+            grad=grad,
         )
         if reduction == "none":
             return loss
@@ -290,6 +299,9 @@ class CrossEntropy(Function):
 
     def backward(self, dy):
         s = self.saved
+        if s.grad is not None:  # the fused forward's gradient, handed over once
+            grad, s.grad = s.grad, None
+            return loss_fused.scale_gradient(grad, dy, s.reduction)
         xp = array_module(s.logits)
         dtype = s.logits.dtype
         if s.reduction == "none":

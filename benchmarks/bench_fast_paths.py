@@ -1,0 +1,305 @@
+"""Issue 19's table: the CPU fast paths beside PyTorch CPU, and each fast path's error.
+
+    python benchmarks/bench_fast_paths.py            # writes benchmarks/results/fast_paths.md
+    python benchmarks/bench_fast_paths.py --quick    # tiny shapes: checks the script runs
+
+One process, minisegnet's numba backend and PyTorch CPU with the same number of threads (2, or
+fewer on a smaller machine) and passive OpenMP waiting on both sides (OMP_WAIT_POLICY=PASSIVE is
+set before NumPy, Numba or PyTorch load), forward + backward from a fixed output gradient,
+median of the timed repetitions after warm-ups (``bench_ops.time_case``, the suite's timing
+rule). The convolutions and the cross-entropy are also timed with their fast path switched off
+(``conv_winograd.winograd(False)``, ``loss_fused.ENABLED = False``) in the same run, so what
+each path buys is a ratio taken under the same load. The report states the machine's load and
+the CPU share other processes took: on a shared machine every number is inflated, and the
+ratios are the part to read.
+
+Errors: float32 results of each path against the same computation in float64 (the direct
+im2col convolution, the reference cross-entropy), as max |error| / max |exact|.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before NumPy/Numba/PyTorch start threads
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import bench_common  # noqa: E402
+import bench_models  # noqa: E402
+import bench_ops  # noqa: E402
+
+OP_NAMES = [
+    ("conv2d", "conv2d 3x3"),
+    ("conv2d_dilated", "conv2d 3x3 dilation 2"),
+    ("conv2d_dilated:winograd", "conv2d 3x3 dilation 2, Winograd sub-grids (off by default)"),
+    ("conv_transpose2d_up2", "conv_transpose2d k4 s2"),
+    ("conv2d_7x7", "conv2d 7x7 (SegNet-Basic)"),
+    ("cross_entropy", "cross_entropy 21 classes"),
+    ("max_pool2d", "max_pool2d"),
+    ("max_unpool2d", "max_unpool2d"),
+    ("pyramid_pooling", "PSP bins"),
+    ("bilinear_x8", "bilinear x8"),
+]
+TARGETS = {  # issue 19: fwd+bwd at most this x PyTorch
+    "conv2d": 0.8,
+    "conv2d_dilated": 0.9,
+    "conv2d_dilated:winograd": 0.9,
+    "conv_transpose2d_up2": 1.1,
+    "conv2d_7x7": 1.1,
+    "cross_entropy": 1.0,
+    "segnet_basic": 1.1,
+}
+
+
+def _switched_on(name):
+    """Context with an optional path (off by default) switched on for case ``name``."""
+    import contextlib
+
+    from minisegnet.ops import conv_winograd
+
+    if name == "conv2d_dilated:winograd":
+        return conv_winograd.winograd(True, dilated=True)
+    return contextlib.nullcontext()
+
+
+def _switched_off(name):
+    """Context with the fast path of op case ``name`` off (None: the case has none)."""
+    import contextlib
+
+    from minisegnet.ops import conv_winograd, loss_fused
+
+    if name == "conv2d":
+        return conv_winograd.winograd(False)
+    if name == "cross_entropy":
+
+        @contextlib.contextmanager
+        def fused_off():
+            previous, loss_fused.ENABLED = loss_fused.ENABLED, False
+            try:
+                yield
+            finally:
+                loss_fused.ENABLED = previous
+
+        return fused_off()
+    return None
+
+
+def time_ops(quick, warmup, reps, log):
+    """Rows: op, title, numba / numba without its fast path / torch ms, ratios."""
+    cases = {c.name: c for c in bench_ops.op_cases(quick)}
+    numba, torch_fw = bench_common.Framework("numba"), bench_common.Framework("torch")
+    have_torch = bench_common.torch_or_none() is not None
+    rows = []
+    for name, label in OP_NAMES:
+        case = cases[name.split(":")[0]]
+        arrays = bench_ops.host_inputs(case)
+        row = {"op": name, "label": label, "title": case.title}
+        with _switched_on(name):
+            row["numba"] = bench_ops.time_case(numba, case, arrays, warmup, reps)["total_ms"]
+        off = _switched_off(name)
+        if off is not None:
+            with off:
+                row["off"] = bench_ops.time_case(numba, case, arrays, warmup, reps)["total_ms"]
+        if have_torch:
+            row["torch"] = bench_ops.time_case(torch_fw, case, arrays, warmup, reps)["total_ms"]
+        times = "  ".join(f"{k} {row[k]:8.2f} ms" for k in ("numba", "off", "torch") if k in row)
+        log(f"  {name:22s} {times}")
+        rows.append(row)
+    return rows
+
+
+def time_training_step(quick, warmup, reps, log):
+    """SegNet-Basic (width 1, 4x3x96x128; tiny in quick mode) training step, both frameworks."""
+    import minisegnet as ms
+
+    entries = bench_models.plan(quick)
+    entry = next(e for e in entries if e["name"] == "segnet_basic" and (quick or e["config"]))
+    with ms.backend.use("numba"):
+        runner = bench_models.MsRunner(entry)
+        ms_time = bench_models.time_fn(runner.train_step, warmup, reps)
+    row = {"op": "segnet_basic", "label": f"SegNet-Basic training step ({entry['label']})"}
+    n, (h, w) = entry["batch"], entry["size"]
+    row["title"] = f"{n}x3x{h}x{w}, SGD momentum"
+    row["numba"] = ms_time
+    if bench_common.torch_or_none() is not None:
+        torch_runner = bench_models.TorchRunner(entry)
+        row["torch"] = bench_models.time_fn(torch_runner.train_step, warmup, reps)
+    log(
+        f"  segnet_basic           numba {row['numba']:8.2f} ms  torch {row.get('torch', 0):.2f} ms"
+    )
+    return row
+
+
+def measure_errors(quick):
+    """max |float32 - float64| / max |float64| of each path, on one seeded problem each."""
+    import minisegnet as ms
+    import minisegnet.functional as F
+    from minisegnet.ops import conv, conv_winograd, loss, loss_fused
+
+    rng = np.random.default_rng(0)
+    n, c, s = (1, 16, 8) if quick else (2, 64, 32)
+    x = rng.standard_normal((n, c, s, s))
+    w = rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)
+    dy = rng.standard_normal((n, c, s, s))
+    geometry = ((1, 1), (1, 1), (1, 1), 1)
+    exact = {
+        "y": conv._gemm_by_images(x, w, *geometry, None),
+        "dx": conv._data_grad_by_images(dy, w, (s, s), *geometry),
+        "dw": conv._weight_grad_by_images(x, dy, (3, 3), *geometry),
+    }
+    x32, w32, dy32 = (a.astype(np.float32) for a in (x, w, dy))
+    paths = {
+        "Winograd F(2x2,3x3)": (
+            conv_winograd.conv2d_forward(x32, w32, (1, 1)),
+            conv_winograd.conv2d_data_grad(dy32, w32, (s, s), (1, 1)),
+            conv_winograd.conv2d_weight_grad(x32, dy32, (1, 1)),
+        )
+    }
+    with conv_winograd.winograd(False):
+        paths["direct (im2col / row-shift)"] = (
+            conv._gemm_numba(x32, w32, *geometry, None),
+            conv._data_grad_numba(dy32, w32, (s, s), *geometry),
+            conv._weight_grad_numba(x32, dy32, (3, 3), *geometry),
+        )
+    rows = []
+    for path, results in paths.items():
+        errors = [
+            float(np.abs(got - exact[k]).max() / np.abs(exact[k]).max())
+            for k, got in zip(("y", "dx", "dw"), results)
+        ]
+        bound = conv_winograd.error_bound(x32, w32, (1, 1)).max() / np.abs(exact["y"]).max()
+        rows.append({"path": path, "errors": errors, "bound": bound if "Wino" in path else None})
+    # cross-entropy: fused pass against the float64 reference
+    k, hw = (5, 6) if quick else (21, 64)
+    z = rng.normal(0, 3, (n, k, hw, hw))
+    t = rng.integers(0, k, (n, hw, hw))
+    t[rng.random(t.shape) < 0.05] = 255
+    loss64, w64 = loss.cross_entropy_forward_ref(z, t, None, 255)
+    scale = np.full(t.shape, 1 / w64.sum())
+    grad64 = loss.cross_entropy_backward_ref(z, t, None, 255, scale)
+    loss32, _, grad32 = loss_fused.cross_entropy_fused(z.astype(np.float32), t, None, 255, "mean")
+    mean32 = float(loss32.sum(dtype=np.float64) / w64.sum())
+    mean64 = float(loss64.sum() / w64.sum())
+    rows.append(
+        {
+            "path": "cross_entropy fused pass",
+            "errors": [
+                abs(mean32 - mean64) / abs(mean64),
+                float(np.abs(grad32 - grad64).max() / np.abs(grad64).max()),
+            ],
+            "bound": None,
+        }
+    )
+    del ms, F
+    return rows, (n, c, s), (n, k, hw)
+
+
+def fmt(v, digits=2):
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def report(ops, step, errors, shapes, env, others, quick) -> str:
+    (n, c, s), (cn, k, hw) = shapes
+    busy = others is not None and others > 0.1
+    lines = [
+        "# CPU fast paths beside PyTorch (issue 19)",
+        "",
+        "Written by `python benchmarks/bench_fast_paths.py`"
+        + (" --quick (tiny shapes: a smoke run, not a measurement)" if quick else "")
+        + f" on {env['date']}. minisegnet numba backend and PyTorch {env.get('torch')} CPU in one "
+        f"process, {env['threads']} threads each, OMP_WAIT_POLICY=PASSIVE, forward + backward, "
+        "median ms. Ratio = minisegnet / PyTorch (lower is better); 'fast path off' is the same "
+        "op with its new path switched off, in the same run.",
+        "",
+        f"Load average {env['load_average']}; other processes took "
+        f"{'unknown' if others is None else f'{100 * others:.0f}%'} of the CPU during the run."
+        + (
+            " **Busy machine: every time is inflated and noisy (a two-thread kernel waits for "
+            "the thread the scheduler put aside); read the ratios, and rerun on a quiet machine.**"
+            if busy
+            else ""
+        ),
+        "",
+        "| case | shapes | minisegnet ms | fast path off ms | PyTorch ms | ratio | off ratio "
+        "| target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ops + [step]:
+        ratio = r["numba"] / r["torch"] if "torch" in r else None
+        off = r["off"] / r["torch"] if "off" in r and "torch" in r else None
+        target = TARGETS.get(r["op"])
+        lines.append(
+            f"| {r['label']} | {r['title']} | {fmt(r['numba'])} | {fmt(r.get('off'))} | "
+            f"{fmt(r.get('torch'))} | {fmt(ratio)} | {fmt(off)} | "
+            f"{'' if target is None else f'<= {target}'} |"
+        )
+    lines += [
+        "",
+        "## Error of each fast path",
+        "",
+        f"float32 against the same computation in float64: convolution 3x3 {c}->{c} on "
+        f"{n}x{c}x{s}x{s} (N(0, 1) data, weights N(0, 1/(9C))), cross-entropy {k} classes on "
+        f"{cn}x{k}x{hw}x{hw} logits N(0, 3^2), 5% ignored. max |error| / max |exact|.",
+        "",
+        "| path | y (or loss) | dx (or dlogits) | dw | stated bound on y |",
+        "|---|---|---|---|---|",
+    ]
+    for r in errors:
+        cells = [f"{v:.1e}" for v in r["errors"]] + [""] * (3 - len(r["errors"]))
+        cells.append("" if r["bound"] is None else f"{r['bound']:.1e}")
+        lines.append(f"| {r['path']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The bound is `conv_winograd.error_bound` (gamma_{C+13} times the absolute-value "
+        "Winograd evaluation, ops/conv_winograd.py), largest entry over max |y|.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, one repetition")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "fast_paths.md")
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import numba
+
+    threads = max(1, min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    bench_common.configure_torch_threads()
+    warmup, reps = (1, 1) if args.quick else (2, args.reps)
+    log = print
+    share = bench_common.CpuShare()
+    t0 = time.perf_counter()
+    ops = time_ops(args.quick, warmup, reps, log)
+    step = time_training_step(args.quick, warmup, 1 if args.quick else 5, log)
+    errors, *shapes = measure_errors(args.quick)
+    others = share.others()
+    env = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "torch": getattr(bench_common.torch_or_none(), "__version__", None),
+        "threads": threads,
+        "load_average": bench_common.load_average(),
+    }
+    text = report(ops, step, errors, shapes, env, others, args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    log(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,649 @@
+"""Winograd convolution F(2x2, 3x3): stride-1 3x3 convolutions with 2.25x fewer multiplications.
+
+The idea (Lavin & Gray, 2016). One output tile of 2x2 pixels of a 3x3 convolution needs a 4x4
+input tile d and costs 36 multiply-adds per (input, output) channel pair done directly. Winograd's
+minimal filtering algorithm computes the same tile as
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A            (* elementwise, on 4x4 matrices)
+
+with 16 multiplications, because the transforms are sums and differences:
+
+    B^T = [[1,  0, -1,  0],      G = [[  1,    0,    0],      A^T = [[1, 1,  1,  0],
+           [0,  1,  1,  0],           [1/2,  1/2,  1/2],             [0, 1, -1, -1]]
+           [0, -1,  1,  0],           [1/2, -1/2,  1/2],
+           [0,  1,  0, -1]]           [  0,    0,    1]]
+
+Over channels the elementwise products become 16 independent matrix products, one per position
+(xi, nu) of the 4x4 transformed tile, which is where all the work is and where BLAS runs:
+
+    U[xi nu, o, c] = (G w[o, c] G^T)[xi, nu]                     filter transform  (16, O, C)
+    V[xi nu, c, p] = (B^T d[c, p] B)[xi, nu]                     input transform   (16, C, P)
+    M[xi nu]       = U[xi nu] @ V[xi nu]                         16 GEMMs          (16, O, P)
+    y[o, tile p]   = A^T M[:, o, p] A                            output transform  (2x2 pixels)
+
+p runs over the tiles: (Ho/2) x (Wo/2) of each image, the last row/column of tiles cut to the
+output when Ho or Wo is odd (the input tile reads zeros beyond the padded input).
+
+Backward. Y is linear in d and in g, so both gradients are the transposed (adjoint) maps, with
+the same matrices and the same 16 products; with dY the 2x2 output-gradient tiles:
+
+    Z[xi nu, o, p] = (A dY[o, p] A^T)[xi, nu]                    (16, O, P)
+    data:    Q[xi nu] = U[xi nu]^T @ Z[xi nu]  (16, C, P);  dx += B Q[:, c, p] B^T  on each
+             4x4 input tile (neighbouring tiles overlap by 2 pixels: their sums add)
+    weight:  S[xi nu] = sum_p Z[xi nu] @ V[xi nu]^T  (16, O, C);  dw[o, c] = G^T S[:, o, c] G
+
+Any zero padding works (the input tiles read it as zeros; the data gradient drops what falls
+into it). Dilation (d, d) goes through the same code on the d*d dilated sub-grids
+(ops/conv_winograd_dilated.py). Not taken (``applies`` is False; ``ops/conv.py`` uses its
+im2col/row-shift path): stride != 1, unequal dilations, kernels other than 3x3, groups > 1, and
+shapes where the measurements below show no gain (few channels).
+
+Float32 error bound. Every number is a short sum of products, so with u = 2^-24 and
+gamma_k = k u / (1 - k u), the computed y satisfies, elementwise,
+
+    |y_winograd - y| <= gamma_{C+13} * T,
+    T = sum over c of  |A^T| ( (|G| |w[o,c]| |G^T|) * (|B^T| |d[c]| |B|) ) |A|
+
+(input transform: 4 additions along each path; filter transform: 4 (the halves are exact);
+the product: 1 rounding plus C - 1 additions in the channel sum; output transform: 4; so 13
+plus C). T is the Winograd evaluation itself with every matrix and datum replaced by its
+absolute value: it exceeds the direct convolution's sum of |w| |x| (the transforms add and
+subtract), so the bound is looser than the direct path's; ``error_bound`` evaluates it in
+float64 and the tests check the float32 result against it on hypothesis-drawn shapes. The
+error itself is no worse than the direct path's: 64->64 channels on 2x64x32x32 N(0, 1) data,
+max error 2.8e-7 of max |y| against 4.8e-7 for the im2col float32 convolution (whose channel
+sums have 576 terms, not 64); benchmarks/results/fast_paths.md states it per benchmarked case.
+
+Speed. Measured on the 2-core machine while other jobs kept it loaded (load average 3-6, so
+every number is noisy), float32, minimum of 7 interleaved runs in one process, ms; im2col/
+row-shift path -> Winograd, forward / data gradient / weight gradient:
+    3x3 64->64 on 8x64x128x128:   329 -> 256 / 175 -> 168 / 222 -> 233
+    3x3 16->16 on 8x16x40x40:     2.5 -> 1.9 / 1.7 -> 1.7 / 2.1 -> 1.9
+    3x3 32->32 on 8x32x64x64:     24.6 -> 31.1 / 28.0 -> 26.7 / 27.6 -> 41.2
+and, on a quieter moment (load ~1), the parts for one 128x128 image of 64 channels: input
+transform 2 ms, the 16 products 3.6 ms (about 130 GFLOP/s: the products have only C = 64 terms,
+where the direct GEMM's 576 run at 190), output transform 2.2 ms, against 11 ms for the direct
+path. The gain is in the products (2.25x fewer multiplications) and is eaten partly by the
+transforms, which move 4x the input's bytes. With few channels (3->64, the first layer) the
+transforms dominate, so the path starts at ``MIN_CHANNELS``. Rerun: benchmarks/bench_fast_paths.py.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import numpy as np
+from numba import njit, prange
+
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+
+ENABLED = True
+"""Let the numba backend take this path where it applies (tests switch it off and on)."""
+
+MIN_CHANNELS = 16
+"""Smallest input and output channel count that takes the path (measured: module docstring)."""
+
+BUDGET_BYTES = 32 * 2**20
+"""Transformed tiles of one chunk (two (16, channels, tiles) buffers) stay under this."""
+
+
+@contextmanager
+def winograd(enabled: bool, min_channels: int | None = None, dilated: bool | None = None):
+    """Temporarily allow or forbid the path, optionally from ``min_channels`` on (tests use 1)
+    and with or without the dilated sub-grids."""
+    global ENABLED, MIN_CHANNELS, DILATED
+    previous = ENABLED, MIN_CHANNELS, DILATED
+    ENABLED = bool(enabled)
+    if min_channels is not None:
+        MIN_CHANNELS = int(min_channels)
+    if dilated is not None:
+        DILATED = bool(dilated)
+    try:
+        yield
+    finally:
+        ENABLED, MIN_CHANNELS, DILATED = previous
+
+
+DILATED = False
+"""Take dilated 3x3 convolutions (dilation (d, d)) through ops/conv_winograd_dilated.py. Off
+until measured faster than the row-shift path (benchmarks/bench_fast_paths.py times both); the
+tests run it switched on."""
+
+
+def applies(channels, out_channels, kernel, stride, dilation, groups) -> bool:
+    """True where the numba backend computes the convolution with this file."""
+    dh, dw = dilation
+    return (
+        ENABLED
+        and tuple(kernel) == (3, 3)
+        and tuple(stride) == (1, 1)
+        and (dh == dw == 1 or (DILATED and dh == dw))
+        and groups == 1
+        and min(channels, out_channels) >= MIN_CHANNELS
+    )
+
+
+def _tiles(ho, wo):
+    return (ho + 1) // 2, (wo + 1) // 2
+
+
+# ------------------------------------------------------------------------------------------------
+# NumPy reference: each transform as a matrix product (the definitions)
+# ------------------------------------------------------------------------------------------------
+
+
+def filter_transform_ref(w):
+    """w (O, C, 3, 3) -> U (16, O, C), U[4 xi + nu, o, c] = (G w[o, c] G^T)[xi, nu]."""
+    g = G.astype(w.dtype)
+    u = np.einsum("ai,ocij,bj->aboc", g, w, g)
+    return np.ascontiguousarray(u.reshape(16, *w.shape[:2]))
+
+
+def input_tiles_ref(x, padding, tiles):
+    """x (N, C, H, W) -> d (N, C, th, tw, 4, 4): tile (ty, tx) is the padded input at rows
+    2ty .. 2ty+3, columns 2tx .. 2tx+3 (zeros beyond the padded input)."""
+    (ph, pw), (th, tw) = padding, tiles
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2), x.dtype)
+    rows, cols = min(h, 2 * th + 2 - ph), min(w, 2 * tw + 2 - pw)
+    xp[:, :, ph : ph + rows, pw : pw + cols] = x[:, :, :rows, :cols]
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (4, 4), axis=(2, 3))
+    return windows[:, :, ::2, ::2]
+
+
+def input_transform_ref(x, padding, tiles):
+    """x -> V (16, C, N*th*tw): V[4 xi + nu, c, p] = (B^T d[c, p] B)[xi, nu]."""
+    d = input_tiles_ref(x, padding, tiles)
+    bt = BT.astype(x.dtype)
+    v = np.einsum("ai,nctsij,bj->abcnts", bt, d, bt)
+    return np.ascontiguousarray(v.reshape(16, x.shape[1], -1))
+
+
+def output_transform_ref(m, n, out_size):
+    """M (16, O, N*th*tw) -> y (N, O, Ho, Wo): the 2x2 tile A^T M[:, o, p] A, cut to the output."""
+    ho, wo = out_size
+    th, tw = _tiles(ho, wo)
+    at = AT.astype(m.dtype)
+    m = m.reshape(4, 4, -1, n, th, tw)
+    y = np.einsum("ia,abonts,jb->notisj", at, m, at).reshape(n, -1, 2 * th, 2 * tw)
+    return np.ascontiguousarray(y[:, :, :ho, :wo])
+
+
+def output_transform_adjoint_ref(dy):
+    """dy (N, O, Ho, Wo) -> Z (16, O, N*th*tw): Z[4 xi + nu, o, p] = (A dY[o, p] A^T)[xi, nu]."""
+    n, o, ho, wo = dy.shape
+    th, tw = _tiles(ho, wo)
+    padded = np.zeros((n, o, 2 * th, 2 * tw), dy.dtype)
+    padded[:, :, :ho, :wo] = dy
+    tiles = padded.reshape(n, o, th, 2, tw, 2)
+    at = AT.astype(dy.dtype)
+    z = np.einsum("ia,notisj,jb->abonts", at, tiles, at)
+    return np.ascontiguousarray(z.reshape(16, o, -1))
+
+
+def input_transform_adjoint_ref(q, n, in_size, padding):
+    """Q (16, C, N*th*tw) -> dx (N, C, H, W): B Q[:, c, p] B^T added onto each 4x4 input tile
+    (overlapping tiles add), the padding cut off."""
+    (h, w), (ph, pw) = in_size, padding
+    th, tw = _tiles(h + 2 * ph - 2, w + 2 * pw - 2)
+    bt = BT.astype(q.dtype)
+    tiles = np.einsum("ai,abcnts,bj->nctsij", bt, q.reshape(4, 4, -1, n, th, tw), bt)
+    xp = np.zeros((n, q.shape[1], 2 * th + 2, 2 * tw + 2), q.dtype)
+    for i in range(4):
+        for j in range(4):
+            xp[:, :, i : i + 2 * th : 2, j : j + 2 * tw : 2] += tiles[..., i, j]
+    rows, cols = min(h, 2 * th + 2 - ph), min(w, 2 * tw + 2 - pw)
+    dx = np.zeros((n, q.shape[1], h, w), q.dtype)
+    dx[:, :, :rows, :cols] = xp[:, :, ph : ph + rows, pw : pw + cols]
+    return dx
+
+
+def conv2d_ref(x, w, padding, bias=None):
+    """y = conv2d(x, w, padding) (+ bias) by Winograd F(2x2, 3x3), all in NumPy."""
+    n, _, h, wd = x.shape
+    out = (h + 2 * padding[0] - 2, wd + 2 * padding[1] - 2)
+    m = filter_transform_ref(w) @ input_transform_ref(x, padding, _tiles(*out))
+    y = output_transform_ref(m, n, out)
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+def conv2d_data_grad_ref(dy, w, in_size, padding):
+    """dx of conv2d_ref: the adjoint of each stage, in reverse order."""
+    q = filter_transform_ref(w).transpose(0, 2, 1) @ output_transform_adjoint_ref(dy)
+    return input_transform_adjoint_ref(q, dy.shape[0], in_size, padding)
+
+
+def conv2d_weight_grad_ref(x, dy, padding):
+    """dw (O, C, 3, 3) of conv2d_ref: G^T (sum_p Z V^T) G."""
+    z = output_transform_adjoint_ref(dy)
+    v = input_transform_ref(x, padding, _tiles(*dy.shape[2:]))
+    s = (z @ v.transpose(0, 2, 1)).reshape(4, 4, dy.shape[1], x.shape[1])
+    g = G.astype(x.dtype)
+    return np.einsum("ai,aboc,bj->ocij", g, s, g)
+
+
+def error_bound(x, w, padding):
+    """Elementwise bound on |y_float32 - y| (module docstring): gamma_{C+13} * T, float64."""
+    n, c, h, wd = x.shape
+    out = (h + 2 * padding[0] - 2, wd + 2 * padding[1] - 2)
+    ax, aw = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
+    u = np.einsum("ai,ocij,bj->aboc", np.abs(G), aw, np.abs(G)).reshape(16, *w.shape[:2])
+    d = input_tiles_ref(ax, padding, _tiles(*out))
+    v = np.einsum("ai,nctsij,bj->abcnts", np.abs(BT), d, np.abs(BT)).reshape(16, c, -1)
+    m = u @ v
+    at = np.abs(AT)
+    th, tw = _tiles(*out)
+    t = np.einsum("ia,abonts,jb->notisj", at, m.reshape(4, 4, -1, n, th, tw), at)
+    t = t.reshape(n, -1, 2 * th, 2 * tw)[:, :, : out[0], : out[1]]
+    k = (c + 13) * 2.0**-24
+    return k / (1 - k) * t
+
+
+# ------------------------------------------------------------------------------------------------
+# Numba kernels: the transforms, one row of tiles of one image per prange iteration
+# ------------------------------------------------------------------------------------------------
+# Transformed tiles live in buffers of 16 slices, slice k holding the (tiles, channels) matrix
+# of product k: element [k, p, c] at k * stride + p * channels + c, with the chunk's tiles
+# p = (b * TR + r) * tw + tx (image b of the chunk, tile row ty0 + r, tile column tx). Tiles as
+# rows, channels as columns: the products (tiles, C) @ (C, O) ran 1.6-2x faster in OpenBLAS
+# here than (O, C) @ (C, tiles), and every transform writes or reads channels contiguously.
+
+
+@njit(cache=True)
+def _padded_row(x, base, iy, h, w, pw, row):
+    """row[k] = x[iy, k - pw] (0 outside the image), for k < len(row)."""
+    n_cols = row.shape[0]
+    if iy < 0 or iy >= h:
+        row[:] = 0
+        return
+    lo = min(pw, n_cols)
+    hi = max(lo, min(n_cols, w + pw))
+    row[:lo] = 0
+    src = base + iy * w - pw
+    for k in range(lo, hi):
+        row[k] = x[src + k]
+    row[hi:] = 0
+
+
+@njit(parallel=True, cache=True)
+def _input_transform(x, v, tiles, n0, ty0, ph, pw):
+    """x (N, C, H, W) -> v[k, c, p] = (B^T d B)[k // 4, k % 4] for every tile p of the chunk
+    (channel-major: one (image, channel) plane per iteration, tiles contiguous)."""
+    _, C, H, W = x.shape
+    B, TR, tw = tiles
+    xf, vf = x.reshape(-1), v.reshape(-1)
+    stride = v.shape[1]
+    for job in prange(C * B):
+        c, b = job // B, job % B
+        base = ((n0 + b) * C + c) * H * W
+        rows = np.empty((4, 2 * tw + 2), x.dtype)
+        r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
+        for r in range(TR):
+            for i in range(4):
+                _padded_row(xf, base, 2 * (ty0 + r) - ph + i, H, W, pw, rows[i])
+            out = c * B * TR * tw + (b * TR + r) * tw
+            for tx in range(tw):
+                j = 2 * tx
+                p = out + tx
+                # rows first: t_ik = (d B)[i, k]; then columns: V = B^T t
+                t00 = r0[j] - r0[j + 2]
+                t01 = r0[j + 1] + r0[j + 2]
+                t02 = r0[j + 2] - r0[j + 1]
+                t03 = r0[j + 1] - r0[j + 3]
+                t10 = r1[j] - r1[j + 2]
+                t11 = r1[j + 1] + r1[j + 2]
+                t12 = r1[j + 2] - r1[j + 1]
+                t13 = r1[j + 1] - r1[j + 3]
+                t20 = r2[j] - r2[j + 2]
+                t21 = r2[j + 1] + r2[j + 2]
+                t22 = r2[j + 2] - r2[j + 1]
+                t23 = r2[j + 1] - r2[j + 3]
+                t30 = r3[j] - r3[j + 2]
+                t31 = r3[j + 1] + r3[j + 2]
+                t32 = r3[j + 2] - r3[j + 1]
+                t33 = r3[j + 1] - r3[j + 3]
+                vf[p] = t00 - t20
+                vf[1 * stride + p] = t01 - t21
+                vf[2 * stride + p] = t02 - t22
+                vf[3 * stride + p] = t03 - t23
+                vf[4 * stride + p] = t10 + t20
+                vf[5 * stride + p] = t11 + t21
+                vf[6 * stride + p] = t12 + t22
+                vf[7 * stride + p] = t13 + t23
+                vf[8 * stride + p] = t20 - t10
+                vf[9 * stride + p] = t21 - t11
+                vf[10 * stride + p] = t22 - t12
+                vf[11 * stride + p] = t23 - t13
+                vf[12 * stride + p] = t10 - t30
+                vf[13 * stride + p] = t11 - t31
+                vf[14 * stride + p] = t12 - t32
+                vf[15 * stride + p] = t13 - t33
+
+
+@njit(parallel=True, cache=True)
+def _output_transform(m, tiles, y, bias, n0, ty0):
+    """m[k, p, o] -> y (N, O, Ho, Wo): the 2x2 tiles A^T M A + bias (O,)."""
+    _, O, Ho, Wo = y.shape
+    B, TR, tw = tiles
+    mf, yf = m.reshape(-1), y.reshape(-1)
+    stride = m.shape[1]
+    for job in prange(B * TR):
+        b, r = job // TR, job % TR
+        oy = 2 * (ty0 + r)
+        second_row = oy + 1 < Ho
+        for tx in range(tw):
+            ox = 2 * tx
+            right = ox + 1 < Wo
+            src = (job * tw + tx) * O
+            for o in range(O):
+                p = src + o
+                m00 = mf[p]
+                m10 = mf[4 * stride + p]
+                m20 = mf[8 * stride + p]
+                m30 = mf[12 * stride + p]
+                m01 = mf[1 * stride + p]
+                m11 = mf[5 * stride + p]
+                m21 = mf[9 * stride + p]
+                m31 = mf[13 * stride + p]
+                m02 = mf[2 * stride + p]
+                m12 = mf[6 * stride + p]
+                m22 = mf[10 * stride + p]
+                m32 = mf[14 * stride + p]
+                m03 = mf[3 * stride + p]
+                m13 = mf[7 * stride + p]
+                m23 = mf[11 * stride + p]
+                m33 = mf[15 * stride + p]
+                # s = A^T M (rows), then y = s A (columns)
+                s00 = m00 + m10 + m20
+                s10 = m10 - m20 - m30
+                s01 = m01 + m11 + m21
+                s11 = m11 - m21 - m31
+                s02 = m02 + m12 + m22
+                s12 = m12 - m22 - m32
+                s03 = m03 + m13 + m23
+                s13 = m13 - m23 - m33
+                row0 = (((n0 + b) * O + o) * Ho + oy) * Wo + ox
+                add = bias[o]
+                yf[row0] = s00 + s01 + s02 + add
+                if right:
+                    yf[row0 + 1] = s01 - s02 - s03 + add
+                if second_row:
+                    yf[row0 + Wo] = s10 + s11 + s12 + add
+                    if right:
+                        yf[row0 + Wo + 1] = s11 - s12 - s13 + add
+
+
+@njit(parallel=True, cache=True)
+def _output_transform_adjoint(dy, z, tiles, n0, ty0):
+    """dy (N, O, Ho, Wo) -> z[k, o, p] = (A dY A^T)[k // 4, k % 4] (dY read as 0 beyond the
+    output; channel-major, as ``_input_transform``)."""
+    _, O, Ho, Wo = dy.shape
+    B, TR, tw = tiles
+    df, zf = dy.reshape(-1), z.reshape(-1)
+    stride = z.shape[1]
+    zero = np.zeros(1, dy.dtype)[0]
+    for job in prange(O * B):
+        o, b = job // B, job % B
+        for r in range(TR):
+            oy = 2 * (ty0 + r)
+            second_row = oy + 1 < Ho
+            row0 = (((n0 + b) * O + o) * Ho + oy) * Wo
+            out = o * B * TR * tw + (b * TR + r) * tw
+            for tx in range(tw):
+                ox = 2 * tx
+                right = ox + 1 < Wo
+                a00 = df[row0 + ox]
+                a01 = df[row0 + ox + 1] if right else zero
+                a10 = df[row0 + Wo + ox] if second_row else zero
+                a11 = df[row0 + Wo + ox + 1] if second_row and right else zero
+                # columns first: u_ij = (A a)[i, j] for the two columns j
+                u00, u01 = a00, a01
+                u10, u11 = a00 + a10, a01 + a11
+                u20, u21 = a00 - a10, a01 - a11
+                u30, u31 = -a10, -a11
+                p = out + tx
+                zf[p] = u00
+                zf[1 * stride + p] = u00 + u01
+                zf[2 * stride + p] = u00 - u01
+                zf[3 * stride + p] = -u01
+                zf[4 * stride + p] = u10
+                zf[5 * stride + p] = u10 + u11
+                zf[6 * stride + p] = u10 - u11
+                zf[7 * stride + p] = -u11
+                zf[8 * stride + p] = u20
+                zf[9 * stride + p] = u20 + u21
+                zf[10 * stride + p] = u20 - u21
+                zf[11 * stride + p] = -u21
+                zf[12 * stride + p] = u30
+                zf[13 * stride + p] = u30 + u31
+                zf[14 * stride + p] = u30 - u31
+                zf[15 * stride + p] = -u31
+
+
+@njit(parallel=True, cache=True)
+def _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity):
+    """q[k, p, c] -> dx (N, C, H, W) += B Q B^T on each 4x4 tile (padding dropped), for the
+    tile rows r of the chunk with r % 2 == parity. Tile rows two apart do not overlap, so the
+    iterations never write the same pixel; the driver runs parity 0, then 1."""
+    _, C, H, W = dx.shape
+    B, TR, tw = tiles
+    qf, xf = q.reshape(-1), dx.reshape(-1)
+    stride = q.shape[1]
+    wp = 2 * tw + 2
+    half = (TR - parity + 1) // 2
+    for job in prange(B * half):
+        b, r = job // half, 2 * (job % half) + parity
+        plane = np.zeros((C, 4, wp), dx.dtype)  # the tile row's 4 padded rows, all channels
+        for tx in range(tw):
+            j = 2 * tx
+            src = ((b * TR + r) * tw + tx) * C
+            for c in range(C):
+                p = src + c
+                q00 = qf[p]
+                q01 = qf[1 * stride + p]
+                q02 = qf[2 * stride + p]
+                q03 = qf[3 * stride + p]
+                q04 = qf[4 * stride + p]
+                q05 = qf[5 * stride + p]
+                q06 = qf[6 * stride + p]
+                q07 = qf[7 * stride + p]
+                q08 = qf[8 * stride + p]
+                q09 = qf[9 * stride + p]
+                q10 = qf[10 * stride + p]
+                q11 = qf[11 * stride + p]
+                q12 = qf[12 * stride + p]
+                q13 = qf[13 * stride + p]
+                q14 = qf[14 * stride + p]
+                q15 = qf[15 * stride + p]
+                # rows: e_ik = (B Q)[i, k]; then columns, (B Q) B^T, added onto the tile
+                e00 = q00
+                e10 = q04 - q08 + q12
+                e20 = q04 + q08 - q00
+                e30 = -q12
+                e01 = q01
+                e11 = q05 - q09 + q13
+                e21 = q05 + q09 - q01
+                e31 = -q13
+                e02 = q02
+                e12 = q06 - q10 + q14
+                e22 = q06 + q10 - q02
+                e32 = -q14
+                e03 = q03
+                e13 = q07 - q11 + q15
+                e23 = q07 + q11 - q03
+                e33 = -q15
+                row = plane[c, 0]
+                row[j] += e00
+                row[j + 1] += e01 - e02 + e03
+                row[j + 2] += e01 + e02 - e00
+                row[j + 3] -= e03
+                row = plane[c, 1]
+                row[j] += e10
+                row[j + 1] += e11 - e12 + e13
+                row[j + 2] += e11 + e12 - e10
+                row[j + 3] -= e13
+                row = plane[c, 2]
+                row[j] += e20
+                row[j + 1] += e21 - e22 + e23
+                row[j + 2] += e21 + e22 - e20
+                row[j + 3] -= e23
+                row = plane[c, 3]
+                row[j] += e30
+                row[j + 1] += e31 - e32 + e33
+                row[j + 2] += e31 + e32 - e30
+                row[j + 3] -= e33
+        for c in range(C):
+            base = ((n0 + b) * C + c) * H * W
+            for i in range(4):
+                iy = 2 * (ty0 + r) - ph + i
+                if iy < 0 or iy >= H:
+                    continue
+                lo = min(pw, wp)
+                hi = max(lo, min(wp, W + pw))
+                dst = base + iy * W - pw
+                for k in range(lo, hi):
+                    xf[dst + k] += plane[c, i, k]
+
+
+# ------------------------------------------------------------------------------------------------
+# Drivers: chunks of tiles, the 16 products through BLAS
+# ------------------------------------------------------------------------------------------------
+
+
+def _chunks(n, th, tw, tile_bytes):
+    """Chunks (n0, B, ty0, TR): B whole images when their tiles fit BUDGET_BYTES, else bands of
+    TR tile rows of one image."""
+    image = th * tw * tile_bytes
+    if image <= BUDGET_BYTES:
+        step = max(1, min(n, BUDGET_BYTES // image))
+        step = math.ceil(n / math.ceil(n / step))  # equal chunks
+        return [(n0, min(step, n - n0), 0, th) for n0 in range(0, n, step)]
+    band = max(1, BUDGET_BYTES // (tw * tile_bytes))
+    band = math.ceil(th / math.ceil(th / band))
+    return [(n0, 1, ty0, min(band, th - ty0)) for n0 in range(n) for ty0 in range(0, th, band)]
+
+
+class _Buffers:
+    """Two tile buffers in the thread's kept scratch memory (ops/conv.py), each 16 slices of
+    (rows, B*TR*tw) tiles. The slices are spaced by a whole chunk plus one cache line: spaced by
+    a power of two (2 MB for a 128x128 image of 64 channels) the 16 streams that every transform
+    reads or writes at once fall into the same cache sets, which made the transforms 3x slower."""
+
+    def __init__(self, chunks, tw, rows_a, rows_b, dtype):
+        from minisegnet.ops import conv
+
+        self.tw, self.dtype = tw, np.dtype(dtype)
+        tiles = max(B * TR for _, B, _, TR in chunks) * tw
+        pad = 64 // self.dtype.itemsize
+        self.slice_a, self.slice_b = rows_a * tiles + pad, rows_b * tiles + pad
+        memory = conv.scratch_memory(16 * (self.slice_a + self.slice_b) * self.dtype.itemsize)
+        self.flat = memory.view(self.dtype)
+
+    def get(self, B, TR):
+        """The two buffers, (16, slice) each, for a chunk of B images and TR tile rows."""
+        a = self.flat[: 16 * self.slice_a].reshape(16, self.slice_a)
+        b = self.flat[16 * self.slice_a : 16 * (self.slice_a + self.slice_b)]
+        return a, b.reshape(16, self.slice_b)
+
+
+def _gemm_view(buffer, rows, cols):
+    """The (16, rows, cols) operand inside a (16, slice) buffer (each slice contiguous)."""
+    return buffer[:, : rows * cols].reshape(16, rows, cols)
+
+
+def _products(a, b, out):
+    """out[k] = a[k] @ b[k] for the 16 slices, one BLAS call each (np.matmul on the strided
+    (16, ...) stack itself falls back to NumPy's own loops: 50x slower)."""
+    for k in range(16):
+        np.matmul(a[k], b[k], out=out[k])
+
+
+def _filter_transform(w):
+    return filter_transform_ref(w)  # (16, O, C): small, once per call; NumPy is fast enough
+
+
+def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1)):
+    """y (N, O, Ho, Wo) of a 3x3, stride-1 convolution with zero padding ``padding`` = (ph, pw)
+    (dilation (d, d): on the sub-grids, ops/conv_winograd_dilated.py)."""
+    if tuple(dilation) != (1, 1):
+        from minisegnet.ops import conv_winograd_dilated
+
+        return conv_winograd_dilated.conv2d_forward(x, w, padding, dilation, bias)
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    N, C, H, W = x.shape
+    O = w.shape[0]
+    ph, pw = padding
+    Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
+    th, tw = _tiles(Ho, Wo)
+    ut = np.ascontiguousarray(_filter_transform(w).transpose(0, 2, 1))  # (16, C, O)
+    y = np.empty((N, O, Ho, Wo), x.dtype)
+    chunks = _chunks(N, th, tw, 16 * (C + O) * x.itemsize)
+    buffers = _Buffers(chunks, tw, C, O, x.dtype)
+    b = np.zeros(O, x.dtype) if bias is None else np.ascontiguousarray(bias)
+    for n0, B, ty0, TR in chunks:
+        v, m = buffers.get(B, TR)
+        tiles = (B, TR, tw)
+        _input_transform(x, v, tiles, n0, ty0, ph, pw)
+        P = B * TR * tw
+        _products(
+            _gemm_view(v, C, P).transpose(0, 2, 1), ut, _gemm_view(m, P, O)
+        )  # (P, C) @ (C, O)
+        _output_transform(m, tiles, y, b, n0, ty0)
+    return y
+
+
+def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1)):
+    """dx (N, C, H, W) of ``conv2d_forward`` from dy (N, O, Ho, Wo)."""
+    if tuple(dilation) != (1, 1):
+        from minisegnet.ops import conv_winograd_dilated
+
+        return conv_winograd_dilated.conv2d_data_grad(dy, w, in_size, padding, dilation)
+    dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
+    N, O, Ho, Wo = dy.shape
+    C = w.shape[1]
+    th, tw = _tiles(Ho, Wo)
+    u = _filter_transform(w)  # (16, O, C)
+    dx = np.zeros((N, C) + tuple(in_size), dy.dtype)
+    chunks = _chunks(N, th, tw, 16 * (C + O) * dy.itemsize)
+    buffers = _Buffers(chunks, tw, O, C, dy.dtype)
+    for n0, B, ty0, TR in chunks:
+        z, q = buffers.get(B, TR)
+        tiles = (B, TR, tw)
+        _output_transform_adjoint(dy, z, tiles, n0, ty0)
+        P = B * TR * tw
+        _products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(q, P, C))  # (P, O) @ (O, C)
+        for parity in (0, 1):
+            _input_transform_adjoint(q, tiles, dx, n0, ty0, *padding, parity)
+    return dx
+
+
+def conv2d_weight_grad(x, dy, padding, dilation=(1, 1)):
+    """dw (O, C, 3, 3) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
+    if tuple(dilation) != (1, 1):
+        from minisegnet.ops import conv_winograd_dilated
+
+        return conv_winograd_dilated.conv2d_weight_grad(x, dy, padding, dilation)
+    x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
+    N, C = x.shape[:2]
+    O, Ho, Wo = dy.shape[1:]
+    th, tw = _tiles(Ho, Wo)
+    chunks = _chunks(N, th, tw, 16 * (C + O) * x.itemsize)
+    buffers = _Buffers(chunks, tw, C, O, x.dtype)
+    # Accumulated transposed, S^T = sum V @ Z^T (16, C, O), as ops/conv.py does for its dw.
+    s_t = np.zeros((16, C, O), x.dtype)
+    part = np.empty_like(s_t)
+    for n0, B, ty0, TR in chunks:
+        v, z = buffers.get(B, TR)
+        tiles = (B, TR, tw)
+        _input_transform(x, v, tiles, n0, ty0, *padding)
+        _output_transform_adjoint(dy, z, tiles, n0, ty0)
+        P = B * TR * tw
+        _products(
+            _gemm_view(v, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part
+        )  # (C, P) @ (P, O)
+        s_t += part
+    g = G.astype(x.dtype)
+    return np.einsum("ai,abco,bj->ocij", g, s_t.reshape(4, 4, C, O), g)

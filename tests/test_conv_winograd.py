@@ -1,0 +1,216 @@
+"""Winograd F(2x2, 3x3) (ops/conv_winograd.py): each NumPy transform against its definition, the
+reference and the Numba path against the direct convolution (float64 to 1e-10; float32 within
+the stated error bound), the gradients by finite differences, and the dispatch of ops/conv.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minisegnet as ms
+import minisegnet.functional as F
+from minisegnet.gradcheck import gradcheck
+from minisegnet.ops import conv
+from minisegnet.ops import conv_winograd as cw
+
+
+def direct(x, w, padding, bias=None):
+    return conv._gemm_by_images(x, w, (1, 1), padding, (1, 1), 1, bias)
+
+
+def direct_data_grad(dy, w, in_size, padding):
+    return conv._data_grad_by_images(dy, w, in_size, (1, 1), padding, (1, 1), 1)
+
+
+def direct_weight_grad(x, dy, padding):
+    return conv._weight_grad_by_images(x, dy, (3, 3), (1, 1), padding, (1, 1), 1)
+
+
+def test_transform_matrices_give_the_1d_minimal_filter():
+    # F(2, 3): y = A^T [(G g) * (B^T d)] is the 2-output, 3-tap correlation of a 4-input d.
+    rng = np.random.default_rng(0)
+    d, g = rng.normal(size=4), rng.normal(size=3)
+    y = cw.AT @ ((cw.G @ g) * (cw.BT @ d))
+    np.testing.assert_allclose(y, [d[0:3] @ g, d[1:4] @ g], rtol=1e-14)
+
+
+def test_each_transform_matches_its_definition():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(2, 3, 3, 3))
+    u = cw.filter_transform_ref(w)
+    np.testing.assert_allclose(u.reshape(4, 4, 2, 3)[..., 1, 2], cw.G @ w[1, 2] @ cw.G.T)
+    x = rng.normal(size=(1, 2, 5, 6))
+    v = cw.input_transform_ref(x, (1, 1), (3, 3))  # padded 7x8: tiles at rows 0, 2, 4
+    xp = np.zeros((1, 2, 8, 8))
+    xp[:, :, 1:6, 1:7] = x
+    tile = xp[0, 1, 2:6, 4:8]  # tile (1, 2) of channel 1
+    np.testing.assert_allclose(v.reshape(4, 4, 2, 3, 3)[:, :, 1, 1, 2], cw.BT @ tile @ cw.BT.T)
+
+
+@st.composite
+def problems(draw):
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    h = draw(st.integers(max(1, 3 - 2 * ph), 13))
+    w = draw(st.integers(max(1, 3 - 2 * pw), 13))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x, wt = rng.normal(size=(n, c, h, w)), rng.normal(size=(o, c, 3, 3))
+    bias = rng.normal(size=o) if draw(st.booleans()) else None
+    dy = rng.normal(size=(n, o, h + 2 * ph - 2, w + 2 * pw - 2))
+    return x, wt, bias, (ph, pw), dy
+
+
+@settings(max_examples=40, deadline=None)
+@given(problem=problems())
+def test_reference_and_kernels_equal_direct_convolution_in_float64(problem):
+    x, w, bias, padding, dy = problem
+    size = x.shape[2:]
+    want = direct(x, w, padding, bias), direct_data_grad(dy, w, size, padding)
+    want += (direct_weight_grad(x, dy, padding),)
+    for name, got in (
+        ("reference", (
+            cw.conv2d_ref(x, w, padding, bias), cw.conv2d_data_grad_ref(dy, w, size, padding),
+            cw.conv2d_weight_grad_ref(x, dy, padding),
+        )),
+        ("numba", (
+            cw.conv2d_forward(x, w, padding, bias), cw.conv2d_data_grad(dy, w, size, padding),
+            cw.conv2d_weight_grad(x, dy, padding),
+        )),
+    ):  # fmt: skip
+        for what, a, b in zip(("y", "dx", "dw"), got, want):
+            assert a.shape == b.shape and a.dtype == np.float64, (name, what)
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=f"{name} {what}")
+
+
+@settings(max_examples=25, deadline=None)
+@given(problem=problems())
+def test_float32_error_stays_within_the_stated_bound(problem):
+    x, w, bias, padding, _ = problem
+    exact = direct(x, w, padding)
+    got = cw.conv2d_forward(x.astype(np.float32), w.astype(np.float32), padding)
+    assert got.dtype == np.float32
+    # the bound is for the float32 inputs' exact product: compare with those inputs in float64
+    exact = direct(x.astype(np.float32).astype(np.float64), w.astype(np.float32), padding)
+    bound = cw.error_bound(x.astype(np.float32), w.astype(np.float32), padding)
+    assert np.all(np.abs(got - exact) <= bound), float(np.max(np.abs(got - exact) - bound))
+
+
+def test_bound_is_not_vacuous_and_float32_error_is_small():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 64, 20, 20)).astype(np.float32)
+    w = (rng.normal(size=(64, 64, 3, 3)) / 24).astype(np.float32)
+    exact = direct(x.astype(np.float64), w.astype(np.float64), (1, 1))
+    err = np.abs(cw.conv2d_forward(x, w, (1, 1)) - exact)
+    bound = cw.error_bound(x, w, (1, 1))
+    assert np.all(err <= bound)
+    assert bound.max() < 1e-3 * np.abs(exact).max()  # a useful bound, not a huge one
+    assert err.max() < 1e-5 * np.abs(exact).max()
+
+
+def test_chunking_by_bands_changes_nothing(monkeypatch):
+    rng = np.random.default_rng(3)
+    x, w = rng.normal(size=(2, 3, 11, 9)), rng.normal(size=(4, 3, 3, 3))
+    dy = rng.normal(size=(2, 4, 11, 9))
+    whole = (cw.conv2d_forward(x, w, (1, 1)), cw.conv2d_data_grad(dy, w, (11, 9), (1, 1)))
+    whole += (cw.conv2d_weight_grad(x, dy, (1, 1)),)
+    monkeypatch.setattr(cw, "BUDGET_BYTES", 1)  # one tile row per chunk
+    assert len(cw._chunks(2, 6, 5, 16 * 7 * 8)) == 12
+    banded = (cw.conv2d_forward(x, w, (1, 1)), cw.conv2d_data_grad(dy, w, (11, 9), (1, 1)))
+    banded += (cw.conv2d_weight_grad(x, dy, (1, 1)),)
+    for a, b in zip(whole, banded):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_gradients_through_conv2d_by_finite_differences():
+    rng = np.random.default_rng(4)
+    x = ms.tensor(rng.normal(size=(2, 3, 5, 6)), requires_grad=True, dtype=np.float64)
+    w = ms.tensor(rng.normal(size=(4, 3, 3, 3)), requires_grad=True, dtype=np.float64)
+    b = ms.tensor(rng.normal(size=4), requires_grad=True, dtype=np.float64)
+    with ms.backend.use("numba"), cw.winograd(True, min_channels=1):
+        gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=1), [x, w, b])
+
+
+@pytest.mark.parametrize(
+    "geometry, taken",
+    [
+        (dict(stride=1, padding=1), True),
+        (dict(stride=2, padding=1), False),
+        (dict(stride=1, padding=2, dilation=2), True),
+        (dict(stride=1, padding=2, dilation=(2, 1)), False),
+        (dict(stride=1, padding=1, groups=2), False),
+    ],
+)
+def test_conv2d_dispatch_and_fallback(monkeypatch, geometry, taken):
+    """The numba backend takes Winograd for stride-1, undilated, ungrouped 3x3 convolutions
+    and falls back to ops/conv.py's path otherwise, with the same results either way."""
+    calls = []
+    real = cw.conv2d_forward
+    monkeypatch.setattr(cw, "conv2d_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rng = np.random.default_rng(5)
+    groups = geometry.get("groups", 1)
+    x = rng.normal(size=(2, 4, 9, 8)).astype(np.float32)
+    w = rng.normal(size=(6, 4 // groups, 3, 3)).astype(np.float32)
+    with ms.backend.use("numba"), cw.winograd(True, min_channels=1, dilated=True):
+        y = F.conv2d(ms.tensor(x), ms.tensor(w), **geometry)
+    assert bool(calls) == taken
+    with ms.backend.use("numpy"):
+        y_ref = F.conv2d(ms.tensor(x), ms.tensor(w), **geometry)
+    np.testing.assert_allclose(y.data, y_ref.data, rtol=1e-4, atol=1e-4)
+
+
+@st.composite
+def dilated_problems(draw):
+    d = draw(st.integers(2, 4))
+    n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    ph, pw = draw(st.integers(0, 2 * d + 1)), draw(st.integers(0, 2 * d + 1))
+    h = draw(st.integers(max(1, 2 * d + 1 - 2 * ph), 15))
+    w = draw(st.integers(max(1, 2 * d + 1 - 2 * pw), 15))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x, wt = rng.normal(size=(n, c, h, w)), rng.normal(size=(o, c, 3, 3))
+    bias = rng.normal(size=o) if draw(st.booleans()) else None
+    dy = rng.normal(size=(n, o, h + 2 * ph - 2 * d, w + 2 * pw - 2 * d))
+    return x, wt, bias, (ph, pw), d, dy
+
+
+@settings(max_examples=30, deadline=None)
+@given(problem=dilated_problems())
+def test_dilated_subgrids_equal_direct_dilated_convolution(problem):
+    x, w, bias, padding, d, dy = problem
+    geometry = ((1, 1), padding, (d, d), 1)
+    size = x.shape[2:]
+    pairs = [
+        (cw.conv2d_forward(x, w, padding, bias, (d, d)),
+         conv._gemm_by_images(x, w, *geometry, bias)),
+        (cw.conv2d_data_grad(dy, w, size, padding, (d, d)),
+         conv._data_grad_by_images(dy, w, size, *geometry)),
+        (cw.conv2d_weight_grad(x, dy, padding, (d, d)),
+         conv._weight_grad_by_images(x, dy, (3, 3), *geometry)),
+    ]  # fmt: skip
+    for what, (got, want) in zip(("y", "dx", "dw"), pairs):
+        assert got.shape == want.shape, what
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=what)
+
+
+def test_space_to_batch_round_trip():
+    from minisegnet.ops import conv_winograd_dilated as cwd
+
+    a = np.arange(2 * 3 * 6 * 9).reshape(2, 3, 6, 9)
+    s = cwd.space_to_batch(a, 3)
+    assert s.shape == (18, 3, 2, 3)
+    np.testing.assert_array_equal(s[(1 * 3 + 2) * 2, :, 1, 0], a[0, :, 1 * 3 + 1, 0 * 3 + 2])
+    np.testing.assert_array_equal(cwd.batch_to_space(s, 3, 2), a)
+
+
+def test_few_channels_keep_the_direct_path():
+    assert not cw.applies(3, 64, (3, 3), (1, 1), (1, 1), 1)
+    assert cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1)
+    assert not cw.applies(64, 64, (7, 7), (1, 1), (1, 1), 1)
+    with cw.winograd(True, dilated=True):
+        assert cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1)
+        assert not cw.applies(64, 64, (3, 3), (1, 1), (2, 1), 1)
+    with cw.winograd(True, dilated=False):
+        assert not cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1)
+    with cw.winograd(False):
+        assert not cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1)
