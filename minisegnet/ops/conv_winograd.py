@@ -54,17 +54,22 @@ error itself is no worse than the direct path's: 64->64 channels on 2x64x32x32 N
 max error 2.8e-7 of max |y| against 4.8e-7 for the im2col float32 convolution (whose channel
 sums have 576 terms, not 64); benchmarks/results/fast_paths.md states it per benchmarked case.
 
-Speed. Measured on the 2-core machine while other jobs kept it loaded (load average 3-6, so
-every number is noisy), float32, minimum of 7 interleaved runs in one process, ms; im2col/
-row-shift path -> Winograd, forward / data gradient / weight gradient:
-    3x3 64->64 on 8x64x128x128:   329 -> 256 / 175 -> 168 / 222 -> 233
-    3x3 16->16 on 8x16x40x40:     2.5 -> 1.9 / 1.7 -> 1.7 / 2.1 -> 1.9
-    3x3 32->32 on 8x32x64x64:     24.6 -> 31.1 / 28.0 -> 26.7 / 27.6 -> 41.2
-and, on a quieter moment (load ~1), the parts for one 128x128 image of 64 channels: input
-transform 2 ms, the 16 products 3.6 ms (about 130 GFLOP/s: the products have only C = 64 terms,
-where the direct GEMM's 576 run at 190), output transform 2.2 ms, against 11 ms for the direct
-path. The gain is in the products (2.25x fewer multiplications) and is eaten partly by the
-transforms, which move 4x the input's bytes. With few channels (3->64, the first layer) the
+Speed. All measured on the 2-core machine while other jobs kept it loaded (load average 4-12,
+so every number is noisy), float32. Forward + both gradients of 3x3 64->64 on 8x64x128x128,
+interleaved runs in one process, min / median of 4, ms:
+    im2col/row-shift path                         3291 / 4166    (load 11-12)
+    Winograd, 16 products each on 2 BLAS threads  12665 / 16253
+    the same, 128 MB chunks (fewer products)      4795 / 7524
+    im2col/row-shift path                         1365 / 1436    (load ~10, a later run)
+    Winograd, products shared by 2 Python threads 1410 / 1521    (single-threaded BLAS each)
+On a loaded machine every thread barrier waits for a descheduled thread, and Winograd has 16
+products (16 barriers) per chunk: sharing them among threads with one join per chunk is what
+made it usable here (``_products``). On a quiet moment (load ~1), the parts for one 128x128
+image of 64 channels: input transform 2 ms, the 16 products 3.6 ms (the products have only
+C = 64 terms, where the direct GEMM's 576 run faster per FLOP), output transform 2.2 ms,
+against 11 ms for the direct path. The gain is in the products (2.25x fewer multiplications)
+and is eaten partly by the transforms, which move 4x the input's bytes. With few channels
+(3->64, the first layer) the
 transforms dominate, so the path starts at ``MIN_CHANNELS``. Rerun: benchmarks/bench_fast_paths.py.
 """
 
@@ -85,6 +90,9 @@ ENABLED = True
 
 MIN_CHANNELS = 16
 """Smallest input and output channel count that takes the path (measured: module docstring)."""
+
+PRODUCT_THREADS = True
+"""Share the 16 products among Python threads with single-threaded BLAS (see ``_products``)."""
 
 BUDGET_BYTES = 32 * 2**20
 """Transformed tiles of one chunk (two (16, channels, tiles) buffers) stay under this."""
@@ -555,10 +563,59 @@ def _gemm_view(buffer, rows, cols):
 
 
 def _products(a, b, out):
-    """out[k] = a[k] @ b[k] for the 16 slices, one BLAS call each (np.matmul on the strided
-    (16, ...) stack itself falls back to NumPy's own loops: 50x slower)."""
-    for k in range(16):
-        np.matmul(a[k], b[k], out=out[k])
+    """out[k] = a[k] @ b[k] for the 16 slices (np.matmul on the strided (16, ...) stack itself
+    falls back to NumPy's own loops: 50x slower). With several BLAS threads, the 16 products
+    are shared among as many Python threads, each running single-threaded BLAS: one join per
+    chunk instead of a thread barrier inside every product, which on a loaded machine (each
+    barrier waits for a descheduled thread) made the products 3x slower."""
+    pool, workers = _product_pool()
+    if pool is None:
+        for k in range(16):
+            np.matmul(a[k], b[k], out=out[k])
+        return
+
+    def run(ks):
+        for k in ks:
+            np.matmul(a[k], b[k], out=out[k])
+
+    for job in [pool.submit(run, range(i, 16, workers)) for i in range(workers)]:
+        job.result()
+
+
+_pool = None
+
+
+def _openblas():
+    """NumPy's OpenBLAS (ctypes), or None if it is not found or lacks per-thread settings."""
+    import ctypes
+    import glob
+    import os
+
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in glob.glob(os.path.join(libs, "*openblas*.so*")):
+        lib = ctypes.CDLL(path)
+        if hasattr(lib, "openblas_set_num_threads_local"):
+            return lib
+    return None
+
+
+def _product_pool():
+    """(thread pool, workers) for ``_products``, or (None, 1) when BLAS runs one thread (or
+    cannot be told to per thread)."""
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import numba
+
+        lib = _openblas() if PRODUCT_THREADS else None
+        workers = min(numba.get_num_threads(), 16) if lib is not None else 1
+        if workers > 1:
+            init = lambda: lib.openblas_set_num_threads_local(1)  # noqa: E731
+            _pool = (ThreadPoolExecutor(workers, initializer=init), workers)
+        else:
+            _pool = (None, 1)
+    return _pool
 
 
 def _filter_transform(w):
