@@ -81,6 +81,8 @@ from contextlib import contextmanager
 import numpy as np
 from numba import njit, prange
 
+from minisegnet.ops import blas_threads
+
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
@@ -90,9 +92,6 @@ ENABLED = True
 
 MIN_CHANNELS = 16
 """Smallest input and output channel count that takes the path (measured: module docstring)."""
-
-PRODUCT_THREADS = True
-"""Share the 16 products among Python threads with single-threaded BLAS (see ``_products``)."""
 
 BUDGET_BYTES = 32 * 2**20
 """Transformed tiles of one chunk (two (16, channels, tiles) buffers) stay under this."""
@@ -564,58 +563,16 @@ def _gemm_view(buffer, rows, cols):
 
 def _products(a, b, out):
     """out[k] = a[k] @ b[k] for the 16 slices (np.matmul on the strided (16, ...) stack itself
-    falls back to NumPy's own loops: 50x slower). With several BLAS threads, the 16 products
-    are shared among as many Python threads, each running single-threaded BLAS: one join per
-    chunk instead of a thread barrier inside every product, which on a loaded machine (each
-    barrier waits for a descheduled thread) made the products 3x slower."""
-    pool, workers = _product_pool()
-    if pool is None:
-        for k in range(16):
-            np.matmul(a[k], b[k], out=out[k])
-        return
+    falls back to NumPy's own loops: 50x slower). The 16 products are shared among Python
+    threads with single-threaded BLAS (ops/blas_threads.py): one join per chunk instead of a
+    thread barrier inside every product, which on a loaded machine (each barrier waits for a
+    descheduled thread) made them 3x slower."""
 
-    def run(ks):
-        for k in ks:
+    def share(i, workers):
+        for k in range(i, 16, workers):
             np.matmul(a[k], b[k], out=out[k])
 
-    for job in [pool.submit(run, range(i, 16, workers)) for i in range(workers)]:
-        job.result()
-
-
-_pool = None
-
-
-def _openblas():
-    """NumPy's OpenBLAS (ctypes), or None if it is not found or lacks per-thread settings."""
-    import ctypes
-    import glob
-    import os
-
-    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
-    for path in glob.glob(os.path.join(libs, "*openblas*.so*")):
-        lib = ctypes.CDLL(path)
-        if hasattr(lib, "openblas_set_num_threads_local"):
-            return lib
-    return None
-
-
-def _product_pool():
-    """(thread pool, workers) for ``_products``, or (None, 1) when BLAS runs one thread (or
-    cannot be told to per thread)."""
-    global _pool
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        import numba
-
-        lib = _openblas() if PRODUCT_THREADS else None
-        workers = min(numba.get_num_threads(), 16) if lib is not None else 1
-        if workers > 1:
-            init = lambda: lib.openblas_set_num_threads_local(1)  # noqa: E731
-            _pool = (ThreadPoolExecutor(workers, initializer=init), workers)
-        else:
-            _pool = (None, 1)
-    return _pool
+    blas_threads.run(share)
 
 
 def _filter_transform(w):
