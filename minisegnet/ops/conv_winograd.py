@@ -62,6 +62,8 @@ interleaved runs in one process, min / median of 4, ms:
     the same, 128 MB chunks (fewer products)      4795 / 7524
     im2col/row-shift path                         1365 / 1436    (load ~10, a later run)
     Winograd, products shared by 2 Python threads 1410 / 1521    (single-threaded BLAS each)
+    im2col/row-shift path                         1101 / 1262    (load 12-14, later still)
+    the same Winograd, 16 MB chunks               929 / 1052
 On a loaded machine every thread barrier waits for a descheduled thread, and Winograd has 16
 products (16 barriers) per chunk: sharing them among threads with one join per chunk is what
 made it usable here (``_products``). On a quiet moment (load ~1), the parts for one 128x128
@@ -93,8 +95,13 @@ ENABLED = True
 MIN_CHANNELS = 16
 """Smallest input and output channel count that takes the path (measured: module docstring)."""
 
-BUDGET_BYTES = 32 * 2**20
-"""Transformed tiles of one chunk (two (16, channels, tiles) buffers) stay under this."""
+BUDGET_BYTES = None
+"""Transformed tiles of one chunk (two (16, channels, tiles) buffers) stay under this many
+bytes; None: ops/conv.py's CHUNK_BYTES (16 MB, and ``conv.chunk_bytes``), the budget of its
+column buffers, so the path keeps the convolution's peak memory where it was. Measured (busy
+machine, load 12-14, forward + both gradients of 3x3 64->64 on 8x64x128x128, min / median of 4
+interleaved runs): 16 MB 929 / 1052 ms, 32 MB 964 / 1359 ms, the im2col/row-shift path
+1101 / 1262 ms. The products are shared among threads, so more, smaller chunks cost little."""
 
 
 @contextmanager
@@ -521,14 +528,17 @@ def _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity):
 
 
 def _chunks(n, th, tw, tile_bytes):
-    """Chunks (n0, B, ty0, TR): B whole images when their tiles fit BUDGET_BYTES, else bands of
+    """Chunks (n0, B, ty0, TR): B whole images when their tiles fit the budget, else bands of
     TR tile rows of one image."""
+    from minisegnet.ops import conv
+
+    budget = conv.CHUNK_BYTES if BUDGET_BYTES is None else BUDGET_BYTES
     image = th * tw * tile_bytes
-    if image <= BUDGET_BYTES:
-        step = max(1, min(n, BUDGET_BYTES // image))
+    if image <= budget:
+        step = max(1, min(n, budget // image))
         step = math.ceil(n / math.ceil(n / step))  # equal chunks
         return [(n0, min(step, n - n0), 0, th) for n0 in range(0, n, step)]
-    band = max(1, BUDGET_BYTES // (tw * tile_bytes))
+    band = max(1, budget // (tw * tile_bytes))
     band = math.ceil(th / math.ceil(th / band))
     return [(n0, 1, ty0, min(band, th - ty0)) for n0 in range(n) for ty0 in range(0, th, band)]
 
