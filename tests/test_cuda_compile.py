@@ -1,6 +1,6 @@
 """Every CUDA source compiles for real GPUs, with every template instantiation the launcher uses,
 without a GPU: NVRTC (the compiler CuPy uses, through ``cupy.cuda.nvrtc``) to SASS for sm_70,
-sm_80 and sm_90, and nvcc for the architectures it supports. NVRTC is stricter than g++ (no
+sm_75, sm_80 and sm_90, and nvcc for the architectures it supports. NVRTC is stricter than g++ (no
 standard headers, no INFINITY/FLT_MAX), so a kernel that only passes the emulator fails here.
 A test skips only when its compiler is missing, and says so."""
 
@@ -15,7 +15,7 @@ import pytest
 from minisegnet.cuda import gpu, source
 
 FILES = [p.name for p in source.kernel_files()]
-ARCHS = ["sm_70", "sm_80", "sm_90"]
+ARCHS = ["sm_70", "sm_75", "sm_80", "sm_90"]
 # NVRTC 12.x warns that sm_70 is deprecated; any other message fails the test.
 HARMLESS = re.compile(r"Architectures prior to .*_75' are deprecated.*")
 
@@ -49,6 +49,7 @@ def test_the_package_ships_every_kernel_file():
         "loss.cu",
         "elementwise.cu",
         "gemm.cu",
+        "implicit_gemm.cu",
     }
     for name in FILES:
         src = source.load(name)
