@@ -120,6 +120,7 @@ def test_conv_transpose2d_matches_the_reference(implicit, case, dtype):
 def test_the_switch_selects_the_kernel(monkeypatch):
     """On with cuda-emu: the implicit-GEMM kernels run and im2col does not; off: the reverse."""
     import minisegnet as ms
+    import minisegnet.functional as F
     from minisegnet.cuda import launch as launch_mod
 
     seen = []
@@ -138,7 +139,7 @@ def test_the_switch_selects_the_kernel(monkeypatch):
         with ms.backend.use("cuda-emu"), conv_op.cuda_implicit_gemm(implicit):
             tx = ms.tensor(x, requires_grad=True)
             tw = ms.tensor(w, requires_grad=True)
-            ms.functional.conv2d(tx, tw, padding=1).sum().backward()
+            F.conv2d(tx, tw, padding=1).sum().backward()
         assert any(wanted in k for k in seen) and not any(unwanted in k for k in seen), seen
 
 
