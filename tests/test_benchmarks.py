@@ -229,6 +229,9 @@ def test_gpu_check_rehearses_on_the_emulator(tmp_path):
         assert f"| {op} | " in text
     assert "| NO |" not in text and "failed" not in text
     assert "## The default job, one epoch" in text and "validation mIoU" in text
+    assert "launches per step" in text
+    step_rows = [line for line in text.splitlines() if line.startswith("| segnet_basic")]
+    assert step_rows and int(step_rows[0].rstrip(" |").rsplit("| ", 1)[1]) > 0  # launches
     assert gpu_check.main(argv + ["--ops", "no_such_op"]) == 2
 
 
