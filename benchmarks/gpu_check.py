@@ -16,6 +16,8 @@ On the device, beside PyTorch on the same GPU:
    SegNet-Basic (width 1) and SegNet (VGG16-BN) at 4x3x360x480, beside the PyTorch twins in
    ``torch_models.py``, with peak device memory;
 4. **the default job**: ``minisegnet train`` for one epoch on the backend;
+5. **issue 15's kernels** against their fallbacks and PyTorch (``gpu_kernels.py``, appended to
+   the same file; ``--skip kernels`` leaves it out);
 
 and writes ``benchmarks/results/gpu.md`` naming the device. With ``--backend cuda-emu`` the same
 script runs the CUDA C kernels in the CPU emulator beside PyTorch CPU (tiny shapes with
@@ -415,7 +417,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny shapes (a smoke run)")
     parser.add_argument("--out", default=str(HERE / "results" / "gpu.md"))
     parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["models", "job"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["models", "job", "kernels"])
     parser.add_argument("--ops", nargs="*", help="only these op cases (default: all)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -513,11 +515,18 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report(results))
     log(f"wrote {out} ({results['elapsed']:.0f} s)")
+    kernels_status = 0
+    if "kernels" not in args.skip:  # 5. issue 15's kernels against their fallbacks (appended)
+        import gpu_kernels
+
+        kernels_argv = ["--backend", args.backend, "--out", str(out)]
+        kernels_argv += ["--tiny"] if args.quick else ["--reps", str(max(args.reps, 20))]
+        kernels_status = gpu_kernels.main(kernels_argv)
     failed = [c["op"] for c in results["correctness"] if "error" in c or c["max"] >= 1e-3]
     if failed:
         log(f"gpu_check: {len(failed)} op(s) disagree with PyTorch: {', '.join(failed)}")
         return 1
-    return 0
+    return kernels_status
 
 
 if __name__ == "__main__":
