@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 from minisegnet.ops import conv as conv_op
 from tests.helpers import assert_matches
 from tests.test_conv import assert_runs_match, conv_cases, run, transpose_cases
-from tests.test_cuda_common import EXAMPLES, FLOATS, im2col_np, needs_emu, out_size, rand
+from tests.test_cuda_common import (
+    EXAMPLES,
+    FLOATS,
+    col2im_np,
+    im2col_np,
+    needs_emu,
+    out_size,
+    rand,
+)
 
 pytestmark = needs_emu
 
@@ -78,6 +86,34 @@ def test_wrappers_match_numpy(case, dtype):
         expected = (dy * conv_np(x.astype(np.float64), probe_w, None, s, p, d, g)).sum()
         np.testing.assert_allclose((dw * probe_w).sum(), expected, rtol=1e-4 if dtype == np.float32
                                    else 1e-10, atol=1e-3)  # fmt: skip
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    data=st.data(),
+    n=st.integers(1, 2),
+    c=st.integers(1, 3),
+    o=st.integers(1, 3),
+    k=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    s=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    d=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+)
+def test_data_grad_by_stride_phase_is_col2im(data, n, c, o, k, s, d):
+    """The stride-phase split (each phase multiplies only its own taps; phases where no tap
+    lands, e.g. stride 2 with dilation 2, get zeros) equals col2im(w^T @ dy), odd sizes too."""
+    from minisegnet.cuda import implicit_gemm as ig
+
+    p = (data.draw(st.integers(0, k[0])), data.draw(st.integers(0, k[1])))
+    h = data.draw(st.integers(max(1, d[0] * (k[0] - 1) + 1 - 2 * p[0]), 16))
+    w_ = data.draw(st.integers(max(1, d[1] * (k[1] - 1) + 1 - 2 * p[1]), 16))
+    ho, wo = out_size(h, k[0], s[0], p[0], d[0]), out_size(w_, k[1], s[1], p[1], d[1])
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((o, c, *k))
+    dy = rng.standard_normal((n, o, ho, wo))
+    dcols = np.einsum("ok,nop->nkp", w.reshape(o, -1), dy.reshape(n, o, -1))
+    expected = col2im_np(dcols, (h, w_), k, s, p, d)
+    actual = ig.conv2d_data_grad(dy, w, (h, w_), s, p, d, 1)
+    np.testing.assert_allclose(actual, expected, rtol=1e-11, atol=1e-11)
 
 
 def test_weight_grad_split_k_matches_one_slice(monkeypatch):

@@ -8,7 +8,8 @@ The readable reference and the fallback is im2col + cuBLAS (``minisegnet/cuda/co
         x (N, C, H, W), w (O, C/G, kh, kw), bias (O,) or None -> y (N, O, Ho, Wo)
         one launch of ``conv_igemm_forward<T>``, the bias added as the tile is stored
     conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups) -> dx (N, C, H, W)
-        one launch of ``conv_igemm_data_grad<T>`` (col2im(w^T @ dy) as a gather-GEMM)
+        one launch of ``conv_igemm_data_grad<T>`` (col2im(w^T @ dy) as a gather-GEMM), split
+        by stride phase so that a stride-2 4x4 kernel multiplies its 4 live taps, not all 16
     conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups) -> dw (O, C/G, kh, kw)
         one launch of ``conv_igemm_weight_grad<T>`` (split-K) plus one sum over the slices
 
@@ -127,7 +128,9 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
     dx = array_module(dy).empty((n, c, h, wd), dy.dtype)
     if dx.size == 0:
         return dx
-    grid = (_tiles(n * h * wd, TILE_N), _tiles(cg, TILE_M), groups)
+    sh, sw = stride  # one grid slice per stride phase (see the kernel)
+    phase_positions = n * -(-h // sh) * -(-wd // sw)
+    grid = (_tiles(phase_positions, TILE_N), _tiles(cg, TILE_M), groups * sh * sw)
     launch(
         SOURCE,
         f"conv_igemm_data_grad<{ctype(dy.dtype)}>",

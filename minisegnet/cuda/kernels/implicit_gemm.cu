@@ -11,7 +11,9 @@
 //                             A = w[g*Og+o, (c, ky, kx)]          B = cols (gathered from x)
 //   conv_igemm_data_grad      dx[n, g*Cg+c, q]  M = Cg,        N = Nimg*H*W,    K = Og*kh*kw
 //                             A = w[g*Og+o, c, ky, kx]            B = dy at the window that
-//                             tap (ky, kx) maps q from (0 where none: the col2im gather)
+//                             tap (ky, kx) maps q from (0 where none: the col2im gather);
+//                             with stride > 1, split by stride phase so that only the taps
+//                             that can reach a position are multiplied (see the kernel)
 //   conv_igemm_weight_grad    dw[g*Og+o, (c,ky,kx)]  M = Og,   N = Cg*kh*kw,    K = Nimg*Ho*Wo
 //                             A = dy[n, g*Og+o, p]                B = cols^T (gathered from x)
 //
@@ -128,9 +130,36 @@ __global__ void conv_igemm_forward(const T* __restrict__ x, const T* __restrict_
 
 // Data gradient: dx[img, g*Cg + m, iy, ix] = sum over (o, ky, kx) of
 //   w[g*Og + o, m, ky, kx] * dy[img, g*Og + o, oy, ox]  where oy*sh = iy + ph - ky*dh and
-//   ox*sw = ix + pw - kx*dw are exact multiples inside the output (else the tap contributes 0).
+//   ox*sw = ix + pw - kx*dw are exact multiples inside the output.
 // This is col2im(w^T @ dy) as one gather-GEMM: no dcols matrix, no atomics.
-// Grid (ceil(Nimg*H*W / 64), ceil(Cg / 64), G), block (16, 16).
+//
+// Stride phases. With stride sh > 1 a row iy receives only the taps ky with
+// ky*dh = iy + ph (mod sh): for a 4x4 kernel with stride 2 (the transposed convolution of
+// FCN/SegNet-style decoders) a quarter of the 16 taps. Gathering all taps and zeroing the rest
+// would spend 3/4 of the multiply-adds on zeros, so the positions are split into sh*sw phases
+// (ry, rx) = ((iy + ph) % sh, (ix + pw) % sw), one per blockIdx.z, and each block multiplies only
+// its phase's taps: ky = ky0, ky0 + step_y, ... < kh, with ky0 the first solution of
+// ky*dh = ry (mod sh) and step_y = sh / gcd(sh, dh) (a phase with no solution gets zeros).
+// With stride 1 there is one phase holding every tap.
+// Grid (ceil(Nimg*ceil(H/sh)*ceil(W/sw) / 64), ceil(Cg / 64), G*sh*sw), block (16, 16).
+
+// The taps of one axis that reach positions of phase r: first tap, spacing and count.
+__device__ __forceinline__ void ig_phase_taps(int k, int s, int d, int r, int* first, int* step,
+                                              int* count)
+{
+    int f = -1;
+    for (int t = 0; t < s && t < k; ++t)  // solutions repeat every s/gcd(s, d) <= s taps
+        if ((t * d) % s == r) {
+            f = t;
+            break;
+        }
+    int p = 1;
+    while ((p * d) % s != 0) ++p;  // = s / gcd(s, d)
+    *first = f < 0 ? 0 : f;
+    *step = p;
+    *count = f < 0 ? 0 : (k - f + p - 1) / p;
+}
+
 template <typename T>
 __global__ void conv_igemm_data_grad(const T* __restrict__ dy, const T* __restrict__ w,
                                      T* __restrict__ dx, int Nimg, int C, int H, int W, int O,
@@ -140,16 +169,28 @@ __global__ void conv_igemm_data_grad(const T* __restrict__ dy, const T* __restri
     __shared__ T a_tile[IG_BK][IG_BM];
     __shared__ T b_tile[IG_BK][IG_BN];
     const int tx = threadIdx.x, ty = threadIdx.y, t = ty * 16 + tx;
-    const int g = blockIdx.z, Cg = C / G, Og = O / G, taps = kh * kw, K = Og * taps;
+    const int g = blockIdx.z / (sh * sw), ry = (blockIdx.z / sw) % sh, rx = blockIdx.z % sw;
+    const int Cg = C / G, Og = O / G, taps = kh * kw;
     const int m0 = blockIdx.y * IG_BM;
-    const long long n0 = (long long)blockIdx.x * IG_BN, Q = (long long)H * W;
+
+    // This block's phase: rows iy0 + j*sh (j < Hp) and columns ix0 + i*sw (i < Wp) ...
+    const int iy0 = ((ry - ph) % sh + sh) % sh, ix0 = ((rx - pw) % sw + sw) % sw;
+    const int Hp = iy0 < H ? (H - iy0 + sh - 1) / sh : 0;
+    const int Wp = ix0 < W ? (W - ix0 + sw - 1) / sw : 0;
+    // ... and its taps: ky = ky0 + a*step_y (a < nty), kx = kx0 + b*step_x (b < ntx).
+    int ky0, step_y, nty, kx0, step_x, ntx;
+    ig_phase_taps(kh, sh, dh, ry, &ky0, &step_y, &nty);
+    ig_phase_taps(kw, sw, dw, rx, &kx0, &step_x, &ntx);
+    const int phase_taps = nty * ntx, K = Og * phase_taps;
+    const long long n0 = (long long)blockIdx.x * IG_BN, Q = (long long)Hp * Wp;
     const long long Ncols = (long long)Nimg * Q;
 
     const long long col = n0 + t % IG_BN;  // this thread's input position, fixed
     const bool col_ok = col < Ncols;
     const int img = col_ok ? (int)(col / Q) : 0;
     const int q = col_ok ? (int)(col % Q) : 0;
-    const int ty0 = q / W + ph, tx0 = q % W + pw;  // oy*sh = ty0 - ky*dh
+    const int ty0 = iy0 + (q / (Wp > 0 ? Wp : 1)) * sh + ph;  // oy*sh = ty0 - ky*dh
+    const int tx0 = ix0 + (q % (Wp > 0 ? Wp : 1)) * sw + pw;
     const T* dy_img = dy + ((long long)img * O + (long long)g * Og) * Ho * Wo;
     const T* w_g = w + (long long)g * Og * Cg * taps;
 
@@ -158,12 +199,13 @@ __global__ void conv_igemm_data_grad(const T* __restrict__ dy, const T* __restri
         for (int j = 0; j < IG_TN; ++j) acc[i][j] = 0;
 
     for (int k0 = 0; k0 < K; k0 += IG_BK) {
-        for (int r = 0; r < 4; ++r) {  // A[m, k] = w[g*Og + o, m, tap], k = o*taps + tap
+        for (int r = 0; r < 4; ++r) {  // A[m, k] = w[g*Og + o, m, ky, kx], k = (o, a, b)
             int m = t / IG_BK + 16 * r, k = k0 + t % IG_BK;
             T v = 0;
             if (m0 + m < Cg && k < K) {
-                int o = k / taps, tap = k % taps;
-                v = w_g[((long long)o * Cg + m0 + m) * taps + tap];
+                int o = k / phase_taps, ab = k % phase_taps;
+                int ky = ky0 + (ab / ntx) * step_y, kx = kx0 + (ab % ntx) * step_x;
+                v = w_g[((long long)o * Cg + m0 + m) * taps + ky * kw + kx];
             }
             a_tile[t % IG_BK][m] = v;
         }
@@ -171,12 +213,11 @@ __global__ void conv_igemm_data_grad(const T* __restrict__ dy, const T* __restri
             int kr = t / IG_BN + 4 * r, k = k0 + kr;
             T v = 0;
             if (col_ok && k < K) {
-                int o = k / taps, tap = k % taps;
-                int yy = ty0 - (tap / kw) * dh, xx = tx0 - (tap % kw) * dw;
-                if (yy >= 0 && xx >= 0 && yy % sh == 0 && xx % sw == 0) {
-                    int oy = yy / sh, ox = xx / sw;
-                    if (oy < Ho && ox < Wo) v = dy_img[((long long)o * Ho + oy) * Wo + ox];
-                }
+                int o = k / phase_taps, ab = k % phase_taps;
+                int ky = ky0 + (ab / ntx) * step_y, kx = kx0 + (ab % ntx) * step_x;
+                int oy = (ty0 - ky * dh) / sh, ox = (tx0 - kx * dw) / sw;  // exact by the phase
+                if (ty0 - ky * dh >= 0 && tx0 - kx * dw >= 0 && oy < Ho && ox < Wo)
+                    v = dy_img[((long long)o * Ho + oy) * Wo + ox];
             }
             b_tile[kr][t % IG_BN] = v;
         }
@@ -189,9 +230,10 @@ __global__ void conv_igemm_data_grad(const T* __restrict__ dy, const T* __restri
         long long n = n0 + tx + 16 * j;
         if (n >= Ncols) continue;
         int im = (int)(n / Q), qq = (int)(n % Q);
+        int iy = iy0 + (qq / Wp) * sh, ix = ix0 + (qq % Wp) * sw;
         for (int i = 0; i < IG_TM; ++i) {
             int m = m0 + ty + 16 * i;
-            if (m < Cg) dx[((long long)im * C + g * Cg + m) * Q + qq] = acc[i][j];
+            if (m < Cg) dx[(((long long)im * C + g * Cg + m) * H + iy) * W + ix] = acc[i][j];
         }
     }
 }
