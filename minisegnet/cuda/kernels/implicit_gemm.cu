@@ -45,17 +45,36 @@
 #define IG_TM 4
 #define IG_TN 4
 #define IG_THREADS 256  // (IG_BM / IG_TM) * (IG_BN / IG_TN); the wrapper launches 16 x 16
+// Shared tiles are stored k-major, tile[k][m]. The loads that fill them transposed (16 threads
+// along k, then the next m) would put a warp's 32 stores in 2 of the 32 banks with rows of 64
+// (16-way bank conflicts); one word of padding per row spreads them over 17 banks.
+#define IG_PAD 1
+
+// Fully unrolled loops over the 4 x 4 register tile: acc[i][j] must have compile-time indices
+// to live in registers (a runtime index would put it in local memory). g++ (cuda-emu) does not
+// know the pragma and does not need it.
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define IG_UNROLL _Pragma("unroll")
+#else
+#define IG_UNROLL
+#endif
 
 // The 16 rank-1 updates of one K step: acc[i][j] += A[k][ty + 16*i] * B[k][tx + 16*j].
 template <typename T>
-__device__ __forceinline__ void ig_multiply_tiles(const T (*a)[IG_BM], const T (*b)[IG_BN],
+__device__ __forceinline__ void ig_multiply_tiles(const T (*a)[IG_BM + IG_PAD],
+                                                  const T (*b)[IG_BN + IG_PAD],
                                                   T (*acc)[IG_TN], int ty, int tx)
 {
+    IG_UNROLL
     for (int k = 0; k < IG_BK; ++k) {
         T av[IG_TM], bv[IG_TN];
+        IG_UNROLL
         for (int i = 0; i < IG_TM; ++i) av[i] = a[k][ty + 16 * i];
+        IG_UNROLL
         for (int j = 0; j < IG_TN; ++j) bv[j] = b[k][tx + 16 * j];
+        IG_UNROLL
         for (int i = 0; i < IG_TM; ++i)
+            IG_UNROLL
             for (int j = 0; j < IG_TN; ++j) acc[i][j] += av[i] * bv[j];
     }
 }
@@ -72,8 +91,8 @@ __global__ void conv_igemm_forward(const T* __restrict__ x, const T* __restrict_
                                    int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
                                    int Ho, int Wo)
 {
-    __shared__ T a_tile[IG_BK][IG_BM];
-    __shared__ T b_tile[IG_BK][IG_BN];
+    __shared__ T a_tile[IG_BK][IG_BM + IG_PAD];
+    __shared__ T b_tile[IG_BK][IG_BN + IG_PAD];
     const int tx = threadIdx.x, ty = threadIdx.y, t = ty * 16 + tx;
     const int g = blockIdx.z, Cg = C / G, Og = O / G, taps = kh * kw, K = Cg * taps;
     const int m0 = blockIdx.y * IG_BM;
@@ -90,7 +109,9 @@ __global__ void conv_igemm_forward(const T* __restrict__ x, const T* __restrict_
     const T* w_g = w + (long long)g * Og * K;
 
     T acc[IG_TM][IG_TN];
+    IG_UNROLL
     for (int i = 0; i < IG_TM; ++i)
+        IG_UNROLL
         for (int j = 0; j < IG_TN; ++j) acc[i][j] = 0;
 
     for (int k0 = 0; k0 < K; k0 += IG_BK) {
@@ -115,10 +136,12 @@ __global__ void conv_igemm_forward(const T* __restrict__ x, const T* __restrict_
         __syncthreads();  // everyone done reading before the next step overwrites
     }
 
+    IG_UNROLL
     for (int j = 0; j < IG_TN; ++j) {
         long long n = n0 + tx + 16 * j;
         if (n >= Ncols) continue;
         int im = (int)(n / P), p = (int)(n % P);
+        IG_UNROLL
         for (int i = 0; i < IG_TM; ++i) {
             int m = m0 + ty + 16 * i;
             if (m >= Og) continue;
@@ -166,8 +189,8 @@ __global__ void conv_igemm_data_grad(const T* __restrict__ dy, const T* __restri
                                      int G, int kh, int kw, int sh, int sw, int ph, int pw,
                                      int dh, int dw, int Ho, int Wo)
 {
-    __shared__ T a_tile[IG_BK][IG_BM];
-    __shared__ T b_tile[IG_BK][IG_BN];
+    __shared__ T a_tile[IG_BK][IG_BM + IG_PAD];
+    __shared__ T b_tile[IG_BK][IG_BN + IG_PAD];
     const int tx = threadIdx.x, ty = threadIdx.y, t = ty * 16 + tx;
     const int g = blockIdx.z / (sh * sw), ry = (blockIdx.z / sw) % sh, rx = blockIdx.z % sw;
     const int Cg = C / G, Og = O / G, taps = kh * kw;
@@ -195,7 +218,9 @@ __global__ void conv_igemm_data_grad(const T* __restrict__ dy, const T* __restri
     const T* w_g = w + (long long)g * Og * Cg * taps;
 
     T acc[IG_TM][IG_TN];
+    IG_UNROLL
     for (int i = 0; i < IG_TM; ++i)
+        IG_UNROLL
         for (int j = 0; j < IG_TN; ++j) acc[i][j] = 0;
 
     for (int k0 = 0; k0 < K; k0 += IG_BK) {
@@ -226,11 +251,13 @@ __global__ void conv_igemm_data_grad(const T* __restrict__ dy, const T* __restri
         __syncthreads();
     }
 
+    IG_UNROLL
     for (int j = 0; j < IG_TN; ++j) {
         long long n = n0 + tx + 16 * j;
         if (n >= Ncols) continue;
         int im = (int)(n / Q), qq = (int)(n % Q);
         int iy = iy0 + (qq / Wp) * sh, ix = ix0 + (qq % Wp) * sw;
+        IG_UNROLL
         for (int i = 0; i < IG_TM; ++i) {
             int m = m0 + ty + 16 * i;
             if (m < Cg) dx[(((long long)im * C + g * Cg + m) * H + iy) * W + ix] = acc[i][j];
@@ -251,8 +278,8 @@ __global__ void conv_igemm_weight_grad(const T* __restrict__ x, const T* __restr
                                        int G, int kh, int kw, int sh, int sw, int ph, int pw,
                                        int dh, int dw, int Ho, int Wo, int slice_len)
 {
-    __shared__ T a_tile[IG_BK][IG_BM];
-    __shared__ T b_tile[IG_BK][IG_BN];
+    __shared__ T a_tile[IG_BK][IG_BM + IG_PAD];
+    __shared__ T b_tile[IG_BK][IG_BN + IG_PAD];
     const int tx = threadIdx.x, ty = threadIdx.y, t = ty * 16 + tx;
     const int g = blockIdx.z % G, s = blockIdx.z / G;
     const int Cg = C / G, Og = O / G, taps = kh * kw, Ncols = Cg * taps;
@@ -272,7 +299,9 @@ __global__ void conv_igemm_weight_grad(const T* __restrict__ x, const T* __restr
     }
 
     T acc[IG_TM][IG_TN];
+    IG_UNROLL
     for (int i = 0; i < IG_TM; ++i)
+        IG_UNROLL
         for (int j = 0; j < IG_TN; ++j) acc[i][j] = 0;
 
     for (long long k0 = k_begin; k0 < k_end; k0 += IG_BK) {
@@ -300,9 +329,11 @@ __global__ void conv_igemm_weight_grad(const T* __restrict__ x, const T* __restr
     }
 
     T* part_s = part + (long long)s * O * Ncols;
+    IG_UNROLL
     for (int i = 0; i < IG_TM; ++i) {
         int m = m0 + ty + 16 * i;
         if (m >= Og) continue;
+        IG_UNROLL
         for (int j = 0; j < IG_TN; ++j) {
             int n = n0 + tx + 16 * j;
             if (n < Ncols) part_s[(long long)(g * Og + m) * Ncols + n] = acc[i][j];
