@@ -512,8 +512,14 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
     return impl(x, dy, kernel, stride, padding, dilation, groups)
 
 
+GPU_CHUNK_BYTES = 512 * 2**20
+"""The column budget on a GPU (cuda backend), for the im2col fallback: one chunk for most
+layers, since each chunk costs a Python loop turn and its launches, and device memory is large."""
+
+
 def _images_per_chunk(n: int, bytes_per_image: int) -> int:
-    return max(1, min(n, CHUNK_BYTES // max(1, bytes_per_image)))
+    budget = GPU_CHUNK_BYTES if backend.current().is_gpu else CHUNK_BYTES
+    return max(1, min(n, budget // max(1, bytes_per_image)))
 
 
 # --- CUDA: implicit GEMM, or the image-chunk driver below as the fallback ---------------------
