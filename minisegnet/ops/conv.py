@@ -526,8 +526,11 @@ def _images_per_chunk(n: int, bytes_per_image: int) -> int:
 
 
 def _implicit_gemm(x_shape, w_shape, stride, padding, dilation):
-    """The implicit-GEMM module when switched on and the sizes fit its 32-bit counters."""
+    """The implicit-GEMM module when switched on and the sizes fit its 32-bit counters. A
+    pointwise convolution keeps its fast path (no im2col there: one cuBLAS product is best)."""
     if not CUDA_IMPLICIT_GEMM:
+        return None
+    if POINTWISE_FAST_PATH and _is_pointwise(w_shape[2:], stride, padding):
         return None
     from minisegnet.cuda import implicit_gemm
 
