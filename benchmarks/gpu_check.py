@@ -16,6 +16,8 @@ On the device, beside PyTorch on the same GPU:
    SegNet-Basic (width 1) and SegNet (VGG16-BN) at 4x3x360x480, beside the PyTorch twins in
    ``torch_models.py``, with peak device memory;
 4. **the default job**: ``minisegnet train`` for one epoch on the backend;
+5. **issue 15's kernels** against their fallbacks and PyTorch (``gpu_kernels.py``, appended to
+   the same file; ``--skip kernels`` leaves it out);
 
 and writes ``benchmarks/results/gpu.md`` naming the device. With ``--backend cuda-emu`` the same
 script runs the CUDA C kernels in the CPU emulator beside PyTorch CPU (tiny shapes with
@@ -199,7 +201,21 @@ def time_op(case, fw: Framework, arrays, memory: Memory, is_torch: bool, reps: i
                 del outs
                 fw.clear_grads(runner.leaves)
         peak = (memory.torch_peak if is_torch else memory.minisegnet_peak)(lambda: runner.once())
-    return {"ms": median_ms(samples), "host_ms": median_ms(host), "peak_mb": peak}
+        launches = None if is_torch else launches_of(lambda: runner.once(), fw.sync)
+    return {"ms": median_ms(samples), "host_ms": median_ms(host), "peak_mb": peak,
+            "launches": launches}  # fmt: skip
+
+
+def launches_of(fn, sync) -> int:
+    """CUDA C kernel launches (``minisegnet.cuda.launch.launch_count``) made by one call of
+    ``fn``: a measure of host work (each launch costs a few microseconds of Python)."""
+    from minisegnet.cuda.launch import launch_count
+
+    sync()
+    before = launch_count()
+    fn()
+    sync()
+    return launch_count() - before
 
 
 # ----------------------------------------------------------------------------- 3. models
@@ -236,6 +252,7 @@ def time_model(entry, backend: str, torch_device: str, memory: Memory, reps: int
         sync()
         row["ms"] = median_ms(_timed(runner.train_step, sync, reps))
         row["peak_mb"] = memory.minisegnet_peak(runner.train_step)
+        row["launches"] = launches_of(runner.train_step, sync)
     tmodel = bench_models.build_torch(entry)
     with ms.backend.use("numba"):
         host_model = bench_models.build_ms(entry)
@@ -343,35 +360,42 @@ def report(results: dict) -> str:
         "## Ops, forward + backward",
         "",
         "| op | shape | minisegnet ms | PyTorch ms | PyTorch TF32 ms | ratio (TF32 off) | "
-        "peak MB (ms / PyTorch) | host ms (ms / PyTorch) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "peak MB (ms / PyTorch) | host ms (ms / PyTorch) | launches |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for o in r["ops"]:
         if "error" in o:
-            lines.append(f"| {o['op']} | {o['title']} | failed: {o['error']} | | | | | |")
+            lines.append(f"| {o['op']} | {o['title']} | failed: {o['error']} | | | | | | |")
             continue
         m, t, t32 = o["minisegnet"], o["torch"], o["torch_tf32"]
         lines.append(
             f"| {o['op']} | {o['title']} | {fmt(m['ms'])} | {fmt(t['ms'])} | {fmt(t32['ms'])} | "
             f"{m['ms'] / t['ms']:.2f} | {fmt(m['peak_mb'])} / {fmt(t['peak_mb'])} | "
-            f"{fmt(m['host_ms'])} / {fmt(t['host_ms'])} |"
+            f"{fmt(m['host_ms'])} / {fmt(t['host_ms'])} | {m.get('launches', '-')} |"
         )
     lines += [
         "",
         "## Training step (SGD with momentum)",
         "",
         "| model | minisegnet ms | PyTorch ms | PyTorch TF32 ms | ratio (TF32 off) | peak MB "
-        "(ms / PyTorch) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "(ms / PyTorch) | launches per step |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in r["models"]:
         if "error" in m:
-            lines.append(f"| {m['model']} | failed: {m['error']} | | | | |")
+            lines.append(f"| {m['model']} | failed: {m['error']} | | | | | |")
             continue
         lines.append(
             f"| {m['model']} | {fmt(m['ms'])} | {fmt(m['torch_ms'])} | {fmt(m['torch_tf32_ms'])} "
-            f"| {m['ratio']:.2f} | {fmt(m['peak_mb'])} / {fmt(m['torch_peak_mb'])} |"
+            f"| {m['ratio']:.2f} | {fmt(m['peak_mb'])} / {fmt(m['torch_peak_mb'])} "
+            f"| {m.get('launches', '-')} |"
         )
+    lines += [
+        "",
+        "Launches: the package's CUDA C kernels started by one call (ops) or one step (models), "
+        "from `minisegnet.cuda.launch.launch_count()`; CuPy's own elementwise and reduction "
+        "kernels and cuBLAS calls are not counted.",
+    ]
     j = r["default_job"]
     lines += ["", "## The default job, one epoch", ""]
     if "error" in j:
@@ -393,7 +417,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny shapes (a smoke run)")
     parser.add_argument("--out", default=str(HERE / "results" / "gpu.md"))
     parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["models", "job"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["models", "job", "kernels"])
     parser.add_argument("--ops", nargs="*", help="only these op cases (default: all)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -491,11 +515,18 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report(results))
     log(f"wrote {out} ({results['elapsed']:.0f} s)")
+    kernels_status = 0
+    if "kernels" not in args.skip:  # 5. issue 15's kernels against their fallbacks (appended)
+        import gpu_kernels
+
+        kernels_argv = ["--backend", args.backend, "--out", str(out)]
+        kernels_argv += ["--tiny"] if args.quick else ["--reps", str(max(args.reps, 20))]
+        kernels_status = gpu_kernels.main(kernels_argv)
     failed = [c["op"] for c in results["correctness"] if "error" in c or c["max"] >= 1e-3]
     if failed:
         log(f"gpu_check: {len(failed)} op(s) disagree with PyTorch: {', '.join(failed)}")
         return 1
-    return 0
+    return kernels_status
 
 
 if __name__ == "__main__":

@@ -229,6 +229,9 @@ def test_gpu_check_rehearses_on_the_emulator(tmp_path):
         assert f"| {op} | " in text
     assert "| NO |" not in text and "failed" not in text
     assert "## The default job, one epoch" in text and "validation mIoU" in text
+    assert "launches per step" in text
+    step_rows = [line for line in text.splitlines() if line.startswith("| segnet_basic")]
+    assert step_rows and int(step_rows[0].rstrip(" |").rsplit("| ", 1)[1]) > 0  # launches
     assert gpu_check.main(argv + ["--ops", "no_such_op"]) == 2
 
 
@@ -250,3 +253,32 @@ def test_camvid_benchmark_runs_on_a_tiny_camvid(tmp_path):
     assert (out / "camvid_test_frames.png").is_file()
     saved = json.loads((out / "camvid.json").read_text())
     assert saved["test"]["images"] == 3 and len(saved["val_checks"]) == 2
+
+
+def test_gpu_kernels_rehearses_on_the_emulator(tmp_path):
+    """benchmarks/gpu_kernels.py (issue 15's kernels against their fallbacks and PyTorch) runs
+    in its tiny mode on cuda-emu, and replaces its own section of gpu.md, keeping the rest."""
+    from minisegnet import backend
+
+    if not _have_torch():
+        pytest.skip("PyTorch is not installed (the kernel check compares with it)")
+    reason = backend.get("cuda-emu").unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"cuda-emu unavailable: {reason}")
+    gpu_kernels = _load("gpu_kernels")
+    out = tmp_path / "gpu.md"
+    out.write_text("# GPU check: kept\n\nearlier text\n")
+    argv = ["--backend", "cuda-emu", "--tiny", "--out", str(out)]
+    assert gpu_kernels.main(argv) == 0
+    assert gpu_kernels.main(argv) == 0  # a second run replaces the section
+    text = out.read_text()
+    assert text.startswith("# GPU check: kept\n\nearlier text\n")
+    assert text.count(gpu_kernels.BEGIN) == 1 and text.count(gpu_kernels.END) == 1
+    rows = [line for line in text.splitlines() if line.startswith("| conv") or
+            line.startswith("| cross_entropy")]  # fmt: skip
+    assert len(rows) == len(gpu_kernels.cases(tiny=True))
+    assert "failed" not in text
+    for row in rows:  # max rel err of both variants against PyTorch, below 1e-3
+        errors = row.split(" | ")[8].split(", ")
+        assert all(float(e) < 1e-3 for e in errors), row
+    assert "cross_entropy | 2x5x6x7, 5 classes" in text and "| 1, 2 |" in text  # launches

@@ -1,6 +1,6 @@
 """Every CUDA source compiles for real GPUs, with every template instantiation the launcher uses,
 without a GPU: NVRTC (the compiler CuPy uses, through ``cupy.cuda.nvrtc``) to SASS for sm_70,
-sm_80 and sm_90, and nvcc for the architectures it supports. NVRTC is stricter than g++ (no
+sm_75, sm_80 and sm_90, and nvcc for the architectures it supports. NVRTC is stricter than g++ (no
 standard headers, no INFINITY/FLT_MAX), so a kernel that only passes the emulator fails here.
 A test skips only when its compiler is missing, and says so."""
 
@@ -15,7 +15,7 @@ import pytest
 from minisegnet.cuda import gpu, source
 
 FILES = [p.name for p in source.kernel_files()]
-ARCHS = ["sm_70", "sm_80", "sm_90"]
+ARCHS = ["sm_70", "sm_75", "sm_80", "sm_90"]
 # NVRTC 12.x warns that sm_70 is deprecated; any other message fails the test.
 HARMLESS = re.compile(r"Architectures prior to .*_75' are deprecated.*")
 
@@ -49,6 +49,7 @@ def test_the_package_ships_every_kernel_file():
         "loss.cu",
         "elementwise.cu",
         "gemm.cu",
+        "implicit_gemm.cu",
     }
     for name in FILES:
         src = source.load(name)
@@ -134,3 +135,27 @@ def test_compiles_with_nvcc(name, nvcc_archs, tmp_path):
     skipped = sorted(set(ARCHS) - set(archs))
     if skipped:
         print(f"nvcc does not support {skipped}; compiled for {archs}")
+
+
+def test_implicit_gemm_register_tiles_stay_in_registers(tmp_path):
+    """Register blocking works only if each thread's 4 x 4 accumulator tile is in registers: ptxas
+    reports no stack frame and no spills for the implicit-GEMM kernels (float) on sm_75/80/90."""
+    nvcc = _nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found on PATH or in /usr/local/cuda/bin")
+    src = source.load("implicit_gemm.cu")
+    instances = ", ".join(f"(void*)&{e}" for e in sorted(src.instances) if "<float>" in e)
+    unit = tmp_path / "unit.cu"
+    unit.write_text(f'#include "{src.path}"\nvoid* msn_instances[] = {{{instances}}};\n')
+    listed = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True).stdout
+    archs = [a for a in ("sm_75", "sm_80", "sm_90") if a.replace("sm_", "compute_") in listed]
+    if not archs:
+        pytest.skip(f"this nvcc supports none of sm_75/80/90 ({listed.split()})")
+    gencode = [f"-gencode=arch=compute_{a[3:]},code={a}" for a in archs]
+    command = [nvcc, "-std=c++17", *gencode, f"-I{src.path.parent}", "-c", str(unit), "-o",
+               str(tmp_path / "unit.o"), "-Xptxas", "-v"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    frames = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores", result.stderr)
+    assert len(frames) == 3 * len(archs), result.stderr
+    assert all(frame == ("0", "0") for frame in frames), result.stderr

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # torch (whose own libraries do not like a preloaded ASan runtime), few hypothesis examples.
 MODULES = [
     "tests/test_cuda_emu_conv.py",
+    "tests/test_cuda_emu_implicit_gemm.py",
     "tests/test_cuda_emu_pooling.py",
     "tests/test_cuda_emu_interpolate.py",
     "tests/test_cuda_emu_normalization.py",

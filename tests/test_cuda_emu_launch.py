@@ -402,3 +402,31 @@ def test_launch_overhead_is_small():
     for _ in range(200):
         relu_forward(x)
     assert (time.perf_counter() - start) / 200 < 2e-3
+
+
+# ------------------------------------------------------------------------- host work
+def test_launch_count_counts_launches_not_refusals():
+    from minisegnet.cuda import elementwise
+    from minisegnet.cuda.launch import launch_count
+
+    x = np.ones(5, np.float32)
+    before = launch_count()
+    elementwise.relu_forward(x)
+    elementwise.relu_forward(x)
+    assert launch_count() - before == 2
+    with pytest.raises(ValueError, match="threads"):
+        launch("elementwise.cu", "relu_forward<float>", 1, (64, 32), (x, x, np.int64(5)))
+    with pytest.raises(TypeError, match="np.int64"):
+        launch("elementwise.cu", "relu_forward<float>", 1, 32, (x, x, 5))
+    assert launch_count() - before == 2
+
+
+def test_a_cached_launch_shape_is_still_checked_each_time():
+    """The (grid, block) check is cached; a bad shape is refused on every call, a list too."""
+    x = np.ones(5, np.float32)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="grid.y"):
+            launch("elementwise.cu", "relu_forward<float>", (1, 70000), 32, (x, x, np.int64(5)))
+    y = np.zeros(5, np.float32)
+    launch("elementwise.cu", "relu_forward<float>", [1, 1], [32], (x, y, np.int64(5)))
+    assert (y == 1).all()

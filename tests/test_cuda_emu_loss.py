@@ -88,3 +88,88 @@ def test_bad_targets_are_errors():
         cross_entropy_forward(logits, np.zeros((2, 2, 2), np.int64), np.ones(3), 255)
     loss, _ = cross_entropy_forward(logits, np.zeros((2, 2, 2), np.uint8), None, 255)  # converted
     assert loss.shape == (2, 2, 2)
+
+
+# ------------------------------------------------------------------ the fused kernel
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape,weighted", CASES + [((3, 7, 11, 13), True)])  # several blocks
+def test_cross_entropy_fused_matches_forward_and_backward(shape, weighted, dtype):
+    from minisegnet.cuda.loss import (
+        cross_entropy_backward,
+        cross_entropy_forward,
+        cross_entropy_fused,
+    )
+
+    logits, target, weight = _inputs(shape, dtype, weighted)
+    loss, wpos, grad, totals = cross_entropy_fused(logits, target, weight, 255)
+    loss_np, wpos_np, _ = cross_entropy_np(logits, target, weight, 255)
+    assert_matches(loss, loss_np, dtype, "loss")
+    assert_matches(wpos, wpos_np, dtype, "weight per position")
+    assert_matches(totals, np.array([loss_np.sum(), wpos_np.sum()]), dtype, "totals")
+    ones = np.ones(target.shape, dtype)
+    assert_matches(grad, cross_entropy_backward(logits, target, weight, 255, ones), dtype, "grad")
+    assert_matches(cross_entropy_forward(logits, target, weight, 255)[0], loss, dtype)
+
+
+def test_cross_entropy_fused_extreme_logits_stay_finite():
+    """The online softmax rescales its running sum when a larger logit comes later."""
+    from minisegnet.cuda.loss import cross_entropy_fused
+
+    logits = np.array([[-1000.0, 1000.0, 0.0], [0.0, 5.0, 1000.0]], np.float32)
+    loss, _, grad, totals = cross_entropy_fused(logits, np.array([0, 2]), None, -100)
+    np.testing.assert_allclose(loss, [2000.0, 0.0], atol=1e-3)
+    np.testing.assert_allclose(grad, [[-1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(totals, [2000.0, 2.0], atol=1e-3)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_cross_entropy_op_fused_path_matches_numpy(reduction, fused, monkeypatch):
+    """F.cross_entropy on cuda-emu, fused kernel on and off, against the numpy backend: value
+    and gradient, with class weights and ignored pixels (and an all-ignored batch)."""
+    import minisegnet as ms
+    import minisegnet.functional as F
+    from minisegnet.ops import loss as loss_op
+
+    monkeypatch.setattr(loss_op, "CUDA_FUSED", fused)
+    logits, target, weight = _inputs((2, 5, 3, 4), np.float64, True)
+    all_ignored = np.full_like(target, 255)
+    for tgt in (target, all_ignored):
+        results = []
+        for name in ("numpy", "cuda-emu"):
+            with ms.backend.use(name):
+                z = ms.tensor(logits, requires_grad=True, dtype=np.float64)
+                out = F.cross_entropy(
+                    z, ms.tensor(tgt), weight=ms.tensor(weight, dtype=np.float64),
+                    ignore_index=255, reduction=reduction,
+                )  # fmt: skip
+                dy = rand(out.shape, np.float64, seed=3) if out.ndim else None
+                out.backward(dy)
+                results.append((out.numpy(), z.grad))
+        (y0, g0), (y1, g1) = results
+        np.testing.assert_allclose(y1, y0, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(g1, g0, rtol=1e-12, atol=1e-12)
+
+
+def test_cross_entropy_op_uses_one_kernel_while_training(monkeypatch):
+    import minisegnet as ms
+    import minisegnet.functional as F
+    from minisegnet.cuda import loss as cuda_loss
+
+    seen = []
+    real = cuda_loss.launch
+
+    def spy(source_file, kernel_name, *args, **kwargs):
+        seen.append(kernel_name)
+        return real(source_file, kernel_name, *args, **kwargs)
+
+    monkeypatch.setattr(cuda_loss, "launch", spy)
+    logits, target, _ = _inputs((1, 3, 2, 2), np.float32, False)
+    with ms.backend.use("cuda-emu"):
+        z = ms.tensor(logits, requires_grad=True)
+        F.cross_entropy(z, ms.tensor(target), ignore_index=255).backward()
+        assert seen == ["cross_entropy_fused<float>"]
+        seen.clear()
+        with ms.no_grad():
+            F.cross_entropy(z, ms.tensor(target), ignore_index=255)
+        assert seen == ["cross_entropy_forward<float>"]

@@ -5,6 +5,10 @@ kernels/*.cu        the CUDA C kernels (package data), one file per op family, p
 conv.py, pooling.py, interpolate.py, normalization.py, loss.py, elementwise.py, gemm.py
                     the Python wrappers: the kernel contract's functions, each naming the
                     kernels it launches; written once for both backends
+implicit_gemm.py    convolution without the column matrix (issue 15): forward, data and
+                    weight gradient as tiled, register-blocked GEMMs that gather the im2col
+                    tiles straight into shared memory (ops.conv.CUDA_IMPLICIT_GEMM; the
+                    im2col + cuBLAS path of conv.py stays as the reference and fallback)
 launch.py           launch(source_file, kernel_name, grid, block, args, shared_mem) and xp():
                     checks the arguments against the kernel's C signature, then runs it on
                     the GPU (CuPy arrays) or the CPU emulator (NumPy arrays)

@@ -35,7 +35,16 @@ def module(src: _source.SourceFile):
     return mod
 
 
+_functions: dict[tuple[str, str], object] = {}
+
+
 def launch(src, inst, grid, block, args, shared_mem: int = 0) -> None:
-    """``kernel<<<grid, block, shared_mem>>>(args)`` on the current CuPy device and stream."""
-    kernel = module(src).get_function(inst.expression)
+    """``kernel<<<grid, block, shared_mem>>>(args)`` on the current CuPy device and stream.
+    The kernel handle is kept per (device, source text, instance): one dict lookup a launch."""
+    import cupy
+
+    key = (cupy.cuda.runtime.getDevice(), src.digest, inst.expression)
+    kernel = _functions.get(key)
+    if kernel is None:
+        kernel = _functions[key] = module(src).get_function(inst.expression)
     kernel(grid, block, args, shared_mem=shared_mem)

@@ -29,12 +29,23 @@ than memory corruption:
     ``float``, ``double``                   np.float32, np.float64
     ``unsigned long long``                  np.uint64
 
+Host work per launch (it is most of a small op's time on a GPU: issue 15 measured 41 us per
+one-element op, PyTorch 16 us): the parsed source and the kernel's signature are looked up in a
+dict and the package's own files are re-checked for edits at most every ``RECHECK_SECONDS``
+(any other .cu file at every launch); a (grid, block,
+shared_mem) shape already checked is not checked again. :func:`launch_count` counts launches,
+so a benchmark can report the launches of one training step (CuPy's own elementwise and
+reduction kernels, and cuBLAS, are not counted: only the CUDA C kernels of this package).
+
 The shape of the launch is checked against CUDA's limits (at most 1024 threads per block,
 grid.y and grid.z at most 65535, dynamic shared memory at most 48 KiB) on both backends, so the
 emulator refuses what a GPU would refuse.
 """
 
 from __future__ import annotations
+
+import functools
+import time
 
 import numpy as np
 
@@ -44,6 +55,7 @@ from minisegnet.cuda import source as _source
 
 __all__ = [
     "launch",
+    "launch_count",
     "xp",
     "grid_1d",
     "int32",
@@ -59,6 +71,10 @@ MAX_BLOCK_DIMS = (1024, 1024, 64)
 MAX_GRID_DIMS = (2**31 - 1, 65535, 65535)
 MAX_DYNAMIC_SHARED = 48 * 1024
 DEFAULT_BLOCK = 256
+RECHECK_SECONDS = 1.0  # how often launch() looks whether a .cu file was edited
+
+_launches = 0
+_kernels: dict[tuple[str, str], tuple] = {}  # (source_file, kernel_name) -> (src, inst, checked)
 
 ctype = _source.ctype
 
@@ -200,17 +216,32 @@ def check_args(inst: _source.Instance, args) -> str:
     return "cuda" if on_gpu else "cpu"
 
 
-def launch(source_file, kernel_name: str, grid, block, args, shared_mem: int = 0) -> None:
-    """Run ``kernel_name`` from ``source_file`` as ``kernel<<<grid, block, shared_mem>>>(args)``.
+def launch_count() -> int:
+    """How many kernels :func:`launch` has started in this process (both backends). The
+    launches of one training step are the difference of two readings around it."""
+    return _launches
 
-    ``source_file`` is a file name in ``minisegnet/cuda/kernels`` (or a path to any ``.cu``);
-    ``kernel_name`` a name expression such as ``"im2col<float>"``; ``grid`` and ``block`` ints or
-    1-3 tuples; ``shared_mem`` the bytes of dynamic (``extern __shared__``) shared memory.
-    Under the ``cuda`` backend it runs on the GPU (CuPy arrays only); under any other backend
-    in the CPU emulator (NumPy arrays only).
-    """
+
+def _kernel(source_file, kernel_name: str):
+    """(src, inst) of ``kernel_name``; the source is re-parsed when its file (or a header
+    beside it) changed, looked at no more often than every RECHECK_SECONDS for the files in
+    ``kernels/`` (at every launch for any other file, such as a lesson's own kernel)."""
+    key = (str(source_file), kernel_name)
+    now = time.monotonic()
+    hit = _kernels.get(key)
+    if hit is not None and now - hit[2] < RECHECK_SECONDS:
+        return hit[0], hit[1]
     src = _source.load(source_file)
     inst = src.instance(kernel_name)
+    if src.path.parent == _source.KERNELS_DIR:  # a file of your own is re-checked every launch
+        _kernels[key] = (src, inst, now)
+    return src, inst
+
+
+@functools.lru_cache(maxsize=4096)
+def _launch_shape(grid, block, shared_mem) -> tuple:
+    """(grid, block, shared_mem) normalised and checked against CUDA's limits (cached: a
+    training step launches the same few shapes again and again)."""
     grid = _dims(grid, "grid", MAX_GRID_DIMS)
     block = _dims(block, "block", MAX_BLOCK_DIMS)
     if block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
@@ -223,6 +254,24 @@ def launch(source_file, kernel_name: str, grid, block, args, shared_mem: int = 0
         raise ValueError(
             f"launch: shared_mem must be in [0, {MAX_DYNAMIC_SHARED}] bytes, got {shared_mem}"
         )
+    return grid, block, shared_mem
+
+
+def launch(source_file, kernel_name: str, grid, block, args, shared_mem: int = 0) -> None:
+    """Run ``kernel_name`` from ``source_file`` as ``kernel<<<grid, block, shared_mem>>>(args)``.
+
+    ``source_file`` is a file name in ``minisegnet/cuda/kernels`` (or a path to any ``.cu``);
+    ``kernel_name`` a name expression such as ``"im2col<float>"``; ``grid`` and ``block`` ints or
+    1-3 tuples; ``shared_mem`` the bytes of dynamic (``extern __shared__``) shared memory.
+    Under the ``cuda`` backend it runs on the GPU (CuPy arrays only); under any other backend
+    in the CPU emulator (NumPy arrays only).
+    """
+    global _launches
+    src, inst = _kernel(source_file, kernel_name)
+    try:
+        grid, block, shared_mem = _launch_shape(grid, block, shared_mem)
+    except TypeError:  # an unhashable shape (a list): checked without the cache
+        grid, block, shared_mem = _launch_shape.__wrapped__(grid, block, shared_mem)
     if check_args(inst, args) == "cuda":
         from minisegnet.cuda import gpu
 
@@ -231,3 +280,4 @@ def launch(source_file, kernel_name: str, grid, block, args, shared_mem: int = 0
         from minisegnet.cuda import emulator
 
         emulator.launch(src, inst, grid, block, tuple(args), shared_mem)
+    _launches += 1

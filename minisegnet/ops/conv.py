@@ -68,7 +68,10 @@ Implementations, by backend (the same algorithm everywhere: im2col/col2im around
               the width only, kh products over shifted views (7x fewer copies for 7x7).
               Stride-1 3x3 convolutions with enough channels (conv_winograd.applies) take
               Winograd F(2x2, 3x3) in ops/conv_winograd.py first
-    cuda      minisegnet.cuda.conv.im2col / col2im inside the image-chunk driver (cupy.matmul)
+    cuda      implicit GEMM (minisegnet/cuda/implicit_gemm.py: the im2col gather done while the
+              tiles load, one launch per product) when CUDA_IMPLICIT_GEMM is True; else, and
+              as the readable reference, minisegnet.cuda.conv.im2col / col2im inside the
+              image-chunk driver (cupy.matmul, i.e. cuBLAS)
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ __all__ = [
     "release_scratch",
     "CHUNK_BYTES",
     "POINTWISE_FAST_PATH",
+    "CUDA_IMPLICIT_GEMM",
+    "cuda_implicit_gemm",
 ]
 
 CHUNK_BYTES = 16 * 2**20
@@ -106,6 +111,10 @@ CHUNK_BYTES = 16 * 2**20
 
 POINTWISE_FAST_PATH = True
 """Use the im2col-free path for 1x1 / stride 1 / no padding convolutions (tests switch it off)."""
+
+CUDA_IMPLICIT_GEMM = True
+"""cuda / cuda-emu backends: convolve with the implicit-GEMM kernels (``cuda/implicit_gemm.py``);
+False: im2col + cuBLAS by image chunks (the readable reference and fallback)."""
 
 ROW_SHIFT = True
 """Let the numba backend use ``ops/conv_row_shift.py`` where it applies (tests switch it off)."""
@@ -131,6 +140,18 @@ def row_shift(enabled: bool, min_kh: int | None = None):
         yield
     finally:
         ROW_SHIFT, ROW_SHIFT_MIN_KH = previous
+
+
+@contextmanager
+def cuda_implicit_gemm(enabled: bool):
+    """Temporarily choose the cuda path: implicit GEMM (True) or im2col + cuBLAS (False)."""
+    global CUDA_IMPLICIT_GEMM
+    previous = CUDA_IMPLICIT_GEMM
+    CUDA_IMPLICIT_GEMM = bool(enabled)
+    try:
+        yield
+    finally:
+        CUDA_IMPLICIT_GEMM = previous
 
 
 @contextmanager
@@ -465,7 +486,7 @@ def conv2d_gemm(x, w, stride, padding, dilation, groups, bias=None):
     if x.shape[0] == 0:  # an empty batch: an empty output (the kernels' chunking needs N >= 1)
         size = _sizes(x.shape[2:], w.shape[2:], stride, padding, dilation)
         return array_module(x).empty((0, w.shape[0]) + size, x.dtype)
-    impl = backend.pick("conv2d", numpy=_gemm_by_images, numba=_gemm_numba, cuda=_gemm_by_images)
+    impl = backend.pick("conv2d", numpy=_gemm_by_images, numba=_gemm_numba, cuda=_gemm_cuda)
     return impl(x, w, stride, padding, dilation, groups, bias)
 
 
@@ -474,7 +495,7 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
     if dy.shape[0] == 0:  # an empty batch
         return array_module(dy).empty((0, w.shape[1] * groups) + tuple(in_size), dy.dtype)
     impl = backend.pick(
-        "conv2d", numpy=_data_grad_by_images, numba=_data_grad_numba, cuda=_data_grad_by_images,
+        "conv2d", numpy=_data_grad_by_images, numba=_data_grad_numba, cuda=_data_grad_cuda,
     )  # fmt: skip
     return impl(dy, w, in_size, stride, padding, dilation, groups)
 
@@ -486,16 +507,61 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
         return array_module(x).zeros(shape, x.dtype)
     impl = backend.pick(
         "conv2d", numpy=_weight_grad_by_images, numba=_weight_grad_numba,
-        cuda=_weight_grad_by_images,
+        cuda=_weight_grad_cuda,
     )  # fmt: skip
     return impl(x, dy, kernel, stride, padding, dilation, groups)
 
 
+GPU_CHUNK_BYTES = 512 * 2**20
+"""The column budget on a GPU (cuda backend), for the im2col fallback: one chunk for most
+layers, since each chunk costs a Python loop turn and its launches, and device memory is large."""
+
+
 def _images_per_chunk(n: int, bytes_per_image: int) -> int:
-    return max(1, min(n, CHUNK_BYTES // max(1, bytes_per_image)))
+    budget = GPU_CHUNK_BYTES if backend.current().is_gpu else CHUNK_BYTES
+    return max(1, min(n, budget // max(1, bytes_per_image)))
 
 
-# --- by images: NumPy reference and CUDA ------------------------------------------------------
+# --- CUDA: implicit GEMM, or the image-chunk driver below as the fallback ---------------------
+
+
+def _implicit_gemm(x_shape, w_shape, stride, padding, dilation):
+    """The implicit-GEMM module when switched on and the sizes fit its 32-bit counters. A
+    pointwise convolution keeps its fast path (no im2col there: one cuBLAS product is best)."""
+    if not CUDA_IMPLICIT_GEMM:
+        return None
+    if POINTWISE_FAST_PATH and _is_pointwise(w_shape[2:], stride, padding):
+        return None
+    from minisegnet.cuda import implicit_gemm
+
+    out = _sizes(x_shape[2:], w_shape[2:], stride, padding, dilation)
+    return implicit_gemm if implicit_gemm.fits(x_shape, w_shape, out) else None
+
+
+def _gemm_cuda(x, w, stride, padding, dilation, groups, bias):
+    ig = _implicit_gemm(x.shape, w.shape, stride, padding, dilation)
+    if ig is None:
+        return _gemm_by_images(x, w, stride, padding, dilation, groups, bias)
+    return ig.conv2d_forward(x, w, bias, stride, padding, dilation, groups)
+
+
+def _data_grad_cuda(dy, w, in_size, stride, padding, dilation, groups):
+    x_shape = (dy.shape[0], w.shape[1] * groups) + tuple(in_size)
+    ig = _implicit_gemm(x_shape, w.shape, stride, padding, dilation)
+    if ig is None:
+        return _data_grad_by_images(dy, w, in_size, stride, padding, dilation, groups)
+    return ig.conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups)
+
+
+def _weight_grad_cuda(x, dy, kernel, stride, padding, dilation, groups):
+    w_shape = (dy.shape[1], x.shape[1] // groups) + tuple(kernel)
+    ig = _implicit_gemm(x.shape, w_shape, stride, padding, dilation)
+    if ig is None:
+        return _weight_grad_by_images(x, dy, kernel, stride, padding, dilation, groups)
+    return ig.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups)
+
+
+# --- by images: NumPy reference and CUDA fallback -----------------------------------------------
 
 
 def _gemm_by_images(x, w, stride, padding, dilation, groups, bias):

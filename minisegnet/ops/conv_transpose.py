@@ -26,6 +26,11 @@ columns at the bottom/right, which receive only the bias unless the kernel reach
 When output_padding >= stride (possible with dilation), the convolution of the output would
 have more rows than x: we append zero rows/columns to x so the pieces above line up.
 
+On the cuda backend the three pieces are the implicit-GEMM kernels (``cuda/implicit_gemm.py``;
+the forward is their data gradient, split by stride phase so that a stride-2 4x4 kernel
+multiplies the 4 taps that reach each output pixel, not all 16), or im2col + cuBLAS with
+``ops.conv.CUDA_IMPLICIT_GEMM`` off.
+
 Upsampling in FCN: kernel 2f, stride f, padding f/2, weights from ``nn.init.bilinear_`` (each
 class channel upsampled on its own) is bilinear interpolation by a factor f.
 """

@@ -266,12 +266,26 @@ def _backward_impl():
     )
 
 
+CUDA_FUSED = True
+"""cuda / cuda-emu backends, while gradients are recorded: one fused kernel computes loss and
+gradient (``minisegnet.cuda.loss.cross_entropy_fused``); False: forward and backward kernels."""
+
+
+def _fused_impl():
+    if not CUDA_FUSED or not is_grad_enabled() or not backend.current().name.startswith("cuda"):
+        return None
+    return backend.lazy("minisegnet.cuda.loss", "cross_entropy_fused")
+
+
 class CrossEntropy(Function):
     def forward(self, logits, target, weight=None, ignore_index=255, reduction="mean"):
         check_cross_entropy_args(logits, target, weight, ignore_index, reduction)
         xp = array_module(logits)
         target = xp.ascontiguousarray(target).astype(xp.int64, copy=False)
         logits = xp.ascontiguousarray(logits)
+        fused = _fused_impl()
+        if fused is not None:  # cuda: one kernel for loss and gradient (cuda/loss.py)
+            return self._forward_fused(fused, xp, logits, target, weight, ignore_index, reduction)
         grad = None
         if backend.current().name == "numba" and is_grad_enabled() and loss_fused.applies(logits):
             # One pass for loss and gradient (ops/loss_fused.py); the kernels above otherwise.
@@ -297,8 +311,26 @@ class CrossEntropy(Function):
             return total.astype(logits.dtype)
         return (total / total_weight if total_weight > 0 else total * 0).astype(logits.dtype)
 
+    def _forward_fused(self, fused, xp, logits, target, weight, ignore_index, reduction):
+        """The loss from one fused kernel that also leaves the unscaled gradient; no host sync
+        (the mean's 0/0 guard is an xp.where, not a Python if)."""
+        loss, _, grad, totals = fused(logits, target, weight, ignore_index)
+        total, total_weight = totals[0], totals[1]
+        inv_weight = xp.where(total_weight > 0, 1 / xp.where(total_weight > 0, total_weight, 1), 0)
+        self.save(cuda_grad=grad, reduction=reduction, inv_weight=inv_weight)
+        if reduction == "none":
+            return loss
+        if reduction == "sum":
+            return total.astype(logits.dtype)
+        return (total * inv_weight).astype(logits.dtype)
+
     def backward(self, dy):
         s = self.saved
+        if getattr(s, "cuda_grad", None) is not None:  # the cuda kernel's gradient, scaled
+            if s.reduction == "none":  # dy (N[, H, W]): one factor per position
+                return s.cuda_grad * dy.reshape(dy.shape[:1] + (1,) + dy.shape[1:])
+            factor = dy * s.inv_weight if s.reduction == "mean" else dy
+            return s.cuda_grad * factor.astype(s.cuda_grad.dtype)
         if s.grad is not None:  # the fused forward's gradient, handed over once
             grad, s.grad = s.grad, None
             return loss_fused.scale_gradient(grad, dy, s.reduction)

@@ -81,3 +81,76 @@ __global__ void cross_entropy_backward(const T* __restrict__ logits,
         dz[(long long)c * HW] = g * (softmax - (c == t ? (T)1 : (T)0));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// cross_entropy_fused: softmax, loss and (unscaled) gradient in ONE pass per position, plus each
+// block's partial sums of the loss and of the weights. Replaces, while training, the forward
+// above + two reductions + the backward (which re-read the logits and recomputed the softmax).
+//
+//   grad[n, c, p] = weight[t] * (softmax[c] - [c == t])      (0 at ignored positions)
+//   partial[blockIdx.x] = (sum of loss[q], sum of wpos[q]) over the block's positions
+//
+// The backward is then grad * scale (one elementwise product), whatever the reduction.
+// The max and the sum of exponentials are taken in a single sweep over the classes (online
+// softmax: when the running max grows from m to m', the running sum is rescaled by exp(m - m')),
+// then a second sweep writes the gradient: two reads of the position's logits (the second from
+// cache), one write, instead of the three reads and two kernels of forward + backward.
+// Partial sums: a tree in shared memory (blockDim.x a power of two, at most 1024), one slot per
+// block, summed by the wrapper: deterministic (no atomics). Launch: 1-D, blockDim.x threads.
+template <typename T>
+__global__ void cross_entropy_fused(const T* __restrict__ logits,
+                                    const long long* __restrict__ target,
+                                    const T* __restrict__ weight, T* __restrict__ loss,
+                                    T* __restrict__ wpos, T* __restrict__ grad,
+                                    T* __restrict__ partial, int N, int C, int HW,
+                                    long long ignore_index)
+{
+    __shared__ T sums[2][1024];
+    long long q = global_thread_index();
+    T my_loss = 0, my_w = 0;
+    if (q < (long long)N * HW) {
+        long long offset = (q / HW) * C * HW + q % HW;
+        const T* z = logits + offset;
+        T* dz = grad + offset;
+        long long t = target[q];
+        if (t == ignore_index || t < 0 || t >= C) {
+            T fill = t == ignore_index ? (T)0 : quiet_nan<T>();
+            for (int c = 0; c < C; ++c) dz[(long long)c * HW] = fill;
+            my_loss = my_w = fill;
+        } else {
+            T m = z[0], s = 1;  // online softmax: running max, sum of exp(z - m)
+            for (int c = 1; c < C; ++c) {
+                T v = z[(long long)c * HW];
+                if (v > m) {
+                    s = s * cu_exp(m - v) + 1;
+                    m = v;
+                } else {
+                    s += cu_exp(v - m);
+                }
+            }
+            T wt = weight[t], inv_s = (T)1 / s;
+            for (int c = 0; c < C; ++c) {
+                T softmax = cu_exp(z[(long long)c * HW] - m) * inv_s;
+                dz[(long long)c * HW] = wt * (softmax - (c == t ? (T)1 : (T)0));
+            }
+            my_loss = -wt * (z[t * HW] - m - cu_log(s));
+            my_w = wt;
+        }
+        loss[q] = my_loss;
+        wpos[q] = my_w;
+    }
+    sums[0][threadIdx.x] = my_loss;
+    sums[1][threadIdx.x] = my_w;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half) {
+            sums[0][threadIdx.x] += sums[0][threadIdx.x + half];
+            sums[1][threadIdx.x] += sums[1][threadIdx.x + half];
+        }
+        __syncthreads();  // this level complete before the next reads it
+    }
+    if (threadIdx.x == 0) {
+        partial[2 * (long long)blockIdx.x] = sums[0][0];
+        partial[2 * (long long)blockIdx.x + 1] = sums[1][0];
+    }
+}
