@@ -1,0 +1,496 @@
+"""The fully connected CRF of Krähenbühl and Koltun (2011), with mean-field inference.
+
+Every pixel i of an (H, W) image gets a label x_i in {0..L-1}. The energy is
+
+    E(x) = sum_i U_i(x_i) + sum_{i<j} mu(x_i, x_j) k(f_i, f_j)
+
+    U_i(l)      = -log P_i(l)                       the network's softmax probability P (L, H, W)
+    mu(l, l')   = [l != l']                          Potts compatibility (trainable in nn/crf.py)
+    k(f_i, f_j) = w1 exp(-|p_i-p_j|^2 / 2ta^2 - |I_i-I_j|^2 / 2tb^2)      appearance (bilateral)
+                + w2 exp(-|p_i-p_j|^2 / 2tg^2)                             smoothness (position)
+
+with p a pixel's (row, column) position, I its colour, ta/tb/tg = theta_alpha/beta/gamma. Both
+kernels are Gaussians exp(-|f_i - f_j|^2 / 2) of scaled features: f = (p/ta, I/tb) (d = 5)
+and f = p/tg (d = 2). Mean field approximates P(x) by Q = prod_i Q_i and iterates
+
+    Q_i      <- softmax(-U_i)                                    (initialisation)
+    m_i(l)   = sum_kernels w_m sum_j k_m(f_i, f_j) Q_j(l)         message passing: a FILTER
+    E_i(l)   = U_i(l) + sum_l' mu(l, l') m_i(l')                  compatibility transform
+    Q_i      <- softmax(-E_i)                                    normalise
+
+so every iteration costs two Gaussian filters of the (N, L) array Q, N = H*W. The filter is
+the only expensive part, and this module has it twice:
+
+* ``exact_filter``: the definition, sum_j exp(-|f_i-f_j|^2/2) v_j as an (N, N) matrix. O(N^2)
+  time and memory: for tiny images and as the reference.
+* ``Lattice``: the permutohedral lattice of Adams, Baek and Davis (2010). Each point is lifted
+  onto the hyperplane x.1 = 0 of R^(d+1), which is tiled by simplices whose vertices form the
+  lattice; a point "splats" its value onto the d+1 vertices of its simplex with barycentric
+  weights, the lattice is blurred by [1/2, 1, 1/2] along each of the d+1 lattice directions, and
+  each point "slices" (reads back) from its vertices with the same weights:
+
+      filter(v) = alpha * S^T B_d ... B_1 B_0 S v        alpha = 1 / (1 + 2^-d)
+
+  O(N d^2) to build and O(N d L) per filter. It approximates the Gaussian (the measured error
+  against ``exact_filter`` is in tests/test_crf.py and benchmarks/results/crf.md). Each blur
+  B_j is a symmetric matrix, so the transpose, needed for backpropagation, is the same filter
+  with the blurs in reverse order (``transpose=True``).
+
+Self term and normalisation (``normalization=``). Both filters include j = i (as the authors'
+code does: the lattice cannot leave it out).
+
+* ``"symmetric"`` (default, as ``pydensecrf``'s default NORMALIZE_SYMMETRIC): with n = K 1 the
+  kernel's row sums, the message is n^-1/2 * K(n^-1/2 * v): every pixel's kernel sums to about
+  1, whatever the image.
+* ``"none"``: the paper's plain sum over j != i, K v - v (k(f_i, f_i) = 1).
+
+Shapes: image (H, W, 3) (uint8 or float; colour in 0..255 units), probabilities (L, H, W)
+float32/float64 summing to 1 over L. Features (N, d), values (N, C).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "CRFParams",
+    "check_inputs",
+    "crf_features",
+    "exact_filter",
+    "Lattice",
+    "build_lattice",
+    "make_filter",
+    "mean_field",
+    "dense_crf",
+    "NORMALIZATIONS",
+]
+
+NORMALIZATIONS = ("symmetric", "none")
+
+
+class CRFParams:
+    """The CRF's parameters. Defaults: the values of pydensecrf's examples (Krähenbühl's
+    inference.cpp: bilateral w1=10, theta_alpha=80, theta_beta=13; Gaussian w2=3, theta_gamma=3).
+    ``iterations`` mean-field steps; ``normalization`` in NORMALIZATIONS (module docstring)."""
+
+    def __init__(
+        self,
+        w1: float = 10.0,
+        theta_alpha: float = 80.0,
+        theta_beta: float = 13.0,
+        w2: float = 3.0,
+        theta_gamma: float = 3.0,
+        iterations: int = 10,
+        normalization: str = "symmetric",
+    ):
+        for name, value in (("w1", w1), ("w2", w2)):
+            if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(
+                value, bool
+            ):
+                raise TypeError(f"CRF: {name} must be a number, got {value!r}")
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"CRF: {name} must be a finite number >= 0, got {value!r}")
+        for name, value in (
+            ("theta_alpha", theta_alpha),
+            ("theta_beta", theta_beta),
+            ("theta_gamma", theta_gamma),
+        ):
+            if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(
+                value, bool
+            ):
+                raise TypeError(f"CRF: {name} (a kernel width) must be a number, got {value!r}")
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"CRF: {name} (a kernel width) must be a finite number > 0, got {value!r}"
+                )
+        if (
+            not isinstance(iterations, (int, np.integer))
+            or isinstance(iterations, bool)
+            or iterations < 0
+        ):
+            raise ValueError(f"CRF: iterations must be an int >= 0, got {iterations!r}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"CRF: normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+            )
+        self.w1, self.w2 = float(w1), float(w2)
+        self.theta_alpha, self.theta_beta = float(theta_alpha), float(theta_beta)
+        self.theta_gamma = float(theta_gamma)
+        self.iterations = int(iterations)
+        self.normalization = normalization
+
+    def __repr__(self):
+        return (
+            f"CRFParams(w1={self.w1}, theta_alpha={self.theta_alpha}, theta_beta="
+            f"{self.theta_beta}, w2={self.w2}, theta_gamma={self.theta_gamma}, iterations="
+            f"{self.iterations}, normalization={self.normalization!r})"
+        )
+
+
+def check_inputs(image, probabilities, op: str = "CRF"):
+    """Validate an (H, W, 3) image and (L, H, W) probabilities; errors name the argument."""
+    for name, a in (("image", image), ("probabilities", probabilities)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{op}: {name} must be a NumPy array, got {type(a).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{op}: image must have shape (H, W, 3), got {image.shape}")
+    if image.dtype != np.uint8 and image.dtype.kind != "f":
+        raise TypeError(f"{op}: image must have dtype uint8 or a float dtype, got {image.dtype}")
+    if probabilities.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{op}: probabilities must have dtype float32 or float64, got {probabilities.dtype}"
+        )
+    if probabilities.ndim != 3 or probabilities.shape[0] < 1:
+        raise ValueError(
+            f"{op}: probabilities must have shape (L, H, W) with L >= 1, got {probabilities.shape}"
+        )
+    if probabilities.shape[1:] != image.shape[:2]:
+        raise ValueError(
+            f"{op}: image (H, W) = {image.shape[:2]} and probabilities (H, W) = "
+            f"{probabilities.shape[1:]} must match"
+        )
+    if not np.all(np.isfinite(probabilities)) or probabilities.min(initial=0.0) < 0:
+        raise ValueError(f"{op}: probabilities must be finite and >= 0")
+
+
+def crf_features(image, params: CRFParams, dtype=np.float32):
+    """The two kernels' scaled features: appearance (N, 5) = (row/ta, col/ta, rgb/tb) and
+    smoothness (N, 2) = (row/tg, col/tg), pixels in row-major order."""
+    h, w = image.shape[:2]
+    rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w), indexing="ij")
+    pos = np.stack([rows.ravel(), cols.ravel()], axis=1)
+    rgb = image.reshape(h * w, 3).astype(np.float64)
+    appearance = np.concatenate([pos / params.theta_alpha, rgb / params.theta_beta], axis=1)
+    smoothness = pos / params.theta_gamma
+    return appearance.astype(dtype), smoothness.astype(dtype)
+
+
+# ---------------------------------------------------------------------------- the definition
+def exact_filter(features, values):
+    """sum_j exp(-|f_i - f_j|^2 / 2) values_j for every i (j = i included): (N, d), (N, C) ->
+    (N, C). Builds the (N, N) kernel matrix: tiny inputs only."""
+    f = np.asarray(features, np.float64)
+    sq = (f * f).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * f @ f.T, 0.0)
+    return (np.exp(-0.5 * d2) @ values.astype(np.float64)).astype(values.dtype)
+
+
+# ------------------------------------------------------------- the permutohedral lattice
+@njit(cache=True)
+def _build(features):
+    """Hash the lattice vertices of every point's enclosing simplex (Adams et al. 2010, sec. 3,
+    following Krähenbühl's permutohedral.cpp). Returns
+        offset (N, d+1) int32   the vertex index (1-based: 0 is the "missing" vertex, all zeros)
+        weight (N, d+1) float32 the barycentric weights
+        neighbours (d+1, M+1, 2) int32  each vertex' two neighbours along each lattice axis
+    """
+    n, d = features.shape
+    scale = np.empty(d)
+    inv_std = np.sqrt(2.0 / 3.0) * (d + 1)  # makes the blur a Gaussian of std 1 in f
+    for i in range(d):
+        scale[i] = inv_std / np.sqrt((i + 1.0) * (i + 2.0))
+    cap = 1
+    while cap < 2 * n * (d + 1):
+        cap *= 2
+    mask = cap - 1
+    table = np.full(cap, -1, np.int64)  # slot -> vertex index (0-based) or -1
+    keys = np.empty((n * (d + 1), d), np.int32)
+    m = 0
+    offset = np.empty((n, d + 1), np.int32)
+    weight = np.empty((n, d + 1), np.float32)
+    elevated = np.empty(d + 1)
+    rem0 = np.empty(d + 1, np.int64)
+    rank = np.empty(d + 1, np.int64)
+    bary = np.empty(d + 2)
+    key = np.empty(d, np.int64)
+    for p in range(n):
+        # elevate onto the hyperplane x.1 = 0: E f, E's rows orthogonal (Adams' eq. 3)
+        sm = 0.0
+        for j in range(d, 0, -1):
+            cf = features[p, j - 1] * scale[j - 1]
+            elevated[j] = sm - j * cf
+            sm += cf
+        elevated[0] = sm
+        # the nearest remainder-0 lattice point, by rounding to multiples of d+1
+        s = 0
+        for i in range(d + 1):
+            rd = np.int64(np.round(elevated[i] / (d + 1)))
+            rem0[i] = rd * (d + 1)
+            s += rd
+        # rank: the position of each coordinate of (elevated - rem0) in decreasing order
+        for i in range(d + 1):
+            rank[i] = 0
+        for i in range(d):
+            di = elevated[i] - rem0[i]
+            for j in range(i + 1, d + 1):
+                if di < elevated[j] - rem0[j]:
+                    rank[i] += 1
+                else:
+                    rank[j] += 1
+        # if rem0 is off the plane (sum != 0), walk it back
+        for i in range(d + 1):
+            rank[i] += s
+            if rank[i] < 0:
+                rank[i] += d + 1
+                rem0[i] += d + 1
+            elif rank[i] > d:
+                rank[i] -= d + 1
+                rem0[i] -= d + 1
+        # barycentric coordinates (Adams' p. 10)
+        for i in range(d + 2):
+            bary[i] = 0.0
+        for i in range(d + 1):
+            v = (elevated[i] - rem0[i]) / (d + 1)
+            bary[d - rank[i]] += v
+            bary[d - rank[i] + 1] -= v
+        bary[0] += 1.0 + bary[d + 1]
+        # the d+1 vertices: rem0 + the canonical simplex' vertex r, permuted by rank
+        for r in range(d + 1):
+            h = np.int64(0)
+            for i in range(d):
+                c = r if rank[i] <= d - r else r - (d + 1)
+                key[i] = rem0[i] + c
+                h = (h + key[i]) * np.int64(2531011)
+            slot = h & mask
+            while True:
+                idx = table[slot]
+                if idx < 0:
+                    table[slot] = m
+                    for i in range(d):
+                        keys[m, i] = key[i]
+                    idx = m
+                    m += 1
+                    break
+                same = True
+                for i in range(d):
+                    if keys[idx, i] != key[i]:
+                        same = False
+                        break
+                if same:
+                    break
+                slot = (slot + 1) & mask
+            offset[p, r] = idx + 1
+            weight[p, r] = bary[r]
+    # neighbours along lattice axis j: key -1 everywhere but +d at j (and the reverse)
+    neighbours = np.zeros((d + 1, m + 1, 2), np.int32)
+    nkey = np.empty(d, np.int64)
+    for j in range(d + 1):
+        for v in range(m):
+            for side in range(2):
+                sign = 1 if side == 0 else -1
+                h = np.int64(0)
+                for i in range(d):
+                    nkey[i] = keys[v, i] - sign
+                    if i == j:
+                        nkey[i] = keys[v, i] + sign * d
+                    h = (h + nkey[i]) * np.int64(2531011)
+                slot = h & mask
+                found = 0
+                while True:
+                    idx = table[slot]
+                    if idx < 0:
+                        break
+                    same = True
+                    for i in range(d):
+                        if keys[idx, i] != nkey[i]:
+                            same = False
+                            break
+                    if same:
+                        found = idx + 1
+                        break
+                    slot = (slot + 1) & mask
+                neighbours[j, v + 1, side] = found
+    return offset, weight, neighbours
+
+
+@njit(cache=True)
+def _invert(offset, weight, m):
+    """The splat as a gather: for each vertex, the (point, weight) pairs that splat onto it, in
+    CSR form (start (M+2,), point, weight). Lets the splat run in parallel without atomics."""
+    n, k = offset.shape
+    count = np.zeros(m + 2, np.int64)
+    for p in range(n):
+        for r in range(k):
+            count[offset[p, r] + 1] += 1
+    for v in range(1, m + 2):
+        count[v] += count[v - 1]
+    start = count.copy()
+    point = np.empty(n * k, np.int32)
+    wgt = np.empty(n * k, np.float32)
+    fill = count[:-1].copy()
+    for p in range(n):
+        for r in range(k):
+            v = offset[p, r]
+            point[fill[v]] = p
+            wgt[fill[v]] = weight[p, r]
+            fill[v] += 1
+    return start, point, wgt
+
+
+@njit(parallel=True, cache=True)
+def _splat(start, point, wgt, values, out):
+    """out[v] = sum over the points p splatting onto vertex v of weight * values[p]."""
+    m1, c = out.shape
+    for v in prange(1, m1):
+        for k in range(c):
+            out[v, k] = 0.0
+        for e in range(start[v], start[v + 1]):
+            p = point[e]
+            w = wgt[e]
+            for k in range(c):
+                out[v, k] += w * values[p, k]
+    for k in range(c):
+        out[0, k] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def _blur(neighbours, src, dst):
+    """dst[v] = src[v] + (src[n1] + src[n2]) / 2 along one lattice axis (0 = missing: zeros)."""
+    m1, c = src.shape
+    for v in prange(1, m1):
+        n1 = neighbours[v, 0]
+        n2 = neighbours[v, 1]
+        for k in range(c):
+            dst[v, k] = src[v, k] + 0.5 * (src[n1, k] + src[n2, k])
+    for k in range(c):
+        dst[0, k] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def _slice(offset, weight, lattice, alpha, out):
+    """out[p] = alpha * sum_r weight[p, r] * lattice[offset[p, r]]."""
+    n, k1 = offset.shape
+    c = out.shape[1]
+    for p in prange(n):
+        for k in range(c):
+            out[p, k] = 0.0
+        for r in range(k1):
+            w = weight[p, r] * alpha
+            o = offset[p, r]
+            for k in range(c):
+                out[p, k] += w * lattice[o, k]
+
+
+def build_lattice(features):
+    """(offset, weight, neighbours) of the lattice for float features (N, d), d >= 1."""
+    f = np.ascontiguousarray(features, np.float32)
+    if f.ndim != 2 or f.shape[1] < 1:
+        raise ValueError(f"Lattice: features must have shape (N, d) with d >= 1, got {f.shape}")
+    if not np.all(np.isfinite(f)):
+        raise ValueError("Lattice: features must be finite")
+    return _build(f)
+
+
+class Lattice:
+    """The permutohedral lattice for features (N, d): ``filter(values (N, C))`` approximates
+    ``exact_filter(features, values)``; ``filter(values, transpose=True)`` applies the
+    transposed matrix (blurs in reverse order), the backward of ``filter``."""
+
+    def __init__(self, features):
+        self.offset, self.weight, neighbours = build_lattice(features)
+        self.n, k = self.offset.shape
+        self.d = k - 1
+        self.m = neighbours.shape[1] - 1
+        self.neighbours = [np.ascontiguousarray(neighbours[j]) for j in range(k)]
+        self.start, self.point, self.wgt = _invert(self.offset, self.weight, self.m)
+        self.alpha = 1.0 / (1.0 + 2.0 ** (-self.d))
+
+    def filter(self, values, transpose: bool = False):
+        if values.ndim != 2 or values.shape[0] != self.n:
+            raise ValueError(
+                f"Lattice.filter: values must have shape ({self.n}, C), got {values.shape}"
+            )
+        dtype = values.dtype if values.dtype in (np.float32, np.float64) else np.float32
+        v = np.ascontiguousarray(values, dtype)
+        a = np.empty((self.m + 1, v.shape[1]), dtype)
+        b = np.empty_like(a)
+        _splat(self.start, self.point, self.wgt, v, a)
+        order = range(self.d, -1, -1) if transpose else range(self.d + 1)
+        for j in order:
+            _blur(self.neighbours[j], a, b)
+            a, b = b, a
+        out = np.empty_like(v)
+        _slice(self.offset, self.weight, a, np.dtype(dtype).type(self.alpha), out)
+        return out
+
+
+# ------------------------------------------------------------------------- mean field
+def make_filter(features, method: str, normalization: str):
+    """A function v (N, C) -> the normalised message (N, C), and its transpose, for one kernel:
+    ``method`` "exact" or "lattice" (or "cuda": the lattice's splat/blur/slice as CUDA kernels,
+    on the GPU under the ``cuda`` backend and in the emulator otherwise)."""
+    if method == "exact":
+        f = np.asarray(features, np.float64)
+
+        def raw(v, transpose=False):  # the Gaussian matrix is symmetric
+            return exact_filter(f, v)
+    elif method == "lattice":
+        lattice = Lattice(features)
+        raw = lattice.filter
+    elif method == "cuda":
+        from minisegnet.cuda.crf import CudaLattice
+
+        raw = CudaLattice(features).filter
+    else:
+        raise ValueError(f"CRF: method must be 'exact', 'lattice' or 'cuda', got {method!r}")
+    n = features.shape[0]
+    if normalization == "symmetric":
+        norm = raw(np.ones((n, 1), np.float64 if method == "exact" else np.float32))[:, 0]
+        scale = (1.0 / np.sqrt(norm.astype(np.float64) + 1e-20))[:, None]
+
+        def message(v, transpose=False):
+            s = scale.astype(v.dtype)
+            return s * raw(s * v, transpose)
+    elif normalization == "none":
+
+        def message(v, transpose=False):
+            return raw(v, transpose) - v
+    else:
+        raise ValueError(
+            f"CRF: normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+        )
+    return message
+
+
+def _softmax_rows(e):
+    e = e - e.max(axis=1, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=1, keepdims=True)
+    return e
+
+
+def mean_field(unary, filters, weights, compatibility, iterations):
+    """Mean-field inference. unary (N, L) = -log P; filters: message functions (make_filter);
+    weights: one per filter; compatibility (L, L) mu. Returns Q (N, L)."""
+    q = _softmax_rows(-unary)
+    mu_t = np.ascontiguousarray(compatibility.T, unary.dtype)
+    for _ in range(iterations):
+        m = weights[0] * filters[0](q)
+        for w, f in zip(weights[1:], filters[1:]):
+            m += w * f(q)
+        q = _softmax_rows(-(unary + m @ mu_t))
+    return q
+
+
+def dense_crf(image, probabilities, params: CRFParams | None = None, method: str = "lattice"):
+    """Refine softmax ``probabilities`` (L, H, W) with the fully connected CRF on ``image``
+    (H, W, 3). Returns the mean-field marginals Q (L, H, W) in the probabilities' dtype."""
+    params = CRFParams() if params is None else params
+    if not isinstance(params, CRFParams):
+        raise TypeError(f"dense_crf: params must be a CRFParams, got {type(params).__name__}")
+    check_inputs(image, probabilities, "dense_crf")
+    L, h, w = probabilities.shape
+    dtype = probabilities.dtype
+    unary = -np.log(np.maximum(probabilities.reshape(L, h * w).T, 1e-8)).astype(dtype)
+    feat_dtype = np.float64 if method == "exact" else np.float32
+    appearance, smoothness = crf_features(image, params, feat_dtype)
+    filters = [
+        make_filter(appearance, method, params.normalization),
+        make_filter(smoothness, method, params.normalization),
+    ]
+    potts = (1.0 - np.eye(L)).astype(dtype)
+    q = mean_field(
+        np.ascontiguousarray(unary), filters, [params.w1, params.w2], potts, params.iterations
+    )
+    return np.ascontiguousarray(q.T.reshape(L, h, w))
