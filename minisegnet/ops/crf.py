@@ -177,34 +177,22 @@ def exact_filter(features, values):
 
 
 # ------------------------------------------------------------- the permutohedral lattice
-@njit(cache=True)
-def _build(features):
-    """Hash the lattice vertices of every point's enclosing simplex (Adams et al. 2010, sec. 3,
-    following Krähenbühl's permutohedral.cpp). Returns
-        offset (N, d+1) int32   the vertex index (1-based: 0 is the "missing" vertex, all zeros)
-        weight (N, d+1) float32 the barycentric weights
-        neighbours (d+1, M+1, 2) int32  each vertex' two neighbours along each lattice axis
-    """
+@njit(parallel=True, cache=True)
+def _simplices(features):
+    """Phase 1 of the build, independent per point (so parallel): the d+1 vertex keys (N, d+1, d)
+    of the simplex enclosing each lifted point, and its barycentric weights (N, d+1)."""
     n, d = features.shape
     scale = np.empty(d)
     inv_std = np.sqrt(2.0 / 3.0) * (d + 1)  # makes the blur a Gaussian of std 1 in f
     for i in range(d):
         scale[i] = inv_std / np.sqrt((i + 1.0) * (i + 2.0))
-    cap = 1
-    while cap < 2 * n * (d + 1):
-        cap *= 2
-    mask = cap - 1
-    table = np.full(cap, -1, np.int64)  # slot -> vertex index (0-based) or -1
-    keys = np.empty((n * (d + 1), d), np.int32)
-    m = 0
-    offset = np.empty((n, d + 1), np.int32)
+    keys = np.empty((n, d + 1, d), np.int32)
     weight = np.empty((n, d + 1), np.float32)
-    elevated = np.empty(d + 1)
-    rem0 = np.empty(d + 1, np.int64)
-    rank = np.empty(d + 1, np.int64)
-    bary = np.empty(d + 2)
-    key = np.empty(d, np.int64)
-    for p in range(n):
+    for p in prange(n):
+        elevated = np.empty(d + 1)
+        rem0 = np.empty(d + 1, np.int64)
+        rank = np.zeros(d + 1, np.int64)
+        bary = np.zeros(d + 2)
         # elevate onto the hyperplane x.1 = 0: E f, E's rows orthogonal (Adams' eq. 3)
         sm = 0.0
         for j in range(d, 0, -1):
@@ -219,8 +207,6 @@ def _build(features):
             rem0[i] = rd * (d + 1)
             s += rd
         # rank: the position of each coordinate of (elevated - rem0) in decreasing order
-        for i in range(d + 1):
-            rank[i] = 0
         for i in range(d):
             di = elevated[i] - rem0[i]
             for j in range(i + 1, d + 1):
@@ -238,70 +224,108 @@ def _build(features):
                 rank[i] -= d + 1
                 rem0[i] -= d + 1
         # barycentric coordinates (Adams' p. 10)
-        for i in range(d + 2):
-            bary[i] = 0.0
         for i in range(d + 1):
             v = (elevated[i] - rem0[i]) / (d + 1)
             bary[d - rank[i]] += v
             bary[d - rank[i] + 1] -= v
         bary[0] += 1.0 + bary[d + 1]
-        # the d+1 vertices: rem0 + the canonical simplex' vertex r, permuted by rank
+        # the d+1 vertices: rem0 + the canonical simplex' vertex r, permuted by rank (the last
+        # coordinate is implied: keys sum to 0)
         for r in range(d + 1):
-            h = np.int64(0)
             for i in range(d):
                 c = r if rank[i] <= d - r else r - (d + 1)
-                key[i] = rem0[i] + c
-                h = (h + key[i]) * np.int64(2531011)
-            slot = h & mask
-            while True:
-                idx = table[slot]
-                if idx < 0:
-                    table[slot] = m
-                    for i in range(d):
-                        keys[m, i] = key[i]
-                    idx = m
-                    m += 1
-                    break
-                same = True
-                for i in range(d):
-                    if keys[idx, i] != key[i]:
-                        same = False
-                        break
-                if same:
-                    break
-                slot = (slot + 1) & mask
-            offset[p, r] = idx + 1
+                keys[p, r, i] = rem0[i] + c
             weight[p, r] = bary[r]
-    # neighbours along lattice axis j: key -1 everywhere but +d at j (and the reverse)
-    neighbours = np.zeros((d + 1, m + 1, 2), np.int32)
-    nkey = np.empty(d, np.int64)
-    for j in range(d + 1):
-        for v in range(m):
+    return keys, weight
+
+
+@njit(inline="always")
+def _hash(key, d):
+    h = np.int64(0)
+    for i in range(d):
+        h = (h + key[i]) * np.int64(2531011)
+    return h
+
+
+@njit(inline="always")
+def _find(table, vertices, key, mask, d):
+    """Index of ``key`` in the open-addressing table (linear probing), -(slot+1) if absent."""
+    slot = _hash(key, d) & mask
+    while True:
+        idx = table[slot]
+        if idx < 0:
+            return -(slot + 1)
+        same = True
+        for i in range(d):
+            if vertices[idx, i] != key[i]:
+                same = False
+                break
+        if same:
+            return idx
+        slot = (slot + 1) & mask
+
+
+@njit(cache=True)
+def _insert(keys):
+    """Phase 2, sequential: number the distinct keys (a hash table). Returns offset (N, d+1)
+    (1-based vertex indices: 0 is the "missing" vertex, all zeros), the vertices' keys (M, d),
+    and the table. The table starts small and doubles when half full: an image has far fewer
+    vertices than N (d+1) (55770 of 1.04M at 360x480, d = 5), and a table that fits the cache
+    halves the build (measured 25 -> 12 ms insert, 38 -> 17 ms neighbours; busy machine)."""
+    n, k, d = keys.shape
+    cap = 1024
+    mask = cap - 1
+    table = np.full(cap, -1, np.int32)  # slot -> vertex index (0-based) or -1
+    vertices = np.empty((n * k, d), np.int32)
+    offset = np.empty((n, k), np.int32)
+    m = 0
+    for p in range(n):
+        for r in range(k):
+            idx = _find(table, vertices, keys[p, r], mask, d)
+            if idx < 0:
+                table[-idx - 1] = m
+                vertices[m] = keys[p, r]
+                idx = m
+                m += 1
+                if 2 * m > cap:  # rehash into a table twice the size
+                    cap *= 2
+                    mask = cap - 1
+                    table = np.full(cap, -1, np.int32)
+                    for v in range(m):
+                        slot = _find(table, vertices, vertices[v], mask, d)
+                        table[-slot - 1] = v
+            offset[p, r] = idx + 1
+    return offset, vertices[:m].copy(), table
+
+
+@njit(parallel=True, cache=True)
+def _neighbours(vertices, table):
+    """Phase 3, parallel (the table is only read): each vertex' two neighbours along lattice
+    axis j, key - 1 everywhere but + d at j and the reverse (0 when absent). (d+1, M+1, 2)."""
+    m, d = vertices.shape
+    mask = table.shape[0] - 1
+    out = np.zeros((d + 1, m + 1, 2), np.int32)
+    for v in prange(m):
+        nkey = np.empty(d, np.int32)
+        for j in range(d + 1):
             for side in range(2):
                 sign = 1 if side == 0 else -1
-                h = np.int64(0)
                 for i in range(d):
-                    nkey[i] = keys[v, i] - sign
-                    if i == j:
-                        nkey[i] = keys[v, i] + sign * d
-                    h = (h + nkey[i]) * np.int64(2531011)
-                slot = h & mask
-                found = 0
-                while True:
-                    idx = table[slot]
-                    if idx < 0:
-                        break
-                    same = True
-                    for i in range(d):
-                        if keys[idx, i] != nkey[i]:
-                            same = False
-                            break
-                    if same:
-                        found = idx + 1
-                        break
-                    slot = (slot + 1) & mask
-                neighbours[j, v + 1, side] = found
-    return offset, weight, neighbours
+                    nkey[i] = vertices[v, i] + (sign * d if i == j else -sign)
+                idx = _find(table, vertices, nkey, mask, d)
+                out[j, v + 1, side] = idx + 1 if idx >= 0 else 0
+    return out
+
+
+def _build(features):
+    """The lattice of Adams et al. 2010, sec. 3, following Krähenbühl's permutohedral.cpp:
+    offset (N, d+1) int32   the vertex index of each point's simplex corners (1-based)
+    weight (N, d+1) float32 the barycentric weights
+    neighbours (d+1, M+1, 2) int32  each vertex' two neighbours along each lattice axis
+    """
+    keys, weight = _simplices(features)
+    offset, vertices, table = _insert(keys)
+    return offset, weight, _neighbours(vertices, table)
 
 
 @njit(cache=True)
@@ -328,23 +352,23 @@ def _invert(offset, weight, m):
     return start, point, wgt
 
 
-@njit(parallel=True, cache=True)
-def _splat(start, point, wgt, values, out):
-    """out[v] = sum over the points p splatting onto vertex v of weight * values[p]."""
+@njit(parallel=True, cache=True, fastmath=True)
+def _splat(start, point, wgt, values, scale, out):
+    """out[v] = sum over the points p splatting onto vertex v of weight * scale[p] * values[p]."""
     m1, c = out.shape
     for v in prange(1, m1):
         for k in range(c):
             out[v, k] = 0.0
         for e in range(start[v], start[v + 1]):
             p = point[e]
-            w = wgt[e]
+            w = wgt[e] * scale[p]
             for k in range(c):
                 out[v, k] += w * values[p, k]
     for k in range(c):
         out[0, k] = 0.0
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=True)
 def _blur(neighbours, src, dst):
     """dst[v] = src[v] + (src[n1] + src[n2]) / 2 along one lattice axis (0 = missing: zeros)."""
     m1, c = src.shape
@@ -357,16 +381,16 @@ def _blur(neighbours, src, dst):
         dst[0, k] = 0.0
 
 
-@njit(parallel=True, cache=True)
-def _slice(offset, weight, lattice, alpha, out):
-    """out[p] = alpha * sum_r weight[p, r] * lattice[offset[p, r]]."""
+@njit(parallel=True, cache=True, fastmath=True)
+def _slice(offset, weight, lattice, alpha, scale, out):
+    """out[p] = alpha * scale[p] * sum_r weight[p, r] * lattice[offset[p, r]]."""
     n, k1 = offset.shape
     c = out.shape[1]
     for p in prange(n):
         for k in range(c):
             out[p, k] = 0.0
         for r in range(k1):
-            w = weight[p, r] * alpha
+            w = weight[p, r] * alpha * scale[p]
             o = offset[p, r]
             for k in range(c):
                 out[p, k] += w * lattice[o, k]
@@ -385,7 +409,9 @@ def build_lattice(features):
 class Lattice:
     """The permutohedral lattice for features (N, d): ``filter(values (N, C))`` approximates
     ``exact_filter(features, values)``; ``filter(values, transpose=True)`` applies the
-    transposed matrix (blurs in reverse order), the backward of ``filter``."""
+    transposed matrix (blurs in reverse order), the backward of ``filter``; with ``scale`` (N,)
+    it computes scale * K(scale * values), the symmetric normalisation folded into the splat
+    and the slice (saves two passes over the (N, C) array per filter)."""
 
     def __init__(self, features):
         self.offset, self.weight, neighbours = build_lattice(features)
@@ -396,22 +422,25 @@ class Lattice:
         self.start, self.point, self.wgt = _invert(self.offset, self.weight, self.m)
         self.alpha = 1.0 / (1.0 + 2.0 ** (-self.d))
 
-    def filter(self, values, transpose: bool = False):
+    def filter(self, values, transpose: bool = False, scale=None):
         if values.ndim != 2 or values.shape[0] != self.n:
             raise ValueError(
                 f"Lattice.filter: values must have shape ({self.n}, C), got {values.shape}"
             )
         dtype = values.dtype if values.dtype in (np.float32, np.float64) else np.float32
         v = np.ascontiguousarray(values, dtype)
+        if scale is None:
+            scale = np.ones(self.n, dtype)
+        scale = np.ascontiguousarray(scale, dtype)
         a = np.empty((self.m + 1, v.shape[1]), dtype)
         b = np.empty_like(a)
-        _splat(self.start, self.point, self.wgt, v, a)
+        _splat(self.start, self.point, self.wgt, v, scale, a)
         order = range(self.d, -1, -1) if transpose else range(self.d + 1)
         for j in order:
             _blur(self.neighbours[j], a, b)
             a, b = b, a
         out = np.empty_like(v)
-        _slice(self.offset, self.weight, a, np.dtype(dtype).type(self.alpha), out)
+        _slice(self.offset, self.weight, a, np.dtype(dtype).type(self.alpha), scale, out)
         return out
 
 
@@ -423,8 +452,10 @@ def make_filter(features, method: str, normalization: str):
     if method == "exact":
         f = np.asarray(features, np.float64)
 
-        def raw(v, transpose=False):  # the Gaussian matrix is symmetric
-            return exact_filter(f, v)
+        def raw(v, transpose=False, scale=None):  # the Gaussian matrix is symmetric
+            if scale is None:
+                return exact_filter(f, v)
+            return scale[:, None] * exact_filter(f, scale[:, None] * v)
     elif method == "lattice":
         lattice = Lattice(features)
         raw = lattice.filter
@@ -437,11 +468,13 @@ def make_filter(features, method: str, normalization: str):
     n = features.shape[0]
     if normalization == "symmetric":
         norm = raw(np.ones((n, 1), np.float64 if method == "exact" else np.float32))[:, 0]
-        scale = (1.0 / np.sqrt(norm.astype(np.float64) + 1e-20))[:, None]
+        scale = 1.0 / np.sqrt(norm.astype(np.float64) + 1e-20)
+        scales = {}
 
         def message(v, transpose=False):
-            s = scale.astype(v.dtype)
-            return s * raw(s * v, transpose)
+            if v.dtype not in scales:
+                scales[v.dtype] = scale.astype(v.dtype)
+            return raw(v, transpose, scales[v.dtype])
     elif normalization == "none":
 
         def message(v, transpose=False):
@@ -451,6 +484,35 @@ def make_filter(features, method: str, normalization: str):
             f"CRF: normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
         )
     return message
+
+
+def mean_field_update_ref(unary, messages, weights, compatibility):
+    """One mean-field update, readably: softmax(-(U + (sum_m w_m M_m) mu^T)) row by row."""
+    m = sum(w * msg for w, msg in zip(weights, messages))
+    return _softmax_rows(-(unary + m @ compatibility.T))
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _update2(unary, m1, m2, w1, w2, mu, q):
+    """mean_field_update_ref for two kernels, fused per pixel (overwrites m1) (one pass instead of six NumPy
+    temporaries over (N, L): 43 ms -> 9 ms per update at 360x480x11 on 2 threads, busy)."""
+    n, L = unary.shape
+    for p in prange(n):  # no allocation in here: it costs more than the loop
+        for b in range(L):  # m1 becomes the weighted message sum (scratch: it is not reused)
+            m1[p, b] = w1 * m1[p, b] + w2 * m2[p, b]
+        mx = -np.inf
+        for a in range(L):
+            s = unary[p, a]
+            for b in range(L):
+                s += mu[a, b] * m1[p, b]
+            q[p, a] = -s
+            mx = max(mx, -s)
+        tot = 0.0
+        for a in range(L):
+            q[p, a] = np.exp(q[p, a] - mx)
+            tot += q[p, a]
+        for a in range(L):
+            q[p, a] /= tot
 
 
 def _softmax_rows(e):
@@ -464,12 +526,15 @@ def mean_field(unary, filters, weights, compatibility, iterations):
     """Mean-field inference. unary (N, L) = -log P; filters: message functions (make_filter);
     weights: one per filter; compatibility (L, L) mu. Returns Q (N, L)."""
     q = _softmax_rows(-unary)
-    mu_t = np.ascontiguousarray(compatibility.T, unary.dtype)
+    mu = np.ascontiguousarray(compatibility, unary.dtype)
     for _ in range(iterations):
-        m = weights[0] * filters[0](q)
-        for w, f in zip(weights[1:], filters[1:]):
-            m += w * f(q)
-        q = _softmax_rows(-(unary + m @ mu_t))
+        messages = [f(q) for f in filters]
+        if len(filters) == 2:
+            t = unary.dtype.type
+            q = np.empty_like(unary)
+            _update2(unary, *messages, t(weights[0]), t(weights[1]), mu, q)
+        else:
+            q = mean_field_update_ref(unary, messages, weights, mu)
     return q
 
 
