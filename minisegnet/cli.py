@@ -32,7 +32,7 @@ import json
 import sys
 from pathlib import Path
 
-from minisegnet import __version__, backend
+from minisegnet import __version__, backend, refine
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -292,7 +292,7 @@ def _cmd_evaluate(args) -> int:
         _size_checked(model, name, size, f"--size {size}"),
     ):
         model.to(backend.current().device)  # once; each batch is moved as it is scored
-        result = evaluate(
+        result = refine.evaluate_fn(args, evaluate)(  # --crf: refined (refine.py)
             model,
             loader,
             dataset.num_classes,
@@ -353,7 +353,7 @@ def _cmd_predict(args) -> int:
                 )
             x, _ = normalize(work, np.zeros(work.shape[:2], np.uint8))
             with size_check:
-                pred = predict_labels(model, x[None])[0]  # (h', w')
+                pred = refine.labels_fn(args, predict_labels)(model, x[None])[0]  # (h', w')
             if pred.shape != (h, w):
                 _, pred = transforms.resize(None, pred, h, w)  # nearest, back to the image
             stem = Path(path).stem
@@ -627,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
     p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
     p.add_argument("--out", help="path stem of the saved table (default <run>/eval-<data>-<split>)")
+    refine.add_arguments(p)  # --crf (minisegnet/refine.py)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -649,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help=", ".join(backend.names()))
     p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
     p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
+    refine.add_arguments(p)  # --crf (minisegnet/refine.py)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(
