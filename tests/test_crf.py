@@ -157,3 +157,16 @@ def test_bad_input_names_the_argument():
         crf.CRFParams(normalization="sum")
     with pytest.raises(ValueError, match="method"):
         crf.dense_crf(img, p, method="fast")
+
+
+@pytest.mark.parametrize("channels", [1, 2, 11])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_one_region_filter_matches_the_three_steps(channels, transpose):
+    """Lattice.filter (splat, blur, slice fused per channel group) equals filter_steps."""
+    rng = np.random.default_rng(channels)
+    lat = crf.Lattice(rng.normal(size=(300, 4)) * 2)
+    v = rng.random((300, channels)).astype(np.float32)
+    scale = rng.random(300).astype(np.float32) + 0.5
+    np.testing.assert_allclose(
+        lat.filter(v, transpose, scale), lat.filter_steps(v, transpose, scale), rtol=2e-6, atol=1e-6
+    )
