@@ -44,6 +44,8 @@ setup(
         ],
         "lessons": ["jupyterlab>=4", "ipykernel>=6"],
         "gpu": ["cupy-cuda12x>=13", "nvidia-cuda-nvrtc-cu12"],
+        # optional: the authors' dense CRF code, compared with minisegnet/ops/crf.py
+        "crf": ["pydensecrf2>=1.1"],
     },
     entry_points={"console_scripts": ["minisegnet=minisegnet.cli:main"]},
 )

@@ -32,7 +32,7 @@ import json
 import sys
 from pathlib import Path
 
-from minisegnet import __version__, backend
+from minisegnet import __version__, backend, refine
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -315,6 +315,7 @@ def _cmd_evaluate(args) -> int:
             size=size,
             batch_size=batch,
             boundary_f1=args.boundary_f1,
+            predict=refine.predict_fn(args),  # --crf: refined labels (refine.py)
             progress=sys.stderr.isatty(),
             desc=f"evaluating {dataset.name}",
             log=print,
@@ -372,7 +373,7 @@ def _cmd_predict(args) -> int:
                 )
             x, _ = normalize(work, np.zeros(work.shape[:2], np.uint8))
             with size_check:
-                pred = predict_labels(model, x[None])[0]  # (h', w')
+                pred = refine.labels_fn(args, predict_labels)(model, x[None])[0]  # (h', w')
             if pred.shape != (h, w):
                 _, pred = transforms.resize(None, pred, h, w)  # nearest, back to the image
             stem = Path(path).stem
@@ -682,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
     p.add_argument("--out", help="path stem of the saved table (default <run>/eval-<data>-<split>)")
     _add_threads_option(p)
+    refine.add_arguments(p)  # --crf (minisegnet/refine.py)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -707,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
     p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
     _add_threads_option(p)
+    refine.add_arguments(p)  # --crf (minisegnet/refine.py)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(

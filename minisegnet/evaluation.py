@@ -125,6 +125,7 @@ def evaluate_dataset(
     size: int | None = None,
     batch_size: int = 1,
     boundary_f1: bool = False,
+    predict=None,
     workers: int = 2,
     progress: bool = False,
     desc: str = "evaluating",
@@ -139,7 +140,8 @@ def evaluate_dataset(
     ``mean_acc`` = class-average accuracy, ``miou``, ``fwiou``, per-class ``iou`` and ``acc``)
     plus ``confusion`` (K, K), ``images``, ``frame_size`` (H, W of the first frame), ``seconds``,
     and with ``boundary_f1`` also ``bf`` and ``bf_per_class``. ``on_batch(done, total)`` is
-    called after each batch. Without ``progress``, ``log`` (e.g. ``print``) receives a line
+    called after each batch; ``predict(model, images) -> labels`` replaces ``predict_full``
+    (``minisegnet.refine``'s CRF-refined labels, for example). Without ``progress``, ``log`` (e.g. ``print``) receives a line
     about every ``interval`` seconds (``minisegnet.progress``)."""
     from tqdm import tqdm
 
@@ -154,7 +156,7 @@ def evaluate_dataset(
     with tqdm(total=total, desc=desc, unit="img", leave=False, disable=not progress) as bar:
         for images, labels, _ in _batches(dataset, transform, batch_size, workers):
             frame_size = frame_size or tuple(labels.shape[-2:])
-            pred = predict_full(model, images)
+            pred = (predict or predict_full)(model, images)
             meter.add(pred, labels)  # counted where pred lives: one (K, K) copy per split
             if bf is not None:
                 bf.add(to_host(pred), labels)

@@ -4,6 +4,7 @@ from minisegnet.nn import init
 from minisegnet.nn.activation import ReLU, Sigmoid, Tanh
 from minisegnet.nn.balance import balance_init_
 from minisegnet.nn.conv import Conv2d, ConvTranspose2d
+from minisegnet.nn.crf import DenseCRF
 from minisegnet.nn.dropout import Dropout, Dropout2d
 from minisegnet.nn.linear import Linear
 from minisegnet.nn.loss import CrossEntropyLoss
@@ -30,4 +31,4 @@ __all__ += [
     "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm", "Dropout", "Dropout2d",
 ]  # fmt: skip
 __all__ += ["MaxPool2d", "MaxUnpool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Upsample"]
-__all__ += ["Conv2d", "ConvTranspose2d", "init", "balance_init_"]
+__all__ += ["Conv2d", "ConvTranspose2d", "init", "balance_init_", "DenseCRF"]
