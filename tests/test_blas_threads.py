@@ -32,3 +32,11 @@ def test_switched_off_runs_in_the_calling_thread(monkeypatch):
     where = []
     blas_threads.run(lambda i, workers: where.append((i, workers, threading.get_ident())))
     assert where == [(0, 1, threading.get_ident())]
+
+
+def test_a_forked_child_builds_its_own_pool():
+    blas_threads.pool()
+    blas_threads._forget_pool()  # what os.register_at_fork runs in the child
+    assert blas_threads._pool is None
+    executor, workers = blas_threads.pool()
+    assert workers >= 1 and (executor is None) == (workers == 1)

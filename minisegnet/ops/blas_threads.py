@@ -18,17 +18,27 @@ one thread, ``pool`` returns no executor and callers run the products in the cal
 
 from __future__ import annotations
 
+import os
+
 ENABLED = True
 """Use the worker threads where they are available (benchmarks and tests switch it off)."""
 
 _pool = None
 
 
+def _forget_pool():
+    """In a forked child the pool's threads do not exist: make the next call build a new one."""
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _openblas():
     """NumPy's OpenBLAS (ctypes), or None if it is not found or lacks per-thread settings."""
     import ctypes
     import glob
-    import os
 
     import numpy as np
 
