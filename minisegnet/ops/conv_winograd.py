@@ -64,6 +64,12 @@ interleaved runs in one process, min / median of 4, ms:
     Winograd, products shared by 2 Python threads 1410 / 1521    (single-threaded BLAS each)
     im2col/row-shift path                         1101 / 1262    (load 12-14, later still)
     the same Winograd, 16 MB chunks               929 / 1052
+and through ``F.conv2d`` beside PyTorch (load 7-10, min / median of 6 interleaved runs, ms):
+Winograd 932 / 1402, the im2col/row-shift path 1064 / 1247, PyTorch 1125 / 1162 -- ratios
+0.83 / 1.21 and 0.95 / 1.07. The minimum (the least disturbed run) favours Winograd in every
+interleaved comparison; its median suffers more from the load (more sync points per call), and
+sequential runs (benchmarks/results/fast_paths.md) came out either way. A quiet machine decides;
+``ENABLED = False`` restores the previous path.
 On a loaded machine every thread barrier waits for a descheduled thread, and Winograd has 16
 products (16 barriers) per chunk: sharing them among threads with one join per chunk is what
 made it usable here (``_products``). On a quiet moment (load ~1), the parts for one 128x128
