@@ -100,6 +100,13 @@ RECIPES = {
     # without batch norm, PSPNet's for the ResNet one. One 8 x 3 x 64 x 64 forward + backward,
     # one thread, busy machine: LargeFOV 46 ms, v2-VGG 66 ms, v2-ResNet 33 ms, dilation8 49 ms,
     # U-Net padded 52 ms, U-Net valid 350 ms (its 64-pixel images become 252-pixel tiles).
+    # First runs (2026-12-05, busy machine: seven agents on the two cores, epochs took about
+    # twice the time measured above, so each run was stopped at 1.5x its budget): LargeFOV 0.817
+    # within 15 min (0.829 after 7 epochs; not met, fewer epochs or a higher lr to try next),
+    # U-Net padded 0.961 (target reached at 354 s). Later the same day, busier still (epochs took
+    # 5-7 times the estimate): dilation8 0.389 within 15 min (0.583 after 3 epochs, still
+    # climbing); U-Net valid finished no epoch in 22 min (1000 steps of 252-pixel tiles): not
+    # measured. DeepLab v2 (VGG, ResNet) not run yet.
     "deeplab-largefov": ("deeplab-largefov", 15, 0.85, ["--epochs", "10", "--lr", "0.04",
                                                         "--size", "64", "--warmup-epochs", "1"]),
     "deeplab-v2-vgg": ("deeplab-v2-vgg", 15, 0.85, ["--epochs", "8", "--lr", "0.04",
