@@ -13,10 +13,12 @@
 * The student edition (``lessons/student/``, written by ``lessons/make_student.py``):
   ``test_student_edition_up_to_date`` runs the generator's ``--check``;
   ``test_exercises_marked_and_graded`` wants every exercise's solution between the markers and a
-  grader cell (asserts or a ``grader.check_*`` call) right after it;
-  ``test_student_notebook_stops_at_first_stub[NN_name]`` executes each student notebook and wants
-  it to stop at its first exercise with that stub's NotImplementedError message (the cells after
-  it are not run, so this costs the lesson's body only). The graders' ability to fail a wrong
+  grader cell (asserts or a ``grader.check_*`` call) right after it; ``test_lesson_runs``, when
+  it reaches the first exercise, runs the *student* edition's cells of that exercise in the same
+  kernel and wants them to stop with the stub's NotImplementedError message (the graders fail
+  without an answer), then goes on with the instructor's cells. Running each whole student
+  notebook up to its first stub (``test_student_notebook_stops_at_first_stub``) repeats every
+  lesson's body, so it is opt-in: ``LESSONS_STUDENT_RUNS=1``. That graders fail a *wrong*
   answer is tested in ``tests/test_grader.py``.
 
 The kernel: nbclient is given a kernelspec written into a temporary directory that points at
@@ -26,6 +28,7 @@ The kernel: nbclient is given a kernelspec written into a temporary directory th
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -87,18 +90,60 @@ def _client(path, lesson_kernel, monkeypatch):
     )
 
 
+def _has_marker(source: str) -> bool:
+    make_student = _make_student()
+    return any(make_student.BEGIN.match(line) for line in source.split("\n"))
+
+
+def _student_stops(client, path, index, expected):
+    """Run the student edition's version of instructor cell ``index`` (and, when its stub sits
+    in a function body, the grader cell after it) in the live kernel: it must fail with the
+    stub's NotImplementedError message. The instructor cell then runs as usual."""
+    import nbformat
+    from nbclient.exceptions import CellExecutionError
+
+    student = nbformat.read(LESSONS / "student" / path.name, as_version=4).cells[1:]  # setup cell
+    instructor = client.nb.cells
+    assert len(student) == len(instructor) and student[index].get("id") == instructor[index].get(
+        "id"
+    ), f"student/{path.name} does not match {path.name}: run `python lessons/make_student.py`"
+    following = [i for i in range(index + 1, len(student)) if student[i].cell_type == "code"][:1]
+    for i in [index] + following:
+        try:
+            client.execute_cell(copy.deepcopy(student[i]), i)
+        except CellExecutionError as error:
+            message = str(error)
+            assert "NotImplementedError" in message and expected in message, (
+                f"student/{path.name} should stop at its first stub ({expected!r}), but cell {i} "
+                f"failed with:\n{message[-2000:]}"
+            )
+            return
+    pytest.fail(f"student/{path.name}: the cells of its first exercise ran without stopping")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_lesson_runs(path, lesson_kernel, monkeypatch):
+    """The instructor notebook runs; on the way, at its first exercise, the student edition's
+    cells are run in the same kernel and must stop there with the stub's message (so the student
+    check costs seconds, not a second run of the lesson)."""
     client = _client(path, lesson_kernel, monkeypatch)
     from nbclient.exceptions import CellExecutionError
 
+    expected = _first_stub(path)
+    checked = False
     start = time.perf_counter()
     try:
-        client.execute()
+        with client.setup_kernel():
+            for index, cell in enumerate(client.nb.cells):
+                if not checked and cell.cell_type == "code" and _has_marker(cell.source):
+                    _student_stops(client, path, index, expected)
+                    checked = True
+                client.execute_cell(cell, index)
     except CellExecutionError as error:
         pytest.fail(f"{path.name}: a cell failed:\n{error}", pytrace=False)
     elapsed = time.perf_counter() - start
-    print(f"{path.name}: {elapsed:.1f} s")
+    assert checked, f"{path.name}: no exercise"
+    print(f"{path.name}: {elapsed:.1f} s (student edition stopped at {expected.split(' —')[0]})")
     assert LESSON_BUDGET is None or elapsed <= LESSON_BUDGET, (
         f"{path.name} took {elapsed:.0f} s to run, over the {LESSON_BUDGET:.0f} s budget "
         "(lessons must run on a laptop CPU in about 2 minutes: shrink the inputs or the training)"
@@ -211,6 +256,12 @@ def _first_stub(path):
     raise AssertionError(f"{path.name}: no exercise")
 
 
+@pytest.mark.skipif(
+    not os.environ.get("LESSONS_STUDENT_RUNS"),
+    reason="runs each student notebook from its first cell (repeats every lesson's body); "
+    "test_lesson_runs already checks the first stub in the instructor's kernel. "
+    "Set LESSONS_STUDENT_RUNS=1 to run them.",
+)
 @pytest.mark.parametrize("path", STUDENT_NOTEBOOKS, ids=_ids(STUDENT_NOTEBOOKS))
 def test_student_notebook_stops_at_first_stub(path, lesson_kernel, monkeypatch):
     assert path.exists(), f"{path} missing: run `python lessons/make_student.py`"
