@@ -41,8 +41,9 @@ setup(
             "nbclient>=0.8",
             "nbformat>=5.7",
             "ipykernel>=6",
+            "scikit-image>=0.21",  # the lessons' real photographs (skimage.data)
         ],
-        "lessons": ["jupyterlab>=4", "ipykernel>=6"],
+        "lessons": ["jupyterlab>=4", "ipykernel>=6", "scikit-image>=0.21", "ipywidgets>=8"],
         "gpu": ["cupy-cuda12x>=13", "nvidia-cuda-nvrtc-cu12"],
         # optional: the authors' dense CRF code, compared with minisegnet/ops/crf.py
         "crf": ["pydensecrf2>=1.1"],

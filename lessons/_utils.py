@@ -4,9 +4,13 @@ these only put arrays on screen).
     show_grid(ax, a)            a 2-D array as coloured cells with its numbers written in
     show_planes(arrays, ...)    several 2-D arrays side by side, one titled panel each
     spirals(...)                the toy 2-D classification data of lessons 00 and 08
+    explore(draw, **choices)    sliders (ipywidgets) over draw's arguments, or the same figure
+                                drawn statically for a few values when widgets are absent
 """
 
 from __future__ import annotations
+
+import os
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -72,3 +76,51 @@ def spirals(n_per_class: int = 100, classes: int = 3, noise: float = 0.15, seed:
         points.append(np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1))
         labels.append(np.full(n_per_class, c))
     return np.concatenate(points).astype(np.float32), np.concatenate(labels)
+
+
+def widgets_available() -> bool:
+    """ipywidgets importable and not switched off (``MINISEGNET_NO_WIDGETS=1`` forces the static
+    figures, e.g. for a PDF export or to test the fallback)."""
+    if os.environ.get("MINISEGNET_NO_WIDGETS"):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def explore(draw, static=None, **choices):
+    """Let the reader vary ``draw``'s arguments.
+
+    ``choices``: argument name -> list of values (the first is the default). With ipywidgets,
+    one slider (or dropdown) per argument redraws the figure. Without, ``draw`` is called for
+    each argument dict in ``static`` (default: the defaults, then each argument's last value
+    with the others at their defaults), so the printed page shows the same figure.
+    Returns the list of argument dicts drawn statically (empty with widgets)."""
+    defaults = {name: values[0] for name, values in choices.items()}
+    if widgets_available():
+        import ipywidgets as widgets
+
+        controls = {}
+        for name, values in choices.items():
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                controls[name] = widgets.SelectionSlider(
+                    options=values, value=values[0], description=name
+                )
+            else:
+                controls[name] = widgets.Dropdown(options=values, value=values[0], description=name)
+
+        def show(**kwargs):
+            draw(**kwargs)
+            plt.show()
+
+        widgets.interact(show, **controls)
+        return []
+    if static is None:
+        static = [defaults] + [{**defaults, name: values[-1]} for name, values in choices.items()]
+    print("(ipywidgets is not installed: the figure for a few settings instead of sliders)")
+    for kwargs in static:
+        draw(**kwargs)
+        plt.show()
+    return static
