@@ -544,7 +544,9 @@ class Lattice:
 # ------------------------------------------------------------------------- mean field
 def make_filter(features, method: str, normalization: str):
     """A function v (N, C) -> the normalised message (N, C), and its transpose, for one kernel:
-    ``method`` "exact" or "lattice"."""
+    ``method`` "exact", "lattice" or "cuda" (the lattice's splat/blur/slice as CUDA kernels: in
+    the CPU emulator on NumPy arrays; under the ``cuda`` backend on the GPU, where ``v`` must be
+    a CuPy array: ``dense_crf`` itself computes in NumPy, so it runs "cuda" only emulated)."""
     if method == "exact":
         f = np.asarray(features, np.float64)
 
@@ -555,8 +557,12 @@ def make_filter(features, method: str, normalization: str):
     elif method == "lattice":
         lattice = Lattice(features)
         raw = lattice.filter
+    elif method == "cuda":  # the lattice's splat/blur/slice as CUDA kernels (cuda/crf.py)
+        from minisegnet.cuda.crf import CudaLattice
+
+        raw = CudaLattice(features).filter
     else:
-        raise ValueError(f"CRF: method must be 'exact' or 'lattice', got {method!r}")
+        raise ValueError(f"CRF: method must be 'exact', 'lattice' or 'cuda', got {method!r}")
     n = features.shape[0]
     if normalization == "symmetric":
         norm = raw(np.ones((n, 1), np.float64 if method == "exact" else np.float32))[:, 0]
