@@ -408,6 +408,8 @@ def _slice(offset, weight, lattice, alpha, scale, out):
 def _blur_serial(neighbours, src, dst):
     """_blur on one thread."""
     m1, c = src.shape
+    for k in range(c):
+        dst[0, k] = 0.0  # the missing vertex
     for v in range(1, m1):
         n1 = neighbours[v, 0]
         n2 = neighbours[v, 1]
@@ -430,19 +432,24 @@ def _filter_groups(start, point, wgt, offset, weight, neighbours, order, alpha, 
     for g in prange(groups):
         c0 = g * c // groups
         cg = (g + 1) * c // groups - c0
-        a = np.empty((m1, cg), values.dtype)
-        b = np.empty((m1, cg), values.dtype)
         # views, not c0 + k indices: an index of unknown sign costs a wraparound check per
         # element and blocks vectorisation (the splat ran 4x slower: 21 vs 5.5 ms)
-        _splat_serial(start, point, wgt, values[:, c0 : c0 + cg], scale, a)
-        for step in range(order.shape[0]):  # a -> b, b -> a, ...: no swap (keeps it vectorised)
-            if step % 2 == 0:
-                _blur_serial(neighbours[order[step]], a, b)
-            else:
-                _blur_serial(neighbours[order[step]], b, a)
-        if order.shape[0] % 2 == 1:
-            a = b
-        _slice_serial(offset, weight, a, alpha, scale, out[c0 : c0 + cg])
+        _pipeline(start, point, wgt, offset, weight, neighbours, order, alpha, scale,
+                  values[:, c0 : c0 + cg], out[c0 : c0 + cg], m1)  # fmt: skip
+
+
+@njit(cache=True, fastmath=True)
+def _pipeline(start, point, wgt, offset, weight, neighbours, order, alpha, scale, values, out,
+              m1):  # fmt: skip
+    """splat -> blurs -> slice on one thread, for values (N, cg) into out (cg, N)."""
+    cg = values.shape[1]
+    a = np.empty((m1, cg), values.dtype)
+    b = np.empty((m1, cg), values.dtype)
+    _splat_serial(start, point, wgt, values, scale, a)
+    for j in order:
+        _blur_serial(neighbours[j], a, b)
+        a, b = b, a
+    _slice_serial(offset, weight, a, alpha, scale, out)
 
 
 @njit(cache=True, fastmath=True)
