@@ -6,6 +6,7 @@ these only put arrays on screen).
     spirals(...)                the toy 2-D classification data of lessons 00 and 08
     explore(draw, **choices)    sliders (ipywidgets) over draw's arguments, or the same figure
                                 drawn statically for a few values when widgets are absent
+    class_legend(fig, names, palette)   swatches with class names for figures of label maps
 """
 
 from __future__ import annotations
@@ -124,3 +125,15 @@ def explore(draw, static=None, **choices):
         draw(**kwargs)
         plt.show()
     return static
+
+
+def class_legend(fig, names, palette, title="classes", **legend):
+    """A legend of coloured swatches, one per class name, for figures that show label maps;
+    ``palette`` is the (K, 3) uint8 colour table the maps were coloured with."""
+    from matplotlib.patches import Patch
+
+    palette = np.asarray(palette)
+    handles = [Patch(color=palette[k] / 255.0, label=name) for k, name in enumerate(names)]
+    legend.setdefault("loc", "lower center")
+    legend.setdefault("ncol", len(handles))
+    return fig.legend(handles=handles, title=title, **legend)
