@@ -52,8 +52,9 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.tensor import Tensor, array_module
+from minisegnet.tensor import Tensor
 
 __all__ = [
     "interpolate", "linear_taps", "nearest_source", "interpolation_matrix",
