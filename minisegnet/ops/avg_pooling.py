@@ -299,13 +299,24 @@ def adaptive_avg_pool2d_backward_numba(dy, in_size):
 
 
 # ----------------------------------------------------------------------------- Functions
+# Every host implementation of each kernel, by backend: the table a reader (and grep) reads;
+# the CUDA wrappers of the same names live in cuda/pooling.py.
+_KERNELS = {
+    "avg_pool2d_forward": {"numpy": avg_pool2d_forward_ref, "numba": avg_pool2d_forward_numba},
+    "avg_pool2d_backward": {"numpy": avg_pool2d_backward_ref, "numba": avg_pool2d_backward_numba},
+    "adaptive_avg_pool2d_forward": {
+        "numpy": adaptive_avg_pool2d_forward_ref,
+        "numba": adaptive_avg_pool2d_forward_numba,
+    },
+    "adaptive_avg_pool2d_backward": {
+        "numpy": adaptive_avg_pool2d_backward_ref,
+        "numba": adaptive_avg_pool2d_backward_numba,
+    },
+}
+
+
 def _impl(op: str):
-    return backend.pick(
-        op,
-        numpy=globals()[f"{op}_ref"],
-        numba=globals()[f"{op}_numba"],
-        cuda=backend.lazy("minisegnet.cuda.pooling", op),
-    )
+    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.pooling", op))
 
 
 class AvgPool2d(Function):

@@ -456,14 +456,17 @@ def max_pool2d_backward_numba(dy, idx, in_size, kernel, stride, padding):
 
 
 # ----------------------------------------------------------------------------- Function
+# Every host implementation of each kernel, by backend: the table a reader (and grep) reads;
+# the CUDA wrappers of the same names live in cuda/pooling.py.
+_KERNELS = {
+    "max_pool2d_forward": {"numpy": max_pool2d_forward_ref, "numba": max_pool2d_forward_numba},
+    "max_pool2d_backward": {"numpy": max_pool2d_backward_ref, "numba": max_pool2d_backward_numba},
+}
+
+
 def _impl(op: str):
     """The backend's implementation of ``max_pool2d_forward`` or ``max_pool2d_backward``."""
-    return backend.pick(
-        op,
-        numpy=globals()[f"{op}_ref"],
-        numba=globals()[f"{op}_numba"],
-        cuda=backend.lazy("minisegnet.cuda.pooling", op),
-    )
+    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.pooling", op))
 
 
 class MaxPool2d(Function):

@@ -121,13 +121,22 @@ def max_unpool2d_backward_numba(dy, idx, kernel, stride, padding):
 
 
 # ----------------------------------------------------------------------------- Function
+# Every host implementation of each kernel, by backend: the table a reader (and grep) reads;
+# the CUDA wrappers of the same names live in cuda/pooling.py.
+_KERNELS = {
+    "max_unpool2d_forward": {
+        "numpy": max_unpool2d_forward_ref,
+        "numba": max_unpool2d_forward_numba,
+    },
+    "max_unpool2d_backward": {
+        "numpy": max_unpool2d_backward_ref,
+        "numba": max_unpool2d_backward_numba,
+    },
+}
+
+
 def _impl(op: str):
-    return backend.pick(
-        op,
-        numpy=globals()[f"{op}_ref"],
-        numba=globals()[f"{op}_numba"],
-        cuda=backend.lazy("minisegnet.cuda.pooling", op),
-    )
+    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.pooling", op))
 
 
 class MaxUnpool2d(Function):
