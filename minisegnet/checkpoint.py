@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from minisegnet.io import json_default
+
 FORMAT = "minisegnet-checkpoint"
 VERSION = 1
 WEIGHTS_NAME = "checkpoint.safetensors"
@@ -51,20 +53,6 @@ def _tensor_digest(arrays) -> str:
         digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         digest.update(a.tobytes())
     return digest.hexdigest()
-
-
-def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to a checkpoint's JSON state")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -131,7 +119,7 @@ def save(path, model, optimizer, state: dict) -> Path:
         "optimizer": opt_rest,
         "tensors_sha256": _tensor_digest(arrays),
     }
-    text = json.dumps(document, default=_json_default)
+    text = json.dumps(document, default=json_default)
     tmp = weights_path.with_name(f".{weights_path.name}.tmp")
     save_file(dict(arrays), str(tmp), metadata={"format": FORMAT, "state": text})
     with open(tmp, "rb+") as f:
@@ -139,7 +127,7 @@ def save(path, model, optimizer, state: dict) -> Path:
     os.replace(tmp, weights_path)
     readable = dict(document)
     readable["weights"] = weights_path.name
-    _atomic_write_text(state_path, json.dumps(readable, indent=2, default=_json_default) + "\n")
+    _atomic_write_text(state_path, json.dumps(readable, indent=2, default=json_default) + "\n")
     return weights_path
 
 

@@ -55,10 +55,12 @@ from pathlib import Path
 
 import numpy as np
 
+from minisegnet.arrays import to_host
+
 __all__ = [
     "save", "save_state_dict", "load", "load_state_dict", "load_model", "read_config",
     "import_vgg16", "read_vgg16_file", "vgg16_key_map", "WeightsFileError", "VGGImportReport",
-    "FORMAT", "check_model_spec",
+    "FORMAT", "check_model_spec", "json_default",
 ]  # fmt: skip
 
 FORMAT = "minisegnet-weights"
@@ -104,8 +106,7 @@ def host_array(value) -> np.ndarray:
     array = (
         value.numpy() if hasattr(value, "numpy") and not isinstance(value, np.ndarray) else value
     )
-    if not isinstance(array, np.ndarray) and hasattr(array, "get"):
-        array = array.get()  # CuPy -> NumPy
+    array = to_host(array)  # CuPy -> NumPy
     # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
     return np.require(array, requirements="C")
 
@@ -152,7 +153,7 @@ def save(model, path, extra: dict | None = None) -> tuple[Path, Path]:
     state = model.state_dict()
     metadata = {"format": FORMAT, "version": str(FORMAT_VERSION)}
     if model_config is not None:
-        metadata["model"] = json.dumps(model_config, default=_json_default)
+        metadata["model"] = json.dumps(model_config, default=json_default)
     weights_tmp = _write_weights_tmp(weights_path, state, metadata)
     document = {
         "format": FORMAT,
@@ -168,7 +169,7 @@ def save(model, path, extra: dict | None = None) -> tuple[Path, Path]:
         document["extra"] = extra
     config_tmp = _tmp(config_path)
     with open(config_tmp, "w") as f:
-        f.write(json.dumps(document, indent=2, default=_json_default) + "\n")
+        f.write(json.dumps(document, indent=2, default=json_default) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(weights_tmp, weights_path)
@@ -176,14 +177,20 @@ def save(model, path, extra: dict | None = None) -> tuple[Path, Path]:
     return weights_path, config_path
 
 
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
+def json_default(value):
+    """``json.dumps(..., default=json_default)``: NumPy scalars and arrays, tuples, sets and paths
+    as JSON values (the one converter for model configs and training state); else a TypeError."""
+    if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, (np.floating,)):
+    if isinstance(value, np.floating):
         return float(value)
-    if isinstance(value, tuple):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, set)):
         return list(value)
-    raise TypeError(f"cannot write {type(value).__name__} to the JSON config: {value!r}")
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON: {value!r}")
 
 
 # ----------------------------------------------------------------------------- loading

@@ -1,13 +1,13 @@
 """Shared pieces of the CUDA tests (``tests/test_cuda_*.py``): the cuda-emu fixture, access to
 the op files' NumPy references, and small independent NumPy references of our own.
 
-Every CUDA wrapper is compared twice where possible:
+Every CUDA wrapper is compared twice:
 
 1. with an independent NumPy computation written here (loops or a different formulation, so a
    shared misunderstanding of the contract is less likely), always;
-2. with the ``_ref`` function of ``minisegnet/ops/<family>.py`` (the project's definition), when
-   that op file and function exist. When they do not, :func:`ops_ref` SKIPS that comparison with
-   a message naming the missing file or function, so it never passes silently.
+2. with the ``_ref`` function of ``minisegnet/ops/<family>.py`` (the project's definition),
+   always too: :func:`ops_ref` fails (ImportError / AttributeError naming it) when the op file
+   or the function is missing, so a renamed reference breaks the test instead of skipping it.
 """
 
 from __future__ import annotations
@@ -39,17 +39,8 @@ needs_emu = pytest.mark.skipif(
 
 
 def ops_ref(module: str, name: str):
-    """``minisegnet.ops.<module>.<name>``, or skip this check saying what is missing."""
-    try:
-        mod = importlib.import_module(f"minisegnet.ops.{module}")
-    except ImportError as error:
-        pytest.skip(f"minisegnet/ops/{module}.py cannot be imported ({error}); compared with the "
-                    "test's own NumPy reference only")  # fmt: skip
-    fn = getattr(mod, name, None)
-    if fn is None:
-        pytest.skip(f"minisegnet/ops/{module}.py has no {name} yet; compared with the test's own "
-                    "NumPy reference only")  # fmt: skip
-    return fn
+    """``minisegnet.ops.<module>.<name>``: a missing module or function is an error, not a skip."""
+    return getattr(importlib.import_module(f"minisegnet.ops.{module}"), name)
 
 
 def rand(shape, dtype, seed=0, low=-2.0, high=2.0):

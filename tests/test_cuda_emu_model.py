@@ -10,11 +10,10 @@ import pytest
 
 import minisegnet as ms
 import minisegnet.functional as F
+from minisegnet import models
 from tests.test_cuda_common import needs_emu
 
 pytestmark = needs_emu
-
-models = pytest.importorskip("minisegnet.models", reason="the models package has not landed yet")
 
 
 def _run(model, backend, shape, seed=0):

@@ -12,7 +12,7 @@ import minisegnet as ms
 import minisegnet.functional as F
 from minisegnet import nn
 from minisegnet.gradcheck import gradcheck
-from minisegnet.ops import unpooling
+from minisegnet.ops import geometry, unpooling
 from tests.helpers import assert_matches, distinct
 from tests.test_pooling import FAST_BACKENDS, pool_cases, require_backend, tensor_of
 
@@ -143,7 +143,7 @@ def test_output_size_check_matches_pooling(size, k, s, p, ceil_mode):
     if size + 2 * p < k:
         return
     kernel, stride, padding = (k, k), (s, s), (p, p)
-    pooled = unpooling.pool_output_size("t", (size, size), kernel, stride, padding, ceil_mode)
+    pooled = geometry.pool_output_size("t", (size, size), kernel, stride, padding, ceil_mode)
     got = unpooling.unpool_output_size("t", pooled, kernel, stride, padding, (size, size))
     assert got == (size, size)
     for other in range(1, size + 3 * s + 3):
@@ -156,7 +156,7 @@ def test_output_size_check_matches_pooling(size, k, s, p, ceil_mode):
 
 def _pooled_or_none(size, kernel, stride, padding, ceil_mode):
     try:
-        return unpooling.pool_output_size("t", (size, size), kernel, stride, padding, ceil_mode)
+        return geometry.pool_output_size("t", (size, size), kernel, stride, padding, ceil_mode)
     except ValueError:
         return None
 

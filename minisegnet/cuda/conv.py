@@ -14,20 +14,13 @@ here: ``ops/conv.py`` calls ``xp.matmul`` (cuBLAS on a GPU through CuPy, NumPy o
 
 from __future__ import annotations
 
-from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch, pair
-from minisegnet.tensor import array_module
+from minisegnet.arrays import array_module
+from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch
+from minisegnet.ops.geometry import conv_output_size_2d, pair
 
-__all__ = ["im2col", "col2im", "conv_output_size"]
+__all__ = ["im2col", "col2im"]
 
 SOURCE = "conv.cu"
-
-
-def conv_output_size(in_size, kernel, stride, padding, dilation) -> tuple[int, int]:
-    """(Ho, Wo) = ((H + 2*ph - dh*(kh-1) - 1) // sh + 1, likewise for W)."""
-    return tuple(
-        (n + 2 * p - d * (k - 1) - 1) // s + 1
-        for n, k, s, p, d in zip(in_size, kernel, stride, padding, dilation)
-    )
 
 
 def _geometry(op, kernel, stride, padding, dilation):
@@ -44,7 +37,7 @@ def im2col(x, kernel, stride, padding, dilation):
     check_array("im2col", "x", x, ndim=4)
     kernel, stride, padding, dilation = _geometry("im2col", kernel, stride, padding, dilation)
     b, c, h, w = x.shape
-    ho, wo = conv_output_size((h, w), kernel, stride, padding, dilation)
+    ho, wo = conv_output_size_2d((h, w), kernel, stride, padding, dilation)
     if ho < 1 or wo < 1:
         raise ValueError(
             f"im2col: the dilated kernel {kernel} (dilation {dilation}) does not fit the padded "
@@ -66,7 +59,7 @@ def col2im(cols, in_size, kernel, stride, padding, dilation):
     check_array("col2im", "cols", cols, ndim=3)
     kernel, stride, padding, dilation = _geometry("col2im", kernel, stride, padding, dilation)
     h, w = pair("col2im", "in_size", in_size, 1)
-    ho, wo = conv_output_size((h, w), kernel, stride, padding, dilation)
+    ho, wo = conv_output_size_2d((h, w), kernel, stride, padding, dilation)
     b, rows, positions = cols.shape
     kk = kernel[0] * kernel[1]
     if rows % kk or positions != ho * wo:

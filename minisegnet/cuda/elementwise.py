@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.arrays import array_module
 from minisegnet.cuda.launch import check_array, ctype, grid_1d, launch
-from minisegnet.tensor import array_module
 
 __all__ = ["relu_forward", "relu_backward", "add", "mul", "axpy"]
 

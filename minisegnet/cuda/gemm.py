@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
+from minisegnet.arrays import array_module
 from minisegnet.cuda.launch import check_array, ctype, int32, launch
-from minisegnet.tensor import array_module
 
 __all__ = ["TILE", "gemm_tiled", "benchmark"]
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.arrays import array_module
 from minisegnet.cuda.launch import check_array, ctype, int32, launch
-from minisegnet.tensor import array_module
 
 __all__ = [
     "conv2d_forward",

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch, pair
-from minisegnet.tensor import array_module
+from minisegnet.arrays import array_module
+from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch
+from minisegnet.ops.geometry import pair
 
 __all__ = [
     "bilinear_forward",

@@ -61,7 +61,6 @@ __all__ = [
     "int32",
     "ctype",
     "check_array",
-    "pair",
     "MAX_THREADS_PER_BLOCK",
     "MAX_DYNAMIC_SHARED",
 ]
@@ -100,21 +99,6 @@ def int32(*values) -> tuple:
             raise ValueError(f"kernel argument {v} does not fit a 32-bit int parameter")
         out.append(np.int32(v))
     return tuple(out)
-
-
-def pair(op: str, name: str, value, minimum: int = 0) -> tuple[int, int]:
-    """An (h, w) pair of ints >= ``minimum`` (a single int means (v, v)); errors name it."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value, value)
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        raise TypeError(f"{op}: {name} must be an (h, w) pair of ints, got {value!r}")
-    if min(value) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {tuple(value)}")
-    return int(value[0]), int(value[1])
 
 
 def check_array(op: str, name: str, array, ndim=None, dtypes=("float32", "float64")):

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.arrays import array_module
 from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch
-from minisegnet.tensor import array_module
 
 __all__ = ["cross_entropy_forward", "cross_entropy_backward", "cross_entropy_fused"]
 

@@ -27,8 +27,8 @@ import math
 
 import numpy as np
 
+from minisegnet.arrays import array_module
 from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch, xp
-from minisegnet.tensor import array_module
 
 __all__ = [
     "batch_norm_stats",

@@ -18,10 +18,9 @@ so ``max_unpool2d_forward`` launches ``max_pool2d_backward<T, I>`` (a gather) in
 
 from __future__ import annotations
 
-import numpy as np
-
-from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch, pair
-from minisegnet.tensor import array_module
+from minisegnet.arrays import array_module
+from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch
+from minisegnet.ops.geometry import pair, switch_dtype
 
 __all__ = [
     "max_pool2d_forward",
@@ -36,11 +35,6 @@ __all__ = [
 ]
 
 SOURCE = "pooling.cu"
-
-
-def switch_dtype(kernel) -> np.dtype:
-    """uint8 when a window has at most 256 positions, else int32."""
-    return np.dtype(np.uint8) if kernel[0] * kernel[1] <= 256 else np.dtype(np.int32)
 
 
 def _geometry(op, kernel, stride, padding):

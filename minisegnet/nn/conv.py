@@ -37,7 +37,8 @@ from minisegnet import functional as F
 from minisegnet.nn import init
 from minisegnet.nn.module import Module
 from minisegnet.nn.parameter import Parameter
-from minisegnet.ops.conv import check_geometry, pair
+from minisegnet.ops.conv import check_geometry
+from minisegnet.ops.geometry import pair
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
@@ -51,7 +52,7 @@ def _check_channels(layer: str, in_channels, out_channels, groups):
 
 
 def _kernel(layer: str, kernel_size):
-    kernel = pair(kernel_size, "kernel_size", layer)
+    kernel = pair(layer, "kernel_size", kernel_size)
     if min(kernel) < 1:
         raise ValueError(f"{layer}: kernel_size must be >= 1, got {kernel}")
     return kernel
@@ -149,7 +150,7 @@ class ConvTranspose2d(_ConvNd):
             groups, bias, lambda k: (in_channels, out_channels // groups, *k),
             lambda k, s: in_channels // groups * k[0] * k[1] / (s[0] * s[1]), seed, dtype,
         )  # fmt: skip
-        self.output_padding = pair(output_padding, "output_padding", "ConvTranspose2d")
+        self.output_padding = pair("ConvTranspose2d", "output_padding", output_padding)
         for i in (0, 1):
             if not 0 <= self.output_padding[i] < max(self.stride[i], self.dilation[i]):
                 raise ValueError(

@@ -42,9 +42,11 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.ops.pooling import check_nchw, pool_geometry, pool_output_size
-from minisegnet.tensor import Tensor, array_module
+from minisegnet.ops.geometry import adaptive_bins, adaptive_output_size, pool_output_size
+from minisegnet.ops.pooling import check_nchw, pool_geometry
+from minisegnet.tensor import Tensor
 
 __all__ = [
     "avg_pool2d", "adaptive_avg_pool2d", "adaptive_bins",
@@ -73,12 +75,6 @@ def covering_windows(size, out, k, s, p):
     first = np.maximum(0, -((k - 1 - i - p) // s))  # ceil((i + p - k + 1) / s)
     last = np.minimum(out - 1, (i + p) // s)
     return first, last
-
-
-def adaptive_bins(size, out):
-    """Bin o covers [floor(o*size/out), ceil((o+1)*size/out)); returns (lo, hi) int64 arrays."""
-    o = np.arange(out, dtype=np.int64)
-    return (o * size) // out, ((o + 1) * size + out - 1) // out
 
 
 def adaptive_covering(size, out):
@@ -303,13 +299,24 @@ def adaptive_avg_pool2d_backward_numba(dy, in_size):
 
 
 # ----------------------------------------------------------------------------- Functions
+# Every host implementation of each kernel, by backend: the table a reader (and grep) reads;
+# the CUDA wrappers of the same names live in cuda/pooling.py.
+_KERNELS = {
+    "avg_pool2d_forward": {"numpy": avg_pool2d_forward_ref, "numba": avg_pool2d_forward_numba},
+    "avg_pool2d_backward": {"numpy": avg_pool2d_backward_ref, "numba": avg_pool2d_backward_numba},
+    "adaptive_avg_pool2d_forward": {
+        "numpy": adaptive_avg_pool2d_forward_ref,
+        "numba": adaptive_avg_pool2d_forward_numba,
+    },
+    "adaptive_avg_pool2d_backward": {
+        "numpy": adaptive_avg_pool2d_backward_ref,
+        "numba": adaptive_avg_pool2d_backward_numba,
+    },
+}
+
+
 def _impl(op: str):
-    return backend.pick(
-        op,
-        numpy=globals()[f"{op}_ref"],
-        numba=globals()[f"{op}_numba"],
-        cuda=backend.lazy("minisegnet.cuda.pooling", op),
-    )
+    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.pooling", op))
 
 
 class AvgPool2d(Function):
@@ -359,27 +366,6 @@ def avg_pool2d(
         out_size=out_size,
         count_include_pad=bool(count_include_pad),
     )
-
-
-def adaptive_output_size(op: str, in_size, output_size) -> tuple[int, int]:
-    """``6`` -> (6, 6); ``(3, None)`` -> (3, W): None keeps the input's size."""
-    if isinstance(output_size, (int, np.integer)) and not isinstance(output_size, bool):
-        output_size = (output_size, output_size)
-    if not isinstance(output_size, (tuple, list)) or len(output_size) != 2:
-        raise TypeError(
-            f"{op}: output_size must be an int or a pair (ints or None), got {output_size!r}"
-        )
-    size = []
-    for given, keep in zip(output_size, in_size):
-        if given is None:
-            size.append(int(keep))
-        elif isinstance(given, (int, np.integer)) and not isinstance(given, bool) and given >= 1:
-            size.append(int(given))
-        else:
-            raise ValueError(
-                f"{op}: output_size entries must be positive ints or None, got {output_size!r}"
-            )
-    return size[0], size[1]
 
 
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:

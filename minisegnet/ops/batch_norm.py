@@ -41,8 +41,8 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.tensor import array_module
 
 
 # --------------------------------------------------------------------------- reference

@@ -61,7 +61,8 @@ Worked example (one channel, 3x3 input, 2x2 kernel, stride 1, no padding):
 
 Implementations, by backend (the same algorithm everywhere: im2col/col2im around matmuls):
     numpy     im2col_ref / col2im_ref (the definitions) inside the image-chunk driver
-    numba     band-chunk driver around the Numba kernels _im2col_chunk_numba/_col2im_chunk_numba;
+    numba     band-chunk driver around the Numba kernels im2col_chunk_numba/col2im_chunk_numba
+              (in ops/conv_chunks.py, shared with ops/conv_row_shift.py);
               im2col_numba / col2im_numba are the contract functions built on those kernels.
               With vertical stride 1 and kh >= ROW_SHIFT_MIN_KH (one group), forward and
               both backward products take the row-shift variant in ops/conv_row_shift.py: im2col along
@@ -81,12 +82,13 @@ import threading
 from contextlib import contextmanager
 
 import numpy as np
-from numba import njit, prange
 
 from minisegnet import backend
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
 from minisegnet.ops import conv_winograd
-from minisegnet.tensor import array_module
+from minisegnet.ops.conv_chunks import col2im_chunk_numba, im2col_chunk_numba
+from minisegnet.ops.geometry import conv_output_size, conv_output_size_2d, pair
 
 __all__ = [
     "Conv2d",
@@ -172,29 +174,15 @@ def chunk_bytes(n: int):
 # ------------------------------------------------------------------------------------------------
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """floor((size + 2*padding - dilation*(kernel-1) - 1) / stride) + 1, along one axis."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def pair(value, name: str, op: str) -> tuple[int, int]:
-    """``3 -> (3, 3)``, ``(3, 5) -> (3, 5)``; anything else is a TypeError naming the argument."""
-    if _is_int(value):
-        return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
-        return int(value[0]), int(value[1])
-    raise TypeError(f"{op}: {name} must be an int or a pair of ints (h, w), got {value!r}")
-
-
 def check_geometry(op: str, stride, padding, dilation, groups):
     """Normalise stride/padding/dilation to (h, w) pairs and check their ranges."""
-    stride = pair(stride, "stride", op)
-    padding = pair(padding, "padding", op)
-    dilation = pair(dilation, "dilation", op)
+    stride = pair(op, "stride", stride)
+    padding = pair(op, "padding", padding)
+    dilation = pair(op, "dilation", dilation)
     if min(stride) < 1:
         raise ValueError(f"{op}: stride must be >= 1, got {stride}")
     if min(dilation) < 1:
@@ -263,12 +251,6 @@ def check_conv2d_args(x, w, b, stride, padding, dilation, groups):
     return stride, padding, dilation, groups
 
 
-def _sizes(in_size, kernel, stride, padding, dilation):
-    return tuple(
-        conv_output_size(in_size[i], kernel[i], stride[i], padding[i], dilation[i]) for i in (0, 1)
-    )
-
-
 def _is_pointwise(kernel, stride, padding) -> bool:
     return POINTWISE_FAST_PATH and kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)
 
@@ -286,7 +268,7 @@ def im2col_ref(x, kernel, stride, padding, dilation):
     xp = array_module(x)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     B, C, H, W = x.shape
-    Ho, Wo = _sizes((H, W), kernel, stride, padding, dilation)
+    Ho, Wo = conv_output_size_2d((H, W), kernel, stride, padding, dilation)
     x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # (B, C, H+2ph, W+2pw)
     cols = xp.empty((B, C, kh, kw, Ho, Wo), dtype=x.dtype)
     for ky in range(kh):
@@ -309,7 +291,7 @@ def col2im_ref(cols, in_size, kernel, stride, padding, dilation):
     xp = array_module(cols)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     H, W = in_size
-    Ho, Wo = _sizes((H, W), kernel, stride, padding, dilation)
+    Ho, Wo = conv_output_size_2d((H, W), kernel, stride, padding, dilation)
     B = cols.shape[0]
     C = cols.shape[1] // (kh * kw)
     cols = cols.reshape(B, C, kh, kw, Ho, Wo)
@@ -323,105 +305,6 @@ def col2im_ref(cols, in_size, kernel, stride, padding, dilation):
     return x_pad[:, :, ph : ph + H, pw : pw + W].copy()
 
 
-# ------------------------------------------------------------------------------------------------
-# Numba kernels
-# ------------------------------------------------------------------------------------------------
-# Both kernels work on one chunk: output rows oy0 .. oy0+R-1 of images n0 .. n0+B-1, with the
-# chunk's columns laid out as cols (C*kh*kw, B, R, Wo). Flattened, that is the matrix
-# (C*kh*kw, B*R*Wo) whose product with the weights gives the chunk's outputs in one GEMM.
-#
-# Indexing uses flat views and unsigned loop counters on purpose: with a signed index Numba must
-# handle Python's negative indices (x[-1]) on every access, which stops LLVM from vectorising the
-# copy loops (about 3x slower here).
-
-
-@njit(cache=True)
-def _inside(offset, step, size, n_out):
-    """Output range [lo, hi) of o in [0, n_out) whose source o*step + offset lies in [0, size)."""
-    lo = 0
-    if offset < 0:
-        lo = min(n_out, (-offset + step - 1) // step)
-    hi = max(lo, min(n_out, (size - offset + step - 1) // step))
-    return lo, hi
-
-
-@njit(parallel=True, cache=True)
-def _im2col_chunk_numba(x, cols, n0, oy0, kh, kw, sh, sw, ph, pw, dh, dw):
-    """Fill cols (C*kh*kw, B, R, Wo) from x (N, C, H, W): one prange iteration per cols row."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    n_rows, B, R, Wo = cols.shape
-    xf = x.reshape(-1)
-    cf = cols.reshape(-1)
-    for row in prange(n_rows):  # row = c*kh*kw + ky*kw + kx
-        c = row // (kh * kw)
-        ky = (row // kw) % kh
-        kx = row % kw
-        lo, hi = _inside(kx * dw - pw, sw, W, Wo)  # columns ox that read inside the image
-        for b in range(B):
-            for r in range(R):
-                iy = (oy0 + r) * sh - ph + ky * dh  # input row read by output row oy0 + r
-                dst = np.uint64(((row * B + b) * R + r) * Wo)
-                if iy < 0 or iy >= H:  # the whole row reads padding
-                    for ox in range(np.uint64(Wo)):
-                        cf[dst + ox] = 0
-                    continue
-                for ox in range(np.uint64(lo)):
-                    cf[dst + ox] = 0
-                # input column of output column ox: ox*sw - pw + kx*dw
-                src = np.uint64((((n0 + b) * C + c) * H + iy) * W + lo * sw + kx * dw - pw)
-                d = dst + np.uint64(lo)
-                if sw == 1:
-                    for j in range(np.uint64(hi - lo)):
-                        cf[d + j] = xf[src + j]
-                else:
-                    step = np.uint64(sw)
-                    for j in range(np.uint64(hi - lo)):
-                        cf[d + j] = xf[src + j * step]
-                for ox in range(np.uint64(hi), np.uint64(Wo)):
-                    cf[dst + ox] = 0
-
-
-@njit(parallel=True, cache=True)
-def _col2im_chunk_numba(cols, dx, n0, oy0, kh, kw, sh, sw, ph, pw, dh, dw):
-    """Add the chunk's columns cols (C*kh*kw, B, R, Wo) into dx (N, C, H, W), as a gather.
-
-    One prange iteration per destination row (n, c, h) that the chunk reaches. It visits the
-    taps (ky, kx) whose window row lands on h, i.e. (h + ph - ky*dh) % sh == 0 with the output
-    row oy = (h + ph - ky*dh) // sh inside the chunk, and for each adds the matching output
-    columns; every pixel of the row is written by this iteration only (no race, no atomics).
-    """
-    n_rows, B, R, Wo = cols.shape
-    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
-    cf = cols.reshape(-1)
-    xf = dx.reshape(-1)
-    h_lo = max(0, oy0 * sh - ph)  # input rows read by output rows oy0 .. oy0+R-1
-    h_hi = min(H, (oy0 + R - 1) * sh - ph + (kh - 1) * dh + 1)
-    nh = max(0, h_hi - h_lo)
-    for i in prange(B * C * nh):
-        b = i // (C * nh)
-        c = (i // nh) % C
-        h = h_lo + i % nh
-        for ky in range(kh):
-            t = h + ph - ky * dh
-            if t < 0 or t % sh != 0:
-                continue
-            oy = t // sh
-            if oy < oy0 or oy >= oy0 + R:
-                continue
-            for kx in range(kw):
-                # pixel w gets output column ox when w = ox*sw - pw + kx*dw (ox whole, in range)
-                lo, hi = _inside(kx * dw - pw, sw, W, Wo)
-                src = np.uint64(((((c * kh + ky) * kw + kx) * B + b) * R + oy - oy0) * Wo + lo)
-                dst = np.uint64((((n0 + b) * C + c) * H + h) * W + lo * sw + kx * dw - pw)
-                if sw == 1:
-                    for j in range(np.uint64(hi - lo)):
-                        xf[dst + j] += cf[src + j]
-                else:
-                    step = np.uint64(sw)
-                    for j in range(np.uint64(hi - lo)):
-                        xf[dst + j * step] += cf[src + j]
-
-
 def _kernel_args(kernel, stride, padding, dilation):
     return (*kernel, *stride, *padding, *dilation)
 
@@ -430,12 +313,12 @@ def im2col_numba(x, kernel, stride, padding, dilation):
     """Same contract as im2col_ref: x (B, C, H, W) -> cols (B, C*kh*kw, Ho*Wo)."""
     x = np.ascontiguousarray(x)
     B, C, H, W = x.shape
-    Ho, Wo = _sizes((H, W), kernel, stride, padding, dilation)
+    Ho, Wo = conv_output_size_2d((H, W), kernel, stride, padding, dilation)
     rows = C * kernel[0] * kernel[1]
     cols = np.empty((B, rows, Ho * Wo), dtype=x.dtype)
     for n in range(B):  # cols[n] is the chunk "image n, all rows" in the kernel's layout
         view = cols[n].reshape(rows, 1, Ho, Wo)
-        _im2col_chunk_numba(x, view, n, 0, *_kernel_args(kernel, stride, padding, dilation))
+        im2col_chunk_numba(x, view, n, 0, *_kernel_args(kernel, stride, padding, dilation))
     return cols
 
 
@@ -444,11 +327,11 @@ def col2im_numba(cols, in_size, kernel, stride, padding, dilation):
     cols = np.ascontiguousarray(cols)
     B, rows, _ = cols.shape
     H, W = in_size
-    Ho, Wo = _sizes((H, W), kernel, stride, padding, dilation)
+    Ho, Wo = conv_output_size_2d((H, W), kernel, stride, padding, dilation)
     x = np.zeros((B, rows // (kernel[0] * kernel[1]), H, W), dtype=cols.dtype)
     for n in range(B):
         view = cols[n].reshape(rows, 1, Ho, Wo)
-        _col2im_chunk_numba(view, x, n, 0, *_kernel_args(kernel, stride, padding, dilation))
+        col2im_chunk_numba(view, x, n, 0, *_kernel_args(kernel, stride, padding, dilation))
     return x
 
 
@@ -484,7 +367,7 @@ def _col2im_impl():
 def conv2d_gemm(x, w, stride, padding, dilation, groups, bias=None):
     """y (N, O, Ho, Wo) = conv2d(x, w) (+ bias); arguments already checked and normalised."""
     if x.shape[0] == 0:  # an empty batch: an empty output (the kernels' chunking needs N >= 1)
-        size = _sizes(x.shape[2:], w.shape[2:], stride, padding, dilation)
+        size = conv_output_size_2d(x.shape[2:], w.shape[2:], stride, padding, dilation)
         return array_module(x).empty((0, w.shape[0]) + size, x.dtype)
     impl = backend.pick("conv2d", numpy=_gemm_by_images, numba=_gemm_numba, cuda=_gemm_cuda)
     return impl(x, w, stride, padding, dilation, groups, bias)
@@ -534,7 +417,7 @@ def _implicit_gemm(x_shape, w_shape, stride, padding, dilation):
         return None
     from minisegnet.cuda import implicit_gemm
 
-    out = _sizes(x_shape[2:], w_shape[2:], stride, padding, dilation)
+    out = conv_output_size_2d(x_shape[2:], w_shape[2:], stride, padding, dilation)
     return implicit_gemm if implicit_gemm.fits(x_shape, w_shape, out) else None
 
 
@@ -568,7 +451,7 @@ def _gemm_by_images(x, w, stride, padding, dilation, groups, bias):
     xp = array_module(x)
     N, C, H, W = x.shape
     O, Cg, kh, kw = w.shape
-    Ho, Wo = _sizes((H, W), (kh, kw), stride, padding, dilation)
+    Ho, Wo = conv_output_size_2d((H, W), (kh, kw), stride, padding, dilation)
     pointwise = _is_pointwise((kh, kw), stride, padding)
     im2col = _im2col_impl()
     wg = w.reshape(groups, O // groups, Cg * kh * kw)  # (G, O/G, C/G*kh*kw)
@@ -759,7 +642,7 @@ def _gemm_by_bands_numba(x, w, stride, padding, dilation, groups, bias):
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     N, C, H, W = x.shape
     O, Cg, kh, kw = w.shape
-    Ho, Wo = _sizes((H, W), (kh, kw), stride, padding, dilation)
+    Ho, Wo = conv_output_size_2d((H, W), (kh, kw), stride, padding, dilation)
     pointwise = _is_pointwise((kh, kw), stride, padding)
     rows = C * kh * kw
     wg = w.reshape(groups, O // groups, Cg * kh * kw)  # (G, O/G, C/G*kh*kw)
@@ -772,7 +655,7 @@ def _gemm_by_bands_numba(x, w, stride, padding, dilation, groups, bias):
             cols = _read_positions(x, n0, B, oy0, R)  # the input is its own column matrix
         else:
             cols4 = buffer.get(B, R)
-            _im2col_chunk_numba(x, cols4, n0, oy0, *args)
+            im2col_chunk_numba(x, cols4, n0, oy0, *args)
             cols = cols4.reshape(rows, B * R * Wo)
         out = _output_positions(y, n0, B, oy0, R)  # (O, B*R*Wo)
         P = out.shape[1]
@@ -817,7 +700,7 @@ def _data_grad_by_bands_numba(dy, w, in_size, stride, padding, dilation, groups)
         if pointwise:
             _store_positions(dx, dcols, n0, B)
         else:
-            _col2im_chunk_numba(dcols4, dx, n0, oy0, *args)
+            col2im_chunk_numba(dcols4, dx, n0, oy0, *args)
     return dx
 
 
@@ -840,7 +723,7 @@ def _weight_grad_by_bands_numba(x, dy, kernel, stride, padding, dilation, groups
             cols = _read_positions(x, n0, B, oy0, R)
         else:
             cols4 = buffer.get(B, R)
-            _im2col_chunk_numba(x, cols4, n0, oy0, *args)
+            im2col_chunk_numba(x, cols4, n0, oy0, *args)
             cols = cols4.reshape(rows, B * R * Wo)
         dyc = _read_positions(dy, n0, B, oy0, R)  # (O, P)
         P = dyc.shape[1]

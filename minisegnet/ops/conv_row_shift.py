@@ -47,6 +47,8 @@ import math
 import numpy as np
 
 from minisegnet.ops import conv
+from minisegnet.ops.conv_chunks import im2col_chunk_numba
+from minisegnet.ops.geometry import conv_output_size_2d
 
 
 def _chunks(n, ho, extra, row_bytes, budget):
@@ -69,7 +71,7 @@ class _Plan:
         o, _, kh, kw = w_shape
         (_, sw), (ph, pw), (self.dh, dw) = stride, padding, dilation
         self.o, self.kh = o, kh
-        self.ho, self.wo = conv._sizes(in_size, (kh, kw), stride, padding, dilation)
+        self.ho, self.wo = conv_output_size_2d(in_size, (kh, kw), stride, padding, dilation)
         self.extra = self.dh * (kh - 1)  # input rows a band reads beyond its output rows
         self.k = c * kw  # depth of each product
         self.chunks = _chunks(n, self.ho, self.extra, self.k * self.wo * itemsize, conv.CHUNK_BYTES)
@@ -116,7 +118,7 @@ def conv2d_forward(x, w, stride, padding, dilation, bias=None):
     part_memory = np.empty(p.o * p.positions_out, dtype=x.dtype)  # one kernel row's product
     for n0, B, oy0, R in p.chunks:
         cols4 = p.columns(memory, B, R)
-        conv._im2col_chunk_numba(x, cols4, n0, oy0, *p.width_args)
+        im2col_chunk_numba(x, cols4, n0, oy0, *p.width_args)
         out = p.positions(y, n0, B, oy0, R)  # (B, O, R*Wo), written in place
         np.matmul(Wk[0], p.view(cols4, 0, R), out=out)
         part = part_memory[: B * p.o * R * p.wo].reshape(B, p.o, R * p.wo)
@@ -164,7 +166,7 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation):
     memory = p.buffer(x.dtype)
     for n0, B, oy0, R in p.chunks:
         cols4 = p.columns(memory, B, R)
-        conv._im2col_chunk_numba(x, cols4, n0, oy0, *p.width_args)
+        im2col_chunk_numba(x, cols4, n0, oy0, *p.width_args)
         dyc = p.positions(dy, n0, B, oy0, R)  # (B, O, R*Wo)
         for ky in range(kh):
             view = p.view(cols4, ky, R)  # (B, C*kw, R*Wo)

@@ -37,6 +37,7 @@ class channel upsampled on its own) is bilinear interpolation by a factor f.
 
 from __future__ import annotations
 
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
 from minisegnet.ops.conv import (
     bias_grad,
@@ -45,24 +46,17 @@ from minisegnet.ops.conv import (
     conv2d_data_grad,
     conv2d_gemm,
     conv2d_weight_grad,
-    conv_output_size,
-    pair,
 )
-from minisegnet.tensor import array_module
+from minisegnet.ops.geometry import conv_output_size_2d, conv_transpose_output_size, pair
 
 __all__ = ["ConvTranspose2d", "conv_transpose_output_size", "check_conv_transpose2d_args"]
-
-
-def conv_transpose_output_size(size, kernel, stride, padding, dilation, output_padding) -> int:
-    """(size - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1, one axis."""
-    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
 
 
 def check_conv_transpose2d_args(x, w, b, stride, padding, output_padding, groups, dilation):
     """Validate; return (stride, padding, output_padding, dilation, groups, out_size)."""
     op = "conv_transpose2d"
     stride, padding, dilation, groups = check_geometry(op, stride, padding, dilation, groups)
-    output_padding = pair(output_padding, "output_padding", op)
+    output_padding = pair(op, "output_padding", output_padding)
     out_channels = w.shape[1] * groups if w.ndim == 4 else -1
     check_tensors(op, x, w, b, out_channels)
     c = x.shape[1]
@@ -96,14 +90,6 @@ def check_conv_transpose2d_args(x, w, b, stride, padding, output_padding, groups
     return stride, padding, output_padding, dilation, groups, out_size
 
 
-def _grid_size(out_size, kernel, stride, padding, dilation):
-    """Rows and columns a convolution of the output would have (>= x's when output_padding
-    >= stride)."""
-    return tuple(
-        conv_output_size(out_size[i], kernel[i], stride[i], padding[i], dilation[i]) for i in (0, 1)
-    )
-
-
 class ConvTranspose2d(Function):
     """y = conv_transpose2d(x, w) + b; see the module docstring. ``b`` may be None."""
 
@@ -113,7 +99,9 @@ class ConvTranspose2d(Function):
         )
         xp = array_module(x)
         kernel = tuple(w.shape[2:])
-        grid = _grid_size(out_size, kernel, stride, padding, dilation)
+        # rows and columns a convolution of the output would have (>= x's when
+        # output_padding >= stride)
+        grid = conv_output_size_2d(out_size, kernel, stride, padding, dilation)
         in_size = tuple(x.shape[2:])
         if grid != in_size:  # output_padding >= stride: zero rows/columns after the last ones
             extra = ((0, 0), (0, 0), (0, grid[0] - in_size[0]), (0, grid[1] - in_size[1]))

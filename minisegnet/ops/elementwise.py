@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
 from minisegnet.ops.broadcast import unbroadcast
-from minisegnet.tensor import array_module
 
 
 class Add(Function):

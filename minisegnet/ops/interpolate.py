@@ -52,8 +52,9 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.tensor import Tensor, array_module
+from minisegnet.tensor import Tensor
 
 __all__ = [
     "interpolate", "linear_taps", "nearest_source", "interpolation_matrix",
@@ -323,13 +324,18 @@ def nearest_backward_numba(dy, in_size, scale):
 
 
 # ----------------------------------------------------------------------------- Functions
+# Every host implementation of each kernel, by backend: the table a reader (and grep) reads;
+# the CUDA wrappers of the same names live in cuda/interpolate.py.
+_KERNELS = {
+    "bilinear_forward": {"numpy": bilinear_forward_ref, "numba": bilinear_forward_numba},
+    "bilinear_backward": {"numpy": bilinear_backward_ref, "numba": bilinear_backward_numba},
+    "nearest_forward": {"numpy": nearest_forward_ref, "numba": nearest_forward_numba},
+    "nearest_backward": {"numpy": nearest_backward_ref, "numba": nearest_backward_numba},
+}
+
+
 def _impl(op: str):
-    return backend.pick(
-        op,
-        numpy=globals()[f"{op}_ref"],
-        numba=globals()[f"{op}_numba"],
-        cuda=backend.lazy("minisegnet.cuda.interpolate", op),
-    )
+    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.interpolate", op))
 
 
 class Bilinear(Function):

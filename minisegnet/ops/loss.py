@@ -42,9 +42,9 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function, is_grad_enabled
 from minisegnet.ops import loss_fused
-from minisegnet.tensor import array_module
 
 
 def check_cross_entropy_args(logits, target, weight, ignore_index, reduction):

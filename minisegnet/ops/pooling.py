@@ -57,8 +57,10 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.tensor import Tensor, array_module
+from minisegnet.ops.geometry import pair, pool_output_size, switch_dtype
+from minisegnet.tensor import Tensor
 
 __all__ = [
     "PoolIndices", "max_pool2d", "to_flat_indices", "from_flat_indices", "pool_output_size",
@@ -68,21 +70,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- geometry
-def pair(op: str, name: str, value, minimum: int = 0) -> tuple[int, int]:
-    """``3`` or ``(3, 2)`` -> ``(3, 3)`` / ``(3, 2)``; an error naming ``op`` and ``name`` else."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
-            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-        value = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(value) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}")
-    return value
-
-
 def pool_geometry(op: str, kernel_size, stride, padding):
     """Validated (kernel, stride, padding) pairs; ``stride=None`` (or ``[]``) means the kernel."""
     kernel = pair(op, "kernel_size", kernel_size, minimum=1)
@@ -96,28 +83,6 @@ def pool_geometry(op: str, kernel_size, stride, padding):
                 f"for kernel_size {kernel} (the {axis} padding {p} > {k} // 2)"
             )
     return kernel, stride, padding
-
-
-def pool_output_size(op: str, in_size, kernel, stride, padding, ceil_mode: bool) -> tuple[int, int]:
-    """(Ho, Wo) by PyTorch's rule (see the module docstring); an error if no window fits."""
-    out = []
-    for axis, size, k, s, p in zip(("height", "width"), in_size, kernel, stride, padding):
-        span = size + 2 * p - k
-        if span < 0:
-            raise ValueError(
-                f"{op}: kernel_size {tuple(kernel)} is larger than the padded input: input "
-                f"{axis} {size} + 2*padding {p} = {size + 2 * p} < kernel {k}"
-            )
-        o = (-(-span // s) if ceil_mode else span // s) + 1
-        if ceil_mode and (o - 1) * s >= size + p:
-            o -= 1  # the last window would start inside the bottom/right padding
-        out.append(o)
-    return out[0], out[1]
-
-
-def switch_dtype(kernel) -> np.dtype:
-    """uint8 when a window has at most 256 positions (up to 16x16), int32 otherwise."""
-    return np.dtype(np.uint8) if kernel[0] * kernel[1] <= 256 else np.dtype(np.int32)
 
 
 def check_nchw(op: str, name: str, x, floating: bool = True) -> None:
@@ -491,14 +456,17 @@ def max_pool2d_backward_numba(dy, idx, in_size, kernel, stride, padding):
 
 
 # ----------------------------------------------------------------------------- Function
+# Every host implementation of each kernel, by backend: the table a reader (and grep) reads;
+# the CUDA wrappers of the same names live in cuda/pooling.py.
+_KERNELS = {
+    "max_pool2d_forward": {"numpy": max_pool2d_forward_ref, "numba": max_pool2d_forward_numba},
+    "max_pool2d_backward": {"numpy": max_pool2d_backward_ref, "numba": max_pool2d_backward_numba},
+}
+
+
 def _impl(op: str):
     """The backend's implementation of ``max_pool2d_forward`` or ``max_pool2d_backward``."""
-    return backend.pick(
-        op,
-        numpy=globals()[f"{op}_ref"],
-        numba=globals()[f"{op}_numba"],
-        cuda=backend.lazy("minisegnet.cuda.pooling", op),
-    )
+    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.pooling", op))
 
 
 class MaxPool2d(Function):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
 
 
@@ -82,7 +83,5 @@ class Max(Function):
 
 
 def _broadcast_to(dy, shape):
-    from minisegnet.tensor import array_module
-
     # A writable copy: callers may accumulate into gradients in place.
     return array_module(dy).broadcast_to(dy, shape).copy()

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.tensor import array_module
 
 
 class Reshape(Function):

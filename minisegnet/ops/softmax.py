@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.tensor import array_module
 
 
 def softmax_ref(x, axis):

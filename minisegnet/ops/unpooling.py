@@ -44,8 +44,9 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
-from minisegnet.arrays import is_device_array, like_backend
+from minisegnet.arrays import array_module, is_device_array, like_backend
 from minisegnet.autograd import Function
+from minisegnet.ops.geometry import switch_dtype, unpool_output_size
 from minisegnet.ops.pooling import (
     PoolIndices,
     check_nchw,
@@ -53,10 +54,8 @@ from minisegnet.ops.pooling import (
     max_pool2d_backward_numba,
     max_pool2d_backward_ref,
     pool_geometry,
-    pool_output_size,
-    switch_dtype,
 )
-from minisegnet.tensor import Tensor, array_module
+from minisegnet.tensor import Tensor
 
 __all__ = [
     "max_unpool2d", "unpool_output_size", "check_switches", "max_unpool2d_forward_ref",
@@ -122,13 +121,22 @@ def max_unpool2d_backward_numba(dy, idx, kernel, stride, padding):
 
 
 # ----------------------------------------------------------------------------- Function
+# Every host implementation of each kernel, by backend: the table a reader (and grep) reads;
+# the CUDA wrappers of the same names live in cuda/pooling.py.
+_KERNELS = {
+    "max_unpool2d_forward": {
+        "numpy": max_unpool2d_forward_ref,
+        "numba": max_unpool2d_forward_numba,
+    },
+    "max_unpool2d_backward": {
+        "numpy": max_unpool2d_backward_ref,
+        "numba": max_unpool2d_backward_numba,
+    },
+}
+
+
 def _impl(op: str):
-    return backend.pick(
-        op,
-        numpy=globals()[f"{op}_ref"],
-        numba=globals()[f"{op}_numba"],
-        cuda=backend.lazy("minisegnet.cuda.pooling", op),
-    )
+    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.pooling", op))
 
 
 class MaxUnpool2d(Function):
@@ -144,41 +152,6 @@ class MaxUnpool2d(Function):
         s = self.saved
         dy = array_module(dy).ascontiguousarray(dy)
         return _impl("max_unpool2d_backward")(dy, s.idx, s.kernel, s.stride, s.padding)
-
-
-def unpool_output_size(op: str, pooled_size, kernel, stride, padding, output_size=None):
-    """(H, W) to unpool (Hp, Wp) into: PyTorch's default, or ``output_size`` after checking
-    that pooling it with this geometry (floor or ceil mode) gives (Hp, Wp)."""
-    if output_size is None:
-        return tuple(
-            (p - 1) * s - 2 * pad + k for p, k, s, pad in zip(pooled_size, kernel, stride, padding)
-        )
-    sizes = tuple(output_size)
-    if len(sizes) not in (2, 4) or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in sizes
-    ):
-        raise TypeError(
-            f"{op}: output_size must be (H, W) or (N, C, H, W) ints, got {output_size!r}"
-        )
-    size = (int(sizes[-2]), int(sizes[-1]))
-    if min(size) < 1:
-        raise ValueError(f"{op}: output_size must be positive, got {size}")
-    candidates = []
-    for ceil_mode in (False, True):
-        try:
-            candidates.append(pool_output_size(op, size, kernel, stride, padding, ceil_mode))
-        except ValueError:
-            candidates.append(None)
-    for axis in (0, 1):
-        if all(c is None or c[axis] != pooled_size[axis] for c in candidates):
-            got = [None if c is None else c[axis] for c in candidates]
-            raise ValueError(
-                f"{op}: output_size {size} could not have been pooled to the input's size "
-                f"{tuple(pooled_size)} with kernel {kernel}, stride {stride}, padding {padding} "
-                f"(its {('height', 'width')[axis]} {size[axis]} pools to {got[0]} in floor mode "
-                f"and {got[1]} in ceil mode, not {pooled_size[axis]})"
-            )
-    return size
 
 
 def check_switches(op: str, switches, kernel, stride, padding, out_size) -> None:
