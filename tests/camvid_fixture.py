@@ -66,3 +66,18 @@ class OracleNet(nn.Module):
         scores = np.zeros((data.shape[0], 11, *data.shape[2:]), dtype=np.float32)
         np.put_along_axis(scores, cls[:, None], 1.0, axis=1)
         return ms.Tensor._wrap(scores)
+
+
+def camvid_train_args(root) -> list[str]:
+    """``minisegnet train`` on the fixture at ``root``: one epoch of 16-pixel crops, batch 2."""
+    return [
+        "train",
+        "--data",
+        f"camvid:{root}",
+        "--size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+    ]

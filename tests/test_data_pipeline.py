@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from minisegnet.data import CamVid, DataLoader, transforms
-from tests.camvid_fixture import make_camvid
+from tests.camvid_fixture import camvid_train_args, make_camvid
 
 
 @pytest.mark.parametrize("size, low, high", [(16, 0.5, 2.0), (40, 0.5, 1.5), (8, 1.0, 1.0)])
@@ -53,17 +53,7 @@ def test_epoch_log_shows_data_and_compute_time(tmp_path, capsys):
 
     root = make_camvid(tmp_path / "c")
     run = tmp_path / "run"
-    args = [
-        "train",
-        "--data",
-        f"camvid:{root}",
-        "--size",
-        "16",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-    ]
+    args = camvid_train_args(root)
     assert main([*args, "--no-progress", "--out", str(run)]) == 0
     out = capsys.readouterr().out
     assert "s loading" in out and "waited for, compute" in out

@@ -14,7 +14,7 @@ from minisegnet import metrics
 from minisegnet.cli import main
 from minisegnet.data import CamVid, DataError
 from minisegnet.evaluation import evaluate_dataset, format_report, pad_to_multiple
-from tests.camvid_fixture import OracleNet, make_camvid
+from tests.camvid_fixture import OracleNet, camvid_train_args, make_camvid
 
 # --------------------------------------------------------------------------- boundary F1
 
@@ -229,17 +229,7 @@ def test_train_takes_the_shipped_prototxt_weights(tmp_path, capsys):
         PROTOTXT.replace("  }", "".join(f"    class_weighting: {k}\n" for k in range(1, 9)) + "  }")
     )
     run = tmp_path / "run"
-    args = [
-        "train",
-        "--data",
-        f"camvid:{root}",
-        "--size",
-        "16",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-    ]
+    args = camvid_train_args(root)
     assert main([*args, "--class-weights", str(proto), "--no-progress", "--out", str(run)]) == 0
     saved = json.loads((run / "checkpoint.json").read_text())["class_weights"]
     assert np.allclose(saved, [0.2595, 0.1826, 4.564, *range(1, 9)])

@@ -7,7 +7,7 @@ import pytest
 
 from minisegnet import threads
 from minisegnet.progress import ProgressLines, format_duration
-from tests.camvid_fixture import make_camvid
+from tests.camvid_fixture import camvid_train_args, make_camvid
 
 
 def test_progress_lines_every_interval_with_rate_loss_and_eta():
@@ -61,17 +61,7 @@ def test_threads_option(tmp_path, capsys):
     from minisegnet.cli import main
 
     root = make_camvid(tmp_path / "c")
-    args = [
-        "train",
-        "--data",
-        f"camvid:{root}",
-        "--size",
-        "16",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-    ]
+    args = camvid_train_args(root)
     assert main([*args, "--threads", "1", "--no-progress", "--out", str(tmp_path / "r")]) == 0
     assert "threads: Numba 1 x BLAS" in capsys.readouterr().out
     assert main([*args, "--threads", "0", "--out", str(tmp_path / "r2")]) == 2
