@@ -50,6 +50,7 @@ def test_the_package_ships_every_kernel_file():
         "elementwise.cu",
         "gemm.cu",
         "implicit_gemm.cu",
+        "crf.cu",
     }
     for name in FILES:
         src = source.load(name)
