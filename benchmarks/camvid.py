@@ -112,7 +112,7 @@ y = rng.integers(0, 11, (8, 128, 128))
 ts = []
 for _ in range(4):
     t = time.perf_counter()
-    loss = F.cross_entropy(net(ms.Tensor._wrap(x)), y, None, 255)
+    loss = F.cross_entropy(net(ms.Tensor.from_array(x)), y, None, 255)
     opt.zero_grad(); loss.backward(); opt.step()
     ts.append(time.perf_counter() - t)
 print(float(np.median(ts[1:])))

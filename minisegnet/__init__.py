@@ -37,9 +37,12 @@ if sys.argv and (sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == "minise
 # makes idle threads sleep. It must be set before the first parallel kernel runs.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from minisegnet import backend  # noqa: E402
+# Importing ``tensor_methods`` attaches Tensor's operator methods (``a + b``, ``t.sum()``, ...),
+# before any tensor exists: see ``tensor.py``'s docstring.
+from minisegnet import backend, tensor_methods  # noqa: E402, F401
 from minisegnet.autograd import Function, enable_grad, is_grad_enabled, no_grad  # noqa: E402
-from minisegnet.tensor import Tensor, cat, ones, randn, stack, tensor, zeros  # noqa: E402
+from minisegnet.ops.shape import cat, stack  # noqa: E402
+from minisegnet.tensor import Tensor, ones, randn, tensor, zeros  # noqa: E402
 
 __version__ = "0.1.0"
 

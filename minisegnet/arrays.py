@@ -13,12 +13,16 @@ arrays; ``cuda-emu`` runs the CUDA C kernels on the CPU, on host arrays). From t
 * what an op takes besides its tensors (class targets, pooling switches, class weights) may be
   given as host or device arrays (or lists): it is moved to the backend's device, once, because
   it carries no gradient and the user cannot mean it to stay elsewhere
-  (:func:`like_backend`). A *Tensor* in that role is held to the rule above;
+  (:func:`like_backend`). A *Tensor* in that role (any :class:`ArrayHolder`) is held to the
+  rule above;
 * a kernel launch (``cuda/launch.py``) refuses host arrays under ``cuda`` and device arrays on
   every other backend, with the same advice.
 
 Everything here works without CuPy installed: an array can only be a CuPy array once CuPy has
 been imported, so the host backends never import it.
+
+This module is the bottom floor: it imports only ``backend`` (``tests/test_architecture.py``).
+:class:`ArrayHolder` is how it knows a tensor without importing ``tensor.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from minisegnet import backend
 __all__ = [
     "DeviceError",
     "DEVICES",
+    "ArrayHolder",
     "is_device_array",
     "device_of",
     "array_module",
@@ -96,14 +101,50 @@ def to_device(array, device: str):
     return cuda.xp.asarray(array)
 
 
+class ArrayHolder:
+    """A value that holds one array in ``.data`` (a :class:`~minisegnet.tensor.Tensor`, max
+    pooling's switches): its shape, dtype and device are those of the array."""
+
+    data: object
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def xp(self):
+        """The array module of the data: ``numpy`` or ``cupy``."""
+        return array_module(self.data)
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` when the data is in GPU memory, ``"cpu"`` otherwise."""
+        return device_of(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (copied from the GPU if needed); no graph."""
+        return to_host(self.data)
+
+
 def like_backend(value, op: str, name: str, dtype=None):
     """A non-differentiable argument (target, switches, weights) as an array on the backend's
-    device: lists and host or device arrays are moved there (once); a Tensor must already be
-    there (:class:`DeviceError` otherwise). ``dtype`` converts when given."""
-    from minisegnet.tensor import Tensor  # the Tensor type only; arrays.py sits below tensor.py
-
+    device: lists and host or device arrays are moved there (once); a Tensor (any
+    :class:`ArrayHolder`) must already be there (:class:`DeviceError` otherwise). ``dtype``
+    converts when given."""
     device = backend.current().device
-    if isinstance(value, Tensor):
+    if isinstance(value, ArrayHolder):
         where = device_of(value.data)
         if where != device:
             raise DeviceError(

@@ -151,7 +151,7 @@ class Function:
             if isinstance(out, np.generic):  # NumPy reductions to () return scalars
                 out = np.asarray(out)
             grad_out = record and i < n_diff
-            results.append(Tensor._wrap(out, requires_grad=grad_out))
+            results.append(Tensor.from_array(out, requires_grad=grad_out))
         if record:
             fn.inputs = tensor_inputs
             fn.needs_grad = tuple(t.requires_grad for t in tensor_inputs)

@@ -24,7 +24,8 @@ from minisegnet.ops import lrn as lrn_op
 from minisegnet.ops import pooling as pooling_op
 from minisegnet.ops import softmax as softmax_op
 from minisegnet.ops import unpooling as unpooling_op
-from minisegnet.tensor import Tensor, cat
+from minisegnet.ops.shape import cat
+from minisegnet.tensor import Tensor
 
 __all__ = [
     "relu",
@@ -141,7 +142,7 @@ def _affine(name: str, value, like: Tensor):
     """weight/bias: a Tensor (learned) or an array (wrapped, no gradient) or None."""
     if value is None or isinstance(value, Tensor):
         return value
-    return Tensor._wrap(like_backend(value, "batch_norm", name))
+    return Tensor.from_array(like_backend(value, "batch_norm", name))
 
 
 def batch_norm(

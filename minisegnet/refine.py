@@ -110,7 +110,7 @@ def crf_labels(model, images, params) -> np.ndarray:
         x = to_device(images, backends.current().device)
         x = pad_to_multiple(x, input_multiple(model))  # full frames, as evaluation does
         with ms.no_grad():
-            out = model(ms.Tensor._wrap(array_module(x).ascontiguousarray(x)))
+            out = model(ms.Tensor.from_array(array_module(x).ascontiguousarray(x)))
         scores = to_host((out[0] if isinstance(out, tuple) else out).data)[..., :h, :w]
     finally:
         model.train(was_training)

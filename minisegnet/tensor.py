@@ -15,6 +15,19 @@ Floating tensors are float32 unless ``dtype=np.float64`` is asked for (gradient 
 when made from a float64 NumPy array. Integer
 tensors (labels, pooling switches) exist too but cannot require grad. Operations never mix
 float32 and float64 silently: convert one side with ``.to(dtype)`` first.
+
+Two files make a tensor, one floor apart (the floors: ``tests/test_architecture.py``):
+
+* this file: the data and what is read from it (shape, dtype, device, ``numpy()``), the graph
+  bookkeeping (``requires_grad``, ``grad``, ``creator``) and ``backward``, and every method that
+  records no graph node (comparisons, ``argmax``, ``detach``). It imports only ``arrays``,
+  ``backend`` and ``autograd``, and ``autograd`` imports it back: the engine's one circle
+  (``Function.apply`` makes tensors, ``Tensor.backward`` runs the engine).
+* ``tensor_methods.py``: every method that runs an op (``a + b``, ``a @ b``, ``t.exp()``,
+  ``t.sum()``, ``t.reshape()``, ``t[i]``, ``t.to("cuda")``), as one table of
+  ``name -> Function``. The op files import ``Tensor``, so ``Tensor`` cannot import them back;
+  the table sits one floor above the ops and attaches the methods to ``Tensor`` when
+  ``minisegnet`` is imported (``minisegnet/__init__.py`` imports it), so every tensor has them.
 """
 
 from __future__ import annotations
@@ -22,9 +35,9 @@ from __future__ import annotations
 import numpy as np
 
 from minisegnet import autograd, backend
-from minisegnet.arrays import array_module, device_of, to_device, to_host
+from minisegnet.arrays import ArrayHolder, array_module, device_of, to_device
 
-__all__ = ["Tensor", "tensor", "array_module", "zeros", "ones", "randn", "cat", "stack"]
+__all__ = ["Tensor", "tensor", "array_module", "zeros", "ones", "randn", "target_dtype"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -52,11 +65,14 @@ def _as_array(data, dtype=None):
     return array
 
 
-class Tensor:
+class Tensor(ArrayHolder):
     """An n-dimensional array that can record the operations applied to it.
 
     Attributes: ``data`` (the array), ``requires_grad``, ``grad`` (an array, filled by
     ``backward`` on leaves), ``creator`` (the Function that produced it, None for leaves).
+    ``shape``, ``dtype``, ``ndim``, ``size``, ``xp``, ``device`` and ``numpy()`` are read from
+    ``data`` (:class:`~minisegnet.arrays.ArrayHolder`). The operator methods are in
+    ``tensor_methods.py`` (see this module's docstring).
     """
 
     __array_priority__ = 1000  # so ``ndarray * Tensor`` calls Tensor.__rmul__
@@ -72,8 +88,10 @@ class Tensor:
             self.requires_grad_(True)
 
     @classmethod
-    def _wrap(cls, array, requires_grad: bool = False) -> Tensor:
-        """Wrap an array produced by an op without converting it."""
+    def from_array(cls, array, requires_grad: bool = False) -> Tensor:
+        """A tensor around ``array`` as it is: no copy, no dtype conversion and no move to the
+        backend's device (``Tensor(data)`` and ``ms.tensor`` do all three). For arrays an op
+        produced, or that the caller already made where the backend computes."""
         t = cls.__new__(cls)
         t.data = array
         t.grad = None
@@ -82,33 +100,6 @@ class Tensor:
         t._retains_grad = False
         t.requires_grad = requires_grad
         return t
-
-    # ----------------------------------------------------------------- basic properties
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
-
-    @property
-    def ndim(self) -> int:
-        return self.data.ndim
-
-    @property
-    def size(self) -> int:
-        return int(self.data.size)
-
-    @property
-    def xp(self):
-        """The array module of the data: ``numpy`` or ``cupy``."""
-        return array_module(self.data)
-
-    @property
-    def device(self) -> str:
-        """``"cuda"`` when the data is in GPU memory, ``"cpu"`` otherwise."""
-        return device_of(self.data)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -126,10 +117,6 @@ class Tensor:
         self._retains_grad = True
         return self
 
-    def numpy(self) -> np.ndarray:
-        """The data as a NumPy array (copied from the GPU if needed); no graph."""
-        return to_host(self.data)
-
     def item(self) -> float:
         if self.size != 1:
             raise ValueError(
@@ -142,36 +129,7 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """The same data, cut from the graph."""
-        return Tensor._wrap(self.data)
-
-    def to(self, target) -> Tensor:
-        """Convert: ``t.to("float64")``, ``t.to(np.float32)``, ``t.to("cuda")``, ``t.to("cpu")``.
-
-        Both conversions are differentiable (the gradient converts or moves back). A move is the
-        one op that may take a tensor off the backend's device.
-        """
-        if isinstance(target, str) and target in ("cpu", "cuda"):
-            from minisegnet.ops.device import ToDevice
-
-            return ToDevice.apply(self, device=target)
-        dtype = _target_dtype("to", target)
-        if dtype == self.dtype:
-            return self
-        from minisegnet.ops.elementwise import Cast
-
-        return Cast.apply(self, dtype=dtype)
-
-    def cpu(self) -> Tensor:
-        return self.to("cpu")
-
-    def cuda(self) -> Tensor:
-        return self.to("cuda")
-
-    def float(self) -> Tensor:
-        return self.to(np.float32)
-
-    def double(self) -> Tensor:
-        return self.to(np.float64)
+        return Tensor.from_array(self.data)
 
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Compute gradients of this tensor with respect to every leaf that requires grad.
@@ -203,78 +161,11 @@ class Tensor:
     def __float__(self) -> float:
         return float(self.item())
 
-    # ----------------------------------------------------------------- arithmetic
-    def __add__(self, other):
-        from minisegnet.ops.elementwise import Add
-
-        return Add.apply(self, _operand(other, self))
-
-    def __radd__(self, other):
-        from minisegnet.ops.elementwise import Add
-
-        return Add.apply(_operand(other, self), self)
-
-    def __sub__(self, other):
-        from minisegnet.ops.elementwise import Sub
-
-        return Sub.apply(self, _operand(other, self))
-
-    def __rsub__(self, other):
-        from minisegnet.ops.elementwise import Sub
-
-        return Sub.apply(_operand(other, self), self)
-
-    def __mul__(self, other):
-        from minisegnet.ops.elementwise import Mul
-
-        return Mul.apply(self, _operand(other, self))
-
-    def __rmul__(self, other):
-        from minisegnet.ops.elementwise import Mul
-
-        return Mul.apply(_operand(other, self), self)
-
-    def __truediv__(self, other):
-        from minisegnet.ops.elementwise import Div
-
-        return Div.apply(self, _operand(other, self))
-
-    def __rtruediv__(self, other):
-        from minisegnet.ops.elementwise import Div
-
-        return Div.apply(_operand(other, self), self)
-
-    def __neg__(self):
-        from minisegnet.ops.elementwise import Neg
-
-        return Neg.apply(self)
-
-    def __pow__(self, exponent):
-        from minisegnet.ops.elementwise import Pow, PowScalar
-
-        if isinstance(exponent, (int, float)):
-            return PowScalar.apply(self, exponent=float(exponent))
-        return Pow.apply(self, _operand(exponent, self))
-
-    def __rpow__(self, base):
-        from minisegnet.ops.elementwise import Pow
-
-        return Pow.apply(_operand(base, self), self)
-
-    def __matmul__(self, other):
-        from minisegnet.ops.matmul import MatMul
-
-        return MatMul.apply(self, _operand(other, self))
-
-    def __rmatmul__(self, other):
-        from minisegnet.ops.matmul import MatMul
-
-        return MatMul.apply(_operand(other, self), self)
-
+    # ----------------------------------------------------------------- no graph
     # Comparisons give plain boolean tensors (no gradient).
     def _compare(self, other, op):
         other = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(op(self.data, other))
+        return Tensor.from_array(op(self.data, other))
 
     def __lt__(self, other):
         return self._compare(other, lambda a, b: a < b)
@@ -288,103 +179,12 @@ class Tensor:
     def __ge__(self, other):
         return self._compare(other, lambda a, b: a >= b)
 
-    # ----------------------------------------------------------------- unary functions
-    def exp(self):
-        from minisegnet.ops.elementwise import Exp
-
-        return Exp.apply(self)
-
-    def log(self):
-        from minisegnet.ops.elementwise import Log
-
-        return Log.apply(self)
-
-    def sqrt(self):
-        from minisegnet.ops.elementwise import Sqrt
-
-        return Sqrt.apply(self)
-
-    def relu(self):
-        from minisegnet.ops.elementwise import ReLU
-
-        return ReLU.apply(self)
-
-    def sigmoid(self):
-        from minisegnet.ops.elementwise import Sigmoid
-
-        return Sigmoid.apply(self)
-
-    def tanh(self):
-        from minisegnet.ops.elementwise import Tanh
-
-        return Tanh.apply(self)
-
-    def abs(self):
-        from minisegnet.ops.elementwise import Abs
-
-        return Abs.apply(self)
-
-    # ----------------------------------------------------------------- reductions
-    def sum(self, axis=None, keepdims: bool = False):
-        from minisegnet.ops.reduction import Sum
-
-        return Sum.apply(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims: bool = False):
-        from minisegnet.ops.reduction import Mean
-
-        return Mean.apply(self, axis=axis, keepdims=keepdims)
-
-    def max(self, axis=None, keepdims: bool = False):
-        from minisegnet.ops.reduction import Max
-
-        return Max.apply(self, axis=axis, keepdims=keepdims)
-
     def argmax(self, axis=None):
         """Index of the maximum (no gradient); returns a plain integer tensor."""
-        return Tensor._wrap(self.data.argmax(axis=axis))
-
-    # ----------------------------------------------------------------- shape
-    def reshape(self, *shape):
-        from minisegnet.ops.shape import Reshape
-
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return Reshape.apply(self, shape=shape)
-
-    def view(self, *shape):
-        return self.reshape(*shape)
-
-    def flatten(self, start_dim: int = 0):
-        start = start_dim % self.ndim if self.ndim else 0
-        return self.reshape(self.shape[:start] + (-1,))
-
-    def transpose(self, *axes):
-        """``t.transpose()`` reverses the axes; ``t.transpose(0, 2, 1)`` permutes them."""
-        from minisegnet.ops.shape import Transpose
-
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return Transpose.apply(self, axes=axes or None)
-
-    def permute(self, *axes):
-        return self.transpose(*axes)
-
-    @property
-    def T(self):
-        return self.transpose()
-
-    def __getitem__(self, index):
-        from minisegnet.ops.shape import GetItem
-
-        if isinstance(index, Tensor):
-            index = index.data
-        elif isinstance(index, tuple):
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        return GetItem.apply(self, index=index)
+        return Tensor.from_array(self.data.argmax(axis=axis))
 
 
-def _target_dtype(op: str, target) -> np.dtype:
+def target_dtype(op: str, target) -> np.dtype:
     """The dtype a ``.to(target)`` names, or an error that lists what ``target`` may be."""
     try:
         return np.dtype(target)
@@ -395,74 +195,30 @@ def _target_dtype(op: str, target) -> np.dtype:
         ) from None
 
 
-def _operand(value, like: Tensor) -> Tensor:
-    """Make the other operand of a binary op a tensor of ``like``'s dtype and array module.
-
-    Python scalars adopt the tensor's dtype (so ``x * 2`` stays float32). Two tensors of
-    different float dtypes are an error rather than a silent upcast.
-    """
-    if isinstance(value, Tensor):
-        if value.dtype != like.dtype and value.dtype in FLOAT_DTYPES and like.dtype in FLOAT_DTYPES:
-            raise TypeError(
-                f"operands have different dtypes ({like.dtype} and {value.dtype}); "
-                "convert one with .to(dtype) first"
-            )
-        return value
-    if isinstance(value, (int, float, bool, np.number)):
-        return Tensor._wrap(like.xp.asarray(value, dtype=like.dtype))
-    array = like.xp.asarray(value)
-    if array.dtype.kind == "f" and array.dtype != like.dtype:
-        raise TypeError(
-            f"operands have different dtypes ({like.dtype} and {array.dtype}); "
-            "convert one with .astype() or .to(dtype) first"
-        )
-    return Tensor._wrap(array.astype(like.dtype) if array.dtype.kind != "f" else array)
-
-
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
     """Make a tensor from array-like data (float data becomes float32 unless ``dtype`` says)."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-def _xp():
-    from minisegnet import backend
-
-    return backend.current().xp
+def as_tuple(args) -> tuple:
+    """``f(2, 3)`` and ``f((2, 3))`` both mean ``(2, 3)``: the arguments of ``zeros``, ``ones``,
+    ``randn``, ``reshape`` and ``transpose``, as one tuple."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        return tuple(args[0])
+    return tuple(args)
 
 
 def zeros(*shape, dtype=np.float32, requires_grad: bool = False) -> Tensor:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    return Tensor(_xp().zeros(shape, dtype=dtype), requires_grad=requires_grad)
+    xp = backend.current().xp
+    return Tensor(xp.zeros(as_tuple(shape), dtype=dtype), requires_grad=requires_grad)
 
 
 def ones(*shape, dtype=np.float32, requires_grad: bool = False) -> Tensor:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    return Tensor(_xp().ones(shape, dtype=dtype), requires_grad=requires_grad)
+    xp = backend.current().xp
+    return Tensor(xp.ones(as_tuple(shape), dtype=dtype), requires_grad=requires_grad)
 
 
 def randn(*shape, dtype=np.float32, requires_grad: bool = False, seed=None) -> Tensor:
     """Standard normal samples (from NumPy's generator with ``seed``), on the current backend."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    array = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    return Tensor(_xp().asarray(array), requires_grad=requires_grad)
-
-
-def cat(tensors, axis: int = 0) -> Tensor:
-    """Concatenate tensors along ``axis`` (PyTorch's ``torch.cat``; ``dim`` is ``axis`` here)."""
-    from minisegnet.ops.shape import Concatenate
-
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("cat: tensors must be a non-empty sequence")
-    return Concatenate.apply(*tensors, axis=axis)
-
-
-def stack(tensors, axis: int = 0) -> Tensor:
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("stack: tensors must be a non-empty sequence")
-    expanded = [t.reshape(t.shape[:axis] + (1,) + t.shape[axis:]) for t in tensors]
-    return cat(expanded, axis=axis)
+    array = np.random.default_rng(seed).standard_normal(as_tuple(shape)).astype(dtype)
+    return Tensor(backend.current().xp.asarray(array), requires_grad=requires_grad)

@@ -374,7 +374,9 @@ def _labels_on_device(model, images):
     try:
         x = to_device(images, backends.current().device)
         with ms.no_grad():
-            scores = _forward_scores(model, ms.Tensor._wrap(array_module(x).ascontiguousarray(x)))
+            scores = _forward_scores(
+                model, ms.Tensor.from_array(array_module(x).ascontiguousarray(x))
+            )
         return scores.data.argmax(axis=1).astype(np.int64)
     finally:
         model.train(was_training)
@@ -630,7 +632,7 @@ class Trainer:
     def _loss(self, images, labels):
         """The batch's loss; ``images`` and ``labels`` go to the backend's device once here."""
         device = backends.current().device
-        out = self.model(ms.Tensor._wrap(to_device(images, device)))
+        out = self.model(ms.Tensor.from_array(to_device(images, device)))
         labels = to_device(labels, device)
         w = self.class_weights
         if isinstance(out, tuple):  # PSPNet in training mode: (main, aux)

@@ -60,14 +60,6 @@ KNOWN_UNTIL_MERGED: set[tuple[str, str]] = {
     ("ops.conv_winograd_dilated", "ops.conv_winograd"),
     # h-crf2: the CUDA wrapper of the dense CRF imports the op file that launches it.
     ("cuda.crf", "ops.crf"),
-    # h-engine (this branch, next commit): Tensor's operator methods import the op modules,
-    # and the device rule's ``like_backend`` imports Tensor.
-    ("tensor", "ops.device"),
-    ("tensor", "ops.elementwise"),
-    ("tensor", "ops.matmul"),
-    ("tensor", "ops.reduction"),
-    ("tensor", "ops.shape"),
-    ("arrays", "tensor"),
 }
 
 ALLOWED_CIRCLES = [{"autograd", "tensor"}]

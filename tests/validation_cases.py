@@ -337,8 +337,8 @@ def batch_norm_case(draw, rng):
         y = F.batch_norm(t["x"], *stats, t.get("weight"), t.get("bias"), training=training,
                          momentum=momentum, eps=eps)  # fmt: skip
         if have_stats:  # the running statistics are outputs too (updated in place)
-            t["running_mean"] = Tensor._wrap(stats[0])
-            t["running_var"] = Tensor._wrap(stats[1])
+            t["running_mean"] = Tensor.from_array(stats[0])
+            t["running_var"] = Tensor.from_array(stats[1])
         return y
 
     return Case("batch_norm", call, arrays, ("x", "weight", "bias"), extra)

@@ -233,10 +233,10 @@ class FixedConvTranspose2d(nn.Module):
     def forward(self, x):
         diagonal = self._diagonal()
         if diagonal is not None:
-            weight = Tensor._wrap(diagonal)  # no gradient: a constant of the graph
+            weight = Tensor.from_array(diagonal)  # no gradient: a constant of the graph
             groups = self.in_channels
         else:
-            weight, groups = Tensor._wrap(self.weight), 1
+            weight, groups = Tensor.from_array(self.weight), 1
         return F.conv_transpose2d(
             x, weight, None, stride=self.stride, padding=self.padding, groups=groups
         )

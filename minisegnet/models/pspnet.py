@@ -59,7 +59,7 @@ from minisegnet import functional as F
 from minisegnet import nn
 from minisegnet.models.common import check_input, dropout_seed, make_rng, spatial_size
 from minisegnet.models.resnet import DilatedResNet
-from minisegnet.tensor import cat
+from minisegnet.ops.shape import cat
 
 __all__ = ["PSPNet", "PyramidPooling"]
 

@@ -68,7 +68,7 @@ import numpy as np
 from minisegnet import functional as F
 from minisegnet import nn
 from minisegnet.models.common import check_input, dropout_seed, make_rng, scaled, spatial_size
-from minisegnet.tensor import cat
+from minisegnet.ops.shape import cat
 
 __all__ = ["UNet", "valid_input_size", "valid_output_size", "nearest_valid_sizes", "mirror_index"]
 

@@ -32,7 +32,8 @@ from minisegnet.autograd import Function
 from minisegnet.nn.module import Module
 from minisegnet.nn.parameter import Parameter
 from minisegnet.ops import crf as crf_ops
-from minisegnet.tensor import Tensor, cat
+from minisegnet.ops.shape import cat
+from minisegnet.tensor import Tensor
 
 __all__ = ["DenseCRF", "GaussianMessage"]
 

@@ -24,7 +24,7 @@ import numpy as np
 from minisegnet import backend
 from minisegnet.arrays import to_device, to_host
 from minisegnet.nn.parameter import Parameter
-from minisegnet.tensor import Tensor, _target_dtype, array_module
+from minisegnet.tensor import Tensor, array_module, target_dtype
 
 
 class StateDictError(ValueError):
@@ -145,7 +145,7 @@ class Module:
                 if isinstance(target, str) and target in ("cpu", "cuda"):
                     p.data = to_device(p.data, target)
                 else:
-                    p.data = p.data.astype(_target_dtype("Module.to", target))
+                    p.data = p.data.astype(target_dtype("Module.to", target))
                 p.grad = None
             for name, b in list(m._buffers.items()):
                 if b is None:
@@ -153,7 +153,7 @@ class Module:
                 if isinstance(target, str) and target in ("cpu", "cuda"):
                     m._set_buffer(name, to_device(b, target))
                 elif b.dtype.kind == "f":
-                    m._set_buffer(name, b.astype(_target_dtype("Module.to", target)))
+                    m._set_buffer(name, b.astype(target_dtype("Module.to", target)))
         return self
 
     # ------------------------------------------------------------------ calling

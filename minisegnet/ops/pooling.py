@@ -165,7 +165,7 @@ def to_flat_indices(indices: PoolIndices) -> Tensor:
     switch = indices.data.astype(np.int64)
     iy = rows + switch // kw  # (N, C, Ho, Wo)
     ix = cols + switch % kw
-    return Tensor._wrap(iy * indices.in_size[1] + ix)
+    return Tensor.from_array(iy * indices.in_size[1] + ix)
 
 
 def from_flat_indices(

@@ -1,4 +1,5 @@
-"""Shape operations: reshape, transpose, indexing/slicing, concatenation, padding.
+"""Shape operations: reshape, transpose, indexing/slicing, concatenation, padding; and
+``cat``/``stack``, the functions on tensors that concatenation makes.
 
 None of these change values, they only move them, so each backward moves the gradient back:
 
@@ -131,3 +132,20 @@ class Pad(Function):
 
     def backward(self, dy):
         return dy[self.saved.slices].copy()
+
+
+def cat(tensors, axis: int = 0):
+    """Concatenate tensors along ``axis`` (PyTorch's ``torch.cat``; ``dim`` is ``axis`` here)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: tensors must be a non-empty sequence")
+    return Concatenate.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis: int = 0):
+    """Join tensors of one shape along a new axis ``axis`` (``torch.stack``)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: tensors must be a non-empty sequence")
+    expanded = [Reshape.apply(t, shape=t.shape[:axis] + (1,) + t.shape[axis:]) for t in tensors]
+    return cat(expanded, axis=axis)
