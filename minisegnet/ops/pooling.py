@@ -57,7 +57,7 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
-from minisegnet.arrays import array_module
+from minisegnet.arrays import ArrayHolder, array_module
 from minisegnet.autograd import Function
 from minisegnet.ops.geometry import pair, pool_output_size, switch_dtype
 from minisegnet.tensor import Tensor
@@ -95,12 +95,13 @@ def check_nchw(op: str, name: str, x, floating: bool = True) -> None:
 
 
 # ----------------------------------------------------------------------------- PoolIndices
-class PoolIndices:
+class PoolIndices(ArrayHolder):
     """Max-pooling switches plus the geometry they were recorded with.
 
     ``data``: (N, C, Ho, Wo) array of window positions ``ky*kW + kx`` (uint8 up to 16x16
     windows); ``kernel``, ``stride``, ``padding``: (h, w) pairs; ``in_size``: (H, W) of the
-    pooled input. ``to_flat()`` gives PyTorch's int64 ``iy*W + ix`` indices.
+    pooled input. ``to_flat()`` gives PyTorch's int64 ``iy*W + ix`` indices. ``shape``,
+    ``dtype``, ``ndim``, ``xp``, ``device`` and ``numpy()`` are the array's (as for a Tensor).
     """
 
     def __init__(self, data, kernel, stride, padding, in_size):
@@ -111,27 +112,8 @@ class PoolIndices:
         self.in_size = tuple(int(s) for s in in_size)
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
-
-    @property
-    def ndim(self) -> int:
-        return self.data.ndim
-
-    @property
     def nbytes(self) -> int:
         return int(self.data.nbytes)
-
-    @property
-    def xp(self):
-        return array_module(self.data)
-
-    def numpy(self) -> np.ndarray:
-        return self.data if self.xp is np else self.data.get()
 
     def geometry(self) -> dict:
         return {"kernel": self.kernel, "stride": self.stride, "padding": self.padding}
