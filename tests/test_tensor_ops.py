@@ -230,3 +230,24 @@ def test_cast_is_differentiable():
     y.sum().backward()
     assert x.grad.dtype == np.float32
     np.testing.assert_array_equal(x.grad, [3, 3])
+
+
+def test_from_array_wraps_without_copy_conversion_or_move():
+    array = np.arange(3, dtype=np.float64)  # ms.tensor would make this float32
+    t = ms.Tensor.from_array(array)
+    assert t.data is array and t.dtype == np.float64
+    assert t.creator is None and t.grad is None and not t.requires_grad
+    assert ms.Tensor.from_array(array, requires_grad=True).requires_grad
+
+
+def test_operator_methods_are_tensor_methods_by_name():
+    from minisegnet.tensor_methods import METHODS
+
+    for name in METHODS:
+        assert name in vars(ms.Tensor), name
+    assert ms.Tensor.sum.__qualname__ == "Tensor.sum"
+    assert ms.Tensor.__add__.__name__ == "__add__"
+    x = ms.tensor(np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(x.T.numpy(), x.numpy().T)
+    np.testing.assert_array_equal((2 - x).numpy(), 2 - x.numpy())
+    np.testing.assert_array_equal((x**2).numpy(), x.numpy() ** 2)
