@@ -15,7 +15,6 @@ shape when broadcasting stretched it (:func:`unbroadcast`).
     y = relu(x)      dx = dy * [x > 0]
     y = sigmoid(x)   dx = dy * y (1 - y)
     y = tanh(x)      dx = dy * (1 - y^2)
-    y = |x|          dx = dy * sign(x)
 
 The code is array-module agnostic (NumPy or CuPy): NumPy's own elementwise loops are already as
 fast as a hand-written kernel for these, so every backend shares them.
@@ -105,31 +104,42 @@ class Pow(Function):
         return unbroadcast(da, a.shape), unbroadcast(db, b.shape)
 
 
-def pointwise(name: str, f, df, keeps: str):
-    """A Function class for ``y = f(xp, x)``, element by element, whose backward is
-    ``dx = df(dy, kept)``: ``kept`` is the one array the derivative needs, the input ``x`` or the
-    output ``y`` (``keeps`` says which), and the only one saved, under that name. ``Exp`` made
-    this way is the class that ``autograd.py``'s docstring writes out by hand."""
-
+class Exp(Function):
     def forward(self, x):
-        y = f(array_module(x), x)
-        self.save(**{keeps: x if keeps == "x" else y})
+        y = array_module(x).exp(x)
+        self.save(y=y)
         return y
 
     def backward(self, dy):
-        return df(dy, getattr(self.saved, keeps))
-
-    namespace = {"forward": forward, "backward": backward, "__module__": __name__}
-    return type(name, (Function,), {**namespace, "__qualname__": name})
+        return dy * self.saved.y
 
 
-# The rows of the table at the top of this file whose derivative needs one array, x or y:
-# name, forward y = f(xp, x), backward dx = df(dy, kept), and which array is kept.
-Exp = pointwise("Exp", lambda xp, x: xp.exp(x), lambda dy, y: dy * y, keeps="y")
-Log = pointwise("Log", lambda xp, x: xp.log(x), lambda dy, x: dy / x, keeps="x")
-Sqrt = pointwise("Sqrt", lambda xp, x: xp.sqrt(x), lambda dy, y: dy / (2 * y), keeps="y")
-Tanh = pointwise("Tanh", lambda xp, x: xp.tanh(x), lambda dy, y: dy * (1 - y * y), keeps="y")
-Abs = pointwise("Abs", lambda xp, x: abs(x), lambda dy, x: dy * array_module(dy).sign(x), keeps="x")
+class Log(Function):
+    def forward(self, x):
+        self.save(x=x)
+        return array_module(x).log(x)
+
+    def backward(self, dy):
+        return dy / self.saved.x
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        y = array_module(x).sqrt(x)
+        self.save(y=y)
+        return y
+
+    def backward(self, dy):
+        return dy / (2 * self.saved.y)
+
+
+class Abs(Function):
+    def forward(self, x):
+        self.save(x=x)
+        return abs(x)
+
+    def backward(self, dy):
+        return dy * array_module(dy).sign(self.saved.x)
 
 
 class ReLU(Function):
@@ -162,6 +172,17 @@ class Sigmoid(Function):
     def backward(self, dy):
         y = self.saved.y
         return dy * y * (1 - y)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        y = array_module(x).tanh(x)
+        self.save(y=y)
+        return y
+
+    def backward(self, dy):
+        y = self.saved.y
+        return dy * (1 - y * y)
 
 
 class Cast(Function):
