@@ -18,7 +18,7 @@ from minisegnet.ops import batch_norm as batch_norm_op
 from minisegnet.ops import conv as conv_op
 from minisegnet.ops import conv_transpose as conv_transpose_op
 from minisegnet.ops import dropout as dropout_op
-from minisegnet.ops import elementwise, loss, shape
+from minisegnet.ops import elementwise, geometry, loss, shape
 from minisegnet.ops import interpolate as interpolate_op
 from minisegnet.ops import lrn as lrn_op
 from minisegnet.ops import pooling as pooling_op
@@ -323,6 +323,9 @@ def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     _require_tensor("input", input)
     _require_tensor("weight", weight)
     _optional_tensor("bias", bias)
+    stride, padding, dilation, groups = geometry.check_conv2d(
+        input, weight, bias, stride, padding, dilation, groups
+    )
     return conv_op.Conv2d.apply(
         input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups
     )
@@ -344,6 +347,9 @@ def conv_transpose2d(
     _require_tensor("input", input)
     _require_tensor("weight", weight)
     _optional_tensor("bias", bias)
+    stride, padding, output_padding, dilation, groups = geometry.check_conv_transpose2d(
+        input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
     return conv_transpose_op.ConvTranspose2d.apply(
         input, weight, bias, stride=stride, padding=padding, output_padding=output_padding,
         groups=groups, dilation=dilation,

@@ -34,8 +34,8 @@ the same matrices and the same 16 products; with dY the 2x2 output-gradient tile
 
 Any zero padding works (the input tiles read it as zeros; the data gradient drops what falls
 into it). Dilation (d, d) goes through the same code on the d*d dilated sub-grids
-(ops/conv_winograd_dilated.py). Not taken (``applies`` is False; ``ops/conv.py`` uses its
-im2col/row-shift path): stride != 1, unequal dilations, kernels other than 3x3, groups > 1, and
+(ops/conv_winograd_dilated.py). Not taken (``applies`` is False; ``ops/conv_engine.py`` uses
+its im2col/row-shift path): stride != 1, unequal dilations, kernels other than 3x3, groups > 1, and
 shapes where the measurements below show no gain (few channels).
 
 Float32 error bound. Every number is a short sum of products, so with u = 2^-24 and
@@ -83,13 +83,13 @@ transforms dominate, so the path starts at ``MIN_CHANNELS``. Rerun: benchmarks/b
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import numpy as np
 from numba import njit, prange
 
-from minisegnet.ops import blas_threads
+from minisegnet.ops import blas_threads, conv_chunks
+from minisegnet.ops import conv_winograd_dilated as dilated
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
@@ -103,8 +103,8 @@ MIN_CHANNELS = 16
 
 BUDGET_BYTES = None
 """Transformed tiles of one chunk (two (16, channels, tiles) buffers) stay under this many
-bytes; None: ops/conv.py's CHUNK_BYTES (16 MB, and ``conv.chunk_bytes``), the budget of its
-column buffers, so the path keeps the convolution's peak memory where it was. Measured (busy
+bytes; None: ops/conv_chunks.py's CHUNK_BYTES (16 MB, and ``conv_chunks.chunk_bytes``), the
+budget of the band engine's column buffers, so the path keeps the convolution's peak memory where it was. Measured (busy
 machine, load 12-14, forward + both gradients of 3x3 64->64 on 8x64x128x128, min / median of 4
 interleaved runs): 16 MB 929 / 1052 ms, 32 MB 964 / 1359 ms, the im2col/row-shift path
 1101 / 1262 ms. The products are shared among threads, so more, smaller chunks cost little."""
@@ -127,10 +127,15 @@ def winograd(enabled: bool, min_channels: int | None = None, dilated: bool | Non
         ENABLED, MIN_CHANNELS, DILATED = previous
 
 
-DILATED = False
-"""Take dilated 3x3 convolutions (dilation (d, d)) through ops/conv_winograd_dilated.py. Off
-until measured faster than the row-shift path (benchmarks/bench_fast_paths.py times both); the
-tests run it switched on."""
+DILATED = True
+"""Take dilated 3x3 convolutions (dilation (d, d)) through the sub-grids of
+ops/conv_winograd_dilated.py. On since measured faster than the default (row-shift / band) path
+by benchmarks/bench_fast_paths.py on a quiet machine (2026-12-05 09:03 UTC, 2 threads, dilated
+3x3 64->64 on 8x64x128x128, forward + both gradients): 355 ms through the sub-grids against
+406 ms. It was off after the first measurement, on the busy shared machine (load ~10,
+benchmarks/results/fast_paths.md): 2721 ms through the sub-grids against 1672 ms (the sub-grid
+copies move about twice the input's bytes, which a loaded machine punishes most).
+``winograd(True, dilated=False)`` restores the other path."""
 
 
 def applies(channels, out_channels, kernel, stride, dilation, groups) -> bool:
@@ -536,33 +541,23 @@ def _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity):
 def _chunks(n, th, tw, tile_bytes):
     """Chunks (n0, B, ty0, TR): B whole images when their tiles fit the budget, else bands of
     TR tile rows of one image."""
-    from minisegnet.ops import conv
-
-    budget = conv.CHUNK_BYTES if BUDGET_BYTES is None else BUDGET_BYTES
-    image = th * tw * tile_bytes
-    if image <= budget:
-        step = max(1, min(n, budget // image))
-        step = math.ceil(n / math.ceil(n / step))  # equal chunks
-        return [(n0, min(step, n - n0), 0, th) for n0 in range(0, n, step)]
-    band = max(1, budget // (tw * tile_bytes))
-    band = math.ceil(th / math.ceil(th / band))
-    return [(n0, 1, ty0, min(band, th - ty0)) for n0 in range(n) for ty0 in range(0, th, band)]
+    budget = conv_chunks.CHUNK_BYTES if BUDGET_BYTES is None else BUDGET_BYTES
+    return conv_chunks.plan_chunks(n, th, tw * tile_bytes, budget)
 
 
 class _Buffers:
-    """Two tile buffers in the thread's kept scratch memory (ops/conv.py), each 16 slices of
+    """Two tile buffers in the thread's kept scratch memory (ops/conv_chunks.py), each 16 slices of
     (rows, B*TR*tw) tiles. The slices are spaced by a whole chunk plus one cache line: spaced by
     a power of two (2 MB for a 128x128 image of 64 channels) the 16 streams that every transform
     reads or writes at once fall into the same cache sets, which made the transforms 3x slower."""
 
     def __init__(self, chunks, tw, rows_a, rows_b, dtype):
-        from minisegnet.ops import conv
-
         self.tw, self.dtype = tw, np.dtype(dtype)
         tiles = max(B * TR for _, B, _, TR in chunks) * tw
         pad = 64 // self.dtype.itemsize
         self.slice_a, self.slice_b = rows_a * tiles + pad, rows_b * tiles + pad
-        memory = conv.scratch_memory(16 * (self.slice_a + self.slice_b) * self.dtype.itemsize)
+        nbytes = 16 * (self.slice_a + self.slice_b) * self.dtype.itemsize
+        memory = conv_chunks.scratch_memory(nbytes)
         self.flat = memory.view(self.dtype)
 
     def get(self, B, TR):
@@ -598,10 +593,11 @@ def _filter_transform(w):
 def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1)):
     """y (N, O, Ho, Wo) of a 3x3, stride-1 convolution with zero padding ``padding`` = (ph, pw)
     (dilation (d, d): on the sub-grids, ops/conv_winograd_dilated.py)."""
-    if tuple(dilation) != (1, 1):
-        from minisegnet.ops import conv_winograd_dilated
-
-        return conv_winograd_dilated.conv2d_forward(x, w, padding, dilation, bias)
+    if tuple(dilation) != (1, 1):  # each sub-grid is an undilated problem without padding
+        d, (n, _, h, wd) = dilation[0], x.shape
+        out_size = (h + 2 * padding[0] - 2 * d, wd + 2 * padding[1] - 2 * d)
+        y_sub = conv2d_forward(dilated.input_subgrids(x, padding, d), w, (0, 0), bias)
+        return dilated.output_from_subgrids(y_sub, d, n, out_size)
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     N, C, H, W = x.shape
     O = w.shape[0]
@@ -627,10 +623,11 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1)):
 
 def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1)):
     """dx (N, C, H, W) of ``conv2d_forward`` from dy (N, O, Ho, Wo)."""
-    if tuple(dilation) != (1, 1):
-        from minisegnet.ops import conv_winograd_dilated
-
-        return conv_winograd_dilated.conv2d_data_grad(dy, w, in_size, padding, dilation)
+    if tuple(dilation) != (1, 1):  # the adjoint of the sub-grid rearrangement above
+        d = dilation[0]
+        dy_sub = dilated.output_grad_subgrids(dy, in_size, padding, d)
+        dx_sub = conv2d_data_grad(dy_sub, w, dilated.subgrid_size(in_size, padding, d), (0, 0))
+        return dilated.input_grad_from_subgrids(dx_sub, d, dy.shape[0], in_size, padding)
     dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
     N, O, Ho, Wo = dy.shape
     C = w.shape[1]
@@ -653,16 +650,17 @@ def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1)):
 def conv2d_weight_grad(x, dy, padding, dilation=(1, 1)):
     """dw (O, C, 3, 3) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
     if tuple(dilation) != (1, 1):
-        from minisegnet.ops import conv_winograd_dilated
-
-        return conv_winograd_dilated.conv2d_weight_grad(x, dy, padding, dilation)
+        d = dilation[0]
+        x_sub = dilated.input_subgrids(x, padding, d)
+        dy_sub = dilated.output_grad_subgrids(dy, x.shape[2:], padding, d)
+        return conv2d_weight_grad(x_sub, dy_sub, (0, 0))
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     N, C = x.shape[:2]
     O, Ho, Wo = dy.shape[1:]
     th, tw = _tiles(Ho, Wo)
     chunks = _chunks(N, th, tw, 16 * (C + O) * x.itemsize)
     buffers = _Buffers(chunks, tw, C, O, x.dtype)
-    # Accumulated transposed, S^T = sum V @ Z^T (16, C, O), as ops/conv.py does for its dw.
+    # Accumulated transposed, S^T = sum V @ Z^T (16, C, O), as ops/conv_engine.py does for its dw.
     s_t = np.zeros((16, C, O), x.dtype)
     part = np.empty_like(s_t)
     for n0, B, ty0, TR in chunks:

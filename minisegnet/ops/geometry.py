@@ -11,6 +11,10 @@ The bottom floor of the ops: it imports only NumPy, so every op file, every CUDA
 * adaptive bins:          bin o covers [floor(o H / Ho), ceil((o + 1) H / Ho))
 
 ``switch_dtype`` is here too because the switches' dtype follows from the window size alone.
+
+The argument checks of the window ops live here as well (``check_conv2d``, ``pool_geometry``,
+...): ``functional.py`` calls them once, at the public entry, and the op files trust what they
+are given. Every message names the op, the argument, what was expected and what was given.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import numpy as np
 __all__ = [
     "pair", "switch_dtype", "conv_output_size", "conv_output_size_2d",
     "conv_transpose_output_size", "pool_output_size", "unpool_output_size",
-    "adaptive_output_size", "adaptive_bins",
+    "adaptive_output_size", "adaptive_bins", "conv_transpose_output_size_2d", "conv_geometry",
+    "check_conv2d", "check_conv_transpose2d",
 ]  # fmt: skip
 
 
@@ -140,3 +145,126 @@ def adaptive_bins(size, out):
     """Bin o covers [floor(o*size/out), ceil((o+1)*size/out)); returns (lo, hi) int64 arrays."""
     o = np.arange(out, dtype=np.int64)
     return (o * size) // out, ((o + 1) * size + out - 1) // out
+
+
+# ------------------------------------------------------------------------------------------------
+# Argument checks of the convolutions (called by functional.conv2d / conv_transpose2d)
+# ------------------------------------------------------------------------------------------------
+
+
+def conv_geometry(op: str, stride, padding, dilation, groups):
+    """Normalise stride/padding/dilation to (h, w) pairs and check their ranges."""
+    stride = pair(op, "stride", stride)
+    padding = pair(op, "padding", padding)
+    dilation = pair(op, "dilation", dilation)
+    if min(stride) < 1:
+        raise ValueError(f"{op}: stride must be >= 1, got {stride}")
+    if min(dilation) < 1:
+        raise ValueError(f"{op}: dilation must be >= 1, got {dilation}")
+    if min(padding) < 0:
+        raise ValueError(f"{op}: padding must be >= 0, got {padding}")
+    if not _is_int(groups) or groups < 1:
+        raise ValueError(f"{op}: groups must be an int >= 1, got {groups!r}")
+    return stride, padding, dilation, int(groups)
+
+
+def _check_conv_tensors(op: str, x, w, b, out_channels: int):
+    """Ranks and dtypes of input, weight and bias (shared by conv2d and conv_transpose2d)."""
+    if x.ndim != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if w.ndim != 4:
+        raise ValueError(f"{op}: weight must be 4-D, got shape {tuple(w.shape)}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: input must be float32 or float64, got dtype {x.dtype}")
+    if w.dtype != x.dtype:
+        raise TypeError(
+            f"{op}: weight dtype {w.dtype} differs from input dtype {x.dtype}; "
+            "convert one of them with .to(dtype)"
+        )
+    if min(w.shape) < 1:
+        raise ValueError(f"{op}: weight must not have an empty axis, got shape {tuple(w.shape)}")
+    if min(x.shape[1:]) < 1:  # only the batch may be empty (N = 0 gives an empty output)
+        raise ValueError(
+            f"{op}: input must have non-empty channel and spatial axes, got shape {tuple(x.shape)}"
+        )
+    if b is not None:
+        if tuple(b.shape) != (out_channels,):
+            raise ValueError(
+                f"{op}: bias must have shape ({out_channels},) (one per output channel), "
+                f"got {tuple(b.shape)}"
+            )
+        if b.dtype != x.dtype:
+            raise TypeError(f"{op}: bias dtype {b.dtype} differs from input dtype {x.dtype}")
+
+
+def check_conv2d(x, w, b, stride, padding, dilation, groups):
+    """Validate conv2d's arguments; return (stride, padding, dilation, groups) as ints/pairs."""
+    op = "conv2d"
+    stride, padding, dilation, groups = conv_geometry(op, stride, padding, dilation, groups)
+    _check_conv_tensors(op, x, w, b, w.shape[0] if w.ndim == 4 else -1)
+    c, o = x.shape[1], w.shape[0]
+    if c % groups:
+        raise ValueError(f"{op}: input channels ({c}) must be divisible by groups={groups}")
+    if o % groups:
+        raise ValueError(
+            f"{op}: out_channels (weight.shape[0] = {o}) must be divisible by groups={groups}"
+        )
+    if w.shape[1] * groups != c:
+        raise ValueError(
+            f"{op}: input has {c} channels but weight of shape {tuple(w.shape)} with "
+            f"groups={groups} expects weight.shape[1]*groups = {w.shape[1] * groups}"
+        )
+    (h, wd), (kh, kw) = x.shape[2:], w.shape[2:]
+    extent = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+    padded = (h + 2 * padding[0], wd + 2 * padding[1])
+    if extent[0] > padded[0] or extent[1] > padded[1]:
+        raise ValueError(
+            f"{op}: the dilated kernel ({extent[0]}x{extent[1]}: kernel {kh}x{kw}, dilation "
+            f"{dilation}) is larger than the padded input ({padded[0]}x{padded[1]})"
+        )
+    return stride, padding, dilation, groups
+
+
+def conv_transpose_output_size_2d(in_size, kernel, stride, padding, dilation, output_padding):
+    """(Ho, Wo): :func:`conv_transpose_output_size` along both axes of (h, w) pairs."""
+    return tuple(
+        conv_transpose_output_size(
+            in_size[i], kernel[i], stride[i], padding[i], dilation[i], output_padding[i]
+        )
+        for i in (0, 1)
+    )
+
+
+def check_conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation):
+    """Validate; return (stride, padding, output_padding, dilation, groups) as ints/pairs."""
+    op = "conv_transpose2d"
+    stride, padding, dilation, groups = conv_geometry(op, stride, padding, dilation, groups)
+    output_padding = pair(op, "output_padding", output_padding)
+    out_channels = w.shape[1] * groups if w.ndim == 4 else -1
+    _check_conv_tensors(op, x, w, b, out_channels)
+    c = x.shape[1]
+    if c != w.shape[0]:
+        raise ValueError(
+            f"{op}: input has {c} channels but weight of shape {tuple(w.shape)} expects "
+            f"weight.shape[0] = {w.shape[0]} (the weight is (in_channels, out_channels/groups, "
+            "kh, kw))"
+        )
+    if c % groups:
+        raise ValueError(f"{op}: input channels ({c}) must be divisible by groups={groups}")
+    for i, axis in enumerate("hw"):
+        limit = max(stride[i], dilation[i])
+        if not 0 <= output_padding[i] < limit:
+            raise ValueError(
+                f"{op}: output_padding must satisfy 0 <= output_padding < max(stride, "
+                f"dilation) = {limit} along {axis}, got output_padding={output_padding}"
+            )
+    out_size = conv_transpose_output_size_2d(
+        x.shape[2:], w.shape[2:], stride, padding, dilation, output_padding
+    )
+    if min(out_size) < 1:
+        raise ValueError(
+            f"{op}: the output size {out_size} is not positive (input {tuple(x.shape[2:])}, "
+            f"kernel {tuple(w.shape[2:])}, stride {stride}, padding {padding}, dilation "
+            f"{dilation}, output_padding {output_padding}); reduce padding"
+        )
+    return stride, padding, output_padding, dilation, groups
