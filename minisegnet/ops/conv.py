@@ -43,7 +43,8 @@ or (the numba engine) a band of output rows of one large image. Peak memory does
 the batch.
 
 Fast path. A 1x1 convolution with stride 1 and no padding needs no im2col at all: the columns
-are the input itself, ``y[n] = w.reshape(O, C) @ x[n].reshape(C, H*W)``.
+are the input itself, ``y[n] = w.reshape(O, C) @ x[n].reshape(C, H*W)``
+(``conv_chunks.POINTWISE_FAST_PATH = False`` turns it off, for tests).
 
 Time. The three matrix products are almost all of it (about 9.7 GFLOP each for a 3x3 conv
 64->64 on 8 images of 128x128); im2col and col2im are memory copies (38 MB of columns per

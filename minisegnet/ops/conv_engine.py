@@ -151,47 +151,51 @@ def _store_positions(a, m, n0, B):
         a[n0 : n0 + B] = m.reshape(Ch, B, Hc, Wc).transpose(1, 0, 2, 3)
 
 
-class _ColumnBuffer:
-    """The chunks' column matrix, in the thread's kept scratch memory. Its size is the largest
-    chunk's, so it is bounded by CHUNK_BYTES (or one output row, if that is larger)."""
+class _Bands:
+    """What a band pass needs, shared by the three drivers: whether the convolution is pointwise
+    (its input is its own column matrix), the column rows C*kh*kw, the chunks, the kernels'
+    geometry arguments, and the chunks' column buffer in the thread's kept scratch memory (None
+    when pointwise). The buffer's size is the largest chunk's, so it is bounded by CHUNK_BYTES
+    (or one output row, if that is larger)."""
 
-    def __init__(self, rows, chunks, wo, dtype):
-        size = rows * wo * max((B * R for _, B, _, R in chunks), default=0)
-        self.rows, self.wo, self.dtype = rows, wo, np.dtype(dtype)
-        self.memory = conv_chunks.scratch_memory(size * self.dtype.itemsize)
+    def __init__(self, n, channels, out_size, kernel, stride, padding, dilation, dtype):
+        ho, self.wo = out_size
+        self.dtype = np.dtype(dtype)
+        self.pointwise = is_pointwise(kernel, stride, padding)
+        self.rows = channels * kernel[0] * kernel[1]
+        self.chunks = _chunks(n, ho, self.rows, self.wo, self.dtype.itemsize)
+        self.args = kernel_args(kernel, stride, padding, dilation)
+        self.memory = None
+        if not self.pointwise:
+            size = self.rows * self.wo * max(B * R for _, B, _, R in self.chunks)
+            self.memory = conv_chunks.scratch_memory(size * self.dtype.itemsize)
 
-    def get(self, B, R):  # (C*kh*kw, B, R, Wo), contiguous
+    def buffer(self, B, R):
+        """The chunk's columns (C*kh*kw, B, R, Wo), contiguous."""
         count = self.rows * B * R * self.wo
         flat = self.memory[: count * self.dtype.itemsize].view(self.dtype)
         return flat.reshape(self.rows, B, R, self.wo)
 
-
-def _columns(x, buffer, chunk, rows, wo, args):
-    """The chunk's column matrix (C*kh*kw, B*R*Wo): x itself for a pointwise convolution
-    (``buffer`` None), else its im2col in the buffer."""
-    n0, B, oy0, R = chunk
-    if buffer is None:
-        return _read_positions(x, n0, B, oy0, R)
-    cols4 = buffer.get(B, R)
-    im2col_chunk_numba(x, cols4, n0, oy0, *args)
-    return cols4.reshape(rows, B * R * wo)
+    def columns(self, x, n0, B, oy0, R):
+        """The chunk's column matrix (C*kh*kw, B*R*Wo): x itself when pointwise, else its
+        im2col in the buffer."""
+        if self.pointwise:
+            return _read_positions(x, n0, B, oy0, R)
+        cols4 = self.buffer(B, R)
+        im2col_chunk_numba(x, cols4, n0, oy0, *self.args)
+        return cols4.reshape(self.rows, B * R * self.wo)
 
 
 def _forward_by_bands(x, w, stride, padding, dilation, groups, bias):
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     N, C, H, W = x.shape
     O, Cg, kh, kw = w.shape
-    Ho, Wo = conv_output_size_2d((H, W), (kh, kw), stride, padding, dilation)
-    pointwise = is_pointwise((kh, kw), stride, padding)
-    rows = C * kh * kw
+    out_size = conv_output_size_2d((H, W), (kh, kw), stride, padding, dilation)
+    bands = _Bands(N, C, out_size, (kh, kw), stride, padding, dilation, x.dtype)
     wg = w.reshape(groups, O // groups, Cg * kh * kw)  # (G, O/G, C/G*kh*kw)
-    y = np.empty((N, O, Ho, Wo), dtype=x.dtype)
-    chunks = _chunks(N, Ho, rows, Wo, x.itemsize)
-    buffer = None if pointwise else _ColumnBuffer(rows, chunks, Wo, x.dtype)
-    args = kernel_args((kh, kw), stride, padding, dilation)
-    for chunk in chunks:
-        n0, B, oy0, R = chunk
-        cols = _columns(x, buffer, chunk, rows, Wo, args)
+    y = np.empty((N, O) + out_size, dtype=x.dtype)
+    for n0, B, oy0, R in bands.chunks:
+        cols = bands.columns(x, n0, B, oy0, R)
         out = _output_positions(y, n0, B, oy0, R)  # (O, B*R*Wo)
         P = out.shape[1]
         np.matmul(
@@ -209,33 +213,26 @@ def _data_grad_by_bands(dy, w, in_size, stride, padding, dilation, groups):
     dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
     N, O, Ho, Wo = dy.shape
     _, Cg, kh, kw = w.shape
-    H, W = in_size
     C = Cg * groups
-    pointwise = is_pointwise((kh, kw), stride, padding)
-    rows = C * kh * kw
+    bands = _Bands(N, C, (Ho, Wo), (kh, kw), stride, padding, dilation, dy.dtype)
     wt = w.reshape(groups, O // groups, Cg * kh * kw).transpose(0, 2, 1)  # (G, C/G*kh*kw, O/G)
-    chunks = _chunks(N, Ho, rows, Wo, dy.itemsize)
-    args = kernel_args((kh, kw), stride, padding, dilation)
-    if pointwise:
-        dx = np.empty((N, C, H, W), dtype=dy.dtype)
-    else:
-        dx = np.zeros((N, C, H, W), dtype=dy.dtype)  # bands add into it
-        buffer = _ColumnBuffer(rows, chunks, Wo, dy.dtype)
-    for n0, B, oy0, R in chunks:
+    # pointwise: every pixel is written once; else the bands add into dx
+    dx = (np.empty if bands.pointwise else np.zeros)((N, C) + tuple(in_size), dtype=dy.dtype)
+    for n0, B, oy0, R in bands.chunks:
         dyc = _read_positions(dy, n0, B, oy0, R)  # (O, P)
         P = dyc.shape[1]
-        if pointwise:
+        if bands.pointwise:
             dcols = _output_positions(dx, n0, B, oy0, R)  # (C, P): dx itself when B == 1
         else:
-            dcols4 = buffer.get(B, R)
-            dcols = dcols4.reshape(rows, P)
+            dcols4 = bands.buffer(B, R)
+            dcols = dcols4.reshape(bands.rows, P)
         np.matmul(
             wt, dyc.reshape(groups, O // groups, P), out=dcols.reshape(groups, -1, P, copy=False)
         )
-        if pointwise:
+        if bands.pointwise:
             _store_positions(dx, dcols, n0, B)
         else:
-            col2im_chunk_numba(dcols4, dx, n0, oy0, *args)
+            col2im_chunk_numba(dcols4, dx, n0, oy0, *bands.args)
     return dx
 
 
@@ -245,17 +242,12 @@ def _weight_grad_by_bands(x, dy, kernel, stride, padding, dilation, groups):
     _, O, Ho, Wo = dy.shape
     kh, kw = kernel
     Cg = C // groups
-    pointwise = is_pointwise(kernel, stride, padding)
-    rows = C * kh * kw
-    chunks = _chunks(N, Ho, rows, Wo, x.itemsize)
-    buffer = None if pointwise else _ColumnBuffer(rows, chunks, Wo, x.dtype)
-    args = kernel_args(kernel, stride, padding, dilation)
+    bands = _Bands(N, C, (Ho, Wo), kernel, stride, padding, dilation, x.dtype)
     # Accumulated transposed, dw^T = sum cols @ dy^T: BLAS runs this layout ~20% faster here.
     dw_t = np.zeros((groups, Cg * kh * kw, O // groups), dtype=x.dtype)
     part = np.empty_like(dw_t)
-    for chunk in chunks:
-        n0, B, oy0, R = chunk
-        cols = _columns(x, buffer, chunk, rows, Wo, args)
+    for n0, B, oy0, R in bands.chunks:
+        cols = bands.columns(x, n0, B, oy0, R)
         dyc = _read_positions(dy, n0, B, oy0, R)  # (O, P)
         P = dyc.shape[1]
         dy_t = dyc.reshape(groups, O // groups, P).transpose(0, 2, 1)  # (G, P, O/G)

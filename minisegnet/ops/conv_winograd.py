@@ -277,6 +277,18 @@ def error_bound(x, w, padding):
 # here than (O, C) @ (C, tiles), and every transform writes or reads channels contiguously.
 
 
+@njit(inline="always", cache=True)
+def _gather16(flat, stride, p):
+    """The 16 values flat[k * stride + p], k = 0 .. 15: tile p's entries of a (16, ...) buffer."""
+    return (
+        flat[p], flat[stride + p], flat[2 * stride + p], flat[3 * stride + p],
+        flat[4 * stride + p], flat[5 * stride + p], flat[6 * stride + p], flat[7 * stride + p],
+        flat[8 * stride + p], flat[9 * stride + p], flat[10 * stride + p], flat[11 * stride + p],
+        flat[12 * stride + p], flat[13 * stride + p], flat[14 * stride + p],
+        flat[15 * stride + p],
+    )  # fmt: skip
+
+
 @njit(cache=True)
 def _padded_row(x, base, iy, h, w, pw, row):
     """row[k] = x[iy, k - pw] (0 outside the image), for k < len(row)."""
@@ -291,6 +303,17 @@ def _padded_row(x, base, iy, h, w, pw, row):
     for k in range(lo, hi):
         row[k] = x[src + k]
     row[hi:] = 0
+
+
+@njit(inline="always", cache=True)
+def _row_times_b(row, j):
+    """(row[j : j+4]) B: one row of the input transform's d B, for the tile starting at j."""
+    return (
+        row[j] - row[j + 2],
+        row[j + 1] + row[j + 2],
+        row[j + 2] - row[j + 1],
+        row[j + 1] - row[j + 3],
+    )
 
 
 @njit(parallel=True, cache=True)
@@ -314,22 +337,10 @@ def _input_transform(x, v, tiles, n0, ty0, ph, pw):
                 j = 2 * tx
                 p = out + tx
                 # rows first: t_ik = (d B)[i, k]; then columns: V = B^T t
-                t00 = r0[j] - r0[j + 2]
-                t01 = r0[j + 1] + r0[j + 2]
-                t02 = r0[j + 2] - r0[j + 1]
-                t03 = r0[j + 1] - r0[j + 3]
-                t10 = r1[j] - r1[j + 2]
-                t11 = r1[j + 1] + r1[j + 2]
-                t12 = r1[j + 2] - r1[j + 1]
-                t13 = r1[j + 1] - r1[j + 3]
-                t20 = r2[j] - r2[j + 2]
-                t21 = r2[j + 1] + r2[j + 2]
-                t22 = r2[j + 2] - r2[j + 1]
-                t23 = r2[j + 1] - r2[j + 3]
-                t30 = r3[j] - r3[j + 2]
-                t31 = r3[j + 1] + r3[j + 2]
-                t32 = r3[j + 2] - r3[j + 1]
-                t33 = r3[j + 1] - r3[j + 3]
+                t00, t01, t02, t03 = _row_times_b(r0, j)
+                t10, t11, t12, t13 = _row_times_b(r1, j)
+                t20, t21, t22, t23 = _row_times_b(r2, j)
+                t30, t31, t32, t33 = _row_times_b(r3, j)
                 vf[p] = t00 - t20
                 vf[1 * stride + p] = t01 - t21
                 vf[2 * stride + p] = t02 - t22
@@ -365,22 +376,9 @@ def _output_transform(m, tiles, y, bias, n0, ty0):
             src = (job * tw + tx) * O
             for o in range(O):
                 p = src + o
-                m00 = mf[p]
-                m10 = mf[4 * stride + p]
-                m20 = mf[8 * stride + p]
-                m30 = mf[12 * stride + p]
-                m01 = mf[1 * stride + p]
-                m11 = mf[5 * stride + p]
-                m21 = mf[9 * stride + p]
-                m31 = mf[13 * stride + p]
-                m02 = mf[2 * stride + p]
-                m12 = mf[6 * stride + p]
-                m22 = mf[10 * stride + p]
-                m32 = mf[14 * stride + p]
-                m03 = mf[3 * stride + p]
-                m13 = mf[7 * stride + p]
-                m23 = mf[11 * stride + p]
-                m33 = mf[15 * stride + p]
+                (m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33) = (
+                    _gather16(mf, stride, p)
+                )  # m[xi nu] = M[4 xi + nu]
                 # s = A^T M (rows), then y = s A (columns)
                 s00 = m00 + m10 + m20
                 s10 = m10 - m20 - m30
@@ -448,6 +446,16 @@ def _output_transform_adjoint(dy, z, tiles, n0, ty0):
                 zf[15 * stride + p] = -u31
 
 
+@njit(inline="always", cache=True)
+def _add_row_times_bt(row, j, e0, e1, e2, e3):
+    """row[j : j+4] += (e0, e1, e2, e3) B^T: one row of a 4x4 tile of the adjoint input transform
+    (B Q) B^T, added onto its place in the plane (inlined: no call in the inner loop)."""
+    row[j] += e0
+    row[j + 1] += e1 - e2 + e3
+    row[j + 2] += e1 + e2 - e0
+    row[j + 3] -= e3
+
+
 @njit(parallel=True, cache=True)
 def _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity):
     """q[k, p, c] -> dx (N, C, H, W) += B Q B^T on each 4x4 tile (padding dropped), for the
@@ -467,22 +475,9 @@ def _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity):
             src = ((b * TR + r) * tw + tx) * C
             for c in range(C):
                 p = src + c
-                q00 = qf[p]
-                q01 = qf[1 * stride + p]
-                q02 = qf[2 * stride + p]
-                q03 = qf[3 * stride + p]
-                q04 = qf[4 * stride + p]
-                q05 = qf[5 * stride + p]
-                q06 = qf[6 * stride + p]
-                q07 = qf[7 * stride + p]
-                q08 = qf[8 * stride + p]
-                q09 = qf[9 * stride + p]
-                q10 = qf[10 * stride + p]
-                q11 = qf[11 * stride + p]
-                q12 = qf[12 * stride + p]
-                q13 = qf[13 * stride + p]
-                q14 = qf[14 * stride + p]
-                q15 = qf[15 * stride + p]
+                (q00, q01, q02, q03, q04, q05, q06, q07, q08, q09, q10, q11, q12, q13, q14, q15) = (
+                    _gather16(qf, stride, p)
+                )
                 # rows: e_ik = (B Q)[i, k]; then columns, (B Q) B^T, added onto the tile
                 e00 = q00
                 e10 = q04 - q08 + q12
@@ -500,26 +495,10 @@ def _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity):
                 e13 = q07 - q11 + q15
                 e23 = q07 + q11 - q03
                 e33 = -q15
-                row = plane[c, 0]
-                row[j] += e00
-                row[j + 1] += e01 - e02 + e03
-                row[j + 2] += e01 + e02 - e00
-                row[j + 3] -= e03
-                row = plane[c, 1]
-                row[j] += e10
-                row[j + 1] += e11 - e12 + e13
-                row[j + 2] += e11 + e12 - e10
-                row[j + 3] -= e13
-                row = plane[c, 2]
-                row[j] += e20
-                row[j + 1] += e21 - e22 + e23
-                row[j + 2] += e21 + e22 - e20
-                row[j + 3] -= e23
-                row = plane[c, 3]
-                row[j] += e30
-                row[j + 1] += e31 - e32 + e33
-                row[j + 2] += e31 + e32 - e30
-                row[j + 3] -= e33
+                _add_row_times_bt(plane[c, 0], j, e00, e01, e02, e03)
+                _add_row_times_bt(plane[c, 1], j, e10, e11, e12, e13)
+                _add_row_times_bt(plane[c, 2], j, e20, e21, e22, e23)
+                _add_row_times_bt(plane[c, 3], j, e30, e31, e32, e33)
         for c in range(C):
             base = ((n0 + b) * C + c) * H * W
             for i in range(4):
