@@ -130,11 +130,12 @@ def winograd(enabled: bool, min_channels: int | None = None, dilated: bool | Non
 DILATED = True
 """Take dilated 3x3 convolutions (dilation (d, d)) through the sub-grids of
 ops/conv_winograd_dilated.py. On since measured faster than the default (row-shift / band) path
-by benchmarks/bench_fast_paths.py on a quiet machine (2026-12-05 09:03 UTC, 2 threads, dilated
-3x3 64->64 on 8x64x128x128, forward + both gradients): 355 ms through the sub-grids against
-406 ms. It was off after the first measurement, on the busy shared machine (load ~10,
-benchmarks/results/fast_paths.md): 2721 ms through the sub-grids against 1672 ms (the sub-grid
-copies move about twice the input's bytes, which a loaded machine punishes most).
+by benchmarks/bench_fast_paths.py on a quiet machine (2026-12-05 09:03 UTC, load 0.9, 2
+threads, dilated 3x3 64->64 on 8x64x128x128, forward + both gradients; results/fast_paths.md):
+355 ms through the sub-grids against 406 ms (PyTorch 223-226 ms). It was off after the first
+measurement, on the busy shared machine (load ~10, the earlier version of that file): 2721 ms
+through the sub-grids against 1672 ms (the sub-grid copies move about twice the input's bytes,
+which a loaded machine punishes most).
 ``winograd(True, dilated=False)`` restores the other path."""
 
 
