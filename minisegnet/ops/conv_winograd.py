@@ -448,13 +448,20 @@ def _output_transform_adjoint(dy, z, tiles, n0, ty0):
 
 
 @njit(inline="always", cache=True)
+def _times_b(v0, v1, v2, v3):
+    """B (v0, v1, v2, v3): one column of B Q, and (transposed) one row of (B Q) B^T."""
+    return v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+
+
+@njit(inline="always", cache=True)
 def _add_row_times_bt(row, j, e0, e1, e2, e3):
     """row[j : j+4] += (e0, e1, e2, e3) B^T: one row of a 4x4 tile of the adjoint input transform
     (B Q) B^T, added onto its place in the plane (inlined: no call in the inner loop)."""
-    row[j] += e0
-    row[j + 1] += e1 - e2 + e3
-    row[j + 2] += e1 + e2 - e0
-    row[j + 3] -= e3
+    d0, d1, d2, d3 = _times_b(e0, e1, e2, e3)
+    row[j] += d0
+    row[j + 1] += d1
+    row[j + 2] += d2
+    row[j + 3] += d3
 
 
 @njit(parallel=True, cache=True)
@@ -479,23 +486,11 @@ def _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity):
                 (q00, q01, q02, q03, q04, q05, q06, q07, q08, q09, q10, q11, q12, q13, q14, q15) = (
                     _gather16(qf, stride, p)
                 )
-                # rows: e_ik = (B Q)[i, k]; then columns, (B Q) B^T, added onto the tile
-                e00 = q00
-                e10 = q04 - q08 + q12
-                e20 = q04 + q08 - q00
-                e30 = -q12
-                e01 = q01
-                e11 = q05 - q09 + q13
-                e21 = q05 + q09 - q01
-                e31 = -q13
-                e02 = q02
-                e12 = q06 - q10 + q14
-                e22 = q06 + q10 - q02
-                e32 = -q14
-                e03 = q03
-                e13 = q07 - q11 + q15
-                e23 = q07 + q11 - q03
-                e33 = -q15
+                # columns: e_ik = (B Q)[i, k]; then rows, (B Q) B^T, added onto the tile
+                e00, e10, e20, e30 = _times_b(q00, q04, q08, q12)
+                e01, e11, e21, e31 = _times_b(q01, q05, q09, q13)
+                e02, e12, e22, e32 = _times_b(q02, q06, q10, q14)
+                e03, e13, e23, e33 = _times_b(q03, q07, q11, q15)
                 _add_row_times_bt(plane[c, 0], j, e00, e01, e02, e03)
                 _add_row_times_bt(plane[c, 1], j, e10, e11, e12, e13)
                 _add_row_times_bt(plane[c, 2], j, e20, e21, e22, e23)
