@@ -400,6 +400,15 @@ def _output_transform(m, tiles, y, bias, n0, ty0):
                         yf[row0 + Wo + 1] = s11 - s12 - s13 + add
 
 
+@njit(inline="always", cache=True)
+def _store_row_times_at(zf, stride, p, k0, u0, u1):
+    """z[k0 + nu, p] = ((u0, u1) A^T)[nu], nu < 4: one row of the 4x4 tile A dY A^T."""
+    zf[k0 * stride + p] = u0
+    zf[(k0 + 1) * stride + p] = u0 + u1
+    zf[(k0 + 2) * stride + p] = u0 - u1
+    zf[(k0 + 3) * stride + p] = -u1
+
+
 @njit(parallel=True, cache=True)
 def _output_transform_adjoint(dy, z, tiles, n0, ty0):
     """dy (N, O, Ho, Wo) -> z[k, o, p] = (A dY A^T)[k // 4, k % 4] (dY read as 0 beyond the
@@ -429,22 +438,10 @@ def _output_transform_adjoint(dy, z, tiles, n0, ty0):
                 u20, u21 = a00 - a10, a01 - a11
                 u30, u31 = -a10, -a11
                 p = out + tx
-                zf[p] = u00
-                zf[1 * stride + p] = u00 + u01
-                zf[2 * stride + p] = u00 - u01
-                zf[3 * stride + p] = -u01
-                zf[4 * stride + p] = u10
-                zf[5 * stride + p] = u10 + u11
-                zf[6 * stride + p] = u10 - u11
-                zf[7 * stride + p] = -u11
-                zf[8 * stride + p] = u20
-                zf[9 * stride + p] = u20 + u21
-                zf[10 * stride + p] = u20 - u21
-                zf[11 * stride + p] = -u21
-                zf[12 * stride + p] = u30
-                zf[13 * stride + p] = u30 + u31
-                zf[14 * stride + p] = u30 - u31
-                zf[15 * stride + p] = -u31
+                _store_row_times_at(zf, stride, p, 0, u00, u01)  # then rows: (A a) A^T
+                _store_row_times_at(zf, stride, p, 4, u10, u11)
+                _store_row_times_at(zf, stride, p, 8, u20, u21)
+                _store_row_times_at(zf, stride, p, 12, u30, u31)
 
 
 @njit(inline="always", cache=True)
