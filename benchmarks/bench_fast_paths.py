@@ -40,8 +40,7 @@ import bench_ops  # noqa: E402
 
 OP_NAMES = [
     ("conv2d", "conv2d 3x3"),
-    ("conv2d_dilated", "conv2d 3x3 dilation 2"),
-    ("conv2d_dilated:winograd", "conv2d 3x3 dilation 2, Winograd sub-grids (off by default)"),
+    ("conv2d_dilated", "conv2d 3x3 dilation 2 (Winograd sub-grids)"),
     ("conv_transpose2d_up2", "conv_transpose2d k4 s2"),
     ("conv2d_7x7", "conv2d 7x7 (SegNet-Basic)"),
     ("cross_entropy", "cross_entropy 21 classes"),
@@ -53,23 +52,11 @@ OP_NAMES = [
 TARGETS = {  # issue 19: fwd+bwd at most this x PyTorch
     "conv2d": 0.8,
     "conv2d_dilated": 0.9,
-    "conv2d_dilated:winograd": 0.9,
     "conv_transpose2d_up2": 1.1,
     "conv2d_7x7": 1.1,
     "cross_entropy": 1.0,
     "segnet_basic": 1.1,
 }
-
-
-def _switched_on(name):
-    """Context with an optional path (off by default) switched on for case ``name``."""
-    import contextlib
-
-    from minisegnet.ops import conv_winograd
-
-    if name == "conv2d_dilated:winograd":
-        return conv_winograd.winograd(True, dilated=True)
-    return contextlib.nullcontext()
 
 
 def _switched_off(name):
@@ -80,6 +67,8 @@ def _switched_off(name):
 
     if name == "conv2d":
         return conv_winograd.winograd(False)
+    if name == "conv2d_dilated":  # the default path before the sub-grids: row shifts
+        return conv_winograd.winograd(True, dilated=False)
     if name == "cross_entropy":
 
         @contextlib.contextmanager
@@ -101,11 +90,10 @@ def time_ops(quick, warmup, reps, log):
     have_torch = bench_common.torch_or_none() is not None
     rows = []
     for name, label in OP_NAMES:
-        case = cases[name.split(":")[0]]
+        case = cases[name]
         arrays = bench_ops.host_inputs(case)
         row = {"op": name, "label": label, "title": case.title}
-        with _switched_on(name):
-            row["numba"] = bench_ops.time_case(numba, case, arrays, warmup, reps)["total_ms"]
+        row["numba"] = bench_ops.time_case(numba, case, arrays, warmup, reps)["total_ms"]
         off = _switched_off(name)
         if off is not None:
             with off:
@@ -144,7 +132,7 @@ def measure_errors(quick):
     """max |float32 - float64| / max |float64| of each path, on one seeded problem each."""
     import minisegnet as ms
     import minisegnet.functional as F
-    from minisegnet.ops import conv, conv_winograd, loss, loss_fused
+    from minisegnet.ops import conv, conv_engine, conv_winograd, loss, loss_fused
 
     rng = np.random.default_rng(0)
     n, c, s = (1, 16, 8) if quick else (2, 64, 32)
@@ -167,9 +155,9 @@ def measure_errors(quick):
     }
     with conv_winograd.winograd(False):
         paths["direct (im2col / row-shift)"] = (
-            conv._gemm_numba(x32, w32, *geometry, None),
-            conv._data_grad_numba(dy32, w32, (s, s), *geometry),
-            conv._weight_grad_numba(x32, dy32, (3, 3), *geometry),
+            conv_engine.conv2d_forward(x32, w32, *geometry, None),
+            conv_engine.conv2d_data_grad(dy32, w32, (s, s), *geometry),
+            conv_engine.conv2d_weight_grad(x32, dy32, (3, 3), *geometry),
         )
     rows = []
     for path, results in paths.items():

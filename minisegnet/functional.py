@@ -18,7 +18,7 @@ from minisegnet.ops import batch_norm as batch_norm_op
 from minisegnet.ops import conv as conv_op
 from minisegnet.ops import conv_transpose as conv_transpose_op
 from minisegnet.ops import dropout as dropout_op
-from minisegnet.ops import elementwise, loss, shape
+from minisegnet.ops import elementwise, geometry, loss, shape
 from minisegnet.ops import interpolate as interpolate_op
 from minisegnet.ops import lrn as lrn_op
 from minisegnet.ops import pooling as pooling_op
@@ -267,14 +267,37 @@ def max_pool2d(
     :class:`PoolIndices` (uint8 window positions plus the geometry, for ``max_unpool2d``).
     Ties go to the first maximum in row-major order. See ``minisegnet/ops/pooling.py``."""
     _require_tensor("input", input)
-    return pooling_op.max_pool2d(input, kernel_size, stride, padding, ceil_mode, return_indices)
+    kernel, stride, padding, out_size = geometry.check_pool2d(
+        "max_pool2d", input, kernel_size, stride, padding, ceil_mode
+    )
+    y, idx = pooling_op.MaxPool2d.apply(
+        input, kernel=kernel, stride=stride, padding=padding, out_size=out_size
+    )
+    if return_indices:
+        return y, pooling_op.PoolIndices(idx.data, kernel, stride, padding, input.shape[2:])
+    return y
 
 
 def max_unpool2d(input: Tensor, indices, kernel_size, stride=None, padding=0, output_size=None):
     """Place every value of ``input`` at its switch, zeros elsewhere (colliding switches add);
     ``output_size`` (H, W) or (N, C, H, W) for odd sizes. See ``minisegnet/ops/unpooling.py``."""
     _require_tensor("input", input)
-    return unpooling_op.max_unpool2d(input, indices, kernel_size, stride, padding, output_size)
+    op = "max_unpool2d"
+    kernel, stride, padding, out_size = geometry.check_max_unpool2d(
+        input, kernel_size, stride, padding, output_size
+    )
+    if not isinstance(indices, pooling_op.PoolIndices):  # PyTorch-style flat indices
+        raw = indices.data if isinstance(indices, Tensor) else indices
+        geometry.check_flat_indices(op, raw, type(indices).__name__)
+        indices = pooling_op.from_flat_indices(
+            raw, kernel, stride, padding, input_size=out_size, op=op
+        )
+    geometry.check_pool_indices(op, indices, input.shape, kernel, stride, padding, out_size)
+    switches = like_backend(indices.data, op, "indices")  # non-differentiable: moved, once
+    geometry.check_switches(op, switches, kernel, stride, padding, out_size)
+    return unpooling_op.MaxUnpool2d.apply(
+        input, switches, out_size=out_size, kernel=kernel, stride=stride, padding=padding
+    )
 
 
 def avg_pool2d(
@@ -282,16 +305,21 @@ def avg_pool2d(
 ):
     """Average pooling (PyTorch's divisor rules). See ``minisegnet/ops/avg_pooling.py``."""
     _require_tensor("input", input)
-    return avg_pooling_op.avg_pool2d(
-        input, kernel_size, stride, padding, ceil_mode, count_include_pad
+    kernel, stride, padding, out_size = geometry.check_pool2d(
+        "avg_pool2d", input, kernel_size, stride, padding, ceil_mode
     )
+    return avg_pooling_op.AvgPool2d.apply(
+        input, kernel=kernel, stride=stride, padding=padding, out_size=out_size,
+        count_include_pad=bool(count_include_pad),
+    )  # fmt: skip
 
 
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     """Average over ``output_size`` bins; bin i spans floor(i*H/out) .. ceil((i+1)*H/out).
     See ``minisegnet/ops/avg_pooling.py``."""
     _require_tensor("input", input)
-    return avg_pooling_op.adaptive_avg_pool2d(input, output_size)
+    out_size = geometry.check_adaptive_avg_pool2d(input, output_size)
+    return avg_pooling_op.AdaptiveAvgPool2d.apply(input, out_size=out_size)
 
 
 def interpolate(
@@ -300,7 +328,12 @@ def interpolate(
     """Resize (N, C, H, W) ``input`` with mode "bilinear" (align_corners None means False) or
     "nearest" (label maps; integer inputs allowed). See ``minisegnet/ops/interpolate.py``."""
     _require_tensor("input", input)
-    return interpolate_op.interpolate(input, size, scale_factor, mode, align_corners)
+    out_size, scale = geometry.check_interpolate(input, size, scale_factor, mode, align_corners)
+    if mode == "nearest":
+        return interpolate_op.Nearest.apply(input, out_size=out_size, scale=scale)
+    return interpolate_op.Bilinear.apply(
+        input, out_size=out_size, align_corners=bool(align_corners), scale=scale
+    )
 
 
 __all__ += [
@@ -324,6 +357,9 @@ def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     _require_tensor("input", input)
     _require_tensor("weight", weight)
     _optional_tensor("bias", bias)
+    stride, padding, dilation, groups = geometry.check_conv2d(
+        input, weight, bias, stride, padding, dilation, groups
+    )
     return conv_op.Conv2d.apply(
         input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups
     )
@@ -345,6 +381,9 @@ def conv_transpose2d(
     _require_tensor("input", input)
     _require_tensor("weight", weight)
     _optional_tensor("bias", bias)
+    stride, padding, output_padding, dilation, groups = geometry.check_conv_transpose2d(
+        input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
     return conv_transpose_op.ConvTranspose2d.apply(
         input, weight, bias, stride=stride, padding=padding, output_padding=output_padding,
         groups=groups, dilation=dilation,

@@ -17,6 +17,7 @@ import minisegnet.functional as F
 from minisegnet import nn
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import conv as conv_op
+from minisegnet.ops import conv_chunks, conv_engine
 from tests.conftest import backend_or_skip
 from tests.helpers import assert_matches, distinct
 
@@ -185,7 +186,7 @@ def test_gradient_directional(case, op, backend_name):
 
 
 # ----------------------------------------------------------------------------- backends
-CHUNK_BUDGETS = [1, 300, conv_op.CHUNK_BYTES]  # one row per chunk, a few rows/images, default
+CHUNK_BUDGETS = [1, 300, conv_chunks.CHUNK_BYTES]  # one row per chunk, a few rows/images, default
 
 
 @given(conv_cases(max_batch=3, max_extra=5), st.sampled_from([np.float32, np.float64]),
@@ -194,7 +195,7 @@ def test_conv2d_numba_matches_reference(case, dtype, budget, row_shift):
     """Both numba paths (row shifts where they apply, and bands) against the reference."""
     x, w, b = case.conv_arrays(dtype)
     expected = run("numpy", "conv", case, x, w, b)
-    with conv_op.chunk_bytes(budget), conv_op.row_shift(row_shift, min_kh=2):
+    with conv_chunks.chunk_bytes(budget), conv_engine.row_shift(row_shift, min_kh=2):
         actual = run("numba", "conv", case, x, w, b)
     assert_runs_match(actual, expected, dtype)
 
@@ -204,7 +205,7 @@ def test_conv2d_numba_matches_reference(case, dtype, budget, row_shift):
 def test_conv_transpose2d_numba_matches_reference(case, dtype, budget, row_shift):
     x, w, b = case.transpose_arrays(dtype)
     expected = run("numpy", "transpose", case, x, w, b)
-    with conv_op.chunk_bytes(budget), conv_op.row_shift(row_shift, min_kh=2):
+    with conv_chunks.chunk_bytes(budget), conv_engine.row_shift(row_shift, min_kh=2):
         actual = run("numba", "transpose", case, x, w, b)
     assert_runs_match(actual, expected, dtype)
 
@@ -331,7 +332,7 @@ def test_pointwise_fast_path_matches_general_path(backend_name, batch, size, gro
     x, w, b = case.conv_arrays()
     fast = run(backend_name, "conv", case, x, w, b)
     fast_t = run(backend_name, "transpose", case, *case.transpose_arrays())
-    monkeypatch.setattr(conv_op, "POINTWISE_FAST_PATH", False)
+    monkeypatch.setattr(conv_chunks, "POINTWISE_FAST_PATH", False)
     general = run(backend_name, "conv", case, x, w, b)
     general_t = run(backend_name, "transpose", case, *case.transpose_arrays())
     assert_runs_match(fast, general, np.float64)
@@ -353,9 +354,9 @@ def test_chunking_gives_the_unchunked_result(case, budget):
     relative with one chunk holding the whole batch."""
     for op in ("conv", "transpose"):
         x, w, b = case.conv_arrays() if op == "conv" else case.transpose_arrays()
-        with conv_op.chunk_bytes(2**40):
+        with conv_chunks.chunk_bytes(2**40):
             whole = run("numba", op, case, x, w, b)
-        with conv_op.chunk_bytes(budget):
+        with conv_chunks.chunk_bytes(budget):
             chunked = run("numba", op, case, x, w, b)
         assert_runs_match(chunked, whole, np.float64, what=f"{op} ")
 
@@ -367,13 +368,13 @@ def test_column_buffer_does_not_grow_with_the_batch(n, ho, wo, rows):
     """Chunks cover every output row of every image once; their columns fit the budget, for a
     batch of n as for a batch of 16n."""
     for batch in (n, 16 * n):
-        chunks = conv_op._chunks(batch, ho, rows, wo, 4)
+        chunks = conv_engine._chunks(batch, ho, rows, wo, 4)
         covered = sorted(
             (n0 + b, oy0 + r) for n0, nb, oy0, nr in chunks for b in range(nb) for r in range(nr)
         )
         assert covered == [(i, r) for i in range(batch) for r in range(ho)]
         for _, nb, _, nr in chunks:
-            assert nb * nr * wo * rows * 4 <= conv_op.CHUNK_BYTES
+            assert nb * nr * wo * rows * 4 <= conv_chunks.CHUNK_BYTES
             assert nb == 1 or ho * wo < 1024  # large maps: one image (or band) per GEMM
 
 
@@ -503,11 +504,11 @@ def _escape(words):
 
 def test_row_shift_path_is_taken_where_it_applies():
     """Vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group, not 1x1: the row-shift path."""
-    uses = conv_op._uses_row_shift
-    k = max(2, conv_op.ROW_SHIFT_MIN_KH)
+    uses = conv_engine._uses_row_shift
+    k = max(2, conv_engine.ROW_SHIFT_MIN_KH)
     assert uses((k, 3), (1, 2), (1, 1), 1)
     assert not uses((k, 3), (2, 1), (1, 1), 1)  # vertical stride 2
     assert not uses((k, 3), (1, 1), (1, 1), 2)  # groups
     assert not uses((1, 1), (1, 1), (0, 0), 1)  # pointwise
-    with conv_op.row_shift(False):
+    with conv_engine.row_shift(False):
         assert not uses((k, 3), (1, 1), (1, 1), 1)

@@ -37,8 +37,7 @@ from minisegnet import functional as F
 from minisegnet.nn import init
 from minisegnet.nn.module import Module
 from minisegnet.nn.parameter import Parameter
-from minisegnet.ops.conv import check_geometry
-from minisegnet.ops.geometry import pair
+from minisegnet.ops.geometry import conv_geometry, pair
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
@@ -63,7 +62,7 @@ class _ConvNd(Module):
 
     def _setup(self, layer, in_channels, out_channels, kernel_size, stride, padding, dilation,
                groups, bias, weight_shape, fan_in, seed, dtype):  # fmt: skip
-        stride, padding, dilation, groups = check_geometry(layer, stride, padding, dilation, groups)
+        stride, padding, dilation, groups = conv_geometry(layer, stride, padding, dilation, groups)
         _check_channels(layer, in_channels, out_channels, groups)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _kernel(layer, kernel_size)

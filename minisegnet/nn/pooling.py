@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from minisegnet import functional as F
 from minisegnet.nn.module import Module
-from minisegnet.ops.pooling import pool_geometry
+from minisegnet.ops.geometry import pool_geometry
 
 __all__ = ["MaxPool2d", "MaxUnpool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
 

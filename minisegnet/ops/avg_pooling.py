@@ -34,6 +34,9 @@ oy in [floor(iy*Ho/H), ceil((iy+1)*Ho/H) - 1] (derived from the two bin bounds),
 Sums are accumulated in float64 in the Numba kernels (a 1x1 bin of a 60x60 map adds 3600
 float32 numbers). Worked example: adaptive_avg_pool2d of [[1, 2, 3]] to width 2 gives the bins
 [0, 2) and [1, 3): [[1.5, 2.5]]; the middle pixel gets half of both bins' gradients.
+
+The arguments are checked once, by ``functional.avg_pool2d`` / ``adaptive_avg_pool2d``
+(``geometry.check_pool2d`` / ``check_adaptive_avg_pool2d``); the Functions trust them.
 """
 
 from __future__ import annotations
@@ -44,12 +47,10 @@ from numba import njit, prange
 from minisegnet import backend
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.ops.geometry import adaptive_bins, adaptive_output_size, pool_output_size
-from minisegnet.ops.pooling import check_nchw, pool_geometry
-from minisegnet.tensor import Tensor
+from minisegnet.ops.geometry import adaptive_bins
 
 __all__ = [
-    "avg_pool2d", "adaptive_avg_pool2d", "adaptive_bins",
+    "adaptive_bins",
     "avg_pool2d_forward_ref", "avg_pool2d_backward_ref", "avg_pool2d_forward_numba",
     "avg_pool2d_backward_numba", "adaptive_avg_pool2d_forward_ref",
     "adaptive_avg_pool2d_backward_ref", "adaptive_avg_pool2d_forward_numba",
@@ -348,31 +349,3 @@ class AdaptiveAvgPool2d(Function):
     def backward(self, dy):
         dy = array_module(dy).ascontiguousarray(dy)
         return _impl("adaptive_avg_pool2d_backward")(dy, self.saved.in_size)
-
-
-def avg_pool2d(
-    input: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
-):
-    """``torch.nn.functional.avg_pool2d`` (no ``divisor_override``); see the module docstring."""
-    op = "avg_pool2d"
-    check_nchw(op, "input", input)
-    kernel, stride, padding = pool_geometry(op, kernel_size, stride, padding)
-    out_size = pool_output_size(op, input.shape[2:], kernel, stride, padding, ceil_mode)
-    return AvgPool2d.apply(
-        input,
-        kernel=kernel,
-        stride=stride,
-        padding=padding,
-        out_size=out_size,
-        count_include_pad=bool(count_include_pad),
-    )
-
-
-def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
-    """``torch.nn.functional.adaptive_avg_pool2d``; see the module docstring for the bins."""
-    op = "adaptive_avg_pool2d"
-    check_nchw(op, "input", input)
-    if min(input.shape[2:]) < 1:
-        raise ValueError(f"{op}: input must have a non-empty plane, got shape {input.shape}")
-    out_size = adaptive_output_size(op, input.shape[2:], output_size)
-    return AdaptiveAvgPool2d.apply(input, out_size=out_size)

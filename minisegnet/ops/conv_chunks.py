@@ -1,7 +1,13 @@
-"""The Numba kernels of convolution's chunked im2col and col2im, shared by ``ops/conv.py`` (the
-band engine) and ``ops/conv_row_shift.py``.
+"""What convolution's engines share: the memory budget of a chunk, the scratch memory kept from
+call to call, the chunk planner, and the Numba im2col/col2im of one chunk.
 
-Both kernels work on one chunk: output rows oy0 .. oy0+R-1 of images n0 .. n0+B-1, with the
+The engines (``ops/conv_engine.py``'s bands, ``ops/conv_row_shift.py``, ``ops/conv_winograd.py``)
+never build the columns of a whole batch: they walk it in *chunks* whose buffers stay under
+``CHUNK_BYTES`` -- several small images at once, or a band of output rows of one large image --
+so peak memory does not grow with the batch. This file is their bottom floor: it imports only
+NumPy and Numba, and the engines and ``ops/conv.py`` import it, never the other way round.
+
+The two kernels work on one chunk: output rows oy0 .. oy0+R-1 of images n0 .. n0+B-1, with the
 chunk's columns laid out as cols (C*kh*kw, B, R, Wo). Flattened, that is the matrix
 (C*kh*kw, B*R*Wo) whose product with the weights gives the chunk's outputs in one GEMM. The
 readable versions they must agree with are ``im2col_ref`` and ``col2im_ref`` in ``ops/conv.py``.
@@ -9,15 +15,90 @@ readable versions they must agree with are ``im2col_ref`` and ``col2im_ref`` in 
 
 from __future__ import annotations
 
+import math
+import threading
+from contextlib import contextmanager
+
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["im2col_chunk_numba", "col2im_chunk_numba"]
+__all__ = [
+    "CHUNK_BYTES", "chunk_bytes", "POINTWISE_FAST_PATH", "is_pointwise", "plan_chunks",
+    "scratch_memory", "release_scratch", "kernel_args", "im2col_chunk_numba",
+    "col2im_chunk_numba",
+]  # fmt: skip
 
-# Both kernels work on one chunk: output rows oy0 .. oy0+R-1 of images n0 .. n0+B-1, with the
-# chunk's columns laid out as cols (C*kh*kw, B, R, Wo). Flattened, that is the matrix
-# (C*kh*kw, B*R*Wo) whose product with the weights gives the chunk's outputs in one GEMM.
-#
+CHUNK_BYTES = 16 * 2**20
+"""Budget for one chunk's buffers (bytes). Change with ``with chunk_bytes(n):``."""
+
+POINTWISE_FAST_PATH = True
+"""Use the im2col-free path for 1x1 / stride 1 / no padding convolutions (tests switch it off)."""
+
+
+@contextmanager
+def chunk_bytes(n: int):
+    """Temporarily set the chunk budget: ``with chunk_bytes(1): ...`` forces one output row per
+    chunk (tests use it to check chunking changes nothing)."""
+    global CHUNK_BYTES
+    previous = CHUNK_BYTES
+    CHUNK_BYTES = int(n)
+    try:
+        yield
+    finally:
+        CHUNK_BYTES = previous
+
+
+def is_pointwise(kernel, stride, padding) -> bool:
+    """A 1x1 convolution with stride 1 and no padding: its input is its own column matrix."""
+    return (
+        POINTWISE_FAST_PATH
+        and tuple(kernel) == (1, 1)
+        and tuple(stride) == (1, 1)
+        and tuple(padding) == (0, 0)
+    )
+
+
+def plan_chunks(n, rows, row_bytes, budget, extra=0, group_images=True):
+    """Chunks (n0, B, r0, R) covering ``rows`` rows of each of ``n`` images, where a chunk of B
+    images and R rows needs B * (R + extra) * row_bytes of memory.
+
+    Whole images, B per chunk, when one image fits the budget (and ``group_images``); else one
+    image at a time in bands of R rows sized to the budget. Chunks are of equal size (7 images,
+    budget 4 -> 4, 3), so the last one is not a sliver.
+    """
+    image = (rows + extra) * row_bytes
+    if group_images and image <= budget:
+        step = max(1, min(n, budget // max(1, image)))
+        step = math.ceil(n / math.ceil(n / step))
+        return [(n0, min(step, n - n0), 0, rows) for n0 in range(0, n, step)]
+    band = min(rows, max(1, budget // max(1, row_bytes) - extra))
+    band = math.ceil(rows / math.ceil(rows / band))
+    return [(n0, 1, r0, min(band, rows - r0)) for n0 in range(n) for r0 in range(0, rows, band)]
+
+
+_scratch = threading.local()
+
+
+def scratch_memory(nbytes: int) -> np.ndarray:
+    """At least ``nbytes`` of this thread's chunk memory (uint8), grown when too small and kept
+    for the next call: allocating and page-faulting tens of MB at every layer would cost a few
+    ms each time. One convolution product uses it at a time."""
+    memory = getattr(_scratch, "memory", None)
+    if memory is None or memory.nbytes < nbytes:
+        memory = _scratch.memory = np.empty(nbytes, dtype=np.uint8)
+    return memory
+
+
+def release_scratch() -> None:
+    """Free this thread's cached chunk memory (it is otherwise kept for the next call)."""
+    _scratch.memory = None
+
+
+def kernel_args(kernel, stride, padding, dilation):
+    """The kernels' geometry arguments: kh, kw, sh, sw, ph, pw, dh, dw."""
+    return (*kernel, *stride, *padding, *dilation)
+
+
 # Indexing uses flat views and unsigned loop counters on purpose: with a signed index Numba must
 # handle Python's negative indices (x[-1]) on every access, which stops LLVM from vectorising the
 # copy loops (about 3x slower here).

@@ -29,39 +29,25 @@ weight gradient multiplies the same views, one kernel row at a time, computed tr
     dW[:, :, ky, :]^T = sum over n of  view_ky(colsW[n]) @ dy[n]^T      (C*kw, O)
 
 Measured on the 2-core machine, timing ``conv2d_gemm`` / ``conv2d_data_grad`` /
-``conv2d_weight_grad`` under ``conv.row_shift(False)`` and ``conv.row_shift(True)`` in one
+``conv2d_weight_grad`` under ``row_shift(False)`` and ``row_shift(True)`` in one
 process (float32, median of 7, ms, band path -> row shifts; forward / backward-data /
 backward-weight): 7x7 64->64 on 4x64x96x128: 137 -> 99 / 108 -> 101 / 128 -> 101; 7x7 16->16
 on 8x16x40x40: 7.4 -> 4.3 / 6.2 -> 4.4 / 5.7 -> 3.8; 3x3 64->64 on 8x64x128x128: 84 -> 60 /
 69 -> 64 / 67 -> 67.
 
-Used by the numba backend for convolutions with vertical stride 1, kh >= conv.ROW_SHIFT_MIN_KH
-and one group (``conv.ROW_SHIFT`` switches it off); the result equals the im2col path up to
-float rounding, which the tests check for both paths against the NumPy reference.
+Used by the numba backend (``ops/conv_engine.py``) for convolutions with vertical stride 1,
+kh >= conv_engine.ROW_SHIFT_MIN_KH and one group (``conv_engine.ROW_SHIFT`` switches it off); the
+result equals the im2col path up to float rounding, which the tests check for both paths against
+the NumPy reference.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from minisegnet.ops import conv
+from minisegnet.ops import conv_chunks
 from minisegnet.ops.conv_chunks import im2col_chunk_numba
 from minisegnet.ops.geometry import conv_output_size_2d
-
-
-def _chunks(n, ho, extra, row_bytes, budget):
-    """Chunks (n0, B, oy0, R): B whole images if their columns fit the budget, else bands of R
-    output rows of one image (each band's columns span R + extra padded input rows)."""
-    hp = ho + extra
-    if hp * row_bytes <= budget:
-        step = max(1, min(n, budget // (hp * row_bytes)))
-        step = math.ceil(n / math.ceil(n / step))  # equal chunks
-        return [(n0, min(step, n - n0), 0, ho) for n0 in range(0, n, step)]
-    band = min(ho, max(1, budget // row_bytes - extra))
-    band = math.ceil(ho / math.ceil(ho / band))
-    return [(n0, 1, oy0, min(band, ho - oy0)) for n0 in range(n) for oy0 in range(0, ho, band)]
 
 
 class _Plan:
@@ -74,7 +60,10 @@ class _Plan:
         self.ho, self.wo = conv_output_size_2d(in_size, (kh, kw), stride, padding, dilation)
         self.extra = self.dh * (kh - 1)  # input rows a band reads beyond its output rows
         self.k = c * kw  # depth of each product
-        self.chunks = _chunks(n, self.ho, self.extra, self.k * self.wo * itemsize, conv.CHUNK_BYTES)
+        # B images or a band of R output rows; a band's columns span R + extra padded input rows
+        row_bytes = self.k * self.wo * itemsize
+        budget = conv_chunks.CHUNK_BYTES
+        self.chunks = conv_chunks.plan_chunks(n, self.ho, row_bytes, budget, extra=self.extra)
         self.rows_in = max(B * (R + self.extra) for _, B, _, R in self.chunks)
         self.positions_out = max(B * R for _, B, _, R in self.chunks) * self.wo
         # im2col/col2im with a 1 x kw kernel: their "output rows" are the padded input rows
@@ -83,7 +72,7 @@ class _Plan:
     def buffer(self, dtype):
         """Memory for the largest chunk's columns: the band path's kept scratch memory."""
         nbytes = self.k * self.rows_in * self.wo * np.dtype(dtype).itemsize
-        return conv.scratch_memory(nbytes)[:nbytes].view(dtype)
+        return conv_chunks.scratch_memory(nbytes)[:nbytes].view(dtype)
 
     def columns(self, memory, B, R):
         """The chunk's width-columns (C*kw, B, R + extra, Wo) in ``memory``."""

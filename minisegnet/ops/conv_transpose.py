@@ -33,76 +33,39 @@ multiplies the 4 taps that reach each output pixel, not all 16), or im2col + cuB
 
 Upsampling in FCN: kernel 2f, stride f, padding f/2, weights from ``nn.init.bilinear_`` (each
 class channel upsampled on its own) is bilinear interpolation by a factor f.
+
+The arguments are checked once, by ``functional.conv_transpose2d``
+(``geometry.check_conv_transpose2d``); this file trusts them.
 """
 
 from __future__ import annotations
 
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.ops.conv import (
-    bias_grad,
-    check_geometry,
-    check_tensors,
-    conv2d_data_grad,
-    conv2d_gemm,
-    conv2d_weight_grad,
+from minisegnet.ops.conv import conv2d_data_grad, conv2d_gemm, conv2d_weight_grad, with_bias_grad
+from minisegnet.ops.geometry import (
+    conv_output_size_2d,
+    conv_transpose_output_size,
+    conv_transpose_output_size_2d,
 )
-from minisegnet.ops.geometry import conv_output_size_2d, conv_transpose_output_size, pair
 
-__all__ = ["ConvTranspose2d", "conv_transpose_output_size", "check_conv_transpose2d_args"]
-
-
-def check_conv_transpose2d_args(x, w, b, stride, padding, output_padding, groups, dilation):
-    """Validate; return (stride, padding, output_padding, dilation, groups, out_size)."""
-    op = "conv_transpose2d"
-    stride, padding, dilation, groups = check_geometry(op, stride, padding, dilation, groups)
-    output_padding = pair(op, "output_padding", output_padding)
-    out_channels = w.shape[1] * groups if w.ndim == 4 else -1
-    check_tensors(op, x, w, b, out_channels)
-    c = x.shape[1]
-    if c != w.shape[0]:
-        raise ValueError(
-            f"{op}: input has {c} channels but weight of shape {tuple(w.shape)} expects "
-            f"weight.shape[0] = {w.shape[0]} (the weight is (in_channels, out_channels/groups, "
-            "kh, kw))"
-        )
-    if c % groups:
-        raise ValueError(f"{op}: input channels ({c}) must be divisible by groups={groups}")
-    for i, axis in enumerate("hw"):
-        limit = max(stride[i], dilation[i])
-        if not 0 <= output_padding[i] < limit:
-            raise ValueError(
-                f"{op}: output_padding must satisfy 0 <= output_padding < max(stride, "
-                f"dilation) = {limit} along {axis}, got output_padding={output_padding}"
-            )
-    out_size = tuple(
-        conv_transpose_output_size(
-            x.shape[2 + i], w.shape[2 + i], stride[i], padding[i], dilation[i], output_padding[i]
-        )
-        for i in (0, 1)
-    )
-    if min(out_size) < 1:
-        raise ValueError(
-            f"{op}: the output size {out_size} is not positive (input {tuple(x.shape[2:])}, "
-            f"kernel {tuple(w.shape[2:])}, stride {stride}, padding {padding}, dilation "
-            f"{dilation}, output_padding {output_padding}); reduce padding"
-        )
-    return stride, padding, output_padding, dilation, groups, out_size
+__all__ = ["ConvTranspose2d", "conv_transpose_output_size"]
 
 
 class ConvTranspose2d(Function):
-    """y = conv_transpose2d(x, w) + b; see the module docstring. ``b`` may be None."""
+    """y = conv_transpose2d(x, w) + b; see the module docstring. ``b`` may be None. Arguments as
+    ``geometry.check_conv_transpose2d`` returns them: (h, w) pairs and an int ``groups``."""
 
-    def forward(self, x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-        stride, padding, output_padding, dilation, groups, out_size = check_conv_transpose2d_args(
-            x, w, b, stride, padding, output_padding, groups, dilation
-        )
+    def forward(self, x, w, b, stride, padding, output_padding, groups, dilation):
         xp = array_module(x)
         kernel = tuple(w.shape[2:])
+        in_size = tuple(x.shape[2:])
+        out_size = conv_transpose_output_size_2d(
+            in_size, kernel, stride, padding, dilation, output_padding
+        )
         # rows and columns a convolution of the output would have (>= x's when
         # output_padding >= stride)
         grid = conv_output_size_2d(out_size, kernel, stride, padding, dilation)
-        in_size = tuple(x.shape[2:])
         if grid != in_size:  # output_padding >= stride: zero rows/columns after the last ones
             extra = ((0, 0), (0, 0), (0, grid[0] - in_size[0]), (0, grid[1] - in_size[1]))
             x = xp.pad(x, extra)
@@ -131,7 +94,4 @@ class ConvTranspose2d(Function):
             # conv2d's weight gradient with the roles swapped: dy is the convolution's input,
             # x the gradient of its output; the result has the shape of w, (C, O/G, kh, kw).
             dw = conv2d_weight_grad(dy, s.x, tuple(s.w.shape[2:]), *geometry)
-        if not s.has_bias:
-            return dx, dw
-        db = bias_grad(dy) if self.needs_grad[2] else None
-        return dx, dw, db
+        return with_bias_grad(self, dy, dx, dw)

@@ -34,8 +34,8 @@ the same matrices and the same 16 products; with dY the 2x2 output-gradient tile
 
 Any zero padding works (the input tiles read it as zeros; the data gradient drops what falls
 into it). Dilation (d, d) goes through the same code on the d*d dilated sub-grids
-(ops/conv_winograd_dilated.py). Not taken (``applies`` is False; ``ops/conv.py`` uses its
-im2col/row-shift path): stride != 1, unequal dilations, kernels other than 3x3, groups > 1, and
+(ops/conv_winograd_dilated.py). Not taken (``applies`` is False; ``ops/conv_engine.py`` uses
+its im2col/row-shift path): stride != 1, unequal dilations, kernels other than 3x3, groups > 1, and
 shapes where the measurements below show no gain (few channels).
 
 Float32 error bound. Every number is a short sum of products, so with u = 2^-24 and
@@ -83,13 +83,13 @@ transforms dominate, so the path starts at ``MIN_CHANNELS``. Rerun: benchmarks/b
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import numpy as np
 from numba import njit, prange
 
-from minisegnet.ops import blas_threads
+from minisegnet.ops import blas_threads, conv_chunks
+from minisegnet.ops import conv_winograd_dilated as dilated
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
@@ -103,8 +103,8 @@ MIN_CHANNELS = 16
 
 BUDGET_BYTES = None
 """Transformed tiles of one chunk (two (16, channels, tiles) buffers) stay under this many
-bytes; None: ops/conv.py's CHUNK_BYTES (16 MB, and ``conv.chunk_bytes``), the budget of its
-column buffers, so the path keeps the convolution's peak memory where it was. Measured (busy
+bytes; None: ops/conv_chunks.py's CHUNK_BYTES (16 MB, and ``conv_chunks.chunk_bytes``), the
+budget of the band engine's column buffers, so the path keeps the convolution's peak memory where it was. Measured (busy
 machine, load 12-14, forward + both gradients of 3x3 64->64 on 8x64x128x128, min / median of 4
 interleaved runs): 16 MB 929 / 1052 ms, 32 MB 964 / 1359 ms, the im2col/row-shift path
 1101 / 1262 ms. The products are shared among threads, so more, smaller chunks cost little."""
@@ -127,10 +127,16 @@ def winograd(enabled: bool, min_channels: int | None = None, dilated: bool | Non
         ENABLED, MIN_CHANNELS, DILATED = previous
 
 
-DILATED = False
-"""Take dilated 3x3 convolutions (dilation (d, d)) through ops/conv_winograd_dilated.py. Off
-until measured faster than the row-shift path (benchmarks/bench_fast_paths.py times both); the
-tests run it switched on."""
+DILATED = True
+"""Take dilated 3x3 convolutions (dilation (d, d)) through the sub-grids of
+ops/conv_winograd_dilated.py. On since measured faster than the default (row-shift / band) path
+by benchmarks/bench_fast_paths.py on a quiet machine (2026-12-05 09:03 UTC, load 0.9, 2
+threads, dilated 3x3 64->64 on 8x64x128x128, forward + both gradients; results/fast_paths.md):
+355 ms through the sub-grids against 406 ms (PyTorch 223-226 ms). It was off after the first
+measurement, on the busy shared machine (load ~10, the earlier version of that file): 2721 ms
+through the sub-grids against 1672 ms (the sub-grid copies move about twice the input's bytes,
+which a loaded machine punishes most).
+``winograd(True, dilated=False)`` restores the other path."""
 
 
 def applies(channels, out_channels, kernel, stride, dilation, groups) -> bool:
@@ -272,6 +278,18 @@ def error_bound(x, w, padding):
 # here than (O, C) @ (C, tiles), and every transform writes or reads channels contiguously.
 
 
+@njit(inline="always", cache=True)
+def _gather16(flat, stride, p):
+    """The 16 values flat[k * stride + p], k = 0 .. 15: tile p's entries of a (16, ...) buffer."""
+    return (
+        flat[p], flat[stride + p], flat[2 * stride + p], flat[3 * stride + p],
+        flat[4 * stride + p], flat[5 * stride + p], flat[6 * stride + p], flat[7 * stride + p],
+        flat[8 * stride + p], flat[9 * stride + p], flat[10 * stride + p], flat[11 * stride + p],
+        flat[12 * stride + p], flat[13 * stride + p], flat[14 * stride + p],
+        flat[15 * stride + p],
+    )  # fmt: skip
+
+
 @njit(cache=True)
 def _padded_row(x, base, iy, h, w, pw, row):
     """row[k] = x[iy, k - pw] (0 outside the image), for k < len(row)."""
@@ -286,6 +304,17 @@ def _padded_row(x, base, iy, h, w, pw, row):
     for k in range(lo, hi):
         row[k] = x[src + k]
     row[hi:] = 0
+
+
+@njit(inline="always", cache=True)
+def _row_times_b(row, j):
+    """(row[j : j+4]) B: one row of the input transform's d B, for the tile starting at j."""
+    return (
+        row[j] - row[j + 2],
+        row[j + 1] + row[j + 2],
+        row[j + 2] - row[j + 1],
+        row[j + 1] - row[j + 3],
+    )
 
 
 @njit(parallel=True, cache=True)
@@ -309,22 +338,10 @@ def _input_transform(x, v, tiles, n0, ty0, ph, pw):
                 j = 2 * tx
                 p = out + tx
                 # rows first: t_ik = (d B)[i, k]; then columns: V = B^T t
-                t00 = r0[j] - r0[j + 2]
-                t01 = r0[j + 1] + r0[j + 2]
-                t02 = r0[j + 2] - r0[j + 1]
-                t03 = r0[j + 1] - r0[j + 3]
-                t10 = r1[j] - r1[j + 2]
-                t11 = r1[j + 1] + r1[j + 2]
-                t12 = r1[j + 2] - r1[j + 1]
-                t13 = r1[j + 1] - r1[j + 3]
-                t20 = r2[j] - r2[j + 2]
-                t21 = r2[j + 1] + r2[j + 2]
-                t22 = r2[j + 2] - r2[j + 1]
-                t23 = r2[j + 1] - r2[j + 3]
-                t30 = r3[j] - r3[j + 2]
-                t31 = r3[j + 1] + r3[j + 2]
-                t32 = r3[j + 2] - r3[j + 1]
-                t33 = r3[j + 1] - r3[j + 3]
+                t00, t01, t02, t03 = _row_times_b(r0, j)
+                t10, t11, t12, t13 = _row_times_b(r1, j)
+                t20, t21, t22, t23 = _row_times_b(r2, j)
+                t30, t31, t32, t33 = _row_times_b(r3, j)
                 vf[p] = t00 - t20
                 vf[1 * stride + p] = t01 - t21
                 vf[2 * stride + p] = t02 - t22
@@ -360,22 +377,9 @@ def _output_transform(m, tiles, y, bias, n0, ty0):
             src = (job * tw + tx) * O
             for o in range(O):
                 p = src + o
-                m00 = mf[p]
-                m10 = mf[4 * stride + p]
-                m20 = mf[8 * stride + p]
-                m30 = mf[12 * stride + p]
-                m01 = mf[1 * stride + p]
-                m11 = mf[5 * stride + p]
-                m21 = mf[9 * stride + p]
-                m31 = mf[13 * stride + p]
-                m02 = mf[2 * stride + p]
-                m12 = mf[6 * stride + p]
-                m22 = mf[10 * stride + p]
-                m32 = mf[14 * stride + p]
-                m03 = mf[3 * stride + p]
-                m13 = mf[7 * stride + p]
-                m23 = mf[11 * stride + p]
-                m33 = mf[15 * stride + p]
+                (m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33) = (
+                    _gather16(mf, stride, p)
+                )  # m[xi nu] = M[4 xi + nu]
                 # s = A^T M (rows), then y = s A (columns)
                 s00 = m00 + m10 + m20
                 s10 = m10 - m20 - m30
@@ -394,6 +398,15 @@ def _output_transform(m, tiles, y, bias, n0, ty0):
                     yf[row0 + Wo] = s10 + s11 + s12 + add
                     if right:
                         yf[row0 + Wo + 1] = s11 - s12 - s13 + add
+
+
+@njit(inline="always", cache=True)
+def _store_row_times_at(zf, stride, p, k0, u0, u1):
+    """z[k0 + nu, p] = ((u0, u1) A^T)[nu], nu < 4: one row of the 4x4 tile A dY A^T."""
+    zf[k0 * stride + p] = u0
+    zf[(k0 + 1) * stride + p] = u0 + u1
+    zf[(k0 + 2) * stride + p] = u0 - u1
+    zf[(k0 + 3) * stride + p] = -u1
 
 
 @njit(parallel=True, cache=True)
@@ -425,22 +438,27 @@ def _output_transform_adjoint(dy, z, tiles, n0, ty0):
                 u20, u21 = a00 - a10, a01 - a11
                 u30, u31 = -a10, -a11
                 p = out + tx
-                zf[p] = u00
-                zf[1 * stride + p] = u00 + u01
-                zf[2 * stride + p] = u00 - u01
-                zf[3 * stride + p] = -u01
-                zf[4 * stride + p] = u10
-                zf[5 * stride + p] = u10 + u11
-                zf[6 * stride + p] = u10 - u11
-                zf[7 * stride + p] = -u11
-                zf[8 * stride + p] = u20
-                zf[9 * stride + p] = u20 + u21
-                zf[10 * stride + p] = u20 - u21
-                zf[11 * stride + p] = -u21
-                zf[12 * stride + p] = u30
-                zf[13 * stride + p] = u30 + u31
-                zf[14 * stride + p] = u30 - u31
-                zf[15 * stride + p] = -u31
+                _store_row_times_at(zf, stride, p, 0, u00, u01)  # then rows: (A a) A^T
+                _store_row_times_at(zf, stride, p, 4, u10, u11)
+                _store_row_times_at(zf, stride, p, 8, u20, u21)
+                _store_row_times_at(zf, stride, p, 12, u30, u31)
+
+
+@njit(inline="always", cache=True)
+def _times_b(v0, v1, v2, v3):
+    """B (v0, v1, v2, v3): one column of B Q, and (transposed) one row of (B Q) B^T."""
+    return v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+
+
+@njit(inline="always", cache=True)
+def _add_row_times_bt(row, j, e0, e1, e2, e3):
+    """row[j : j+4] += (e0, e1, e2, e3) B^T: one row of a 4x4 tile of the adjoint input transform
+    (B Q) B^T, added onto its place in the plane (inlined: no call in the inner loop)."""
+    d0, d1, d2, d3 = _times_b(e0, e1, e2, e3)
+    row[j] += d0
+    row[j + 1] += d1
+    row[j + 2] += d2
+    row[j + 3] += d3
 
 
 @njit(parallel=True, cache=True)
@@ -462,59 +480,18 @@ def _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity):
             src = ((b * TR + r) * tw + tx) * C
             for c in range(C):
                 p = src + c
-                q00 = qf[p]
-                q01 = qf[1 * stride + p]
-                q02 = qf[2 * stride + p]
-                q03 = qf[3 * stride + p]
-                q04 = qf[4 * stride + p]
-                q05 = qf[5 * stride + p]
-                q06 = qf[6 * stride + p]
-                q07 = qf[7 * stride + p]
-                q08 = qf[8 * stride + p]
-                q09 = qf[9 * stride + p]
-                q10 = qf[10 * stride + p]
-                q11 = qf[11 * stride + p]
-                q12 = qf[12 * stride + p]
-                q13 = qf[13 * stride + p]
-                q14 = qf[14 * stride + p]
-                q15 = qf[15 * stride + p]
-                # rows: e_ik = (B Q)[i, k]; then columns, (B Q) B^T, added onto the tile
-                e00 = q00
-                e10 = q04 - q08 + q12
-                e20 = q04 + q08 - q00
-                e30 = -q12
-                e01 = q01
-                e11 = q05 - q09 + q13
-                e21 = q05 + q09 - q01
-                e31 = -q13
-                e02 = q02
-                e12 = q06 - q10 + q14
-                e22 = q06 + q10 - q02
-                e32 = -q14
-                e03 = q03
-                e13 = q07 - q11 + q15
-                e23 = q07 + q11 - q03
-                e33 = -q15
-                row = plane[c, 0]
-                row[j] += e00
-                row[j + 1] += e01 - e02 + e03
-                row[j + 2] += e01 + e02 - e00
-                row[j + 3] -= e03
-                row = plane[c, 1]
-                row[j] += e10
-                row[j + 1] += e11 - e12 + e13
-                row[j + 2] += e11 + e12 - e10
-                row[j + 3] -= e13
-                row = plane[c, 2]
-                row[j] += e20
-                row[j + 1] += e21 - e22 + e23
-                row[j + 2] += e21 + e22 - e20
-                row[j + 3] -= e23
-                row = plane[c, 3]
-                row[j] += e30
-                row[j + 1] += e31 - e32 + e33
-                row[j + 2] += e31 + e32 - e30
-                row[j + 3] -= e33
+                (q00, q01, q02, q03, q04, q05, q06, q07, q08, q09, q10, q11, q12, q13, q14, q15) = (
+                    _gather16(qf, stride, p)
+                )
+                # columns: e_ik = (B Q)[i, k]; then rows, (B Q) B^T, added onto the tile
+                e00, e10, e20, e30 = _times_b(q00, q04, q08, q12)
+                e01, e11, e21, e31 = _times_b(q01, q05, q09, q13)
+                e02, e12, e22, e32 = _times_b(q02, q06, q10, q14)
+                e03, e13, e23, e33 = _times_b(q03, q07, q11, q15)
+                _add_row_times_bt(plane[c, 0], j, e00, e01, e02, e03)
+                _add_row_times_bt(plane[c, 1], j, e10, e11, e12, e13)
+                _add_row_times_bt(plane[c, 2], j, e20, e21, e22, e23)
+                _add_row_times_bt(plane[c, 3], j, e30, e31, e32, e33)
         for c in range(C):
             base = ((n0 + b) * C + c) * H * W
             for i in range(4):
@@ -536,33 +513,23 @@ def _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity):
 def _chunks(n, th, tw, tile_bytes):
     """Chunks (n0, B, ty0, TR): B whole images when their tiles fit the budget, else bands of
     TR tile rows of one image."""
-    from minisegnet.ops import conv
-
-    budget = conv.CHUNK_BYTES if BUDGET_BYTES is None else BUDGET_BYTES
-    image = th * tw * tile_bytes
-    if image <= budget:
-        step = max(1, min(n, budget // image))
-        step = math.ceil(n / math.ceil(n / step))  # equal chunks
-        return [(n0, min(step, n - n0), 0, th) for n0 in range(0, n, step)]
-    band = max(1, budget // (tw * tile_bytes))
-    band = math.ceil(th / math.ceil(th / band))
-    return [(n0, 1, ty0, min(band, th - ty0)) for n0 in range(n) for ty0 in range(0, th, band)]
+    budget = conv_chunks.CHUNK_BYTES if BUDGET_BYTES is None else BUDGET_BYTES
+    return conv_chunks.plan_chunks(n, th, tw * tile_bytes, budget)
 
 
 class _Buffers:
-    """Two tile buffers in the thread's kept scratch memory (ops/conv.py), each 16 slices of
+    """Two tile buffers in the thread's kept scratch memory (ops/conv_chunks.py), each 16 slices of
     (rows, B*TR*tw) tiles. The slices are spaced by a whole chunk plus one cache line: spaced by
     a power of two (2 MB for a 128x128 image of 64 channels) the 16 streams that every transform
     reads or writes at once fall into the same cache sets, which made the transforms 3x slower."""
 
     def __init__(self, chunks, tw, rows_a, rows_b, dtype):
-        from minisegnet.ops import conv
-
         self.tw, self.dtype = tw, np.dtype(dtype)
         tiles = max(B * TR for _, B, _, TR in chunks) * tw
         pad = 64 // self.dtype.itemsize
         self.slice_a, self.slice_b = rows_a * tiles + pad, rows_b * tiles + pad
-        memory = conv.scratch_memory(16 * (self.slice_a + self.slice_b) * self.dtype.itemsize)
+        nbytes = 16 * (self.slice_a + self.slice_b) * self.dtype.itemsize
+        memory = conv_chunks.scratch_memory(nbytes)
         self.flat = memory.view(self.dtype)
 
     def get(self, B, TR):
@@ -598,10 +565,11 @@ def _filter_transform(w):
 def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1)):
     """y (N, O, Ho, Wo) of a 3x3, stride-1 convolution with zero padding ``padding`` = (ph, pw)
     (dilation (d, d): on the sub-grids, ops/conv_winograd_dilated.py)."""
-    if tuple(dilation) != (1, 1):
-        from minisegnet.ops import conv_winograd_dilated
-
-        return conv_winograd_dilated.conv2d_forward(x, w, padding, dilation, bias)
+    if tuple(dilation) != (1, 1):  # each sub-grid is an undilated problem without padding
+        d, (n, _, h, wd) = dilation[0], x.shape
+        out_size = (h + 2 * padding[0] - 2 * d, wd + 2 * padding[1] - 2 * d)
+        y_sub = conv2d_forward(dilated.input_subgrids(x, padding, d), w, (0, 0), bias)
+        return dilated.output_from_subgrids(y_sub, d, n, out_size)
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     N, C, H, W = x.shape
     O = w.shape[0]
@@ -627,10 +595,11 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1)):
 
 def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1)):
     """dx (N, C, H, W) of ``conv2d_forward`` from dy (N, O, Ho, Wo)."""
-    if tuple(dilation) != (1, 1):
-        from minisegnet.ops import conv_winograd_dilated
-
-        return conv_winograd_dilated.conv2d_data_grad(dy, w, in_size, padding, dilation)
+    if tuple(dilation) != (1, 1):  # the adjoint of the sub-grid rearrangement above
+        d = dilation[0]
+        dy_sub = dilated.output_grad_subgrids(dy, in_size, padding, d)
+        dx_sub = conv2d_data_grad(dy_sub, w, dilated.subgrid_size(in_size, padding, d), (0, 0))
+        return dilated.input_grad_from_subgrids(dx_sub, d, dy.shape[0], in_size, padding)
     dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
     N, O, Ho, Wo = dy.shape
     C = w.shape[1]
@@ -653,16 +622,17 @@ def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1)):
 def conv2d_weight_grad(x, dy, padding, dilation=(1, 1)):
     """dw (O, C, 3, 3) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
     if tuple(dilation) != (1, 1):
-        from minisegnet.ops import conv_winograd_dilated
-
-        return conv_winograd_dilated.conv2d_weight_grad(x, dy, padding, dilation)
+        d = dilation[0]
+        x_sub = dilated.input_subgrids(x, padding, d)
+        dy_sub = dilated.output_grad_subgrids(dy, x.shape[2:], padding, d)
+        return conv2d_weight_grad(x_sub, dy_sub, (0, 0))
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     N, C = x.shape[:2]
     O, Ho, Wo = dy.shape[1:]
     th, tw = _tiles(Ho, Wo)
     chunks = _chunks(N, th, tw, 16 * (C + O) * x.itemsize)
     buffers = _Buffers(chunks, tw, C, O, x.dtype)
-    # Accumulated transposed, S^T = sum V @ Z^T (16, C, O), as ops/conv.py does for its dw.
+    # Accumulated transposed, S^T = sum V @ Z^T (16, C, O), as ops/conv_engine.py does for its dw.
     s_t = np.zeros((16, C, O), x.dtype)
     part = np.empty_like(s_t)
     for n0, B, ty0, TR in chunks:

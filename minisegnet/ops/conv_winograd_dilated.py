@@ -15,7 +15,8 @@ the same rearrangement around conv_winograd's gradients:
     dx_pad = batch-to-space(data_grad(space-to-batch(dy)))[cut to the padded input],
     dw     = weight_grad(space-to-batch(x_pad), space-to-batch(dy)).
 
-Cost beyond the undilated path: copies of the input into the sub-grids and of the output back
+``ops/conv_winograd.py`` composes these rearrangements around its undilated products (this file
+only moves data, and imports nothing of the package). Cost beyond the undilated path: copies of the input into the sub-grids and of the output back
 (memory traffic about twice the input's), against a product 2.25x smaller than the direct
 convolution's. Used for dilation (d, d) with d > 1 when ``conv_winograd.DILATED`` is on.
 """
@@ -46,7 +47,8 @@ def batch_to_space(s, d, n):
     return a.reshape(n, c, hs * d, ws * d)
 
 
-def _padded_subgrids(x, padding, d):
+def input_subgrids(x, padding, d):
+    """x (N, C, H, W) -> its padded input's d*d sub-grids (d*d*N, C, Hs, Ws)."""
     n, c, h, w = x.shape
     (ph, pw) = padding
     (_, hq), (_, wq) = _grid(h, ph, d), _grid(w, pw, d)
@@ -55,44 +57,29 @@ def _padded_subgrids(x, padding, d):
     return space_to_batch(x_pad, d)
 
 
-def _dy_subgrids(dy, in_size, padding, d):
+def subgrid_size(in_size, padding, d):
+    """(Hs, Ws): the size of each sub-grid of the padded input."""
+    return _grid(in_size[0], padding[0], d)[0], _grid(in_size[1], padding[1], d)[0]
+
+
+def output_grad_subgrids(dy, in_size, padding, d):
+    """dy (N, O, Ho, Wo) -> (d*d*N, O, Hs - 2, Ws - 2): the gradient of each sub-grid's output
+    (zero on the rows and columns the extension to a multiple of d added)."""
     n, o, ho, wo = dy.shape
-    (hs, _), (ws, _) = _grid(in_size[0], padding[0], d), _grid(in_size[1], padding[1], d)
+    hs, ws = subgrid_size(in_size, padding, d)
     full = np.zeros((n, o, (hs - 2) * d, (ws - 2) * d), dy.dtype)
     full[:, :, :ho, :wo] = dy
     return space_to_batch(full, d)
 
 
-def conv2d_forward(x, w, padding, dilation, bias=None):
-    """y (N, O, Ho, Wo) of a 3x3 stride-1 convolution with dilation (d, d)."""
-    from minisegnet.ops import conv_winograd
-
-    d = dilation[0]
-    n, _, h, wd = x.shape
-    ho, wo = h + 2 * padding[0] - 2 * d, wd + 2 * padding[1] - 2 * d
-    y_sub = conv_winograd.conv2d_forward(_padded_subgrids(x, padding, d), w, (0, 0), bias)
+def output_from_subgrids(y_sub, d, n, out_size):
+    """The sub-grids' outputs (d*d*N, O, Hs - 2, Ws - 2) -> y (N, O, Ho, Wo)."""
+    ho, wo = out_size
     return np.ascontiguousarray(batch_to_space(y_sub, d, n)[:, :, :ho, :wo])
 
 
-def conv2d_data_grad(dy, w, in_size, padding, dilation):
-    """dx (N, C, H, W) of ``conv2d_forward``."""
-    from minisegnet.ops import conv_winograd
-
-    d = dilation[0]
-    (h, wd), (ph, pw) = in_size, padding
-    (hs, _), (ws, _) = _grid(h, ph, d), _grid(wd, pw, d)
-    dx_sub = conv_winograd.conv2d_data_grad(
-        _dy_subgrids(dy, in_size, padding, d), w, (hs, ws), (0, 0)
-    )
-    dx_pad = batch_to_space(dx_sub, d, dy.shape[0])
-    return np.ascontiguousarray(dx_pad[:, :, ph : ph + h, pw : pw + wd])
-
-
-def conv2d_weight_grad(x, dy, padding, dilation):
-    """dw (O, C, 3, 3) of ``conv2d_forward``."""
-    from minisegnet.ops import conv_winograd
-
-    d = dilation[0]
-    x_sub = _padded_subgrids(x, padding, d)
-    dy_sub = _dy_subgrids(dy, x.shape[2:], padding, d)
-    return conv_winograd.conv2d_weight_grad(x_sub, dy_sub, (0, 0))
+def input_grad_from_subgrids(dx_sub, d, n, in_size, padding):
+    """The sub-grids' input gradients (d*d*N, C, Hs, Ws) -> dx (N, C, H, W): the padding cut off."""
+    (h, w), (ph, pw) = in_size, padding
+    dx_pad = batch_to_space(dx_sub, d, n)
+    return np.ascontiguousarray(dx_pad[:, :, ph : ph + h, pw : pw + w])

@@ -41,11 +41,13 @@ Worked example (one axis, in = 2 -> out = 4, align_corners=False, r = 0.5): s = 
 from -0.25), 0.25, 0.75, 1.25 (i0 = i1 = 1 = in - 1: both taps read b), so [a, b] -> [a,
 0.75a + 0.25b, 0.25a + 0.75b, b]; with align_corners=True s = 0, 1/3, 2/3, 1:
 [a, (2a + b)/3, (a + 2b)/3, b].
+
+The arguments are checked once, by ``functional.interpolate`` (``geometry.check_interpolate``,
+which also turns ``size`` / ``scale_factor`` into the output size and ``scale``); the Functions
+trust them.
 """
 
 from __future__ import annotations
-
-import math
 
 import numba
 import numpy as np
@@ -54,10 +56,9 @@ from numba import njit, prange
 from minisegnet import backend
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.tensor import Tensor
 
 __all__ = [
-    "interpolate", "linear_taps", "nearest_source", "interpolation_matrix",
+    "linear_taps", "nearest_source", "interpolation_matrix",
     "bilinear_forward_ref", "bilinear_backward_ref", "nearest_forward_ref", "nearest_backward_ref",
     "bilinear_forward_numba", "bilinear_backward_numba", "nearest_forward_numba",
     "nearest_backward_numba", "Bilinear", "Nearest",
@@ -365,64 +366,3 @@ class Nearest(Function):
         s = self.saved
         dy = array_module(dy).ascontiguousarray(dy)
         return _impl("nearest_backward")(dy, s.in_size, s.scale)
-
-
-def _positive_pair(name, value, kind, what):
-    """``value`` or ``(value_h, value_w)`` -> a pair of positive numbers of ``kind``."""
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    ok = len(values) == 2 and all(
-        isinstance(v, kind) and not isinstance(v, bool) and 0 < v < math.inf for v in values
-    )
-    if not ok:
-        raise (ValueError if len(values) == 2 else TypeError)(
-            f"interpolate: {name} must be a positive {what} or a pair of them, got {value!r}"
-        )
-    return values
-
-
-def interpolate(input: Tensor, size=None, scale_factor=None, mode="bilinear", align_corners=None):
-    """``torch.nn.functional.interpolate`` for 4-D inputs, modes "bilinear" and "nearest"."""
-    op = "interpolate"
-    if input.ndim != 4:
-        raise ValueError(
-            f"{op}: input must be 4-D (N, C, H, W), got shape {input.shape} (for a label map "
-            "(N, H, W) add the channel axis first: labels[:, None])"
-        )
-    if mode not in ("bilinear", "nearest"):
-        raise ValueError(f"{op}: mode must be 'bilinear' or 'nearest', got {mode!r}")
-    if mode == "nearest" and align_corners is not None:
-        raise ValueError(
-            f"{op}: align_corners only applies to mode='bilinear', got align_corners="
-            f"{align_corners!r} with mode='nearest'"
-        )
-    if (size is None) == (scale_factor is None):
-        raise ValueError(
-            f"{op}: give exactly one of size and scale_factor, got size={size!r}, "
-            f"scale_factor={scale_factor!r}"
-        )
-    in_size = input.shape[2:]
-    if min(in_size) < 1:
-        raise ValueError(f"{op}: input must have a non-empty plane, got shape {input.shape}")
-    if size is not None:
-        out_size = _positive_pair("size", size, (int, np.integer), "int")
-        out_size, scale = (int(out_size[0]), int(out_size[1])), None
-    else:
-        factors = _positive_pair(
-            "scale_factor", scale_factor, (int, float, np.integer, np.floating), "finite number"
-        )
-        out_size = tuple(int(math.floor(s * float(f))) for s, f in zip(in_size, factors))
-        if min(out_size) < 1:
-            raise ValueError(
-                f"{op}: scale_factor {scale_factor!r} makes an empty output from an input of "
-                f"size {tuple(in_size)} (output size {out_size})"
-            )
-        scale = (1.0 / float(factors[0]), 1.0 / float(factors[1]))
-    if mode == "nearest":
-        if input.dtype.kind not in "iub" and input.dtype not in (np.float32, np.float64):
-            raise TypeError(
-                f"{op}: nearest needs a float32, float64, integer or bool input, got {input.dtype}"
-            )
-        return Nearest.apply(input, out_size=out_size, scale=scale)
-    if input.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{op}: bilinear needs a float32 or float64 input, got {input.dtype}")
-    return Bilinear.apply(input, out_size=out_size, align_corners=bool(align_corners), scale=scale)

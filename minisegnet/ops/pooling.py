@@ -44,6 +44,9 @@ Numba fast paths (same results, checked against the reference by the tests): ker
 (kernel == stride) every input pixel lies in at most one window, and the backward writes each
 window's block of dx directly (the gather over one window).
 
+The arguments are checked once, by ``functional.max_pool2d`` (``geometry.check_nchw``,
+``geometry.pool_geometry``, ``geometry.pool_output_size``); the Function trusts them.
+
 Worked example (kernel 2, stride 2):
 
     x = [[1, 5, 2, 0],      y = [[5, 2],      idx = [[1, 0],      (1 = top right,
@@ -59,73 +62,14 @@ from numba import njit, prange
 from minisegnet import backend
 from minisegnet.arrays import ArrayHolder, array_module
 from minisegnet.autograd import Function
-from minisegnet.ops.geometry import pair, pool_output_size, switch_dtype
+from minisegnet.ops.geometry import pair, pool_geometry, pool_output_size, switch_dtype
 from minisegnet.tensor import Tensor
 
 __all__ = [
-    "PoolIndices", "max_pool2d", "to_flat_indices", "from_flat_indices", "pool_output_size",
+    "PoolIndices", "to_flat_indices", "from_flat_indices", "pool_output_size",
     "switch_dtype", "max_pool2d_forward_ref", "max_pool2d_backward_ref",
     "max_pool2d_forward_numba", "max_pool2d_backward_numba", "MaxPool2d",
 ]  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- geometry
-def pool_geometry(op: str, kernel_size, stride, padding):
-    """Validated (kernel, stride, padding) pairs; ``stride=None`` (or ``[]``) means the kernel."""
-    kernel = pair(op, "kernel_size", kernel_size, minimum=1)
-    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
-    stride = kernel if no_stride else pair(op, "stride", stride, 1)
-    padding = pair(op, "padding", padding, minimum=0)
-    for axis, k, p in zip(("height", "width"), kernel, padding):
-        if 2 * p > k:
-            raise ValueError(
-                f"{op}: padding must be at most half the kernel size, got padding {padding} "
-                f"for kernel_size {kernel} (the {axis} padding {p} > {k} // 2)"
-            )
-    return kernel, stride, padding
-
-
-def check_nchw(op: str, name: str, x, floating: bool = True) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
-    if floating and x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {x.dtype}")
-    if min(x.shape[2:]) < 1:  # only the batch (or channels) may be empty, as in PyTorch
-        raise ValueError(f"{op}: {name} must have a non-empty plane, got shape {tuple(x.shape)}")
-
-
-# ----------------------------------------------------------------------------- PoolIndices
-class PoolIndices(ArrayHolder):
-    """Max-pooling switches plus the geometry they were recorded with.
-
-    ``data``: (N, C, Ho, Wo) array of window positions ``ky*kW + kx`` (uint8 up to 16x16
-    windows); ``kernel``, ``stride``, ``padding``: (h, w) pairs; ``in_size``: (H, W) of the
-    pooled input. ``to_flat()`` gives PyTorch's int64 ``iy*W + ix`` indices. ``shape``,
-    ``dtype``, ``ndim``, ``xp``, ``device`` and ``numpy()`` are the array's (as for a Tensor).
-    """
-
-    def __init__(self, data, kernel, stride, padding, in_size):
-        self.data = data
-        self.kernel = tuple(int(k) for k in kernel)
-        self.stride = tuple(int(s) for s in stride)
-        self.padding = tuple(int(p) for p in padding)
-        self.in_size = tuple(int(s) for s in in_size)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.data.nbytes)
-
-    def geometry(self) -> dict:
-        return {"kernel": self.kernel, "stride": self.stride, "padding": self.padding}
-
-    def to_flat(self) -> Tensor:
-        return to_flat_indices(self)
-
-    def __repr__(self) -> str:
-        return (
-            f"PoolIndices(shape={self.shape}, dtype={self.dtype}, kernel={self.kernel}, "
-            f"stride={self.stride}, padding={self.padding}, in_size={self.in_size})"
-        )
 
 
 def _window_origins(xp, out_size, stride, padding):
@@ -133,58 +77,6 @@ def _window_origins(xp, out_size, stride, padding):
     rows = xp.arange(out_size[0]) * stride[0] - padding[0]
     cols = xp.arange(out_size[1]) * stride[1] - padding[1]
     return rows[:, None], cols[None, :]
-
-
-def to_flat_indices(indices: PoolIndices) -> Tensor:
-    """PyTorch's convention: int64 ``iy*W + ix`` inside each (n, c) input plane."""
-    if not isinstance(indices, PoolIndices):
-        raise TypeError(
-            f"to_flat_indices: indices must be a PoolIndices, got {type(indices).__name__}"
-        )
-    xp = indices.xp
-    kw = indices.kernel[1]
-    rows, cols = _window_origins(xp, indices.shape[2:], indices.stride, indices.padding)
-    switch = indices.data.astype(np.int64)
-    iy = rows + switch // kw  # (N, C, Ho, Wo)
-    ix = cols + switch % kw
-    return Tensor.from_array(iy * indices.in_size[1] + ix)
-
-
-def from_flat_indices(
-    flat, kernel_size, stride=None, padding=0, input_size=None, *, op: str = "from_flat_indices"
-) -> PoolIndices:
-    """PyTorch-style flat indices ``iy*W + ix`` (N, C, Ho, Wo) -> :class:`PoolIndices`.
-
-    ``input_size``: (H, W) of the pooled input (required: the flat index needs W). Raises
-    ValueError if an index does not lie inside its own window and inside the input; ``op`` is
-    the name the errors carry (the caller's, when max_unpool2d converts its argument).
-    """
-    kernel, stride, padding = pool_geometry(op, kernel_size, stride, padding)
-    flat = flat.data if isinstance(flat, (Tensor, PoolIndices)) else flat
-    xp = array_module(flat)
-    flat = xp.asarray(flat)
-    if flat.ndim != 4 or flat.dtype.kind not in "iu":
-        raise TypeError(
-            f"{op}: flat must be a 4-D integer array (N, C, Ho, Wo), got shape "
-            f"{tuple(flat.shape)} dtype {flat.dtype}"
-        )
-    if input_size is None:
-        raise ValueError(f"{op}: input_size (H, W) of the pooled input is required")
-    height, width = pair(op, "input_size", tuple(input_size)[-2:], minimum=1)
-    rows, cols = _window_origins(xp, flat.shape[2:], stride, padding)
-    flat = flat.astype(np.int64)
-    iy, ix = flat // width, flat % width
-    ky, kx = iy - rows, ix - cols
-    ok = (flat >= 0) & (iy < height) & (ky >= 0) & (ky < kernel[0]) & (kx >= 0) & (kx < kernel[1])
-    if not bool(ok.all()):
-        where = tuple(int(v[0]) for v in xp.nonzero(~ok))
-        raise ValueError(
-            f"{op}: index {int(flat[where])} at position {where} does not lie inside its "
-            f"{kernel} window of an input of size {(height, width)} (stride {stride}, "
-            f"padding {padding})"
-        )
-    data = (ky * kernel[1] + kx).astype(switch_dtype(kernel))
-    return PoolIndices(data, kernel, stride, padding, (height, width))
 
 
 # ----------------------------------------------------------------------------- NumPy reference
@@ -472,18 +364,89 @@ class MaxPool2d(Function):
         return _impl("max_pool2d_backward")(dy, s.idx, s.in_size, s.kernel, s.stride, s.padding)
 
 
-def max_pool2d(
-    input: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False
-):
-    """``torch.nn.functional.max_pool2d``; with ``return_indices`` also the :class:`PoolIndices`."""
-    op = "max_pool2d"
-    check_nchw(op, "input", input)
+# ----------------------------------------------------------------------------- PoolIndices
+# What ``max_pool2d(..., return_indices=True)`` hands out: the Function's switches packaged with
+# their geometry, and the conversions to and from PyTorch's flat indices.
+class PoolIndices(ArrayHolder):
+    """Max-pooling switches plus the geometry they were recorded with.
+
+    ``data``: (N, C, Ho, Wo) array of window positions ``ky*kW + kx`` (uint8 up to 16x16
+    windows); ``kernel``, ``stride``, ``padding``: (h, w) pairs; ``in_size``: (H, W) of the
+    pooled input. ``to_flat()`` gives PyTorch's int64 ``iy*W + ix`` indices. ``shape``,
+    ``dtype``, ``ndim``, ``xp``, ``device`` and ``numpy()`` are the array's (as for a Tensor).
+    """
+
+    def __init__(self, data, kernel, stride, padding, in_size):
+        self.data = data
+        self.kernel = tuple(int(k) for k in kernel)
+        self.stride = tuple(int(s) for s in stride)
+        self.padding = tuple(int(p) for p in padding)
+        self.in_size = tuple(int(s) for s in in_size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def geometry(self) -> dict:
+        return {"kernel": self.kernel, "stride": self.stride, "padding": self.padding}
+
+    def to_flat(self) -> Tensor:
+        return to_flat_indices(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"PoolIndices(shape={self.shape}, dtype={self.dtype}, kernel={self.kernel}, "
+            f"stride={self.stride}, padding={self.padding}, in_size={self.in_size})"
+        )
+
+
+def to_flat_indices(indices: PoolIndices) -> Tensor:
+    """PyTorch's convention: int64 ``iy*W + ix`` inside each (n, c) input plane."""
+    if not isinstance(indices, PoolIndices):
+        raise TypeError(
+            f"to_flat_indices: indices must be a PoolIndices, got {type(indices).__name__}"
+        )
+    xp = indices.xp
+    kw = indices.kernel[1]
+    rows, cols = _window_origins(xp, indices.shape[2:], indices.stride, indices.padding)
+    switch = indices.data.astype(np.int64)
+    iy = rows + switch // kw  # (N, C, Ho, Wo)
+    ix = cols + switch % kw
+    return Tensor.from_array(iy * indices.in_size[1] + ix)
+
+
+def from_flat_indices(
+    flat, kernel_size, stride=None, padding=0, input_size=None, *, op: str = "from_flat_indices"
+) -> PoolIndices:
+    """PyTorch-style flat indices ``iy*W + ix`` (N, C, Ho, Wo) -> :class:`PoolIndices`.
+
+    ``input_size``: (H, W) of the pooled input (required: the flat index needs W). Raises
+    ValueError if an index does not lie inside its own window and inside the input; ``op`` is
+    the name the errors carry (the caller's, when max_unpool2d converts its argument).
+    """
     kernel, stride, padding = pool_geometry(op, kernel_size, stride, padding)
-    in_size = input.shape[2:]
-    out_size = pool_output_size(op, in_size, kernel, stride, padding, ceil_mode)
-    y, idx = MaxPool2d.apply(
-        input, kernel=kernel, stride=stride, padding=padding, out_size=out_size
-    )
-    if return_indices:
-        return y, PoolIndices(idx.data, kernel, stride, padding, in_size)
-    return y
+    flat = flat.data if isinstance(flat, (Tensor, PoolIndices)) else flat
+    xp = array_module(flat)
+    flat = xp.asarray(flat)
+    if flat.ndim != 4 or flat.dtype.kind not in "iu":
+        raise TypeError(
+            f"{op}: flat must be a 4-D integer array (N, C, Ho, Wo), got shape "
+            f"{tuple(flat.shape)} dtype {flat.dtype}"
+        )
+    if input_size is None:
+        raise ValueError(f"{op}: input_size (H, W) of the pooled input is required")
+    height, width = pair(op, "input_size", tuple(input_size)[-2:], minimum=1)
+    rows, cols = _window_origins(xp, flat.shape[2:], stride, padding)
+    flat = flat.astype(np.int64)
+    iy, ix = flat // width, flat % width
+    ky, kx = iy - rows, ix - cols
+    ok = (flat >= 0) & (iy < height) & (ky >= 0) & (ky < kernel[0]) & (kx >= 0) & (kx < kernel[1])
+    if not bool(ok.all()):
+        where = tuple(int(v[0]) for v in xp.nonzero(~ok))
+        raise ValueError(
+            f"{op}: index {int(flat[where])} at position {where} does not lie inside its "
+            f"{kernel} window of an input of size {(height, width)} (stride {stride}, "
+            f"padding {padding})"
+        )
+    data = (ky * kernel[1] + kx).astype(switch_dtype(kernel))
+    return PoolIndices(data, kernel, stride, padding, (height, width))

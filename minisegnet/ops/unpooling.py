@@ -36,6 +36,10 @@ Backward (a gather, one pooled value at a time):
 
 Worked example (kernel 2, stride 2): x = [[5, 2]], idx = [[1, 0]] -> y = [[0, 5, 2, 0],
                                                                          [0, 0, 0, 0]]
+
+The arguments are checked once, by ``functional.max_unpool2d`` (``geometry.check_max_unpool2d``,
+``check_pool_indices`` and ``check_switches``: the kernels index with the switches unchecked);
+the Function trusts them.
 """
 
 from __future__ import annotations
@@ -44,23 +48,14 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet import backend
-from minisegnet.arrays import array_module, is_device_array, like_backend
+from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.ops.geometry import switch_dtype, unpool_output_size
-from minisegnet.ops.pooling import (
-    PoolIndices,
-    check_nchw,
-    from_flat_indices,
-    max_pool2d_backward_numba,
-    max_pool2d_backward_ref,
-    pool_geometry,
-)
-from minisegnet.tensor import Tensor
+from minisegnet.ops.geometry import unpool_output_size
+from minisegnet.ops.pooling import max_pool2d_backward_numba, max_pool2d_backward_ref
 
 __all__ = [
-    "max_unpool2d", "unpool_output_size", "check_switches", "max_unpool2d_forward_ref",
-    "max_unpool2d_backward_ref", "max_unpool2d_forward_numba", "max_unpool2d_backward_numba",
-    "MaxUnpool2d",
+    "unpool_output_size", "max_unpool2d_forward_ref", "max_unpool2d_backward_ref",
+    "max_unpool2d_forward_numba", "max_unpool2d_backward_numba", "MaxUnpool2d",
 ]  # fmt: skip
 
 
@@ -152,108 +147,3 @@ class MaxUnpool2d(Function):
         s = self.saved
         dy = array_module(dy).ascontiguousarray(dy)
         return _impl("max_unpool2d_backward")(dy, s.idx, s.kernel, s.stride, s.padding)
-
-
-def check_switches(op: str, switches, kernel, stride, padding, out_size) -> None:
-    """Every switch must be a position ``k = ky*kW + kx`` of its window (0 <= k < kH*kW, in the
-    switch dtype of this kernel) whose pixel lies inside the (H, W) = ``out_size`` plane: the
-    kernels index with the switches unchecked, so one out of range would make them read or write
-    outside their arrays. Switches from ``max_pool2d`` always pass; hand-made or edited ones
-    may not.
-
-    Cost: one min/max pass over the switches, then a per-switch check only for the windows
-    that overhang the padding or the plane's edge (the first and last few rows and columns)."""
-    expected = switch_dtype(kernel)
-    if switches.dtype != expected:
-        raise TypeError(
-            f"{op}: indices must hold {expected} switches (window positions ky*kW + kx for "
-            f"kernel {kernel}, as max_pool2d returns them), got dtype {switches.dtype}"
-        )
-    if switches.size == 0:
-        return
-    xp = array_module(switches)
-    (kh, kw), positions = kernel, kernel[0] * kernel[1]
-    low = int(switches.min()) if switches.dtype.kind == "i" else 0
-    high = int(switches.max())
-    if low < 0 or high >= positions:
-        bad = low if low < 0 else high
-        where = tuple(int(v[0]) for v in xp.nonzero(switches == bad))
-        raise ValueError(
-            f"{op}: indices hold the switch {bad} at position {where}, but a {kh}x{kw} window "
-            f"has positions 0 <= k < {positions}"
-        )
-    pooled = switches.shape[2:]
-    for axis, name in ((0, "row"), (1, "column")):
-        origin = xp.arange(pooled[axis]) * stride[axis] - padding[axis]  # first pixel per window
-        overhang = xp.nonzero((origin < 0) | (origin + kernel[axis] > out_size[axis]))[0]
-        if overhang.size == 0:
-            continue
-        edge = xp.take(switches, overhang, axis=2 + axis).astype(np.int64)
-        offset = edge // kw if axis == 0 else edge % kw  # ky or kx
-        shape = (-1, 1) if axis == 0 else (1, -1)
-        pixel = origin[overhang].reshape(shape) + offset
-        outside = (pixel < 0) | (pixel >= out_size[axis])
-        if bool(outside.any()):
-            where = [int(v[0]) for v in xp.nonzero(outside)]
-            at = int(pixel[tuple(where)])
-            where[2 + axis] = int(overhang[where[2 + axis]])
-            raise ValueError(
-                f"{op}: indices hold the switch {int(switches[tuple(where)])} at position "
-                f"{tuple(where)}, which points at {name} {at}, outside the output's {name}s "
-                f"0..{out_size[axis] - 1} (kernel {kernel}, stride {stride}, padding {padding})"
-            )
-
-
-def max_unpool2d(input: Tensor, indices, kernel_size, stride=None, padding=0, output_size=None):
-    """``torch.nn.functional.max_unpool2d``: ``indices`` a PoolIndices from ``max_pool2d`` (or
-    PyTorch-style flat int64 indices); see the module docstring."""
-    op = "max_unpool2d"
-    check_nchw(op, "input", input)
-    kernel, stride, padding = pool_geometry(op, kernel_size, stride, padding)
-    pooled_size = input.shape[2:]
-    if output_size is not None and len(tuple(output_size)) == 4:
-        if tuple(output_size)[:2] != input.shape[:2]:
-            raise ValueError(
-                f"{op}: output_size {tuple(output_size)} must have the input's (N, C) = "
-                f"{input.shape[:2]}"
-            )
-    out_size = unpool_output_size(op, pooled_size, kernel, stride, padding, output_size)
-
-    if not isinstance(indices, PoolIndices):
-        raw = indices.data if isinstance(indices, Tensor) else indices
-        if not hasattr(raw, "dtype") or raw.dtype.kind not in "iu":
-            raise TypeError(
-                f"{op}: indices must be the PoolIndices returned by max_pool2d(..., "
-                f"return_indices=True) (or flat integer indices), got {type(indices).__name__}"
-            )
-        indices = from_flat_indices(raw, kernel, stride, padding, input_size=out_size, op=op)
-    if not (isinstance(indices.data, np.ndarray) or is_device_array(indices.data)):
-        raise TypeError(
-            f"{op}: indices.data must be an array of switches, got {type(indices.data).__name__}"
-        )
-    if indices.shape != input.shape:
-        raise ValueError(
-            f"{op}: indices must have the input's shape {input.shape}, got {indices.shape}"
-        )
-    if (indices.kernel, indices.stride, indices.padding) != (kernel, stride, padding):
-        raise ValueError(
-            f"{op}: indices were recorded by a pool with kernel {indices.kernel}, stride "
-            f"{indices.stride}, padding {indices.padding}, but unpooling was asked for kernel "
-            f"{kernel}, stride {stride}, padding {padding}"
-        )
-    # The furthest a switch can point: the last window's end, or the recorded input's edge.
-    reach = tuple(
-        min(size, (p - 1) * st - pad + k)
-        for size, p, k, st, pad in zip(indices.in_size, pooled_size, kernel, stride, padding)
-    )
-    if out_size[0] < reach[0] or out_size[1] < reach[1]:
-        raise ValueError(
-            f"{op}: output size {out_size} is too small for these indices: they were recorded on "
-            f"an input of size {indices.in_size} and can point at rows/columns up to "
-            f"{(reach[0] - 1, reach[1] - 1)}; pass output_size={indices.in_size}"
-        )
-    switches = like_backend(indices.data, op, "indices")  # non-differentiable: moved, once
-    check_switches(op, switches, kernel, stride, padding, out_size)
-    return MaxUnpool2d.apply(
-        input, switches, out_size=out_size, kernel=kernel, stride=stride, padding=padding
-    )

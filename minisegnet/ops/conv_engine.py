@@ -1,0 +1,256 @@
+"""The numba backend's convolution engine: which fast path runs, and the band engine behind them.
+
+``ops/conv.py`` states the math and holds the readable drivers; its kernel table sends the numba
+backend's three products here. Each product takes the first path that applies:
+
+    Winograd F(2x2, 3x3)   stride-1 3x3 convolutions with enough channels (``conv_winograd``),
+                           dilated ones on the d*d sub-grids (``conv_winograd.DILATED``)
+    row shifts             vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group
+                           (``conv_row_shift``: im2col along the width only, kh products over
+                           shifted views, 7x fewer copies for 7x7)
+    bands                  everything else: the chunked im2col / GEMM / col2im below
+
+The band engine. The batch is walked in chunks (``conv_chunks.plan_chunks``): several small
+images per GEMM (a per-image product would be too thin to run BLAS well), or bands of output rows
+of one large image, each chunk's columns in the thread's kept scratch memory and under
+``conv_chunks.CHUNK_BYTES``. For one image the GEMM reads and writes views of the input and
+output directly; for several, the chunk's positions are gathered into (channels, B*Ho*Wo)
+matrices. Weights are viewed with a group axis, w (G, O/G, C/G*kh*kw), so one batched matmul
+serves every group.
+
+This file imports only downward (the engines and ``conv_chunks``), never ``ops/conv.py``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from minisegnet.ops import conv_chunks, conv_row_shift, conv_winograd
+from minisegnet.ops.conv_chunks import (
+    col2im_chunk_numba,
+    im2col_chunk_numba,
+    is_pointwise,
+    kernel_args,
+)
+from minisegnet.ops.geometry import conv_output_size_2d
+
+__all__ = [
+    "conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "row_shift", "ROW_SHIFT",
+    "ROW_SHIFT_MIN_KH",
+]  # fmt: skip
+
+ROW_SHIFT = True
+"""Let the numba backend use ``ops/conv_row_shift.py`` where it applies (tests switch it off)."""
+
+ROW_SHIFT_MIN_KH = 3
+"""Smallest kernel height that takes the row-shift path (measured: see ``conv_row_shift``)."""
+
+_GROUP_IMAGES_BELOW = 1024
+"""Images with fewer output positions than this are batched into one GEMM (a per-image product
+would be too thin to run BLAS well); larger ones run one image (or one band of rows) at a time."""
+
+
+@contextmanager
+def row_shift(enabled: bool, min_kh: int | None = None):
+    """Temporarily allow or forbid the row-shift path, optionally from kernel height ``min_kh``
+    on (tests compare both paths, on small kernels too)."""
+    global ROW_SHIFT, ROW_SHIFT_MIN_KH
+    previous = ROW_SHIFT, ROW_SHIFT_MIN_KH
+    ROW_SHIFT = bool(enabled)
+    if min_kh is not None:
+        ROW_SHIFT_MIN_KH = int(min_kh)
+    try:
+        yield
+    finally:
+        ROW_SHIFT, ROW_SHIFT_MIN_KH = previous
+
+
+# ------------------------------------------------------------------------------------------------
+# Which path: Winograd, row shifts, or bands
+# ------------------------------------------------------------------------------------------------
+
+
+def _uses_row_shift(kernel, stride, padding, groups) -> bool:
+    return (
+        ROW_SHIFT
+        and stride[0] == 1
+        and kernel[0] >= max(2, ROW_SHIFT_MIN_KH)
+        and groups == 1
+        and not is_pointwise(kernel, stride, padding)
+    )
+
+
+def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
+    """y (N, O, Ho, Wo) = conv2d(x, w) (+ bias), N >= 1, arguments checked and normalised."""
+    if conv_winograd.applies(x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups):
+        return conv_winograd.conv2d_forward(x, w, padding, bias, dilation)
+    if _uses_row_shift(w.shape[2:], stride, padding, groups):
+        return conv_row_shift.conv2d_forward(x, w, stride, padding, dilation, bias)
+    return _forward_by_bands(x, w, stride, padding, dilation, groups, bias)
+
+
+def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
+    """dx (N, C, H, W) from dy (N, O, Ho, Wo)."""
+    kernel = w.shape[2:]
+    if conv_winograd.applies(w.shape[1] * groups, w.shape[0], kernel, stride, dilation, groups):
+        return conv_winograd.conv2d_data_grad(dy, w, in_size, padding, dilation)
+    if _uses_row_shift(kernel, stride, padding, groups) and conv_row_shift.applies_to_data_grad(
+        kernel, stride, padding, dilation
+    ):
+        return conv_row_shift.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
+    return _data_grad_by_bands(dy, w, in_size, stride, padding, dilation, groups)
+
+
+def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
+    """dw (O, C/G, kh, kw) from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
+    if conv_winograd.applies(x.shape[1], dy.shape[1], kernel, stride, dilation, groups):
+        return conv_winograd.conv2d_weight_grad(x, dy, padding, dilation)
+    if _uses_row_shift(kernel, stride, padding, groups):
+        return conv_row_shift.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)
+    return _weight_grad_by_bands(x, dy, kernel, stride, padding, dilation, groups)
+
+
+# ------------------------------------------------------------------------------------------------
+# The band engine
+# ------------------------------------------------------------------------------------------------
+
+
+def _chunks(n, ho, rows, wo, itemsize):
+    """Chunks (n0, B, oy0, R) covering n images of ho output rows; rows = C*kh*kw.
+
+    Small outputs: B whole images per chunk (as many as the budget allows). Large outputs: one
+    image at a time, in bands of R output rows sized to the budget (bands of equal height).
+    """
+    row_bytes = rows * wo * itemsize  # columns of one output row of one image
+    return conv_chunks.plan_chunks(
+        n, ho, row_bytes, conv_chunks.CHUNK_BYTES, group_images=ho * wo < _GROUP_IMAGES_BELOW
+    )
+
+
+def _read_positions(a, n0, B, oy0, R):
+    """Chunk of a (N, Ch, Hc, Wc) as the matrix (Ch, B*R*Wc): a view for one image, else a copy."""
+    N, Ch, Hc, Wc = a.shape
+    if B == 1:
+        return a[n0].reshape(Ch, Hc * Wc)[:, oy0 * Wc : (oy0 + R) * Wc]
+    return a[n0 : n0 + B].transpose(1, 0, 2, 3).reshape(Ch, B * Hc * Wc)  # (R == Hc)
+
+
+def _output_positions(a, n0, B, oy0, R):
+    """Where a GEMM writes a chunk of a: a view of a for one image, a scratch matrix otherwise."""
+    if B == 1:
+        return _read_positions(a, n0, B, oy0, R)
+    return np.empty((a.shape[1], B * a.shape[2] * a.shape[3]), dtype=a.dtype)
+
+
+def _store_positions(a, m, n0, B):
+    """Copy a scratch matrix m (Ch, B*Hc*Wc) back into images n0 .. n0+B-1 of a."""
+    if B > 1:
+        N, Ch, Hc, Wc = a.shape
+        a[n0 : n0 + B] = m.reshape(Ch, B, Hc, Wc).transpose(1, 0, 2, 3)
+
+
+class _Bands:
+    """What a band pass needs, shared by the three drivers: whether the convolution is pointwise
+    (its input is its own column matrix), the column rows C*kh*kw, the chunks, the kernels'
+    geometry arguments, and the chunks' column buffer in the thread's kept scratch memory (None
+    when pointwise). The buffer's size is the largest chunk's, so it is bounded by CHUNK_BYTES
+    (or one output row, if that is larger)."""
+
+    def __init__(self, n, channels, out_size, kernel, stride, padding, dilation, dtype):
+        ho, self.wo = out_size
+        self.dtype = np.dtype(dtype)
+        self.pointwise = is_pointwise(kernel, stride, padding)
+        self.rows = channels * kernel[0] * kernel[1]
+        self.chunks = _chunks(n, ho, self.rows, self.wo, self.dtype.itemsize)
+        self.args = kernel_args(kernel, stride, padding, dilation)
+        self.memory = None
+        if not self.pointwise:
+            size = self.rows * self.wo * max(B * R for _, B, _, R in self.chunks)
+            self.memory = conv_chunks.scratch_memory(size * self.dtype.itemsize)
+
+    def buffer(self, B, R):
+        """The chunk's columns (C*kh*kw, B, R, Wo), contiguous."""
+        count = self.rows * B * R * self.wo
+        flat = self.memory[: count * self.dtype.itemsize].view(self.dtype)
+        return flat.reshape(self.rows, B, R, self.wo)
+
+    def columns(self, x, n0, B, oy0, R):
+        """The chunk's column matrix (C*kh*kw, B*R*Wo): x itself when pointwise, else its
+        im2col in the buffer."""
+        if self.pointwise:
+            return _read_positions(x, n0, B, oy0, R)
+        cols4 = self.buffer(B, R)
+        im2col_chunk_numba(x, cols4, n0, oy0, *self.args)
+        return cols4.reshape(self.rows, B * R * self.wo)
+
+
+def _forward_by_bands(x, w, stride, padding, dilation, groups, bias):
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    out_size = conv_output_size_2d((H, W), (kh, kw), stride, padding, dilation)
+    bands = _Bands(N, C, out_size, (kh, kw), stride, padding, dilation, x.dtype)
+    wg = w.reshape(groups, O // groups, Cg * kh * kw)  # (G, O/G, C/G*kh*kw)
+    y = np.empty((N, O) + out_size, dtype=x.dtype)
+    for n0, B, oy0, R in bands.chunks:
+        cols = bands.columns(x, n0, B, oy0, R)
+        out = _output_positions(y, n0, B, oy0, R)  # (O, B*R*Wo)
+        P = out.shape[1]
+        np.matmul(
+            wg,
+            cols.reshape(groups, Cg * kh * kw, P),
+            out=out.reshape(groups, O // groups, P, copy=False),
+        )
+        if bias is not None:
+            out += bias.reshape(O, 1)
+        _store_positions(y, out, n0, B)
+    return y
+
+
+def _data_grad_by_bands(dy, w, in_size, stride, padding, dilation, groups):
+    dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
+    N, O, Ho, Wo = dy.shape
+    _, Cg, kh, kw = w.shape
+    C = Cg * groups
+    bands = _Bands(N, C, (Ho, Wo), (kh, kw), stride, padding, dilation, dy.dtype)
+    wt = w.reshape(groups, O // groups, Cg * kh * kw).transpose(0, 2, 1)  # (G, C/G*kh*kw, O/G)
+    # pointwise: every pixel is written once; else the bands add into dx
+    dx = (np.empty if bands.pointwise else np.zeros)((N, C) + tuple(in_size), dtype=dy.dtype)
+    for n0, B, oy0, R in bands.chunks:
+        dyc = _read_positions(dy, n0, B, oy0, R)  # (O, P)
+        P = dyc.shape[1]
+        if bands.pointwise:
+            dcols = _output_positions(dx, n0, B, oy0, R)  # (C, P): dx itself when B == 1
+        else:
+            dcols4 = bands.buffer(B, R)
+            dcols = dcols4.reshape(bands.rows, P)
+        np.matmul(
+            wt, dyc.reshape(groups, O // groups, P), out=dcols.reshape(groups, -1, P, copy=False)
+        )
+        if bands.pointwise:
+            _store_positions(dx, dcols, n0, B)
+        else:
+            col2im_chunk_numba(dcols4, dx, n0, oy0, *bands.args)
+    return dx
+
+
+def _weight_grad_by_bands(x, dy, kernel, stride, padding, dilation, groups):
+    x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
+    N, C, H, W = x.shape
+    _, O, Ho, Wo = dy.shape
+    kh, kw = kernel
+    Cg = C // groups
+    bands = _Bands(N, C, (Ho, Wo), kernel, stride, padding, dilation, x.dtype)
+    # Accumulated transposed, dw^T = sum cols @ dy^T: BLAS runs this layout ~20% faster here.
+    dw_t = np.zeros((groups, Cg * kh * kw, O // groups), dtype=x.dtype)
+    part = np.empty_like(dw_t)
+    for n0, B, oy0, R in bands.chunks:
+        cols = bands.columns(x, n0, B, oy0, R)
+        dyc = _read_positions(dy, n0, B, oy0, R)  # (O, P)
+        P = dyc.shape[1]
+        dy_t = dyc.reshape(groups, O // groups, P).transpose(0, 2, 1)  # (G, P, O/G)
+        np.matmul(cols.reshape(groups, Cg * kh * kw, P), dy_t, out=part)
+        dw_t += part
+    return np.ascontiguousarray(dw_t.transpose(0, 2, 1)).reshape(O, Cg, kh, kw)
