@@ -47,60 +47,6 @@ from minisegnet.autograd import Function, is_grad_enabled
 from minisegnet.ops import loss_fused
 
 
-def check_cross_entropy_args(logits, target, weight, ignore_index, reduction):
-    """Validate shapes, dtypes and label values; raise errors that name the argument."""
-    if logits.ndim not in (2, 4):
-        raise ValueError(
-            f"cross_entropy: input must be (N, C) or (N, C, H, W) logits, got shape {logits.shape}"
-        )
-    if logits.dtype not in (np.float32, np.float64):
-        raise TypeError(
-            f"cross_entropy: input must be float32 or float64, got dtype {logits.dtype}"
-        )
-    if logits.shape[1] < 1:
-        raise ValueError(
-            f"cross_entropy: input must have at least one class, got shape {logits.shape}"
-        )
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"cross_entropy: ignore_index must be an int, got {ignore_index!r}")
-    expected = (logits.shape[0],) + logits.shape[2:]
-    if target.shape != expected:
-        raise ValueError(
-            f"cross_entropy: target must have shape {expected} for input of shape "
-            f"{logits.shape}, got {target.shape}"
-        )
-    if target.dtype.kind not in "iu":
-        raise TypeError(
-            f"cross_entropy: target must hold integer class labels, got dtype {target.dtype}"
-        )
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(
-            f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
-        )
-    num_classes = logits.shape[1]
-    if weight is not None and weight.shape != (num_classes,):
-        raise ValueError(
-            f"cross_entropy: weight must have shape ({num_classes},) (one per class), "
-            f"got {weight.shape}"
-        )
-    if weight is not None:
-        bad = ~(array_module(weight).isfinite(weight) & (weight >= 0))
-        if bool(bad.any()):
-            c = int(bad.nonzero()[0][0])
-            raise ValueError(
-                f"cross_entropy: weight must hold finite, non-negative class weights, got "
-                f"{float(weight[c])} for class {c}"
-            )
-    xp = array_module(target)
-    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
-    if bool(bad.any()):
-        values = sorted(set(int(v) for v in xp.unique(target[bad])[:10].tolist()))
-        raise ValueError(
-            f"cross_entropy: target holds values {values} that are neither a class in "
-            f"[0, {num_classes}) nor ignore_index={ignore_index}"
-        )
-
-
 def _to_rows(logits):
     """(N, C, H, W) -> (N*H*W, C) so every position is one row; (N, C) stays."""
     if logits.ndim == 2:
@@ -248,22 +194,22 @@ def cross_entropy_backward_numba(logits, target, weight, ignore_index, scale_per
 
 
 # --------------------------------------------------------------------------- Function
-def _forward_impl():
-    return backend.pick(
-        "cross_entropy",
-        numpy=cross_entropy_forward_ref,
-        numba=cross_entropy_forward_numba,
-        cuda=backend.lazy("minisegnet.cuda.loss", "cross_entropy_forward"),
-    )
+# Every host implementation of each kernel, by backend; the CUDA wrappers of the same names live
+# in cuda/loss.py.
+_KERNELS = {
+    "cross_entropy_forward": {
+        "numpy": cross_entropy_forward_ref,
+        "numba": cross_entropy_forward_numba,
+    },
+    "cross_entropy_backward": {
+        "numpy": cross_entropy_backward_ref,
+        "numba": cross_entropy_backward_numba,
+    },
+}
 
 
-def _backward_impl():
-    return backend.pick(
-        "cross_entropy",
-        numpy=cross_entropy_backward_ref,
-        numba=cross_entropy_backward_numba,
-        cuda=backend.lazy("minisegnet.cuda.loss", "cross_entropy_backward"),
-    )
+def _impl(op: str):
+    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.loss", op))
 
 
 CUDA_FUSED = True
@@ -279,7 +225,6 @@ def _fused_impl():
 
 class CrossEntropy(Function):
     def forward(self, logits, target, weight=None, ignore_index=255, reduction="mean"):
-        check_cross_entropy_args(logits, target, weight, ignore_index, reduction)
         xp = array_module(logits)
         target = xp.ascontiguousarray(target).astype(xp.int64, copy=False)
         logits = xp.ascontiguousarray(logits)
@@ -293,7 +238,7 @@ class CrossEntropy(Function):
                 logits, target, weight, ignore_index, reduction
             )
         else:
-            loss, w_pos = _forward_impl()(logits, target, weight, ignore_index)
+            loss, w_pos = _impl("cross_entropy_forward")(logits, target, weight, ignore_index)
         total_weight = w_pos.sum()
         self.save(
             logits=logits,
@@ -344,4 +289,4 @@ class CrossEntropy(Function):
             scale = xp.empty(s.target.shape, dtype)
             scale[...] = dy
         scale = xp.ascontiguousarray(scale, dtype=dtype)
-        return _backward_impl()(s.logits, s.target, s.weight, s.ignore_index, scale)
+        return _impl("cross_entropy_backward")(s.logits, s.target, s.weight, s.ignore_index, scale)

@@ -87,21 +87,6 @@ class GetItem(Function):
 class Concatenate(Function):
     def forward(self, *arrays, axis=0):
         first = arrays[0]
-        if not -first.ndim <= axis < first.ndim:
-            raise ValueError(f"cat: axis must be in [{-first.ndim}, {first.ndim}), got {axis}")
-        axis = axis % first.ndim
-        for k, a in enumerate(arrays):
-            if a.ndim != first.ndim or any(
-                a.shape[d] != first.shape[d] for d in range(a.ndim) if d != axis
-            ):
-                raise ValueError(
-                    f"cat: tensors[{k}] has shape {a.shape}, which does not match tensors[0] "
-                    f"{first.shape} outside axis {axis}"
-                )
-            if a.dtype != first.dtype:
-                raise TypeError(
-                    f"cat: tensors[{k}] has dtype {a.dtype}, tensors[0] has {first.dtype}"
-                )
         self.save(axis=axis, sizes=[a.shape[axis] for a in arrays])
         return array_module(first).concatenate(arrays, axis=axis)
 
@@ -116,13 +101,6 @@ class Pad(Function):
     (left, right) pads the last axis, (left, right, top, bottom) the last two, and so on."""
 
     def forward(self, x, pad, value=0.0):
-        if len(pad) % 2 or len(pad) // 2 > x.ndim:
-            raise ValueError(
-                f"pad: expected an even number of values, at most 2 per axis of a {x.ndim}-d "
-                f"tensor, got {tuple(pad)}"
-            )
-        if any(p < 0 for p in pad):
-            raise ValueError(f"pad: negative padding (cropping) is not supported, got {tuple(pad)}")
         widths = [(0, 0)] * x.ndim
         for i in range(len(pad) // 2):
             widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
