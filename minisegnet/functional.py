@@ -524,6 +524,23 @@ def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     return avg_pooling_op.adaptive_avg_pool2d(input, output_size)
 
 
+def check_resize_options(op: str, size, scale_factor, mode, align_corners) -> None:
+    """The options of a resize that need no input (``nn.Upsample`` checks them when built):
+    exactly one of ``size`` and ``scale_factor``; ``align_corners`` for "bilinear" only."""
+    if (size is None) == (scale_factor is None):
+        raise ValueError(
+            f"{op}: give exactly one of size and scale_factor, got size={size!r}, "
+            f"scale_factor={scale_factor!r}"
+        )
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"{op}: mode must be 'nearest' or 'bilinear', got {mode!r}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError(
+            f"{op}: align_corners only applies to mode='bilinear', got "
+            f"align_corners={align_corners!r} with mode='nearest'"
+        )
+
+
 def interpolate(
     input: Tensor, size=None, scale_factor=None, mode: str = "bilinear", align_corners=None
 ) -> Tensor:

@@ -100,6 +100,35 @@ def cross_entropy_backward_ref(logits, target, weight, ignore_index, scale_per_p
 _BLOCK = 512  # pixels of one image handled together by one prange iteration
 
 
+@njit(inline="always")
+def _block(job, blocks, length):
+    """Image n and pixels [start, stop) of parallel job ``job`` (``blocks`` jobs per image)."""
+    n = job // blocks
+    start = (job % blocks) * _BLOCK
+    return n, start, min(start + _BLOCK, length)
+
+
+@njit(inline="always")
+def _class_max(z, n, start, stop, z_max):
+    """z_max[n, start:stop] = the max over classes of z[n, :, start:stop] (classes outside,
+    pixels inside: every inner loop reads contiguous memory)."""
+    for i in range(start, stop):
+        z_max[n, i] = z[n, 0, i]
+    for c in range(1, z.shape[1]):
+        for i in range(start, stop):
+            z_max[n, i] = max(z_max[n, i], z[n, c, i])
+
+
+def kernel_layout(logits, target, weight, dtype):
+    """The kernels' arrays: logits (N, C, L), int64 targets (N, L), weight (C,) of ``dtype``
+    (ones when None)."""
+    n_, c_ = logits.shape[:2]
+    z = np.ascontiguousarray(logits).reshape(n_, c_, -1)
+    t = np.ascontiguousarray(target, dtype=np.int64).reshape(n_, -1)
+    w = np.ones(c_, dtype) if weight is None else weight.astype(dtype)
+    return z, t, w
+
+
 @njit(parallel=True, cache=True)
 def _forward_kernel(z, target, weight, ignore_index, z_max, sum_e, loss, w_pos):
     """z (N, C, L); target, z_max, sum_e, loss, w_pos (N, L). One block of pixels per iteration;
@@ -107,14 +136,8 @@ def _forward_kernel(z, target, weight, ignore_index, z_max, sum_e, loss, w_pos):
     n_, c_, l_ = z.shape
     blocks = (l_ + _BLOCK - 1) // _BLOCK
     for job in prange(n_ * blocks):
-        n = job // blocks
-        start = (job % blocks) * _BLOCK
-        stop = min(start + _BLOCK, l_)
-        for i in range(start, stop):
-            z_max[n, i] = z[n, 0, i]
-        for c in range(1, c_):
-            for i in range(start, stop):
-                z_max[n, i] = max(z_max[n, i], z[n, c, i])
+        n, start, stop = _block(job, blocks, l_)
+        _class_max(z, n, start, stop, z_max)
         for i in range(start, stop):
             sum_e[n, i] = 0
         for c in range(c_):
@@ -134,10 +157,7 @@ def _forward_kernel(z, target, weight, ignore_index, z_max, sum_e, loss, w_pos):
 def cross_entropy_forward_numba(logits, target, weight, ignore_index):
     if logits.size == 0:  # an empty batch: nothing for the kernel (reshape(-1) cannot size it)
         return cross_entropy_forward_ref(logits, target, weight, ignore_index)
-    n_, c_ = logits.shape[:2]
-    z = np.ascontiguousarray(logits).reshape(n_, c_, -1)  # (N, C, L)
-    t = np.ascontiguousarray(target, dtype=np.int64).reshape(n_, -1)  # (N, L)
-    w = np.ones(c_, logits.dtype) if weight is None else weight.astype(logits.dtype)
+    z, t, w = kernel_layout(logits, target, weight, logits.dtype)  # (N, C, L), (N, L), (C,)
     z_max = np.empty(t.shape, logits.dtype)
     sum_e = np.empty(t.shape, np.float64)
     loss = np.empty(t.shape, logits.dtype)
@@ -153,15 +173,10 @@ def _backward_kernel(z, target, weight, ignore_index, scale, z_max, inv_sum, g, 
     n_, c_, l_ = z.shape
     blocks = (l_ + _BLOCK - 1) // _BLOCK
     for job in prange(n_ * blocks):
-        n = job // blocks
-        start = (job % blocks) * _BLOCK
-        stop = min(start + _BLOCK, l_)
+        n, start, stop = _block(job, blocks, l_)
+        _class_max(z, n, start, stop, z_max)
         for i in range(start, stop):
-            z_max[n, i] = z[n, 0, i]
             inv_sum[n, i] = 0
-        for c in range(1, c_):
-            for i in range(start, stop):
-                z_max[n, i] = max(z_max[n, i], z[n, c, i])
         for c in range(c_):
             for i in range(start, stop):
                 e = np.exp(z[n, c, i] - z_max[n, i])
@@ -180,11 +195,8 @@ def _backward_kernel(z, target, weight, ignore_index, scale, z_max, inv_sum, g, 
 def cross_entropy_backward_numba(logits, target, weight, ignore_index, scale_per_position):
     if logits.size == 0:  # an empty batch
         return cross_entropy_backward_ref(logits, target, weight, ignore_index, scale_per_position)
-    n_, c_ = logits.shape[:2]
-    z = np.ascontiguousarray(logits).reshape(n_, c_, -1)  # (N, C, L)
-    t = np.ascontiguousarray(target, dtype=np.int64).reshape(n_, -1)  # (N, L)
-    w = np.ones(c_, logits.dtype) if weight is None else weight.astype(logits.dtype)
-    scale = np.ascontiguousarray(scale_per_position, dtype=np.float64).reshape(n_, -1)
+    z, t, w = kernel_layout(logits, target, weight, logits.dtype)  # (N, C, L), (N, L), (C,)
+    scale = np.ascontiguousarray(scale_per_position, dtype=np.float64).reshape(t.shape)
     z_max = np.empty(t.shape, logits.dtype)
     inv_sum = np.empty(t.shape, np.float64)
     g = np.empty(t.shape, np.float64)
