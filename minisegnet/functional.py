@@ -7,6 +7,8 @@ This file is the one public entry of every op: each function checks all of its a
 once, for every backend (an error names the op, the argument, what was expected and what was
 given), then calls one ``Function`` from ``minisegnet/ops/``, where the math, the reference code
 and the kernels live and the inputs are trusted. Arguments are named as in PyTorch (``dim``).
+The few ``check_*`` functions here are also called by ``nn`` layers that check their options
+when they are built.
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ from minisegnet.tensor import Tensor
 
 # fmt: off
 __all__ = [
-    "relu", "sigmoid", "tanh", "exp", "log", "sqrt",               # activations
-    "pad", "cat", "stack",                                          # shape
-    "softmax", "log_softmax",                                       # softmax
-    "cross_entropy",                                                # losses
-    "batch_norm", "local_response_norm",                            # normalisation
-    "dropout", "dropout2d",                                         # dropout
-    "max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d", "interpolate",
-    "PoolIndices", "to_flat_indices", "from_flat_indices",         # pooling, resizing
-    "conv2d", "conv_transpose2d",                                   # convolution
+    "relu", "sigmoid", "tanh", "exp", "log", "sqrt",                                 # activations
+    "pad", "cat", "stack",                                                           # shape
+    "softmax", "log_softmax",                                                        # softmax
+    "cross_entropy",                                                                 # losses
+    "batch_norm", "local_response_norm",                                             # normalisation
+    "dropout", "dropout2d",                                                          # dropout
+    "max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d",               # pooling
+    "PoolIndices", "to_flat_indices", "from_flat_indices",                           # its switches
+    "interpolate",                                                                   # resizing
+    "conv2d", "conv_transpose2d",                                                    # convolution
 ]
 # fmt: on
 
