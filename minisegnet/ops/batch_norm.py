@@ -40,9 +40,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minisegnet import backend
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
+from minisegnet.ops import kernel_table
 
 
 # --------------------------------------------------------------------------- reference
@@ -163,17 +163,13 @@ def batch_norm_backward_numba(dy, x, mean, invstd, weight):
 
 
 # --------------------------------------------------------------------------- dispatch
-# Every host implementation of each kernel, by backend; the CUDA wrappers of the same names live
-# in cuda/normalization.py.
+# kernel: (NumPy reference, Numba kernel); the CUDA wrappers are in cuda/normalization.py
 _KERNELS = {
-    "batch_norm_stats": {"numpy": batch_norm_stats_ref, "numba": batch_norm_stats_numba},
-    "batch_norm_forward": {"numpy": batch_norm_forward_ref, "numba": batch_norm_forward_numba},
-    "batch_norm_backward": {"numpy": batch_norm_backward_ref, "numba": batch_norm_backward_numba},
+    "batch_norm_stats": (batch_norm_stats_ref, batch_norm_stats_numba),
+    "batch_norm_forward": (batch_norm_forward_ref, batch_norm_forward_numba),
+    "batch_norm_backward": (batch_norm_backward_ref, batch_norm_backward_numba),
 }
-
-
-def _impl(op: str):
-    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.normalization", op))
+_impl = kernel_table("minisegnet.cuda.normalization", _KERNELS)
 
 
 def as_4d(x):

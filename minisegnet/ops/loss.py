@@ -44,7 +44,7 @@ from numba import njit, prange
 from minisegnet import backend
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function, is_grad_enabled
-from minisegnet.ops import loss_fused
+from minisegnet.ops import kernel_table, loss_fused
 
 
 def _to_rows(logits):
@@ -206,22 +206,12 @@ def cross_entropy_backward_numba(logits, target, weight, ignore_index, scale_per
 
 
 # --------------------------------------------------------------------------- Function
-# Every host implementation of each kernel, by backend; the CUDA wrappers of the same names live
-# in cuda/loss.py.
+# kernel: (NumPy reference, Numba kernel); the CUDA wrappers are in cuda/loss.py
 _KERNELS = {
-    "cross_entropy_forward": {
-        "numpy": cross_entropy_forward_ref,
-        "numba": cross_entropy_forward_numba,
-    },
-    "cross_entropy_backward": {
-        "numpy": cross_entropy_backward_ref,
-        "numba": cross_entropy_backward_numba,
-    },
+    "cross_entropy_forward": (cross_entropy_forward_ref, cross_entropy_forward_numba),
+    "cross_entropy_backward": (cross_entropy_backward_ref, cross_entropy_backward_numba),
 }
-
-
-def _impl(op: str):
-    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.loss", op))
+_impl = kernel_table("minisegnet.cuda.loss", _KERNELS)
 
 
 CUDA_FUSED = True

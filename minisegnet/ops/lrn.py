@@ -34,9 +34,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minisegnet import backend
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
+from minisegnet.ops import kernel_table
 
 
 # --------------------------------------------------------------------------- reference
@@ -151,16 +151,12 @@ def _as_4d(x):
     return array_module(x).ascontiguousarray(x).reshape(x.shape[0], x.shape[1], length, 1)
 
 
-# Every host implementation of each kernel, by backend; the CUDA wrappers of the same names live
-# in cuda/normalization.py.
+# kernel: (NumPy reference, Numba kernel); the CUDA wrappers are in cuda/normalization.py
 _KERNELS = {
-    "lrn_forward": {"numpy": lrn_forward_ref, "numba": lrn_forward_numba},
-    "lrn_backward": {"numpy": lrn_backward_ref, "numba": lrn_backward_numba},
+    "lrn_forward": (lrn_forward_ref, lrn_forward_numba),
+    "lrn_backward": (lrn_backward_ref, lrn_backward_numba),
 }
-
-
-def _impl(op: str):
-    return backend.pick(op, **_KERNELS[op], cuda=backend.lazy("minisegnet.cuda.normalization", op))
+_impl = kernel_table("minisegnet.cuda.normalization", _KERNELS)
 
 
 class LocalResponseNorm(Function):
