@@ -109,14 +109,23 @@ def _block(job, blocks, length):
 
 
 @njit(inline="always")
-def _class_max(z, n, start, stop, z_max):
-    """z_max[n, start:stop] = the max over classes of z[n, :, start:stop] (classes outside,
-    pixels inside: every inner loop reads contiguous memory)."""
+def _softmax_sums(z, n, start, stop, z_max, total, e_out):
+    """For the pixels [start, stop) of image n: z_max = the max over classes of z, total = the
+    sum over classes of exp(z - z_max); with ``e_out`` (not None) each exp(z - z_max) is also
+    kept there (the backward's dz: exp, which dominates the time, then runs once per element).
+    Classes outside, pixels inside, so every inner loop reads contiguous memory."""
     for i in range(start, stop):
         z_max[n, i] = z[n, 0, i]
+        total[n, i] = 0
     for c in range(1, z.shape[1]):
         for i in range(start, stop):
             z_max[n, i] = max(z_max[n, i], z[n, c, i])
+    for c in range(z.shape[1]):
+        for i in range(start, stop):
+            e = np.exp(z[n, c, i] - z_max[n, i])
+            if e_out is not None:  # decided when Numba compiles the caller
+                e_out[n, c, i] = e
+            total[n, i] += e
 
 
 def kernel_layout(logits, target, weight, dtype):
@@ -137,12 +146,7 @@ def _forward_kernel(z, target, weight, ignore_index, z_max, sum_e, loss, w_pos):
     blocks = (l_ + _BLOCK - 1) // _BLOCK
     for job in prange(n_ * blocks):
         n, start, stop = _block(job, blocks, l_)
-        _class_max(z, n, start, stop, z_max)
-        for i in range(start, stop):
-            sum_e[n, i] = 0
-        for c in range(c_):
-            for i in range(start, stop):
-                sum_e[n, i] += np.exp(z[n, c, i] - z_max[n, i])
+        _softmax_sums(z, n, start, stop, z_max, sum_e, None)
         for i in range(start, stop):
             t = target[n, i]
             if t == ignore_index:
@@ -174,14 +178,7 @@ def _backward_kernel(z, target, weight, ignore_index, scale, z_max, inv_sum, g, 
     blocks = (l_ + _BLOCK - 1) // _BLOCK
     for job in prange(n_ * blocks):
         n, start, stop = _block(job, blocks, l_)
-        _class_max(z, n, start, stop, z_max)
-        for i in range(start, stop):
-            inv_sum[n, i] = 0
-        for c in range(c_):
-            for i in range(start, stop):
-                e = np.exp(z[n, c, i] - z_max[n, i])
-                dz[n, c, i] = e  # kept, so exp runs once per element (it dominates the time)
-                inv_sum[n, i] += e
+        _softmax_sums(z, n, start, stop, z_max, inv_sum, dz)  # dz holds exp(z - max)
         for i in range(start, stop):
             inv_sum[n, i] = 1 / inv_sum[n, i]
             t = target[n, i]
