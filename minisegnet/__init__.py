@@ -41,8 +41,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # before any tensor exists: see ``tensor.py``'s docstring.
 from minisegnet import backend, tensor_methods  # noqa: E402, F401
 from minisegnet.autograd import Function, enable_grad, is_grad_enabled, no_grad  # noqa: E402
-from minisegnet.ops.shape import cat, stack  # noqa: E402
 from minisegnet.tensor import Tensor, ones, randn, tensor, zeros  # noqa: E402
+
+
+def __getattr__(name: str):
+    """``cat`` and ``stack`` are ops whose arguments are checked in ``minisegnet.functional``;
+    that module imports the kernels (Numba), so it is loaded on first use, which keeps
+    ``import minisegnet`` light."""
+    if name in ("cat", "stack"):
+        from minisegnet import functional
+
+        return getattr(functional, name)
+    raise AttributeError(f"module 'minisegnet' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -3,16 +3,21 @@
     import minisegnet.functional as F
     loss = F.cross_entropy(F.relu(x @ w), target)
 
-Each function here checks its arguments, then calls one ``Function`` from ``minisegnet/ops/``
-(where the math, the reference code and the kernels live). Layer ops (convolution, pooling,
-interpolation, normalisation) are added here as their op files land.
+This file is the one public entry of every op: each function checks all of its arguments here,
+once, for every backend (an error names the op, the argument, what was expected and what was
+given), then calls one ``Function`` from ``minisegnet/ops/``, where the math, the reference code
+and the kernels live and the inputs are trusted. Arguments are named as in PyTorch (``dim``).
+The few ``check_*`` functions here are also called by ``nn`` layers that check their options
+when they are built.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from minisegnet.arrays import DeviceError, device_of, is_device_array, like_backend
+from minisegnet.arrays import DeviceError, array_module, device_of, is_device_array, like_backend
 from minisegnet.ops import avg_pooling as avg_pooling_op
 from minisegnet.ops import batch_norm as batch_norm_op
 from minisegnet.ops import conv as conv_op
@@ -24,35 +29,66 @@ from minisegnet.ops import lrn as lrn_op
 from minisegnet.ops import pooling as pooling_op
 from minisegnet.ops import softmax as softmax_op
 from minisegnet.ops import unpooling as unpooling_op
-from minisegnet.ops.shape import cat
 from minisegnet.tensor import Tensor
 
+# fmt: off
 __all__ = [
-    "relu",
-    "sigmoid",
-    "tanh",
-    "exp",
-    "log",
-    "sqrt",
-    "pad",
-    "cat",
-    "cross_entropy",
+    "relu", "sigmoid", "tanh", "exp", "log", "sqrt",                                 # activations
+    "pad", "cat", "stack",                                                           # shape
+    "softmax", "log_softmax",                                                        # softmax
+    "cross_entropy",                                                                 # losses
+    "batch_norm", "local_response_norm",                                             # normalisation
+    "dropout", "dropout2d",                                                          # dropout
+    "max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d",               # pooling
+    "PoolIndices", "to_flat_indices", "from_flat_indices",                           # its switches
+    "interpolate",                                                                   # resizing
+    "conv2d", "conv_transpose2d",                                                    # convolution
 ]
+# fmt: on
+
+_FLOATS = (np.float32, np.float64)
 
 
+# --------------------------------------------------------------------------- checks every op uses
 def _require_tensor(name: str, value) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a minisegnet Tensor, got {type(value).__name__}")
     return value
 
 
+def _optional_tensor(name: str, value):
+    if value is not None and not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a minisegnet Tensor or None, got {type(value).__name__}")
+    return value
+
+
 def _require_float(op: str, input) -> Tensor:
     _require_tensor("input", input)
-    if input.dtype not in (np.float32, np.float64):
+    if input.dtype not in _FLOATS:
         raise TypeError(f"{op}: input must be float32 or float64, got dtype {input.dtype}")
     return input
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _renamed(op: str, dim, axis):
+    """``dim``, or the deprecated ``axis`` keyword that an earlier API took instead."""
+    if axis is None:
+        return dim
+    warnings.warn(f"{op}: axis= is deprecated, use dim=", DeprecationWarning, stacklevel=3)
+    return axis
+
+
+# --------------------------------------------------------------------------- activations: the
+# math is in ops/elementwise.py
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """max(input, 0), elementwise. ``inplace`` is accepted for PyTorch compatibility and ignored
     (every op here returns a new array)."""
@@ -79,19 +115,166 @@ def sqrt(input: Tensor) -> Tensor:
     return elementwise.Sqrt.apply(_require_float("sqrt", input))
 
 
+# --------------------------------------------------------------------------- shape: padding and
+# joining; the math is in ops/shape.py
 def pad(input: Tensor, pad, mode: str = "constant", value: float = 0.0) -> Tensor:
     """Pad with a constant; ``pad`` lists (before, after) pairs starting from the last axis."""
     if mode != "constant":
         raise ValueError(f"pad: only mode='constant' is implemented, got mode={mode!r}")
-    if not isinstance(pad, (tuple, list)) or not all(
-        isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in pad
-    ):
+    if not isinstance(pad, (tuple, list)) or not all(_is_int(p) for p in pad):
         raise TypeError(f"pad: pad must be a tuple of ints (last axis first), got {pad!r}")
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not _is_number(value):
         raise TypeError(f"pad: value must be a number, got {value!r}")
-    return shape.Pad.apply(
-        _require_tensor("input", input), pad=tuple(int(p) for p in pad), value=value
-    )
+    _require_tensor("input", input)
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ValueError(
+            f"pad: expected an even number of values, at most 2 per axis of a {input.ndim}-d "
+            f"tensor, got {pad}"
+        )
+    if any(p < 0 for p in pad):
+        raise ValueError(f"pad: negative padding (cropping) is not supported, got {pad}")
+    return shape.Pad.apply(input, pad=pad, value=value)
+
+
+def _check_cat(op: str, tensors) -> list:
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError(f"{op}: tensors must be a non-empty sequence")
+    for k, t in enumerate(tensors):
+        _require_tensor(f"{op}: tensors[{k}]", t)
+    return tensors
+
+
+def cat(tensors, dim: int = 0, *, axis=None) -> Tensor:
+    """Concatenate tensors along ``dim`` (``torch.cat``): the same shape outside ``dim``, the
+    same dtype. ``axis`` is the deprecated name of ``dim``."""
+    dim = _renamed("cat", dim, axis)
+    tensors = _check_cat("cat", tensors)
+    first = tensors[0]
+    if not _is_int(dim) or not -first.ndim <= dim < first.ndim:
+        raise ValueError(f"cat: dim must be in [{-first.ndim}, {first.ndim}), got {dim}")
+    dim = int(dim) % first.ndim
+    for k, t in enumerate(tensors):
+        if t.ndim != first.ndim or any(
+            t.shape[d] != first.shape[d] for d in range(t.ndim) if d != dim
+        ):
+            raise ValueError(
+                f"cat: tensors[{k}] has shape {t.shape}, which does not match tensors[0] "
+                f"{first.shape} outside dim {dim}"
+            )
+        if t.dtype != first.dtype:
+            raise TypeError(f"cat: tensors[{k}] has dtype {t.dtype}, tensors[0] has {first.dtype}")
+    return shape.Concatenate.apply(*tensors, axis=dim)
+
+
+def stack(tensors, dim: int = 0, *, axis=None) -> Tensor:
+    """Join same-shaped tensors along a new axis ``dim`` (``torch.stack``). ``axis`` is the
+    deprecated name of ``dim``."""
+    dim = _renamed("stack", dim, axis)
+    tensors = _check_cat("stack", tensors)
+    ndim = tensors[0].ndim
+    if not _is_int(dim) or not -(ndim + 1) <= dim <= ndim:
+        raise ValueError(f"stack: dim must be in [{-(ndim + 1)}, {ndim}], got {dim}")
+    dim = int(dim) % (ndim + 1)
+    return cat([t.reshape(t.shape[:dim] + (1,) + t.shape[dim:]) for t in tensors], dim)
+
+
+# --------------------------------------------------------------------------- softmax: the math
+# is in ops/softmax.py
+def _softmax_dim(op: str, input, dim, dtype) -> tuple[Tensor, int]:
+    """(the input converted to ``dtype``, ``dim`` as a non-negative int); errors name ``dim``
+    and the valid range."""
+    _require_tensor("input", input)
+    ndim = input.ndim
+    if dim is None:
+        raise ValueError(
+            f"{op}: dim must be given (the axis to normalise over, e.g. dim=1 for "
+            "(N, C, H, W) logits)"
+        )
+    if not _is_int(dim):
+        raise TypeError(f"{op}: dim must be an integer, got {dim!r}")
+    if ndim == 0:
+        raise ValueError(f"{op}: input must have at least 1 dimension, got a 0-d tensor")
+    if not -ndim <= dim < ndim:
+        raise ValueError(
+            f"{op}: dim must be in [{-ndim}, {ndim - 1}] for a {ndim}-d input, got dim={dim}"
+        )
+    if dtype is not None:
+        input = input.to(dtype)
+    if input.dtype not in _FLOATS:
+        raise TypeError(
+            f"{op}: input must be float32 or float64 (or pass dtype= to convert it), "
+            f"got dtype {input.dtype}"
+        )
+    return input, int(dim) % ndim
+
+
+def softmax(input: Tensor, dim=None, dtype=None) -> Tensor:
+    """exp(x - max) / sum exp(x - max) along ``dim`` (required); ``dtype`` converts first."""
+    input, dim = _softmax_dim("softmax", input, dim, dtype)
+    return softmax_op.Softmax.apply(input, axis=dim)
+
+
+def log_softmax(input: Tensor, dim=None, dtype=None) -> Tensor:
+    """x - max - log sum exp(x - max) along ``dim`` (required); ``dtype`` converts first."""
+    input, dim = _softmax_dim("log_softmax", input, dim, dtype)
+    return softmax_op.LogSoftmax.apply(input, axis=dim)
+
+
+# --------------------------------------------------------------------------- losses: the math is
+# in ops/loss.py
+def _check_cross_entropy(logits, target, weight, ignore_index, reduction) -> None:
+    """Shapes, dtypes and label values; ``target`` and ``weight`` are arrays by now."""
+    if logits.ndim not in (2, 4):
+        raise ValueError(
+            f"cross_entropy: input must be (N, C) or (N, C, H, W) logits, got shape {logits.shape}"
+        )
+    if logits.dtype not in _FLOATS:
+        raise TypeError(
+            f"cross_entropy: input must be float32 or float64, got dtype {logits.dtype}"
+        )
+    if logits.shape[1] < 1:
+        raise ValueError(
+            f"cross_entropy: input must have at least one class, got shape {logits.shape}"
+        )
+    if not _is_int(ignore_index):
+        raise TypeError(f"cross_entropy: ignore_index must be an int, got {ignore_index!r}")
+    expected = (logits.shape[0],) + logits.shape[2:]
+    if target.shape != expected:
+        raise ValueError(
+            f"cross_entropy: target must have shape {expected} for input of shape "
+            f"{logits.shape}, got {target.shape}"
+        )
+    if target.dtype.kind not in "iu":
+        raise TypeError(
+            f"cross_entropy: target must hold integer class labels, got dtype {target.dtype}"
+        )
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(
+            f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
+        )
+    num_classes = logits.shape[1]
+    if weight is not None and weight.shape != (num_classes,):
+        raise ValueError(
+            f"cross_entropy: weight must have shape ({num_classes},) (one per class), "
+            f"got {weight.shape}"
+        )
+    if weight is not None:
+        bad = ~(array_module(weight).isfinite(weight) & (weight >= 0))
+        if bool(bad.any()):
+            c = int(bad.nonzero()[0][0])
+            raise ValueError(
+                f"cross_entropy: weight must hold finite, non-negative class weights, got "
+                f"{float(weight[c])} for class {c}"
+            )
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        values = sorted(set(int(v) for v in array_module(target).unique(target[bad])[:10].tolist()))
+        raise ValueError(
+            f"cross_entropy: target holds values {values} that are neither a class in "
+            f"[0, {num_classes}) nor ignore_index={ignore_index}"
+        )
 
 
 def cross_entropy(
@@ -109,16 +292,17 @@ def cross_entropy(
             raise TypeError(
                 f"cross_entropy: weight must be numbers (one per class), got dtype {weight.dtype}"
             )
-        if input.dtype.kind == "f":  # (a non-float input is refused by the op)
+        if input.dtype.kind == "f":  # (a non-float input is refused below)
             weight = weight.astype(input.dtype, copy=False)
+    _check_cross_entropy(input, target, weight, ignore_index, reduction)
     return loss.CrossEntropy.apply(
         input, target, weight=weight, ignore_index=ignore_index, reduction=reduction
     )
 
 
-# --------------------------------------------------------------------------- normalisation,
-# dropout, softmax: the math is in ops/batch_norm.py, ops/lrn.py, ops/dropout.py, ops/softmax.py
-def _float_array(name: str, value, like: Tensor):
+# --------------------------------------------------------------------------- normalisation: the
+# math is in ops/batch_norm.py and ops/lrn.py
+def _running_stat(name: str, value, like: Tensor):
     """A running-statistics argument: a Tensor's array or an array of ``like``'s module."""
     if value is None:
         return None
@@ -145,6 +329,52 @@ def _affine(name: str, value, like: Tensor):
     return Tensor.from_array(like_backend(value, "batch_norm", name))
 
 
+def _check_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """Ranks, channel counts and dtypes; the message names the argument."""
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"batch_norm: input must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}"
+        )
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"batch_norm: input must be float32 or float64, got dtype {x.dtype}")
+    channels = x.shape[1]
+    for name, value in (
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ):
+        if value is None:
+            continue
+        if tuple(value.shape) != (channels,):
+            raise ValueError(
+                f"batch_norm: {name} must have shape ({channels},) for input with {channels} "
+                f"channels (input shape {x.shape}), got {tuple(value.shape)}"
+            )
+        if value.dtype.kind != "f":
+            raise TypeError(f"batch_norm: {name} must be a float array, got dtype {value.dtype}")
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is not None and value.dtype != x.dtype:
+            raise TypeError(
+                f"batch_norm: {name} has dtype {value.dtype} but input has {x.dtype}; "
+                "convert one with .to(dtype)"
+            )
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
+    if not training and running_mean is None:
+        raise ValueError("batch_norm: training=False needs running_mean and running_var (got None)")
+    if training and x.size > 0:  # an empty batch is allowed (an empty output, as in PyTorch)
+        if x.size // channels < 2:
+            raise ValueError(
+                f"batch_norm: training needs more than 1 value per channel to compute a "
+                f"variance, got input shape {x.shape}"
+            )
+    if not 0.0 <= float(momentum) <= 1.0:
+        raise ValueError(f"batch_norm: momentum must be in [0, 1], got {momentum}")
+    if not float(eps) > 0:
+        raise ValueError(f"batch_norm: eps must be > 0, got {eps}")
+
+
 def batch_norm(
     input: Tensor,
     running_mean,
@@ -159,19 +389,10 @@ def batch_norm(
     the batch statistics and updates ``running_mean``/``running_var`` in place (unbiased var).
     See ``minisegnet/ops/batch_norm.py``."""
     _require_tensor("input", input)
-    running_mean = _float_array("running_mean", running_mean, input)
-    running_var = _float_array("running_var", running_var, input)
+    running_mean = _running_stat("running_mean", running_mean, input)
+    running_var = _running_stat("running_var", running_var, input)
     weight, bias = _affine("weight", weight, input), _affine("bias", bias, input)
-    batch_norm_op.check_batch_norm_args(
-        input,
-        running_mean,
-        running_var,
-        None if weight is None else weight.data,
-        None if bias is None else bias.data,
-        training,
-        momentum,
-        eps,
-    )
+    _check_batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     return batch_norm_op.BatchNorm.apply(
         input,
         weight,
@@ -184,35 +405,14 @@ def batch_norm(
     )
 
 
-def dropout(
-    input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, seed=None
-) -> Tensor:
-    """Zero each element with probability ``p`` and scale the rest by 1/(1-p) when training;
-    the identity otherwise. ``seed`` (an int) fixes the mask on every backend; None draws one
-    from NumPy's global generator. ``inplace`` is accepted and ignored."""
-    _require_tensor("input", input)
-    p = dropout_op.check_p(p)
-    if not training or p == 0:
-        return input
-    dropout_op.check_input(input)
-    seed = dropout_op.random_seed() if seed is None else dropout_op.check_seed(seed)
-    return dropout_op.Dropout.apply(input, p=p, seed=seed, per_channel=False)
-
-
-def dropout2d(
-    input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, seed=None
-) -> Tensor:
-    """Zero whole channels (n, c) of an (N, C, H, W) input with probability ``p``; see
-    :func:`dropout`."""
-    _require_tensor("input", input)
-    p = dropout_op.check_p(p, "dropout2d")
-    if input.ndim != 4:
-        raise ValueError(f"dropout2d: input must be (N, C, H, W), got shape {input.shape}")
-    if not training or p == 0:
-        return input
-    dropout_op.check_input(input, "dropout2d")
-    seed = dropout_op.random_seed() if seed is None else dropout_op.check_seed(seed, "dropout2d")
-    return dropout_op.Dropout.apply(input, p=p, seed=seed, per_channel=True)
+def check_lrn_size(op: str, size) -> int:
+    """The window ``size`` of local response norm, an int >= 1 (also checked by the layer
+    ``nn.LocalResponseNorm`` when it is built)."""
+    if not _is_int(size):
+        raise TypeError(f"{op}: size must be an integer >= 1, got {size!r}")
+    if size < 1:
+        raise ValueError(f"{op}: size must be >= 1, got size={size}")
+    return int(size)
 
 
 def local_response_norm(
@@ -220,36 +420,69 @@ def local_response_norm(
 ) -> Tensor:
     """x * (k + alpha/size * sum of x^2 over ``size`` neighbouring channels) ** -beta
     (PyTorch's formula); see ``minisegnet/ops/lrn.py``."""
+    op = "local_response_norm"
     _require_tensor("input", input)
-    lrn_op.check_lrn_args(input, size, alpha, beta, k)
+    if input.ndim < 3:
+        raise ValueError(
+            f"{op}: input must have at least 3 dimensions (N, C, ...), got shape {input.shape}"
+        )
+    if input.dtype not in _FLOATS:
+        raise TypeError(f"{op}: input must be float32 or float64, got dtype {input.dtype}")
+    size = check_lrn_size(op, size)
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if not _is_number(value):
+            raise TypeError(f"{op}: {name} must be a number, got {value!r}")
     return lrn_op.LocalResponseNorm.apply(
-        input, size=int(size), alpha=float(alpha), beta=float(beta), k=float(k)
+        input, size=size, alpha=float(alpha), beta=float(beta), k=float(k)
     )
 
 
-def softmax(input: Tensor, dim=None, dtype=None) -> Tensor:
-    """exp(x - max) / sum exp(x - max) along ``dim`` (required); ``dtype`` converts first."""
+# --------------------------------------------------------------------------- dropout: the math
+# and the random numbers are in ops/dropout.py
+def check_dropout_p(p, op: str = "dropout") -> float:
+    """The drop probability, a number in [0, 1] (also checked by the ``nn.Dropout`` layers)."""
+    if not _is_number(p):
+        raise TypeError(f"{op}: p must be a number in [0, 1], got {p!r}")
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{op}: p must be a probability in [0, 1], got p={p}")
+    return float(p)
+
+
+def check_dropout_seed(seed, op: str = "dropout") -> int:
+    """A mask's seed: an integer, taken modulo 2**64 (None is handled by the caller)."""
+    if not _is_int(seed):
+        raise TypeError(f"{op}: seed must be an integer (or None), got {seed!r}")
+    return dropout_op.seed64(seed)
+
+
+def _dropout(op: str, input, p, training, seed, per_channel: bool) -> Tensor:
     _require_tensor("input", input)
-    axis = softmax_op.check_dim("softmax", dim, input.ndim)
-    if dtype is not None:
-        input = input.to(dtype)
-    softmax_op.check_float("softmax", input)
-    return softmax_op.Softmax.apply(input, axis=axis)
+    p = check_dropout_p(p, op)
+    if per_channel and input.ndim != 4:
+        raise ValueError(f"{op}: input must be (N, C, H, W), got shape {input.shape}")
+    if not training or p == 0:
+        return input
+    if input.dtype not in _FLOATS:
+        raise TypeError(f"{op}: input must be float32 or float64, got dtype {input.dtype}")
+    seed = dropout_op.random_seed() if seed is None else check_dropout_seed(seed, op)
+    return dropout_op.Dropout.apply(input, p=p, seed=seed, per_channel=per_channel)
 
 
-def log_softmax(input: Tensor, dim=None, dtype=None) -> Tensor:
-    """x - max - log sum exp(x - max) along ``dim`` (required); ``dtype`` converts first."""
-    _require_tensor("input", input)
-    axis = softmax_op.check_dim("log_softmax", dim, input.ndim)
-    if dtype is not None:
-        input = input.to(dtype)
-    softmax_op.check_float("log_softmax", input)
-    return softmax_op.LogSoftmax.apply(input, axis=axis)
+def dropout(
+    input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, seed=None
+) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p) when training;
+    the identity otherwise. ``seed`` (an int) fixes the mask on every backend; None draws one
+    from NumPy's global generator. ``inplace`` is accepted and ignored."""
+    return _dropout("dropout", input, p, training, seed, per_channel=False)
 
 
-__all__ += [
-    "batch_norm", "dropout", "dropout2d", "local_response_norm", "softmax", "log_softmax",
-]  # fmt: skip
+def dropout2d(
+    input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, seed=None
+) -> Tensor:
+    """Zero whole channels (n, c) of an (N, C, H, W) input with probability ``p``; see
+    :func:`dropout`."""
+    return _dropout("dropout2d", input, p, training, seed, per_channel=True)
 
 
 # --------------------------------------------------------------------------- pooling, unpooling,
@@ -322,6 +555,23 @@ def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     return avg_pooling_op.AdaptiveAvgPool2d.apply(input, out_size=out_size)
 
 
+def check_resize_options(op: str, size, scale_factor, mode, align_corners) -> None:
+    """The options of a resize that need no input (``nn.Upsample`` checks them when built):
+    exactly one of ``size`` and ``scale_factor``; ``align_corners`` for "bilinear" only."""
+    if (size is None) == (scale_factor is None):
+        raise ValueError(
+            f"{op}: give exactly one of size and scale_factor, got size={size!r}, "
+            f"scale_factor={scale_factor!r}"
+        )
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"{op}: mode must be 'nearest' or 'bilinear', got {mode!r}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError(
+            f"{op}: align_corners only applies to mode='bilinear', got "
+            f"align_corners={align_corners!r} with mode='nearest'"
+        )
+
+
 def interpolate(
     input: Tensor, size=None, scale_factor=None, mode: str = "bilinear", align_corners=None
 ) -> Tensor:
@@ -336,20 +586,8 @@ def interpolate(
     )
 
 
-__all__ += [
-    "max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d", "interpolate",
-    "PoolIndices", "to_flat_indices", "from_flat_indices",
-]  # fmt: skip
-
-
 # --------------------------------------------------------------------------- convolution: the
 # math is in ops/conv.py and ops/conv_transpose.py
-def _optional_tensor(name: str, value):
-    if value is not None and not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a minisegnet Tensor or None, got {type(value).__name__}")
-    return value
-
-
 def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation) of (N, C, H, W) ``input`` with ``weight``
     (O, C/groups, kh, kw); Ho = floor((H + 2*padding - dilation*(kh-1) - 1) / stride) + 1.
@@ -388,9 +626,3 @@ def conv_transpose2d(
         input, weight, bias, stride=stride, padding=padding, output_padding=output_padding,
         groups=groups, dilation=dilation,
     )  # fmt: skip
-
-
-__all__ += ["conv2d", "conv_transpose2d"]
-
-
-cat = cat

@@ -55,14 +55,14 @@ def problems(draw):
 def test_kernels_match_reference(kernel_backend, problem):
     logits, target, weight, ignore_index, scale = problem
     dtype = logits.dtype
-    loss_pos, w_pos = loss._forward_impl()(logits, target, weight, ignore_index)
+    loss_pos, w_pos = loss._impl("cross_entropy_forward")(logits, target, weight, ignore_index)
     loss_ref, w_ref = loss.cross_entropy_forward_ref(logits, target, weight, ignore_index)
     assert loss_pos.shape == w_pos.shape == target.shape
     assert loss_pos.dtype == w_pos.dtype == dtype
     assert_matches(loss_pos, loss_ref, dtype, "loss per position")
     assert_matches(w_pos, w_ref, dtype, "weight per position")
     assert np.all(loss_pos[target == ignore_index] == 0)
-    dz = loss._backward_impl()(logits, target, weight, ignore_index, scale)
+    dz = loss._impl("cross_entropy_backward")(logits, target, weight, ignore_index, scale)
     assert dz.shape == logits.shape and dz.dtype == dtype
     dz_ref = loss.cross_entropy_backward_ref(logits, target, weight, ignore_index, scale)
     assert_matches(dz, dz_ref, dtype, "dlogits")

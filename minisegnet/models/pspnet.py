@@ -57,9 +57,9 @@ from __future__ import annotations
 
 from minisegnet import functional as F
 from minisegnet import nn
+from minisegnet.functional import cat
 from minisegnet.models.common import check_input, dropout_seed, make_rng, spatial_size
 from minisegnet.models.resnet import DilatedResNet
-from minisegnet.ops.shape import cat
 
 __all__ = ["PSPNet", "PyramidPooling"]
 
@@ -91,7 +91,7 @@ class PyramidPooling(nn.Module):
         for branch in self.features:
             pooled = branch(x)  # (N, C/4, b, b)
             out.append(F.interpolate(pooled, size=size, mode="bilinear", align_corners=True))
-        return cat(out, axis=1)  # (N, C + 4 * C/4, h, w)
+        return cat(out, dim=1)  # (N, C + 4 * C/4, h, w)
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}"

@@ -67,8 +67,8 @@ import numpy as np
 
 from minisegnet import functional as F
 from minisegnet import nn
+from minisegnet.functional import cat
 from minisegnet.models.common import check_input, dropout_seed, make_rng, scaled, spatial_size
-from minisegnet.ops.shape import cat
 
 __all__ = ["UNet", "valid_input_size", "valid_output_size", "nearest_valid_sizes", "mirror_index"]
 
@@ -127,7 +127,7 @@ def _mirror(x, axis: int, index: np.ndarray):
         window = slice(start, None if stop < 0 else stop, step)
         pieces.append(x[:, :, window] if axis == 2 else x[:, :, :, window])
         k = end + 1
-    return cat(pieces, axis=axis)
+    return cat(pieces, dim=axis)
 
 
 def _centre_crop(x, size):
@@ -230,7 +230,7 @@ class UNet(nn.Module):
             else:
                 (h, w), (hs, ws) = spatial_size(up), spatial_size(skip)
                 up = F.pad(up, (0, ws - w, 0, hs - h))  # an odd side pooled down: pad back
-            x = self._level(f"dec{level}", cat([skip, up], axis=1))  # (N, C_l, ., .)
+            x = self._level(f"dec{level}", cat([skip, up], dim=1))  # (N, C_l, ., .)
         return self.score(x)  # (N, K, ., .)
 
     def forward(self, x):

@@ -14,21 +14,16 @@ from minisegnet.nn.parameter import Parameter
 from minisegnet.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 from minisegnet.nn.upsample import Upsample
 
+# fmt: off
 __all__ = [
-    "Module",
-    "Parameter",
-    "Sequential",
-    "ModuleList",
-    "Identity",
-    "StateDictError",
-    "Linear",
-    "ReLU",
-    "Sigmoid",
-    "Tanh",
-    "CrossEntropyLoss",
+    "Module", "Parameter", "StateDictError", "init",                 # building blocks
+    "Sequential", "ModuleList", "Identity",                          # containers
+    "Linear", "Conv2d", "ConvTranspose2d", "balance_init_",          # weighted layers
+    "ReLU", "Sigmoid", "Tanh",                                       # activations
+    "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm",               # normalisation
+    "Dropout", "Dropout2d",                                          # dropout
+    "MaxPool2d", "MaxUnpool2d", "AvgPool2d", "AdaptiveAvgPool2d",    # pooling
+    "Upsample", "DenseCRF",                                          # resizing, refinement
+    "CrossEntropyLoss",                                              # losses
 ]
-__all__ += [
-    "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm", "Dropout", "Dropout2d",
-]  # fmt: skip
-__all__ += ["MaxPool2d", "MaxUnpool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Upsample"]
-__all__ += ["Conv2d", "ConvTranspose2d", "init", "balance_init_", "DenseCRF"]
+# fmt: on

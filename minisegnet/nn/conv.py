@@ -58,19 +58,22 @@ def _kernel(layer: str, kernel_size):
 
 
 class _ConvNd(Module):
-    """What Conv2d and ConvTranspose2d share: geometry, parameters, initialisation, repr."""
+    """What Conv2d and ConvTranspose2d share: geometry, parameters, initialisation, repr. A
+    subclass gives its weight's shape and its fan-in (see the module docstring)."""
 
-    def _setup(self, layer, in_channels, out_channels, kernel_size, stride, padding, dilation,
-               groups, bias, weight_shape, fan_in, seed, dtype):  # fmt: skip
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                 bias, seed, dtype):  # fmt: skip
+        super().__init__()
+        layer = type(self).__name__
         stride, padding, dilation, groups = conv_geometry(layer, stride, padding, dilation, groups)
         _check_channels(layer, in_channels, out_channels, groups)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _kernel(layer, kernel_size)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         dtype = np.dtype(np.float32 if dtype is None else dtype)
-        self.weight = Parameter(np.zeros(weight_shape(self.kernel_size), dtype), dtype=dtype)
+        self.weight = Parameter(np.zeros(self._weight_shape(), dtype), dtype=dtype)
         # He normal over the products summed into each output (see the module docstring)
-        std = init.calculate_gain("relu") / math.sqrt(fan_in(self.kernel_size, self.stride))
+        std = init.calculate_gain("relu") / math.sqrt(self._fan_in())
         init.normal_(self.weight, 0.0, std, seed=seed)
         self.bias = Parameter(np.zeros(self.out_channels, dtype), dtype=dtype) if bias else None
 
@@ -95,25 +98,17 @@ class _ConvNd(Module):
 class Conv2d(_ConvNd):
     """2-D convolution layer; see the module docstring for shapes and initialisation."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        seed=None,
-        dtype=None,
-    ):
-        super().__init__()
-        self._setup(
-            "Conv2d", in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-            bias, lambda k: (out_channels, in_channels // groups, *k),
-            lambda k, s: in_channels // groups * k[0] * k[1], seed, dtype,
-        )  # fmt: skip
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, seed=None, dtype=None):  # fmt: skip
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, seed, dtype)  # fmt: skip
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    def _fan_in(self) -> float:
+        """C/groups * kh * kw."""
+        return self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
 
     def forward(self, x):
         return F.conv2d(
@@ -129,26 +124,11 @@ class ConvTranspose2d(_ConvNd):
     ``output_padding`` for that call.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        output_padding=0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation=1,
-        seed=None,
-        dtype=None,
-    ):
-        super().__init__()
-        self._setup(
-            "ConvTranspose2d", in_channels, out_channels, kernel_size, stride, padding, dilation,
-            groups, bias, lambda k: (in_channels, out_channels // groups, *k),
-            lambda k, s: in_channels // groups * k[0] * k[1] / (s[0] * s[1]), seed, dtype,
-        )  # fmt: skip
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1, seed=None,
+                 dtype=None):  # fmt: skip
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, seed, dtype)  # fmt: skip
         self.output_padding = pair("ConvTranspose2d", "output_padding", output_padding)
         for i in (0, 1):
             if not 0 <= self.output_padding[i] < max(self.stride[i], self.dilation[i]):
@@ -157,6 +137,14 @@ class ConvTranspose2d(_ConvNd):
                     f"max(stride, dilation), got output_padding={self.output_padding}, "
                     f"stride={self.stride}, dilation={self.dilation}"
                 )
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+
+    def _fan_in(self) -> float:
+        """C/groups * kh * kw / (sh * sw): the taps each output receives per input channel."""
+        kh, kw = self.kernel_size
+        return self.in_channels // self.groups * kh * kw / (self.stride[0] * self.stride[1])
 
     def _output_padding(self, x, output_size):
         if output_size is None:

@@ -29,10 +29,10 @@ import numpy as np
 
 from minisegnet import functional as F
 from minisegnet.autograd import Function
+from minisegnet.functional import cat
 from minisegnet.nn.module import Module
 from minisegnet.nn.parameter import Parameter
 from minisegnet.ops import crf as crf_ops
-from minisegnet.ops.shape import cat
 from minisegnet.tensor import Tensor
 
 __all__ = ["DenseCRF", "GaussianMessage"]
@@ -112,7 +112,7 @@ class DenseCRF(Module):
                 images[b], np.zeros((L, h, w), np.float32), f"DenseCRF: images[{b}]"
             )
             outs.append(self._one(logits[b : b + 1], images[b]))
-        return outs[0] if n == 1 else cat(outs, axis=0)
+        return outs[0] if n == 1 else cat(outs, dim=0)
 
     def _one(self, logits, image):
         """(1, L, H, W) logits of one image -> (1, L, H, W) refined logits."""

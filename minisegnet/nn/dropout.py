@@ -19,18 +19,18 @@ import numpy as np
 
 from minisegnet import functional as F
 from minisegnet.nn.module import Module
-from minisegnet.ops.dropout import check_p, check_seed, derive_seed, random_seed
+from minisegnet.ops.dropout import derive_seed, random_seed
 
 
 class _DropoutNd(Module):
     def __init__(self, p: float = 0.5, inplace: bool = False, seed: int | None = None):
         super().__init__()
         try:
-            self.p = check_p(p)
+            self.p = F.check_dropout_p(p)
         except (TypeError, ValueError) as error:
             raise type(error)(f"{type(self).__name__}: {error}") from None
         self.inplace = inplace  # accepted for PyTorch compatibility; ops never write in place
-        base = random_seed() if seed is None else check_seed(seed)
+        base = random_seed() if seed is None else F.check_dropout_seed(seed)
         self.register_buffer("seed", np.array(base, np.uint64))
         self.register_buffer("step", np.array(0, np.int64))
 

@@ -255,7 +255,20 @@ class Module:
         return head + "\n" + "\n".join(lines) + "\n)"
 
 
-class Sequential(Module):
+class _Container(Module):
+    """Indexing, ``len`` and iteration over the children, in the order they were added."""
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self._modules.values())[i]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class Sequential(_Container):
     """Children called in order, each on the previous one's output."""
 
     def __init__(self, *modules: Module):
@@ -272,21 +285,12 @@ class Sequential(Module):
             x = m(x)
         return x
 
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def append(self, module: Module) -> Sequential:
         setattr(self, str(len(self)), module)
         return self
 
 
-class ModuleList(Module):
+class ModuleList(_Container):
     """A list of modules whose parameters are registered (a plain list would hide them)."""
 
     def __init__(self, modules=()):
@@ -299,15 +303,6 @@ class ModuleList(Module):
             raise TypeError(f"ModuleList.append: expected a Module, got {type(module).__name__}")
         setattr(self, str(len(self._modules)), module)
         return self
-
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
 
 
 class Identity(Module):

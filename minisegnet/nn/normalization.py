@@ -124,11 +124,8 @@ class LocalResponseNorm(Module):
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-            raise TypeError(f"LocalResponseNorm: size must be an integer >= 1, got {size!r}")
-        if size < 1:
-            raise ValueError(f"LocalResponseNorm: size must be >= 1, got size={size}")
-        self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
+        self.size = F.check_lrn_size("LocalResponseNorm", size)
+        self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
 
     def forward(self, x):
         return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)

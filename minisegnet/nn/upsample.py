@@ -16,18 +16,7 @@ __all__ = ["Upsample"]
 class Upsample(Module):
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
         super().__init__()
-        if (size is None) == (scale_factor is None):
-            raise ValueError(
-                f"Upsample: give exactly one of size and scale_factor, got size={size!r}, "
-                f"scale_factor={scale_factor!r}"
-            )
-        if mode not in ("nearest", "bilinear"):
-            raise ValueError(f"Upsample: mode must be 'nearest' or 'bilinear', got {mode!r}")
-        if mode == "nearest" and align_corners is not None:
-            raise ValueError(
-                f"Upsample: align_corners only applies to mode='bilinear', got "
-                f"align_corners={align_corners!r} with mode='nearest'"
-            )
+        F.check_resize_options("Upsample", size, scale_factor, mode, align_corners)
         self.size, self.scale_factor = size, scale_factor
         self.mode, self.align_corners = mode, align_corners
 

@@ -40,9 +40,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minisegnet import backend
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
+from minisegnet.ops import kernel_table
 
 
 # --------------------------------------------------------------------------- reference
@@ -163,35 +163,13 @@ def batch_norm_backward_numba(dy, x, mean, invstd, weight):
 
 
 # --------------------------------------------------------------------------- dispatch
-def _cuda(name):
-    return backend.lazy("minisegnet.cuda.normalization", name)
-
-
-def _stats():
-    return backend.pick(
-        "batch_norm",
-        numpy=batch_norm_stats_ref,
-        numba=batch_norm_stats_numba,
-        cuda=_cuda("batch_norm_stats"),
-    )
-
-
-def _forward():
-    return backend.pick(
-        "batch_norm",
-        numpy=batch_norm_forward_ref,
-        numba=batch_norm_forward_numba,
-        cuda=_cuda("batch_norm_forward"),
-    )
-
-
-def _backward():
-    return backend.pick(
-        "batch_norm",
-        numpy=batch_norm_backward_ref,
-        numba=batch_norm_backward_numba,
-        cuda=_cuda("batch_norm_backward"),
-    )
+# kernel: (NumPy reference, Numba kernel); the CUDA wrappers are in cuda/normalization.py
+_KERNELS = {
+    "batch_norm_stats": (batch_norm_stats_ref, batch_norm_stats_numba),
+    "batch_norm_forward": (batch_norm_forward_ref, batch_norm_forward_numba),
+    "batch_norm_backward": (batch_norm_backward_ref, batch_norm_backward_numba),
+}
+_impl = kernel_table("minisegnet.cuda.normalization", _KERNELS)
 
 
 def as_4d(x):
@@ -217,6 +195,7 @@ class BatchNorm(Function):
     """Inputs: x and, when given, weight and bias tensors (in that order).
 
     ``running_mean``/``running_var`` are plain arrays, updated in place when ``training``.
+    The arguments are checked by ``minisegnet.functional.batch_norm``.
     """
 
     def forward(
@@ -233,13 +212,13 @@ class BatchNorm(Function):
                       has_bias=bias is not None, shape=x.shape)  # fmt: skip
             return xp.empty(x.shape, x.dtype)
         if training:
-            mean, var = _stats()(x4)  # (C,), (C,)
+            mean, var = _impl("batch_norm_stats")(x4)  # (C,), (C,)
             if running_mean is not None:
                 update_running_stats(running_mean, running_var, mean, var, count, momentum)
         else:
             mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
         invstd = (1 / xp.sqrt(var + x.dtype.type(eps))).astype(x.dtype)  # (C,)
-        y = _forward()(x4, mean, invstd, w, b)
+        y = _impl("batch_norm_forward")(x4, mean, invstd, w, b)
         self.save(
             x4=x4, mean=mean, invstd=invstd, weight=w, training=training, empty=False,
             has_weight=weight is not None, has_bias=bias is not None, shape=x.shape,
@@ -255,65 +234,20 @@ class BatchNorm(Function):
         dy4 = xp.ascontiguousarray(dy.reshape(s.x4.shape))  # (N, C, H, W)
         need_affine = any(self.needs_grad[1:])
         if s.training:
-            dx, dweight, dbias = _backward()(dy4, s.x4, s.mean, s.invstd, s.weight)
+            dx, dweight, dbias = _impl("batch_norm_backward")(dy4, s.x4, s.mean, s.invstd, s.weight)
         else:
             # mean and invstd are constants: dx = dy * weight * invstd, i.e. the forward map
             # applied to dy with mean 0 and bias 0.
             zeros = xp.zeros_like(s.mean)
-            dx = _forward()(dy4, zeros, s.invstd, s.weight, zeros)
+            dx = _impl("batch_norm_forward")(dy4, zeros, s.invstd, s.weight, zeros)
             dweight = dbias = None
             if need_affine:  # the training backward's sums are the same; its dx is not used
-                _, dweight, dbias = _backward()(dy4, s.x4, s.mean, s.invstd, s.weight)
+                _, dweight, dbias = _impl("batch_norm_backward")(
+                    dy4, s.x4, s.mean, s.invstd, s.weight
+                )
         grads = [dx.reshape(s.shape)]
         if s.has_weight:
             grads.append(dweight)
         if s.has_bias:
             grads.append(dbias)
         return tuple(grads)
-
-
-def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
-    """Validate ranks, channel counts and dtypes; the message names the argument."""
-    if x.ndim not in (2, 3, 4):
-        raise ValueError(
-            f"batch_norm: input must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}"
-        )
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"batch_norm: input must be float32 or float64, got dtype {x.dtype}")
-    channels = x.shape[1]
-    for name, value in (
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-        ("weight", weight),
-        ("bias", bias),
-    ):
-        if value is None:
-            continue
-        if tuple(value.shape) != (channels,):
-            raise ValueError(
-                f"batch_norm: {name} must have shape ({channels},) for input with {channels} "
-                f"channels (input shape {x.shape}), got {tuple(value.shape)}"
-            )
-        if value.dtype.kind != "f":
-            raise TypeError(f"batch_norm: {name} must be a float array, got dtype {value.dtype}")
-    for name, value in (("weight", weight), ("bias", bias)):
-        if value is not None and value.dtype != x.dtype:
-            raise TypeError(
-                f"batch_norm: {name} has dtype {value.dtype} but input has {x.dtype}; "
-                "convert one with .to(dtype)"
-            )
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
-    if not training and running_mean is None:
-        raise ValueError("batch_norm: training=False needs running_mean and running_var (got None)")
-    if training and x.size > 0:  # an empty batch is allowed (an empty output, as in PyTorch)
-        count = x.size // channels
-        if count < 2:
-            raise ValueError(
-                f"batch_norm: training needs more than 1 value per channel to compute a "
-                f"variance, got input shape {x.shape}"
-            )
-    if not 0.0 <= float(momentum) <= 1.0:
-        raise ValueError(f"batch_norm: momentum must be in [0, 1], got {momentum}")
-    if not float(eps) > 0:
-        raise ValueError(f"batch_norm: eps must be > 0, got {eps}")

@@ -63,7 +63,7 @@ def hash64(seed: int, i: int) -> int:
 def derive_seed(seed: int, step: int) -> int:
     """The seed of call number ``step`` of a layer whose base seed is ``seed``: one more hash, so
     successive calls draw unrelated masks."""
-    return hash64(check_seed(seed), int(step))
+    return hash64(seed64(seed), int(step))
 
 
 def random_seed() -> int:
@@ -71,24 +71,9 @@ def random_seed() -> int:
     return int(np.random.randint(0, 2**63 - 1, dtype=np.int64))
 
 
-def check_seed(seed, op: str = "dropout") -> int:
-    """Seeds are integers, taken modulo 2**64."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"{op}: seed must be an integer (or None), got {seed!r}")
+def seed64(seed: int) -> int:
+    """Seeds are integers, taken modulo 2**64 (``functional`` checks that they are integers)."""
     return int(seed) & _MASK64
-
-
-def check_p(p, op: str = "dropout") -> float:
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{op}: p must be a number in [0, 1], got {p!r}")
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{op}: p must be a probability in [0, 1], got p={p}")
-    return float(p)
-
-
-def check_input(x, op: str = "dropout") -> None:
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{op}: input must be float32 or float64, got dtype {x.dtype}")
 
 
 def mask_shape(shape, per_channel: bool) -> tuple[int, ...]:
@@ -111,7 +96,7 @@ def dropout_mask_ref(shape, p, seed, per_channel):
     out_shape = mask_shape(shape, per_channel)
     count = int(np.prod(out_shape))
     i = np.arange(count, dtype=np.uint64)
-    z = np.uint64(check_seed(seed)) + (i + np.uint64(1)) * _GOLDEN
+    z = np.uint64(seed64(seed)) + (i + np.uint64(1)) * _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     z = z ^ (z >> np.uint64(31))
@@ -136,22 +121,29 @@ def _dropout_mask_kernel(seed, p, scale, mask):
 def dropout_mask_numba(shape, p, seed, per_channel):
     out_shape = mask_shape(shape, per_channel)
     mask = np.empty(int(np.prod(out_shape)), np.float32)
-    _dropout_mask_kernel(np.uint64(check_seed(seed)), float(p), _scale(p), mask)
+    _dropout_mask_kernel(np.uint64(seed64(seed)), float(p), _scale(p), mask)
     return mask.reshape(out_shape)
 
 
 # --------------------------------------------------------------------------- Function
+def dropout_mask(shape, p, seed, per_channel=False):
+    """The mask the current backend draws (also for lessons and tests); see
+    ``dropout_mask_ref``."""
+    make_mask = backend.pick(
+        "dropout",
+        numpy=dropout_mask_ref,
+        numba=dropout_mask_numba,
+        cuda=backend.lazy("minisegnet.cuda.normalization", "dropout_mask"),
+    )
+    return make_mask(tuple(shape), float(p), seed64(seed), per_channel)
+
+
 class Dropout(Function):
-    """y = x * mask; dx = dy * mask. ``seed`` fixes the mask (see the module docstring)."""
+    """y = x * mask; dx = dy * mask. ``seed`` fixes the mask (see the module docstring). The
+    arguments are checked by ``minisegnet.functional.dropout`` and ``dropout2d``."""
 
     def forward(self, x, p, seed, per_channel=False):
-        make_mask = backend.pick(
-            "dropout",
-            numpy=dropout_mask_ref,
-            numba=dropout_mask_numba,
-            cuda=backend.lazy("minisegnet.cuda.normalization", "dropout_mask"),
-        )
-        mask = make_mask(x.shape, p, seed, per_channel)  # float32 0 or 1/(1-p)
+        mask = dropout_mask(x.shape, p, seed, per_channel)  # float32 0 or 1/(1-p)
         if mask.dtype != x.dtype:  # float64 tensors: rebuild the scale exactly in float64
             mask = (mask != 0).astype(x.dtype) * x.dtype.type(_scale(p))
         self.save(mask=mask)
@@ -161,24 +153,11 @@ class Dropout(Function):
         return dy * self.saved.mask
 
 
-def dropout_mask(shape, p, seed, per_channel=False):
-    """The mask the current backend draws (for lessons and tests); see ``dropout_mask_ref``."""
-    make_mask = backend.pick(
-        "dropout",
-        numpy=dropout_mask_ref,
-        numba=dropout_mask_numba,
-        cuda=backend.lazy("minisegnet.cuda.normalization", "dropout_mask"),
-    )
-    return make_mask(tuple(shape), check_p(p), check_seed(seed), per_channel)
-
-
 __all__ = [
     "hash64",
     "derive_seed",
     "random_seed",
-    "check_seed",
-    "check_p",
-    "check_input",
+    "seed64",
     "mask_shape",
     "dropout_mask_ref",
     "dropout_mask_numba",

@@ -44,61 +44,7 @@ from numba import njit, prange
 from minisegnet import backend
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function, is_grad_enabled
-from minisegnet.ops import loss_fused
-
-
-def check_cross_entropy_args(logits, target, weight, ignore_index, reduction):
-    """Validate shapes, dtypes and label values; raise errors that name the argument."""
-    if logits.ndim not in (2, 4):
-        raise ValueError(
-            f"cross_entropy: input must be (N, C) or (N, C, H, W) logits, got shape {logits.shape}"
-        )
-    if logits.dtype not in (np.float32, np.float64):
-        raise TypeError(
-            f"cross_entropy: input must be float32 or float64, got dtype {logits.dtype}"
-        )
-    if logits.shape[1] < 1:
-        raise ValueError(
-            f"cross_entropy: input must have at least one class, got shape {logits.shape}"
-        )
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"cross_entropy: ignore_index must be an int, got {ignore_index!r}")
-    expected = (logits.shape[0],) + logits.shape[2:]
-    if target.shape != expected:
-        raise ValueError(
-            f"cross_entropy: target must have shape {expected} for input of shape "
-            f"{logits.shape}, got {target.shape}"
-        )
-    if target.dtype.kind not in "iu":
-        raise TypeError(
-            f"cross_entropy: target must hold integer class labels, got dtype {target.dtype}"
-        )
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(
-            f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
-        )
-    num_classes = logits.shape[1]
-    if weight is not None and weight.shape != (num_classes,):
-        raise ValueError(
-            f"cross_entropy: weight must have shape ({num_classes},) (one per class), "
-            f"got {weight.shape}"
-        )
-    if weight is not None:
-        bad = ~(array_module(weight).isfinite(weight) & (weight >= 0))
-        if bool(bad.any()):
-            c = int(bad.nonzero()[0][0])
-            raise ValueError(
-                f"cross_entropy: weight must hold finite, non-negative class weights, got "
-                f"{float(weight[c])} for class {c}"
-            )
-    xp = array_module(target)
-    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
-    if bool(bad.any()):
-        values = sorted(set(int(v) for v in xp.unique(target[bad])[:10].tolist()))
-        raise ValueError(
-            f"cross_entropy: target holds values {values} that are neither a class in "
-            f"[0, {num_classes}) nor ignore_index={ignore_index}"
-        )
+from minisegnet.ops import kernel_table, loss_fused
 
 
 def _to_rows(logits):
@@ -154,6 +100,44 @@ def cross_entropy_backward_ref(logits, target, weight, ignore_index, scale_per_p
 _BLOCK = 512  # pixels of one image handled together by one prange iteration
 
 
+@njit(inline="always")
+def _block(job, blocks, length):
+    """Image n and pixels [start, stop) of parallel job ``job`` (``blocks`` jobs per image)."""
+    n = job // blocks
+    start = (job % blocks) * _BLOCK
+    return n, start, min(start + _BLOCK, length)
+
+
+@njit(inline="always")
+def _softmax_sums(z, n, start, stop, z_max, total, e_out):
+    """For the pixels [start, stop) of image n: z_max = the max over classes of z, total = the
+    sum over classes of exp(z - z_max); with ``e_out`` (not None) each exp(z - z_max) is also
+    kept there (the backward's dz: exp, which dominates the time, then runs once per element).
+    Classes outside, pixels inside, so every inner loop reads contiguous memory."""
+    for i in range(start, stop):
+        z_max[n, i] = z[n, 0, i]
+        total[n, i] = 0
+    for c in range(1, z.shape[1]):
+        for i in range(start, stop):
+            z_max[n, i] = max(z_max[n, i], z[n, c, i])
+    for c in range(z.shape[1]):
+        for i in range(start, stop):
+            e = np.exp(z[n, c, i] - z_max[n, i])
+            if e_out is not None:  # decided when Numba compiles the caller
+                e_out[n, c, i] = e
+            total[n, i] += e
+
+
+def kernel_layout(logits, target, weight, dtype):
+    """The kernels' arrays: logits (N, C, L), int64 targets (N, L), weight (C,) of ``dtype``
+    (ones when None)."""
+    n_, c_ = logits.shape[:2]
+    z = np.ascontiguousarray(logits).reshape(n_, c_, -1)
+    t = np.ascontiguousarray(target, dtype=np.int64).reshape(n_, -1)
+    w = np.ones(c_, dtype) if weight is None else weight.astype(dtype)
+    return z, t, w
+
+
 @njit(parallel=True, cache=True)
 def _forward_kernel(z, target, weight, ignore_index, z_max, sum_e, loss, w_pos):
     """z (N, C, L); target, z_max, sum_e, loss, w_pos (N, L). One block of pixels per iteration;
@@ -161,19 +145,8 @@ def _forward_kernel(z, target, weight, ignore_index, z_max, sum_e, loss, w_pos):
     n_, c_, l_ = z.shape
     blocks = (l_ + _BLOCK - 1) // _BLOCK
     for job in prange(n_ * blocks):
-        n = job // blocks
-        start = (job % blocks) * _BLOCK
-        stop = min(start + _BLOCK, l_)
-        for i in range(start, stop):
-            z_max[n, i] = z[n, 0, i]
-        for c in range(1, c_):
-            for i in range(start, stop):
-                z_max[n, i] = max(z_max[n, i], z[n, c, i])
-        for i in range(start, stop):
-            sum_e[n, i] = 0
-        for c in range(c_):
-            for i in range(start, stop):
-                sum_e[n, i] += np.exp(z[n, c, i] - z_max[n, i])
+        n, start, stop = _block(job, blocks, l_)
+        _softmax_sums(z, n, start, stop, z_max, sum_e, None)
         for i in range(start, stop):
             t = target[n, i]
             if t == ignore_index:
@@ -188,10 +161,7 @@ def _forward_kernel(z, target, weight, ignore_index, z_max, sum_e, loss, w_pos):
 def cross_entropy_forward_numba(logits, target, weight, ignore_index):
     if logits.size == 0:  # an empty batch: nothing for the kernel (reshape(-1) cannot size it)
         return cross_entropy_forward_ref(logits, target, weight, ignore_index)
-    n_, c_ = logits.shape[:2]
-    z = np.ascontiguousarray(logits).reshape(n_, c_, -1)  # (N, C, L)
-    t = np.ascontiguousarray(target, dtype=np.int64).reshape(n_, -1)  # (N, L)
-    w = np.ones(c_, logits.dtype) if weight is None else weight.astype(logits.dtype)
+    z, t, w = kernel_layout(logits, target, weight, logits.dtype)  # (N, C, L), (N, L), (C,)
     z_max = np.empty(t.shape, logits.dtype)
     sum_e = np.empty(t.shape, np.float64)
     loss = np.empty(t.shape, logits.dtype)
@@ -207,20 +177,8 @@ def _backward_kernel(z, target, weight, ignore_index, scale, z_max, inv_sum, g, 
     n_, c_, l_ = z.shape
     blocks = (l_ + _BLOCK - 1) // _BLOCK
     for job in prange(n_ * blocks):
-        n = job // blocks
-        start = (job % blocks) * _BLOCK
-        stop = min(start + _BLOCK, l_)
-        for i in range(start, stop):
-            z_max[n, i] = z[n, 0, i]
-            inv_sum[n, i] = 0
-        for c in range(1, c_):
-            for i in range(start, stop):
-                z_max[n, i] = max(z_max[n, i], z[n, c, i])
-        for c in range(c_):
-            for i in range(start, stop):
-                e = np.exp(z[n, c, i] - z_max[n, i])
-                dz[n, c, i] = e  # kept, so exp runs once per element (it dominates the time)
-                inv_sum[n, i] += e
+        n, start, stop = _block(job, blocks, l_)
+        _softmax_sums(z, n, start, stop, z_max, inv_sum, dz)  # dz holds exp(z - max)
         for i in range(start, stop):
             inv_sum[n, i] = 1 / inv_sum[n, i]
             t = target[n, i]
@@ -234,11 +192,8 @@ def _backward_kernel(z, target, weight, ignore_index, scale, z_max, inv_sum, g, 
 def cross_entropy_backward_numba(logits, target, weight, ignore_index, scale_per_position):
     if logits.size == 0:  # an empty batch
         return cross_entropy_backward_ref(logits, target, weight, ignore_index, scale_per_position)
-    n_, c_ = logits.shape[:2]
-    z = np.ascontiguousarray(logits).reshape(n_, c_, -1)  # (N, C, L)
-    t = np.ascontiguousarray(target, dtype=np.int64).reshape(n_, -1)  # (N, L)
-    w = np.ones(c_, logits.dtype) if weight is None else weight.astype(logits.dtype)
-    scale = np.ascontiguousarray(scale_per_position, dtype=np.float64).reshape(n_, -1)
+    z, t, w = kernel_layout(logits, target, weight, logits.dtype)  # (N, C, L), (N, L), (C,)
+    scale = np.ascontiguousarray(scale_per_position, dtype=np.float64).reshape(t.shape)
     z_max = np.empty(t.shape, logits.dtype)
     inv_sum = np.empty(t.shape, np.float64)
     g = np.empty(t.shape, np.float64)
@@ -248,22 +203,12 @@ def cross_entropy_backward_numba(logits, target, weight, ignore_index, scale_per
 
 
 # --------------------------------------------------------------------------- Function
-def _forward_impl():
-    return backend.pick(
-        "cross_entropy",
-        numpy=cross_entropy_forward_ref,
-        numba=cross_entropy_forward_numba,
-        cuda=backend.lazy("minisegnet.cuda.loss", "cross_entropy_forward"),
-    )
-
-
-def _backward_impl():
-    return backend.pick(
-        "cross_entropy",
-        numpy=cross_entropy_backward_ref,
-        numba=cross_entropy_backward_numba,
-        cuda=backend.lazy("minisegnet.cuda.loss", "cross_entropy_backward"),
-    )
+# kernel: (NumPy reference, Numba kernel); the CUDA wrappers are in cuda/loss.py
+_KERNELS = {
+    "cross_entropy_forward": (cross_entropy_forward_ref, cross_entropy_forward_numba),
+    "cross_entropy_backward": (cross_entropy_backward_ref, cross_entropy_backward_numba),
+}
+_impl = kernel_table("minisegnet.cuda.loss", _KERNELS)
 
 
 CUDA_FUSED = True
@@ -279,7 +224,6 @@ def _fused_impl():
 
 class CrossEntropy(Function):
     def forward(self, logits, target, weight=None, ignore_index=255, reduction="mean"):
-        check_cross_entropy_args(logits, target, weight, ignore_index, reduction)
         xp = array_module(logits)
         target = xp.ascontiguousarray(target).astype(xp.int64, copy=False)
         logits = xp.ascontiguousarray(logits)
@@ -293,7 +237,7 @@ class CrossEntropy(Function):
                 logits, target, weight, ignore_index, reduction
             )
         else:
-            loss, w_pos = _forward_impl()(logits, target, weight, ignore_index)
+            loss, w_pos = _impl("cross_entropy_forward")(logits, target, weight, ignore_index)
         total_weight = w_pos.sum()
         self.save(
             logits=logits,
@@ -344,4 +288,4 @@ class CrossEntropy(Function):
             scale = xp.empty(s.target.shape, dtype)
             scale[...] = dy
         scale = xp.ascontiguousarray(scale, dtype=dtype)
-        return _backward_impl()(s.logits, s.target, s.weight, s.ignore_index, scale)
+        return _impl("cross_entropy_backward")(s.logits, s.target, s.weight, s.ignore_index, scale)

@@ -34,9 +34,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minisegnet import backend
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
+from minisegnet.ops import kernel_table
 
 
 # --------------------------------------------------------------------------- reference
@@ -151,45 +151,25 @@ def _as_4d(x):
     return array_module(x).ascontiguousarray(x).reshape(x.shape[0], x.shape[1], length, 1)
 
 
+# kernel: (NumPy reference, Numba kernel); the CUDA wrappers are in cuda/normalization.py
+_KERNELS = {
+    "lrn_forward": (lrn_forward_ref, lrn_forward_numba),
+    "lrn_backward": (lrn_backward_ref, lrn_backward_numba),
+}
+_impl = kernel_table("minisegnet.cuda.normalization", _KERNELS)
+
+
 class LocalResponseNorm(Function):
+    """The arguments are checked by ``minisegnet.functional.local_response_norm``."""
+
     def forward(self, x, size, alpha, beta, k):
         x4 = _as_4d(x)  # (N, C, H, W)
-        impl = backend.pick(
-            "local_response_norm",
-            numpy=lrn_forward_ref,
-            numba=lrn_forward_numba,
-            cuda=backend.lazy("minisegnet.cuda.normalization", "lrn_forward"),
-        )
-        y, scale = impl(x4, size, alpha, beta, k)
+        y, scale = _impl("lrn_forward")(x4, size, alpha, beta, k)
         self.save(x4=x4, y=y, scale=scale, size=size, alpha=alpha, beta=beta, shape=x.shape)
         return y.reshape(x.shape)
 
     def backward(self, dy):
         s = self.saved
-        impl = backend.pick(
-            "local_response_norm",
-            numpy=lrn_backward_ref,
-            numba=lrn_backward_numba,
-            cuda=backend.lazy("minisegnet.cuda.normalization", "lrn_backward"),
-        )
         dy4 = array_module(dy).ascontiguousarray(dy).reshape(s.x4.shape)
-        return impl(dy4, s.x4, s.y, s.scale, s.size, s.alpha, s.beta).reshape(s.shape)
-
-
-def check_lrn_args(x, size, alpha, beta, k):
-    if x.ndim < 3:
-        raise ValueError(
-            f"local_response_norm: input must have at least 3 dimensions (N, C, ...), "
-            f"got shape {x.shape}"
-        )
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(
-            f"local_response_norm: input must be float32 or float64, got dtype {x.dtype}"
-        )
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-        raise TypeError(f"local_response_norm: size must be an integer >= 1, got {size!r}")
-    if size < 1:
-        raise ValueError(f"local_response_norm: size must be >= 1, got size={size}")
-    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
-        if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
-            raise TypeError(f"local_response_norm: {name} must be a number, got {value!r}")
+        dx = _impl("lrn_backward")(dy4, s.x4, s.y, s.scale, s.size, s.alpha, s.beta)
+        return dx.reshape(s.shape)

@@ -88,21 +88,6 @@ class GetItem(Function):
 class Concatenate(Function):
     def forward(self, *arrays, axis=0):
         first = arrays[0]
-        if not -first.ndim <= axis < first.ndim:
-            raise ValueError(f"cat: axis must be in [{-first.ndim}, {first.ndim}), got {axis}")
-        axis = axis % first.ndim
-        for k, a in enumerate(arrays):
-            if a.ndim != first.ndim or any(
-                a.shape[d] != first.shape[d] for d in range(a.ndim) if d != axis
-            ):
-                raise ValueError(
-                    f"cat: tensors[{k}] has shape {a.shape}, which does not match tensors[0] "
-                    f"{first.shape} outside axis {axis}"
-                )
-            if a.dtype != first.dtype:
-                raise TypeError(
-                    f"cat: tensors[{k}] has dtype {a.dtype}, tensors[0] has {first.dtype}"
-                )
         self.save(axis=axis, sizes=[a.shape[axis] for a in arrays])
         return array_module(first).concatenate(arrays, axis=axis)
 
@@ -117,13 +102,6 @@ class Pad(Function):
     (left, right) pads the last axis, (left, right, top, bottom) the last two, and so on."""
 
     def forward(self, x, pad, value=0.0):
-        if len(pad) % 2 or len(pad) // 2 > x.ndim:
-            raise ValueError(
-                f"pad: expected an even number of values, at most 2 per axis of a {x.ndim}-d "
-                f"tensor, got {tuple(pad)}"
-            )
-        if any(p < 0 for p in pad):
-            raise ValueError(f"pad: negative padding (cropping) is not supported, got {tuple(pad)}")
         widths = [(0, 0)] * x.ndim
         for i in range(len(pad) // 2):
             widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
@@ -132,20 +110,3 @@ class Pad(Function):
 
     def backward(self, dy):
         return dy[self.saved.slices].copy()
-
-
-def cat(tensors, axis: int = 0):
-    """Concatenate tensors along ``axis`` (PyTorch's ``torch.cat``; ``dim`` is ``axis`` here)."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("cat: tensors must be a non-empty sequence")
-    return Concatenate.apply(*tensors, axis=axis)
-
-
-def stack(tensors, axis: int = 0):
-    """Join tensors of one shape along a new axis ``axis`` (``torch.stack``)."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("stack: tensors must be a non-empty sequence")
-    expanded = [Reshape.apply(t, shape=t.shape[:axis] + (1,) + t.shape[axis:]) for t in tensors]
-    return cat(expanded, axis=axis)

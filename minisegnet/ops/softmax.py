@@ -23,8 +23,6 @@ fused per-pixel version used for training (softmax + cross-entropy) lives in ``l
 
 from __future__ import annotations
 
-import numpy as np
-
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
 
@@ -71,29 +69,3 @@ class LogSoftmax(Function):
 
     def backward(self, dy):
         return log_softmax_backward_ref(dy, self.saved.y, self.saved.axis)
-
-
-def check_float(name: str, x) -> None:
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(
-            f"{name}: input must be float32 or float64 (or pass dtype= to convert it), "
-            f"got dtype {x.dtype}"
-        )
-
-
-def check_dim(name: str, dim, ndim: int) -> int:
-    """The axis as a non-negative int; errors name ``dim`` and the valid range."""
-    if dim is None:
-        raise ValueError(
-            f"{name}: dim must be given (the axis to normalise over, e.g. dim=1 for "
-            "(N, C, H, W) logits)"
-        )
-    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"{name}: dim must be an integer, got {dim!r}")
-    if ndim == 0:
-        raise ValueError(f"{name}: input must have at least 1 dimension, got a 0-d tensor")
-    if not -ndim <= dim < ndim:
-        raise ValueError(
-            f"{name}: dim must be in [{-ndim}, {ndim - 1}] for a {ndim}-d input, got dim={dim}"
-        )
-    return int(dim) % ndim
