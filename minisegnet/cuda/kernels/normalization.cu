@@ -41,6 +41,13 @@ __device__ double block_sum(double value, double* partial)
     return total;
 }
 
+// The j-th of channel c's M = N*HW values, element (n, c, p) with j = n*HW + p: its offset
+// (n*C + c)*HW + p. The one-block-per-channel kernels walk j = t, t + blockDim.x, ... with it.
+__device__ __forceinline__ long long channel_value(long long j, int c, int C, int HW)
+{
+    return ((j / HW) * C + c) * HW + j % HW;
+}
+
 // batch_norm_stats: mean and biased variance of each channel. One BLOCK per channel
 // (blockIdx.x = c); thread t of the block visits elements j = t, t + blockDim.x, ... of the
 // channel's M values (a block-stride loop), then the block combines its threads' partial sums
@@ -58,12 +65,12 @@ __global__ void batch_norm_stats(const T* __restrict__ x, T* __restrict__ mean, 
 
     double sum = 0;
     for (long long j = threadIdx.x; j < M; j += blockDim.x)
-        sum += (double)x[((j / HW) * C + c) * HW + j % HW];
+        sum += (double)x[channel_value(j, c, C, HW)];
     double m = block_sum(sum, partial) / (double)M;
 
     double squares = 0;
     for (long long j = threadIdx.x; j < M; j += blockDim.x) {
-        double d = (double)x[((j / HW) * C + c) * HW + j % HW] - m;
+        double d = (double)x[channel_value(j, c, C, HW)] - m;
         squares += d * d;
     }
     double v = block_sum(squares, partial) / (double)M;
@@ -102,7 +109,7 @@ __global__ void batch_norm_backward_reduce(const T* __restrict__ dy, const T* __
     long long M = (long long)N * HW;
     double sum_dy = 0, sum_dy_xhat = 0;
     for (long long j = threadIdx.x; j < M; j += blockDim.x) {
-        long long k = ((j / HW) * C + c) * HW + j % HW;
+        long long k = channel_value(j, c, C, HW);
         double g = (double)dy[k];
         sum_dy += g;
         sum_dy_xhat += g * (double)((x[k] - mean[c]) * invstd[c]);
