@@ -32,6 +32,11 @@ def _geometry(op, kernel, stride, padding, dilation):
     )
 
 
+def _ints(b, c, h, w, kernel, stride, padding, dilation, ho, wo) -> tuple:
+    """The int parameters im2col<T> and col2im<T> share, in their order."""
+    return int32(b, c, h, w, *kernel, *stride, *padding, *dilation, ho, wo)
+
+
 def im2col(x, kernel, stride, padding, dilation):
     """x (B, C, H, W) -> cols (B, C*kh*kw, Ho*Wo). Launches ``im2col<T>``."""
     check_array("im2col", "x", x, ndim=4)
@@ -44,13 +49,9 @@ def im2col(x, kernel, stride, padding, dilation):
             f"input {(h, w)} + 2*{padding}: output size would be {(ho, wo)}"
         )
     cols = array_module(x).empty((b, c * kernel[0] * kernel[1], ho * wo), x.dtype)
+    args = (x, cols, *_ints(b, c, h, w, kernel, stride, padding, dilation, ho, wo))
     if cols.size:
-        launch(
-            SOURCE,
-            f"im2col<{ctype(x.dtype)}>",
-            *grid_1d(cols.size),
-            (x, cols, *int32(b, c, h, w, *kernel, *stride, *padding, *dilation, ho, wo)),
-        )
+        launch(SOURCE, f"im2col<{ctype(x.dtype)}>", *grid_1d(cols.size), args)
     return cols
 
 
@@ -69,11 +70,7 @@ def col2im(cols, in_size, kernel, stride, padding, dilation):
         )
     c = rows // kk
     x = array_module(cols).empty((b, c, h, w), cols.dtype)
+    args = (cols, x, *_ints(b, c, h, w, kernel, stride, padding, dilation, ho, wo))
     if x.size:
-        launch(
-            SOURCE,
-            f"col2im<{ctype(cols.dtype)}>",
-            *grid_1d(x.size),
-            (cols, x, *int32(b, c, h, w, *kernel, *stride, *padding, *dilation, ho, wo)),
-        )
+        launch(SOURCE, f"col2im<{ctype(cols.dtype)}>", *grid_1d(x.size), args)
     return x

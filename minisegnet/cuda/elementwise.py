@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from minisegnet.arrays import array_module
-from minisegnet.cuda.launch import check_array, ctype, grid_1d, launch
+from minisegnet.cuda.launch import check_array, ctype, launch_1d
 
 __all__ = ["relu_forward", "relu_backward", "add", "mul", "axpy"]
 
@@ -36,13 +36,8 @@ def _same(op, names, arrays):
 
 
 def _run(kernel, arrays, out):
-    if out.size:
-        launch(
-            SOURCE,
-            f"{kernel}<{ctype(out.dtype)}>",
-            *grid_1d(out.size),
-            (*arrays, out, np.int64(out.size)),
-        )
+    """kernel<T>(*arrays, out, count), one thread per element of out; returns out."""
+    launch_1d(SOURCE, f"{kernel}<{ctype(out.dtype)}>", out.size, (*arrays, out, np.int64(out.size)))
     return out
 
 
@@ -73,11 +68,6 @@ def mul(a, b):
 def axpy(alpha, x, y):
     """y += alpha * x, in place; returns y. Launches ``axpy<T>``."""
     _same("axpy", ("x", "y"), (x, y))
-    if y.size:
-        launch(
-            SOURCE,
-            f"axpy<{ctype(y.dtype)}>",
-            *grid_1d(y.size),
-            (y.dtype.type(alpha), x, y, np.int64(y.size)),
-        )
+    args = (y.dtype.type(alpha), x, y, np.int64(y.size))
+    launch_1d(SOURCE, f"axpy<{ctype(y.dtype)}>", y.size, args)
     return y

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minisegnet.arrays import array_module
-from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch
-from minisegnet.ops.geometry import pair
+from minisegnet.cuda.launch import launch_plane_map, plane_sizes
 
 __all__ = [
     "bilinear_forward",
@@ -69,73 +67,41 @@ def nearest_ratio(in_size: int, out_size: int, scale):
     return np.float32(in_size) / np.float32(out_size)
 
 
-def _resize(kernel, x, sizes, extra, grad: bool):
-    """Shared launch code: x is the kernel's source array (N, C, a, b), sizes (Hi, Wi, Ho, Wo)."""
-    n, c = x.shape[:2]
-    hi, wi, ho, wo = sizes
-    out_shape = (n, c, hi, wi) if grad else (n, c, ho, wo)
-    out = array_module(x).empty(out_shape, x.dtype)
-    if out.size:
-        launch(
-            SOURCE,
-            f"{kernel}<{ctype(x.dtype)}>",
-            *grid_1d(out.size),
-            (x, out, *int32(n, c, hi, wi, ho, wo), *extra),
-        )
-    return out
+def _bilinear(op, src, size, align_corners, scale, grad):
+    """The shared body of bilinear_forward and bilinear_backward: the ratios in src's dtype."""
+    (hi, wi), (ho, wo) = plane_sizes(op, src, size, grad, least=1, nonempty_input=True)
+    sh, sw = _scales(op, scale)
+    ratios = (
+        bilinear_ratio(hi, ho, align_corners, sh, src.dtype),
+        bilinear_ratio(wi, wo, align_corners, sw, src.dtype),
+    )
+    extra = (np.int32(bool(align_corners)), *ratios)
+    return launch_plane_map(SOURCE, op, src, (hi, wi), (ho, wo), extra, grad)
+
+
+def _nearest(op, src, size, scale, grad):
+    """The shared body of nearest_forward and nearest_backward: the ratios in float32."""
+    (hi, wi), (ho, wo) = plane_sizes(op, src, size, grad, least=1, nonempty_input=True)
+    sh, sw = _scales(op, scale)
+    extra = (nearest_ratio(hi, ho, sh), nearest_ratio(wi, wo, sw))
+    return launch_plane_map(SOURCE, op, src, (hi, wi), (ho, wo), extra, grad)
 
 
 def bilinear_forward(x, out_size, align_corners, scale):
     """x (N, C, Hi, Wi) -> y (N, C, Ho, Wo). Launches ``bilinear_forward<T>``."""
-    op = "bilinear_forward"
-    check_array(op, "x", x, ndim=4)
-    ho, wo = pair(op, "out_size", out_size, 1)
-    hi, wi = x.shape[2:]
-    if hi < 1 or wi < 1:
-        raise ValueError(f"{op}: x must have a non-empty plane, got shape {x.shape}")
-    sh, sw = _scales(op, scale)
-    ratios = (
-        bilinear_ratio(hi, ho, align_corners, sh, x.dtype),
-        bilinear_ratio(wi, wo, align_corners, sw, x.dtype),
-    )
-    extra = (np.int32(bool(align_corners)), *ratios)
-    return _resize("bilinear_forward", x, (hi, wi, ho, wo), extra, grad=False)
+    return _bilinear("bilinear_forward", x, out_size, align_corners, scale, grad=False)
 
 
 def bilinear_backward(dy, in_size, align_corners, scale):
     """dy (N, C, Ho, Wo) -> dx (N, C, Hi, Wi). Launches ``bilinear_backward<T>``."""
-    op = "bilinear_backward"
-    check_array(op, "dy", dy, ndim=4)
-    hi, wi = pair(op, "in_size", in_size, 1)
-    ho, wo = dy.shape[2:]
-    sh, sw = _scales(op, scale)
-    ratios = (
-        bilinear_ratio(hi, ho, align_corners, sh, dy.dtype),
-        bilinear_ratio(wi, wo, align_corners, sw, dy.dtype),
-    )
-    extra = (np.int32(bool(align_corners)), *ratios)
-    return _resize("bilinear_backward", dy, (hi, wi, ho, wo), extra, grad=True)
+    return _bilinear("bilinear_backward", dy, in_size, align_corners, scale, grad=True)
 
 
 def nearest_forward(x, out_size, scale):
     """x (N, C, Hi, Wi) -> y (N, C, Ho, Wo). Launches ``nearest_forward<T>``."""
-    op = "nearest_forward"
-    check_array(op, "x", x, ndim=4)
-    ho, wo = pair(op, "out_size", out_size, 1)
-    hi, wi = x.shape[2:]
-    if hi < 1 or wi < 1:
-        raise ValueError(f"{op}: x must have a non-empty plane, got shape {x.shape}")
-    sh, sw = _scales(op, scale)
-    extra = (nearest_ratio(hi, ho, sh), nearest_ratio(wi, wo, sw))
-    return _resize("nearest_forward", x, (hi, wi, ho, wo), extra, grad=False)
+    return _nearest("nearest_forward", x, out_size, scale, grad=False)
 
 
 def nearest_backward(dy, in_size, scale):
     """dy (N, C, Ho, Wo) -> dx (N, C, Hi, Wi). Launches ``nearest_backward<T>``."""
-    op = "nearest_backward"
-    check_array(op, "dy", dy, ndim=4)
-    hi, wi = pair(op, "in_size", in_size, 1)
-    ho, wo = dy.shape[2:]
-    sh, sw = _scales(op, scale)
-    extra = (nearest_ratio(hi, ho, sh), nearest_ratio(wi, wo, sw))
-    return _resize("nearest_backward", dy, (hi, wi, ho, wo), extra, grad=True)
+    return _nearest("nearest_backward", dy, in_size, scale, grad=True)

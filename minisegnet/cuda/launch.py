@@ -18,6 +18,11 @@ The backend decides, never the array type: a host array handed to a kernel under
 GPU array under ``cuda-emu``) is an error that names the argument and says how to move it, not a
 silent run somewhere else (the device rule, ``minisegnet/arrays.py``).
 
+Two shorthands for the common launch shapes: ``launch_1d(source_file, kernel_name, count,
+args)`` (one thread per element of the array written) and ``launch_plane_map`` (the pooling and
+resizing kernels that map (N, C, H, W) planes to (N, C, Ho, Wo) planes; ``plane_sizes`` checks
+their arguments).
+
 Before either, every argument is checked against the kernel's C signature as parsed from the
 source (``source.py``), so a mistake is a clear TypeError/ValueError naming the argument rather
 than memory corruption:
@@ -50,11 +55,15 @@ import time
 import numpy as np
 
 from minisegnet import backend
-from minisegnet.arrays import DeviceError, is_device_array
+from minisegnet.arrays import DeviceError, array_module, is_device_array
 from minisegnet.cuda import source as _source
+from minisegnet.ops.geometry import pair
 
 __all__ = [
     "launch",
+    "launch_1d",
+    "launch_plane_map",
+    "plane_sizes",
     "launch_count",
     "xp",
     "grid_1d",
@@ -265,3 +274,46 @@ def launch(source_file, kernel_name: str, grid, block, args, shared_mem: int = 0
 
         emulator.launch(src, inst, grid, block, tuple(args), shared_mem)
     _launches += 1
+
+
+def launch_1d(source_file, kernel_name: str, count: int, args, block: int = DEFAULT_BLOCK) -> None:
+    """:func:`launch` with one thread per element of a flat range of ``count`` elements (the
+    array the kernel writes), in blocks of ``block`` threads; no launch when ``count`` is 0."""
+    if count:
+        launch(source_file, kernel_name, *grid_1d(count, block), args)
+
+
+def plane_sizes(op, src, size, grad, least=0, nonempty_input=False):
+    """((H, W), (Ho, Wo)) of a plane-map kernel (:func:`launch_plane_map`), arguments checked:
+    forward, src is x (N, C, H, W) and ``size`` the ``out_size`` (Ho, Wo); backward
+    (``grad``), src is dy (N, C, Ho, Wo) and ``size`` the ``in_size`` (H, W). Sizes must be
+    ints >= ``least``; with ``nonempty_input`` a forward's x must have a non-empty plane (an
+    average or an interpolation of nothing has no value)."""
+    check_array(op, "dy" if grad else "x", src, ndim=4)
+    given = pair(op, "in_size" if grad else "out_size", size, least)
+    plane = tuple(src.shape[2:])
+    if grad:
+        return given, plane
+    if nonempty_input and (plane[0] < 1 or plane[1] < 1):
+        raise ValueError(f"{op}: x must have a non-empty plane, got shape {tuple(src.shape)}")
+    return plane, given
+
+
+def launch_plane_map(source_file, kernel: str, src, in_size, out_size, extra=(), grad=False):
+    """The output of a kernel that maps (N, C, H, W) planes to (N, C, Ho, Wo) planes, one thread
+    per output element (the average pooling and resizing kernels), whose parameters are
+
+        kernel<T>(const T* src, T* out, int N, int C, int H, int W, int Ho, int Wo, extra...)
+
+    forward (``grad=False``): src is x (N, C, H, W) and out y (N, C, Ho, Wo); backward: src is
+    dy (N, C, Ho, Wo) and out dx (N, C, H, W). (H, W) = ``in_size``, (Ho, Wo) = ``out_size``;
+    T is src's C type; ``extra`` are the kernel's remaining arguments, already typed."""
+    n, c = src.shape[:2]
+    out = array_module(src).empty((n, c, *(in_size if grad else out_size)), src.dtype)
+    launch_1d(
+        source_file,
+        f"{kernel}<{ctype(src.dtype)}>",
+        out.size,
+        (src, out, *int32(n, c, *in_size, *out_size), *extra),
+    )
+    return out

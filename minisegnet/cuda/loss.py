@@ -40,6 +40,8 @@ SOURCE = "loss.cu"
 
 
 def _prepare(op, logits, target, weight, ignore_index):
+    """Checked (target as int64, weight, sizes): weight None becomes ones; sizes are the
+    kernels' last four arguments (int N, int C, int HW, long long ignore_index)."""
     check_array(op, "logits", logits, ndim=(2, 4))
     module = array_module(logits)
     n, c = logits.shape[:2]
@@ -68,30 +70,29 @@ def _prepare(op, logits, target, weight, ignore_index):
             f"ignore_index={ignore_index}"
         )
     hw = int(np.prod(logits.shape[2:], dtype=np.int64))
-    return target, weight, n, c, hw
+    return target, weight, (*int32(n, c, hw), np.int64(ignore_index))
+
+
+def _per_position(logits, target):
+    """(loss, wpos): two uninitialised arrays shaped like target, in the logits' dtype."""
+    module = array_module(logits)
+    return module.empty(target.shape, logits.dtype), module.empty(target.shape, logits.dtype)
 
 
 def cross_entropy_forward(logits, target, weight, ignore_index):
     """-> (loss, wpos), shaped like target. Launches ``cross_entropy_forward<T>``."""
-    op = "cross_entropy_forward"
-    target, weight, n, c, hw = _prepare(op, logits, target, weight, ignore_index)
-    module = array_module(logits)
-    loss = module.empty(target.shape, logits.dtype)
-    wpos = module.empty(target.shape, logits.dtype)
+    target, weight, sizes = _prepare("cross_entropy_forward", logits, target, weight, ignore_index)
+    loss, wpos = _per_position(logits, target)
+    args = (logits, target, weight, loss, wpos, *sizes)
     if loss.size:
-        launch(
-            SOURCE,
-            f"cross_entropy_forward<{ctype(logits.dtype)}>",
-            *grid_1d(loss.size),
-            (logits, target, weight, loss, wpos, *int32(n, c, hw), np.int64(ignore_index)),
-        )
+        launch(SOURCE, f"cross_entropy_forward<{ctype(logits.dtype)}>", *grid_1d(loss.size), args)
     return loss, wpos
 
 
 def cross_entropy_backward(logits, target, weight, ignore_index, scale_per_position):
     """-> dlogits shaped like logits. Launches ``cross_entropy_backward<T>``."""
     op = "cross_entropy_backward"
-    target, weight, n, c, hw = _prepare(op, logits, target, weight, ignore_index)
+    target, weight, sizes = _prepare(op, logits, target, weight, ignore_index)
     module = array_module(logits)
     scale = module.asarray(scale_per_position)
     if scale.dtype.kind != "f":
@@ -105,13 +106,10 @@ def cross_entropy_backward(logits, target, weight, ignore_index, scale_per_posit
         )
     scale = module.ascontiguousarray(scale.reshape(target.shape), dtype=logits.dtype)
     dlogits = module.empty_like(logits)
+    args = (logits, target, weight, scale, dlogits, *sizes)
     if target.size:
-        launch(
-            SOURCE,
-            f"cross_entropy_backward<{ctype(logits.dtype)}>",
-            *grid_1d(target.size),
-            (logits, target, weight, scale, dlogits, *int32(n, c, hw), np.int64(ignore_index)),
-        )
+        kernel = f"cross_entropy_backward<{ctype(logits.dtype)}>"
+        launch(SOURCE, kernel, *grid_1d(target.size), args)
     return dlogits
 
 
@@ -120,23 +118,15 @@ FUSED_BLOCK = 256  # threads per block of cross_entropy_fused (a power of two, <
 
 def cross_entropy_fused(logits, target, weight, ignore_index):
     """-> (loss, wpos, grad, totals). Launches ``cross_entropy_fused<T>`` once."""
-    op = "cross_entropy_fused"
-    target, weight, n, c, hw = _prepare(op, logits, target, weight, ignore_index)
+    target, weight, sizes = _prepare("cross_entropy_fused", logits, target, weight, ignore_index)
+    loss, wpos = _per_position(logits, target)
     module = array_module(logits)
-    loss = module.empty(target.shape, logits.dtype)
-    wpos = module.empty(target.shape, logits.dtype)
     grad = module.empty_like(logits)
     if not loss.size:
         return loss, wpos, grad, module.zeros(2, logits.dtype)
     grid, block = grid_1d(loss.size, FUSED_BLOCK)
     partial = module.empty((grid[0], 2), logits.dtype)
-    launch(
-        SOURCE,
-        f"cross_entropy_fused<{ctype(logits.dtype)}>",
-        grid,
-        block,
-        (logits, target, weight, loss, wpos, grad, partial, *int32(n, c, hw),
-         np.int64(ignore_index)),
-    )  # fmt: skip
+    args = (logits, target, weight, loss, wpos, grad, partial, *sizes)
+    launch(SOURCE, f"cross_entropy_fused<{ctype(logits.dtype)}>", grid, block, args)
     totals = partial[0] if grid[0] == 1 else partial.sum(axis=0)
     return loss, wpos, grad, totals

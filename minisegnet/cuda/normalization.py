@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from minisegnet.arrays import array_module
-from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch, xp
+from minisegnet.cuda.launch import check_array, ctype, int32, launch, launch_1d, xp
 
 __all__ = [
     "batch_norm_stats",
@@ -66,6 +66,20 @@ def _per_channel(op, name, a, like, channels, default=None):
     return a
 
 
+def _launch_per_channel(kernel_name, c, args):
+    """One block of REDUCTION_BLOCK threads per channel, with REDUCTION_BLOCK doubles of
+    dynamic shared memory (block_sum's buffer); no launch for 0 channels."""
+    if c:
+        launch(
+            SOURCE,
+            kernel_name,
+            (c, 1, 1),
+            (REDUCTION_BLOCK, 1, 1),
+            args,
+            shared_mem=REDUCTION_BLOCK * 8,
+        )
+
+
 def batch_norm_stats(x):
     """Per-channel (mean, biased var) of x (N, C, *). Launches ``batch_norm_stats<T>`` with one
     block of REDUCTION_BLOCK threads per channel and REDUCTION_BLOCK doubles of shared memory."""
@@ -74,15 +88,7 @@ def batch_norm_stats(x):
         raise ValueError(f"batch_norm_stats: x has no values per channel (shape {x.shape})")
     module = array_module(x)
     mean, var = module.empty(c, x.dtype), module.empty(c, x.dtype)
-    if c:
-        launch(
-            SOURCE,
-            f"batch_norm_stats<{ctype(x.dtype)}>",
-            (c, 1, 1),
-            (REDUCTION_BLOCK, 1, 1),
-            (x, mean, var, *int32(n, c, hw)),
-            shared_mem=REDUCTION_BLOCK * 8,
-        )
+    _launch_per_channel(f"batch_norm_stats<{ctype(x.dtype)}>", c, (x, mean, var, *int32(n, c, hw)))
     return mean, var
 
 
@@ -95,13 +101,8 @@ def batch_norm_forward(x, mean, invstd, weight, bias):
     weight = _per_channel(op, "weight", weight, x, c, default=1)
     bias = _per_channel(op, "bias", bias, x, c, default=0)
     y = array_module(x).empty_like(x)
-    if y.size:
-        launch(
-            SOURCE,
-            f"batch_norm_forward<{ctype(x.dtype)}>",
-            *grid_1d(y.size),
-            (x, mean, invstd, weight, bias, y, *int32(n, c, hw)),
-        )
+    args = (x, mean, invstd, weight, bias, y, *int32(n, c, hw))
+    launch_1d(SOURCE, f"batch_norm_forward<{ctype(x.dtype)}>", y.size, args)
     return y
 
 
@@ -120,22 +121,12 @@ def batch_norm_backward(dy, x, mean, invstd, weight):
     dweight, dbias = module.empty(c, x.dtype), module.empty(c, x.dtype)
     dx = module.empty_like(x)
     t = ctype(x.dtype)
-    if c:
-        launch(
-            SOURCE,
-            f"batch_norm_backward_reduce<{t}>",
-            (c, 1, 1),
-            (REDUCTION_BLOCK, 1, 1),
-            (dy, x, mean, invstd, dweight, dbias, *int32(n, c, hw)),
-            shared_mem=REDUCTION_BLOCK * 8,
-        )
-    if dx.size:
-        launch(
-            SOURCE,
-            f"batch_norm_backward_dx<{t}>",
-            *grid_1d(dx.size),
-            (dy, x, mean, invstd, weight, dweight, dbias, dx, *int32(n, c, hw)),
-        )
+    sizes = int32(n, c, hw)
+    _launch_per_channel(
+        f"batch_norm_backward_reduce<{t}>", c, (dy, x, mean, invstd, dweight, dbias, *sizes)
+    )
+    args = (dy, x, mean, invstd, weight, dweight, dbias, dx, *sizes)
+    launch_1d(SOURCE, f"batch_norm_backward_dx<{t}>", dx.size, args)
     return dx, dweight, dbias
 
 
@@ -154,13 +145,8 @@ def lrn_forward(x, size, alpha, beta, k):
     size, alpha, beta = _lrn_params(op, size, alpha, beta, x.dtype)
     module = array_module(x)
     y, scale = module.empty_like(x), module.empty_like(x)
-    if y.size:
-        launch(
-            SOURCE,
-            f"lrn_forward<{ctype(x.dtype)}>",
-            *grid_1d(y.size),
-            (x, y, scale, *int32(n, c, hw), size, alpha, beta, x.dtype.type(k)),
-        )
+    args = (x, y, scale, *int32(n, c, hw), size, alpha, beta, x.dtype.type(k))
+    launch_1d(SOURCE, f"lrn_forward<{ctype(x.dtype)}>", y.size, args)
     return y, scale
 
 
@@ -177,13 +163,8 @@ def lrn_backward(dy, x, y, scale, size, alpha, beta):
             )
     size, alpha, beta = _lrn_params(op, size, alpha, beta, x.dtype)
     dx = array_module(x).empty_like(x)
-    if dx.size:
-        launch(
-            SOURCE,
-            f"lrn_backward<{ctype(x.dtype)}>",
-            *grid_1d(dx.size),
-            (dy, x, y, scale, dx, *int32(n, c, hw), size, alpha, beta),
-        )
+    args = (dy, x, y, scale, dx, *int32(n, c, hw), size, alpha, beta)
+    launch_1d(SOURCE, f"lrn_backward<{ctype(x.dtype)}>", dx.size, args)
     return dx
 
 
@@ -203,17 +184,7 @@ def dropout_mask(shape, p, seed, per_channel):
         raise TypeError(f"dropout_mask: seed must be an int, got {seed!r}")
     keep_scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
     mask = xp().empty(shape, np.float32)
-    if mask.size:
-        launch(
-            SOURCE,
-            "dropout_mask<float>",
-            *grid_1d(mask.size),
-            (
-                mask,
-                np.int64(mask.size),
-                np.uint64(int(seed) & (2**64 - 1)),
-                np.float64(p),
-                np.float64(keep_scale),
-            ),
-        )
+    seed = np.uint64(int(seed) & (2**64 - 1))
+    args = (mask, np.int64(mask.size), seed, np.float64(p), np.float64(keep_scale))
+    launch_1d(SOURCE, "dropout_mask<float>", mask.size, args)
     return mask

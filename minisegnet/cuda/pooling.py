@@ -19,7 +19,14 @@ so ``max_unpool2d_forward`` launches ``max_pool2d_backward<T, I>`` (a gather) in
 from __future__ import annotations
 
 from minisegnet.arrays import array_module
-from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch
+from minisegnet.cuda.launch import (
+    check_array,
+    ctype,
+    int32,
+    launch_1d,
+    launch_plane_map,
+    plane_sizes,
+)
 from minisegnet.ops.geometry import pair, switch_dtype
 
 __all__ = [
@@ -37,14 +44,16 @@ __all__ = [
 SOURCE = "pooling.cu"
 
 
-def _geometry(op, kernel, stride, padding):
+def _window(op, kernel, stride, padding) -> tuple:
+    """(kh, kw, sh, sw, ph, pw): the window arguments every kernel here takes after the sizes."""
     kernel = pair(op, "kernel", kernel, 1)
     stride = pair(op, "stride", stride, 1)
     padding = pair(op, "padding", padding, 0)
-    return kernel, stride, padding
+    return (*kernel, *stride, *padding)
 
 
-def _check_switches(op, idx, like_shape, kernel):
+def _check_switches(op, idx, like_shape, window):
+    kernel = window[:2]
     check_array(op, "idx", idx, ndim=4, dtypes=("uint8", "int32"))
     if tuple(idx.shape) != tuple(like_shape):
         raise ValueError(f"{op}: idx must have shape {tuple(like_shape)}, got {tuple(idx.shape)}")
@@ -55,46 +64,35 @@ def _check_switches(op, idx, like_shape, kernel):
         )
 
 
-def _types(x, idx=None) -> str:
-    return ctype(x.dtype) if idx is None else f"{ctype(x.dtype)}, {ctype(idx.dtype)}"
+def _types(x, idx) -> str:
+    """The template arguments ``T, I`` of the max kernels."""
+    return f"{ctype(x.dtype)}, {ctype(idx.dtype)}"
 
 
 def max_pool2d_forward(x, kernel, stride, padding, out_size):
     """x (N, C, H, W) -> (y, idx) (N, C, Ho, Wo). Launches ``max_pool2d_forward<T, I>``."""
     op = "max_pool2d_forward"
-    check_array(op, "x", x, ndim=4)
-    kernel, stride, padding = _geometry(op, kernel, stride, padding)
-    ho, wo = pair(op, "out_size", out_size, 0)
-    n, c, h, w = x.shape
+    (h, w), (ho, wo) = plane_sizes(op, x, out_size, grad=False)
+    window = _window(op, kernel, stride, padding)
+    n, c = x.shape[:2]
     xp = array_module(x)
     y = xp.empty((n, c, ho, wo), x.dtype)
-    idx = xp.empty((n, c, ho, wo), switch_dtype(kernel))
-    if y.size:
-        launch(
-            SOURCE,
-            f"max_pool2d_forward<{_types(x, idx)}>",
-            *grid_1d(y.size),
-            (x, y, idx, *int32(n, c, h, w, ho, wo, *kernel, *stride, *padding)),
-        )
+    idx = xp.empty((n, c, ho, wo), switch_dtype(window[:2]))
+    args = (x, y, idx, *int32(n, c, h, w, ho, wo, *window))
+    launch_1d(SOURCE, f"max_pool2d_forward<{_types(x, idx)}>", y.size, args)
     return y, idx
 
 
 def max_pool2d_backward(dy, idx, in_size, kernel, stride, padding):
     """dy, idx (N, C, Ho, Wo) -> dx (N, C, H, W). Launches ``max_pool2d_backward<T, I>``."""
     op = "max_pool2d_backward"
-    check_array(op, "dy", dy, ndim=4)
-    kernel, stride, padding = _geometry(op, kernel, stride, padding)
-    _check_switches(op, idx, dy.shape, kernel)
-    h, w = pair(op, "in_size", in_size, 0)
-    n, c, ho, wo = dy.shape
+    (h, w), (ho, wo) = plane_sizes(op, dy, in_size, grad=True)
+    window = _window(op, kernel, stride, padding)
+    _check_switches(op, idx, dy.shape, window)
+    n, c = dy.shape[:2]
     dx = array_module(dy).empty((n, c, h, w), dy.dtype)
-    if dx.size:
-        launch(
-            SOURCE,
-            f"max_pool2d_backward<{_types(dy, idx)}>",
-            *grid_1d(dx.size),
-            (dy, idx, dx, *int32(n, c, h, w, ho, wo, *kernel, *stride, *padding)),
-        )
+    args = (dy, idx, dx, *int32(n, c, h, w, ho, wo, *window))
+    launch_1d(SOURCE, f"max_pool2d_backward<{_types(dy, idx)}>", dx.size, args)
     return dx
 
 
@@ -108,20 +106,16 @@ def max_unpool2d_forward(x, idx, out_size, kernel, stride, padding):
     """
     op = "max_unpool2d_forward"
     check_array(op, "x", x, ndim=4)
-    kernel, stride, padding = _geometry(op, kernel, stride, padding)
-    _check_switches(op, idx, x.shape, kernel)
+    window = _window(op, kernel, stride, padding)
+    _check_switches(op, idx, x.shape, window)
     h, w = pair(op, "out_size", out_size, 0)
     n, c, hp, wp = x.shape
-    if stride[0] < kernel[0] or stride[1] < kernel[1]:
+    kh, kw, sh, sw = window[:4]
+    if sh < kh or sw < kw:
         return max_pool2d_backward(x, idx, (h, w), kernel, stride, padding)
     y = array_module(x).zeros((n, c, h, w), x.dtype)
-    if x.size and y.size:
-        launch(
-            SOURCE,
-            f"max_unpool2d_forward<{_types(x, idx)}>",
-            *grid_1d(x.size),
-            (x, idx, y, *int32(n, c, hp, wp, h, w, *kernel, *stride, *padding)),
-        )
+    args = (x, idx, y, *int32(n, c, hp, wp, h, w, *window))
+    launch_1d(SOURCE, f"max_unpool2d_forward<{_types(x, idx)}>", x.size if y.size else 0, args)
     return y
 
 
@@ -130,93 +124,45 @@ def max_unpool2d_backward(dy, idx, kernel, stride, padding):
     Launches ``max_unpool2d_backward<T, I>``."""
     op = "max_unpool2d_backward"
     check_array(op, "dy", dy, ndim=4)
-    kernel, stride, padding = _geometry(op, kernel, stride, padding)
+    window = _window(op, kernel, stride, padding)
     check_array(op, "idx", idx, ndim=4, dtypes=("uint8", "int32"))
-    _check_switches(op, idx, dy.shape[:2] + idx.shape[2:], kernel)
+    _check_switches(op, idx, dy.shape[:2] + idx.shape[2:], window)
     n, c, h, w = dy.shape
     hp, wp = idx.shape[2:]
     dx = array_module(dy).empty((n, c, hp, wp), dy.dtype)
-    if dx.size:
-        launch(
-            SOURCE,
-            f"max_unpool2d_backward<{_types(dy, idx)}>",
-            *grid_1d(dx.size),
-            (dy, idx, dx, *int32(n, c, hp, wp, h, w, *kernel, *stride, *padding)),
-        )
+    args = (dy, idx, dx, *int32(n, c, hp, wp, h, w, *window))
+    launch_1d(SOURCE, f"max_unpool2d_backward<{_types(dy, idx)}>", dx.size, args)
     return dx
+
+
+def _avg_pool(op, src, size, kernel, stride, padding, count_include_pad, grad):
+    """The shared body of avg_pool2d_forward (src = x, size = out_size) and
+    avg_pool2d_backward (src = dy, size = in_size)."""
+    in_size, out_size = plane_sizes(op, src, size, grad)
+    extra = int32(*_window(op, kernel, stride, padding), bool(count_include_pad))
+    return launch_plane_map(SOURCE, op, src, in_size, out_size, extra, grad)
 
 
 def avg_pool2d_forward(x, kernel, stride, padding, out_size, count_include_pad):
     """x (N, C, H, W) -> y (N, C, Ho, Wo). Launches ``avg_pool2d_forward<T>``."""
     op = "avg_pool2d_forward"
-    check_array(op, "x", x, ndim=4)
-    kernel, stride, padding = _geometry(op, kernel, stride, padding)
-    ho, wo = pair(op, "out_size", out_size, 0)
-    n, c, h, w = x.shape
-    y = array_module(x).empty((n, c, ho, wo), x.dtype)
-    if y.size:
-        launch(
-            SOURCE,
-            f"avg_pool2d_forward<{_types(x)}>",
-            *grid_1d(y.size),
-            (x, y, *int32(n, c, h, w, ho, wo, *kernel, *stride, *padding, bool(count_include_pad))),
-        )
-    return y
+    return _avg_pool(op, x, out_size, kernel, stride, padding, count_include_pad, grad=False)
 
 
 def avg_pool2d_backward(dy, in_size, kernel, stride, padding, count_include_pad):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W). Launches ``avg_pool2d_backward<T>``."""
     op = "avg_pool2d_backward"
-    check_array(op, "dy", dy, ndim=4)
-    kernel, stride, padding = _geometry(op, kernel, stride, padding)
-    h, w = pair(op, "in_size", in_size, 0)
-    n, c, ho, wo = dy.shape
-    dx = array_module(dy).empty((n, c, h, w), dy.dtype)
-    if dx.size:
-        launch(
-            SOURCE,
-            f"avg_pool2d_backward<{_types(dy)}>",
-            *grid_1d(dx.size),
-            (
-                dy,
-                dx,
-                *int32(n, c, h, w, ho, wo, *kernel, *stride, *padding, bool(count_include_pad)),
-            ),
-        )
-    return dx
+    return _avg_pool(op, dy, in_size, kernel, stride, padding, count_include_pad, grad=True)
 
 
 def adaptive_avg_pool2d_forward(x, out_size):
     """x (N, C, H, W) -> y (N, C, Ho, Wo). Launches ``adaptive_avg_pool2d_forward<T>``."""
     op = "adaptive_avg_pool2d_forward"
-    check_array(op, "x", x, ndim=4)
-    ho, wo = pair(op, "out_size", out_size, 1)
-    n, c, h, w = x.shape
-    if h < 1 or w < 1:
-        raise ValueError(f"{op}: x must have a non-empty plane, got shape {x.shape}")
-    y = array_module(x).empty((n, c, ho, wo), x.dtype)
-    if y.size:
-        launch(
-            SOURCE,
-            f"adaptive_avg_pool2d_forward<{_types(x)}>",
-            *grid_1d(y.size),
-            (x, y, *int32(n, c, h, w, ho, wo)),
-        )
-    return y
+    sizes = plane_sizes(op, x, out_size, grad=False, least=1, nonempty_input=True)
+    return launch_plane_map(SOURCE, op, x, *sizes)
 
 
 def adaptive_avg_pool2d_backward(dy, in_size):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W). Launches ``adaptive_avg_pool2d_backward<T>``."""
     op = "adaptive_avg_pool2d_backward"
-    check_array(op, "dy", dy, ndim=4)
-    h, w = pair(op, "in_size", in_size, 1)
-    n, c, ho, wo = dy.shape
-    dx = array_module(dy).empty((n, c, h, w), dy.dtype)
-    if dx.size:
-        launch(
-            SOURCE,
-            f"adaptive_avg_pool2d_backward<{_types(dy)}>",
-            *grid_1d(dx.size),
-            (dy, dx, *int32(n, c, h, w, ho, wo)),
-        )
-    return dx
+    return launch_plane_map(SOURCE, op, dy, *plane_sizes(op, dy, in_size, True, 1), grad=True)

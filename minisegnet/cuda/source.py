@@ -102,6 +102,26 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Kernel:
+    """A ``__global__`` function as declared in a source file."""
+
+    name: str
+    template_params: tuple[str, ...]
+    params: tuple[Param, ...]
+    uses_syncthreads: bool
+    line: int
+
+    def instances(self) -> list[Instance]:
+        choices = [TEMPLATE_TYPES[t] for t in self.template_params]
+        result = []
+        for types in product(*choices):
+            mapping = dict(zip(self.template_params, types))
+            params = tuple(p.substitute(mapping) for p in self.params)
+            result.append(Instance(self, tuple(types), params))
+        return result
+
+
+@dataclass(frozen=True)
 class Instance:
     """One launchable kernel: a kernel with concrete template arguments."""
 
@@ -123,26 +143,6 @@ class Instance:
 
     def signature(self) -> str:
         return f"{self.expression}({', '.join(p.describe() for p in self.params)})"
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """A ``__global__`` function as declared in a source file."""
-
-    name: str
-    template_params: tuple[str, ...]
-    params: tuple[Param, ...]
-    uses_syncthreads: bool
-    line: int
-
-    def instances(self) -> list[Instance]:
-        choices = [TEMPLATE_TYPES[t] for t in self.template_params]
-        result = []
-        for types in product(*choices):
-            mapping = dict(zip(self.template_params, types))
-            params = tuple(p.substitute(mapping) for p in self.params)
-            result.append(Instance(self, tuple(types), params))
-        return result
 
 
 @dataclass(frozen=True)

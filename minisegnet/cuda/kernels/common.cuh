@@ -14,6 +14,16 @@ __device__ __forceinline__ long long global_thread_index()
     return (long long)blockIdx.x * blockDim.x + threadIdx.x;
 }
 
+// Where flat index i lies in a stack of (rows, cols) planes, i = (plane*rows + y)*cols + x:
+// sets *y and *x and returns plane (= n*C + c for an (N, C, rows, cols) map). The kernels with
+// one thread per pixel decode their index with it.
+__device__ __forceinline__ long long plane_pixel(long long i, int rows, int cols, int* y, int* x)
+{
+    *x = (int)(i % cols);
+    *y = (int)((i / cols) % rows);
+    return i / ((long long)rows * cols);
+}
+
 // Math with one name for float and double. CUDA's C library names the float versions expf,
 // logf, ...; calling exp() on a float in device code would silently compute in double.
 __device__ __forceinline__ float cu_exp(float x) { return expf(x); }

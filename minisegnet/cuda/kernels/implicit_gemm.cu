@@ -59,6 +59,16 @@
 #define IG_UNROLL
 #endif
 
+// The thread's 4 x 4 accumulator tile set to 0 before the K walk.
+template <typename T>
+__device__ __forceinline__ void ig_zero_tile(T (*acc)[IG_TN])
+{
+    IG_UNROLL
+    for (int i = 0; i < IG_TM; ++i)
+        IG_UNROLL
+        for (int j = 0; j < IG_TN; ++j) acc[i][j] = 0;
+}
+
 // The 16 rank-1 updates of one K step: acc[i][j] += A[k][ty + 16*i] * B[k][tx + 16*j].
 template <typename T>
 __device__ __forceinline__ void ig_multiply_tiles(const T (*a)[IG_BM + IG_PAD],
@@ -109,10 +119,7 @@ __global__ void conv_igemm_forward(const T* __restrict__ x, const T* __restrict_
     const T* w_g = w + (long long)g * Og * K;
 
     T acc[IG_TM][IG_TN];
-    IG_UNROLL
-    for (int i = 0; i < IG_TM; ++i)
-        IG_UNROLL
-        for (int j = 0; j < IG_TN; ++j) acc[i][j] = 0;
+    ig_zero_tile<T>(acc);
 
     for (int k0 = 0; k0 < K; k0 += IG_BK) {
         for (int r = 0; r < 4; ++r) {  // A: w rows m0 + t/16 + 16r, column k0 + t%16
@@ -218,10 +225,7 @@ __global__ void conv_igemm_data_grad(const T* __restrict__ dy, const T* __restri
     const T* w_g = w + (long long)g * Og * Cg * taps;
 
     T acc[IG_TM][IG_TN];
-    IG_UNROLL
-    for (int i = 0; i < IG_TM; ++i)
-        IG_UNROLL
-        for (int j = 0; j < IG_TN; ++j) acc[i][j] = 0;
+    ig_zero_tile<T>(acc);
 
     for (int k0 = 0; k0 < K; k0 += IG_BK) {
         for (int r = 0; r < 4; ++r) {  // A[m, k] = w[g*Og + o, m, ky, kx], k = (o, a, b)
@@ -299,10 +303,7 @@ __global__ void conv_igemm_weight_grad(const T* __restrict__ x, const T* __restr
     }
 
     T acc[IG_TM][IG_TN];
-    IG_UNROLL
-    for (int i = 0; i < IG_TM; ++i)
-        IG_UNROLL
-        for (int j = 0; j < IG_TN; ++j) acc[i][j] = 0;
+    ig_zero_tile<T>(acc);
 
     for (long long k0 = k_begin; k0 < k_end; k0 += IG_BK) {
         long long k = k0 + t % IG_BK;  // this thread's position in both loads

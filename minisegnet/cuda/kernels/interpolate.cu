@@ -74,9 +74,8 @@ __global__ void bilinear_forward(const T* __restrict__ x, T* __restrict__ y, int
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * Ho * Wo) return;
-    int ox = (int)(i % Wo);
-    int oy = (int)((i / Wo) % Ho);
-    const T* xp = x + (i / ((long long)Ho * Wo)) * Hi * Wi;
+    int oy, ox;
+    const T* xp = x + plane_pixel(i, Ho, Wo, &oy, &ox) * Hi * Wi;
     Taps<T> h = bilinear_taps<T>(oy, Hi, Ho, rh, align_corners);
     Taps<T> w = bilinear_taps<T>(ox, Wi, Wo, rw, align_corners);
     const T* row0 = xp + (long long)h.i0 * Wi;
@@ -95,9 +94,8 @@ __global__ void bilinear_backward(const T* __restrict__ dy, T* __restrict__ dx, 
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * Hi * Wi) return;
-    int ix = (int)(i % Wi);
-    int iy = (int)((i / Wi) % Hi);
-    const T* dyp = dy + (i / ((long long)Hi * Wi)) * Ho * Wo;
+    int iy, ix;
+    const T* dyp = dy + plane_pixel(i, Hi, Wi, &iy, &ix) * Ho * Wo;
     int oy0 = first_output_reading<T>(iy - 1, Hi, Ho, rh, align_corners);
     int ox0 = first_output_reading<T>(ix - 1, Wi, Wo, rw, align_corners);
     T sum = 0;
@@ -130,9 +128,8 @@ __global__ void nearest_forward(const T* __restrict__ x, T* __restrict__ y, int 
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * Ho * Wo) return;
-    int ox = (int)(i % Wo);
-    int oy = (int)((i / Wo) % Ho);
-    const T* xp = x + (i / ((long long)Ho * Wo)) * Hi * Wi;
+    int oy, ox;
+    const T* xp = x + plane_pixel(i, Ho, Wo, &oy, &ox) * Hi * Wi;
     y[i] = xp[(long long)nearest_source(oy, Hi, Ho, rh) * Wi + nearest_source(ox, Wi, Wo, rw)];
 }
 
@@ -157,9 +154,8 @@ __global__ void nearest_backward(const T* __restrict__ dy, T* __restrict__ dx, i
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * Hi * Wi) return;
-    int ix = (int)(i % Wi);
-    int iy = (int)((i / Wi) % Hi);
-    const T* dyp = dy + (i / ((long long)Hi * Wi)) * Ho * Wo;
+    int iy, ix;
+    const T* dyp = dy + plane_pixel(i, Hi, Wi, &iy, &ix) * Ho * Wo;
     int ox0 = first_nearest_reading(ix, Wi, Wo, rw);
     T sum = 0;
     for (int oy = first_nearest_reading(iy, Hi, Ho, rh);

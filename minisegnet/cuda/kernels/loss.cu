@@ -27,6 +27,35 @@ __device__ __forceinline__ void softmax_pieces(const T* z, int C, int HW, T* z_m
     *sum_exp = s;
 }
 
+// Position q = n*HW + p of target: the offset of logits[n, 0, p]; class c lies c*HW further.
+__device__ __forceinline__ long long position_offset(long long q, int C, int HW)
+{
+    return (q / HW) * C * HW + q % HW;
+}
+
+// The gradient of one position, dz[c * HW] = g * (softmax[c] - [c == t]) for c < C, with
+// softmax[c] = exp(z[c * HW] - z_max) * inv_sum (inv_sum = 1 / sum of the exponentials).
+template <typename T>
+__device__ __forceinline__ void softmax_gradient(const T* z, T* dz, int C, int HW, long long t,
+                                                 T g, T z_max, T inv_sum)
+{
+    for (int c = 0; c < C; ++c) {
+        T softmax = cu_exp(z[(long long)c * HW] - z_max) * inv_sum;
+        dz[(long long)c * HW] = g * (softmax - (c == t ? (T)1 : (T)0));
+    }
+}
+
+// A position without a class to learn: its C gradient entries (and its loss and weight) are
+// 0 when t is the ignore label, NaN when t is outside [0, C). Returns that value.
+template <typename T>
+__device__ __forceinline__ T fill_unlabelled(T* dz, int C, int HW, long long t,
+                                             long long ignore_index)
+{
+    T fill = t == ignore_index ? (T)0 : quiet_nan<T>();
+    for (int c = 0; c < C; ++c) dz[(long long)c * HW] = fill;
+    return fill;
+}
+
 template <typename T>
 __global__ void cross_entropy_forward(const T* __restrict__ logits,
                                       const long long* __restrict__ target,
@@ -47,7 +76,7 @@ __global__ void cross_entropy_forward(const T* __restrict__ logits,
         wpos[q] = quiet_nan<T>();
         return;
     }
-    const T* z = logits + (q / HW) * C * HW + q % HW;  // z[c * HW] = logits[n, c, p]
+    const T* z = logits + position_offset(q, C, HW);  // z[c * HW] = logits[n, c, p]
     T z_max, sum_exp;
     softmax_pieces(z, C, HW, &z_max, &sum_exp);
     T log_p = z[t * HW] - z_max - cu_log(sum_exp);
@@ -64,22 +93,17 @@ __global__ void cross_entropy_backward(const T* __restrict__ logits,
 {
     long long q = global_thread_index();
     if (q >= (long long)N * HW) return;
-    long long offset = (q / HW) * C * HW + q % HW;
+    long long offset = position_offset(q, C, HW);
     const T* z = logits + offset;
     T* dz = dlogits + offset;
     long long t = target[q];
     if (t == ignore_index || t < 0 || t >= C) {
-        T fill = t == ignore_index ? (T)0 : quiet_nan<T>();
-        for (int c = 0; c < C; ++c) dz[(long long)c * HW] = fill;
+        fill_unlabelled(dz, C, HW, t, ignore_index);
         return;
     }
     T z_max, sum_exp;
     softmax_pieces(z, C, HW, &z_max, &sum_exp);
-    T g = scale[q] * weight[t];
-    for (int c = 0; c < C; ++c) {
-        T softmax = cu_exp(z[(long long)c * HW] - z_max) / sum_exp;
-        dz[(long long)c * HW] = g * (softmax - (c == t ? (T)1 : (T)0));
-    }
+    softmax_gradient(z, dz, C, HW, t, scale[q] * weight[t], z_max, (T)1 / sum_exp);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,14 +133,12 @@ __global__ void cross_entropy_fused(const T* __restrict__ logits,
     long long q = global_thread_index();
     T my_loss = 0, my_w = 0;
     if (q < (long long)N * HW) {
-        long long offset = (q / HW) * C * HW + q % HW;
+        long long offset = position_offset(q, C, HW);
         const T* z = logits + offset;
         T* dz = grad + offset;
         long long t = target[q];
         if (t == ignore_index || t < 0 || t >= C) {
-            T fill = t == ignore_index ? (T)0 : quiet_nan<T>();
-            for (int c = 0; c < C; ++c) dz[(long long)c * HW] = fill;
-            my_loss = my_w = fill;
+            my_loss = my_w = fill_unlabelled(dz, C, HW, t, ignore_index);
         } else {
             T m = z[0], s = 1;  // online softmax: running max, sum of exp(z - m)
             for (int c = 1; c < C; ++c) {
@@ -128,11 +150,8 @@ __global__ void cross_entropy_fused(const T* __restrict__ logits,
                     s += cu_exp(v - m);
                 }
             }
-            T wt = weight[t], inv_s = (T)1 / s;
-            for (int c = 0; c < C; ++c) {
-                T softmax = cu_exp(z[(long long)c * HW] - m) * inv_s;
-                dz[(long long)c * HW] = wt * (softmax - (c == t ? (T)1 : (T)0));
-            }
+            T wt = weight[t];
+            softmax_gradient(z, dz, C, HW, t, wt, m, (T)1 / s);
             my_loss = -wt * (z[t * HW] - m - cu_log(s));
             my_w = wt;
         }

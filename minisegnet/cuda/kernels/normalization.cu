@@ -41,6 +41,13 @@ __device__ double block_sum(double value, double* partial)
     return total;
 }
 
+// The j-th of channel c's M = N*HW values, element (n, c, p) with j = n*HW + p: its offset
+// (n*C + c)*HW + p. The one-block-per-channel kernels walk j = t, t + blockDim.x, ... with it.
+__device__ __forceinline__ long long channel_value(long long j, int c, int C, int HW)
+{
+    return ((j / HW) * C + c) * HW + j % HW;
+}
+
 // batch_norm_stats: mean and biased variance of each channel. One BLOCK per channel
 // (blockIdx.x = c); thread t of the block visits elements j = t, t + blockDim.x, ... of the
 // channel's M values (a block-stride loop), then the block combines its threads' partial sums
@@ -58,12 +65,12 @@ __global__ void batch_norm_stats(const T* __restrict__ x, T* __restrict__ mean, 
 
     double sum = 0;
     for (long long j = threadIdx.x; j < M; j += blockDim.x)
-        sum += (double)x[((j / HW) * C + c) * HW + j % HW];
+        sum += (double)x[channel_value(j, c, C, HW)];
     double m = block_sum(sum, partial) / (double)M;
 
     double squares = 0;
     for (long long j = threadIdx.x; j < M; j += blockDim.x) {
-        double d = (double)x[((j / HW) * C + c) * HW + j % HW] - m;
+        double d = (double)x[channel_value(j, c, C, HW)] - m;
         squares += d * d;
     }
     double v = block_sum(squares, partial) / (double)M;
@@ -72,6 +79,14 @@ __global__ void batch_norm_stats(const T* __restrict__ x, T* __restrict__ mean, 
         mean[c] = (T)m;
         var[c] = (T)v;
     }
+}
+
+// xhat = (v - mean[c]) * invstd[c]: value v of channel c normalised (the forward's and both
+// backward kernels' common term).
+template <typename T>
+__device__ __forceinline__ T normalised(T v, const T* mean, const T* invstd, int c)
+{
+    return (v - mean[c]) * invstd[c];
 }
 
 // batch_norm_forward: y = (x - mean[c]) * invstd[c] * weight[c] + bias[c].
@@ -85,7 +100,7 @@ __global__ void batch_norm_forward(const T* __restrict__ x, const T* __restrict_
     long long i = global_thread_index();
     if (i >= (long long)N * C * HW) return;
     int c = (int)((i / HW) % C);
-    y[i] = (x[i] - mean[c]) * invstd[c] * weight[c] + bias[c];
+    y[i] = normalised(x[i], mean, invstd, c) * weight[c] + bias[c];
 }
 
 // batch_norm_backward_reduce: per channel, dbias[c] = sum dy and dweight[c] = sum dy * xhat
@@ -102,10 +117,10 @@ __global__ void batch_norm_backward_reduce(const T* __restrict__ dy, const T* __
     long long M = (long long)N * HW;
     double sum_dy = 0, sum_dy_xhat = 0;
     for (long long j = threadIdx.x; j < M; j += blockDim.x) {
-        long long k = ((j / HW) * C + c) * HW + j % HW;
+        long long k = channel_value(j, c, C, HW);
         double g = (double)dy[k];
         sum_dy += g;
-        sum_dy_xhat += g * (double)((x[k] - mean[c]) * invstd[c]);
+        sum_dy_xhat += g * (double)normalised(x[k], mean, invstd, c);
     }
     double db = block_sum(sum_dy, partial);
     double dw = block_sum(sum_dy_xhat, partial);
@@ -129,7 +144,7 @@ __global__ void batch_norm_backward_dx(const T* __restrict__ dy, const T* __rest
     if (i >= (long long)N * C * HW) return;
     int c = (int)((i / HW) % C);
     T M = (T)((long long)N * HW);
-    T xhat = (x[i] - mean[c]) * invstd[c];
+    T xhat = normalised(x[i], mean, invstd, c);
     dx[i] = weight[c] * invstd[c] * (dy[i] - dbias[c] / M - xhat * (dweight[c] / M));
 }
 
@@ -144,9 +159,8 @@ __global__ void lrn_forward(const T* __restrict__ x, T* __restrict__ y, T* __res
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * HW) return;
-    int p = (int)(i % HW);
-    int c = (int)((i / HW) % C);
-    const T* xn = x + (i / ((long long)C * HW)) * C * HW + p;  // x[n, 0, p]; channel stride HW
+    int c, p;  // i = (n*C + c)*HW + p: an (N, C, HW) array is a stack of N (C, HW) planes
+    const T* xn = x + plane_pixel(i, C, HW, &c, &p) * C * HW + p;  // x[n, 0, p]; stride HW
     T sum = 0;
     for (int j = max(c - size / 2, 0); j <= min(c + (size - 1) / 2, C - 1); ++j) {
         T v = xn[(long long)j * HW];
@@ -168,9 +182,8 @@ __global__ void lrn_backward(const T* __restrict__ dy, const T* __restrict__ x,
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * HW) return;
-    int p = (int)(i % HW);
-    int c = (int)((i / HW) % C);
-    long long base = (i / ((long long)C * HW)) * C * HW + p;  // (n, 0, p)
+    int c, p;
+    long long base = plane_pixel(i, C, HW, &c, &p) * C * HW + p;  // (n, 0, p)
     T sum = 0;
     for (int j = max(c - (size - 1) / 2, 0); j <= min(c + size / 2, C - 1); ++j) {
         long long o = base + (long long)j * HW;

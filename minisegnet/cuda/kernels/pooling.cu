@@ -37,10 +37,8 @@ __global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, I
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * Ho * Wo) return;
-    int ox = (int)(i % Wo);
-    int oy = (int)((i / Wo) % Ho);
-    long long plane = i / ((long long)Ho * Wo);  // n*C + c
-    const T* xp = x + plane * H * W;
+    int oy, ox;
+    const T* xp = x + plane_pixel(i, Ho, Wo, &oy, &ox) * H * W;  // x[n, c]
 
     int y0 = oy * sh - ph, x0 = ox * sw - pw;  // the window's top-left corner (may be padding)
     T best = 0;
@@ -74,9 +72,8 @@ __global__ void max_pool2d_backward(const T* __restrict__ dy, const I* __restric
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * H * W) return;
-    int ix = (int)(i % W);
-    int iy = (int)((i / W) % H);
-    long long plane = i / ((long long)H * W);
+    int iy, ix;
+    long long plane = plane_pixel(i, H, W, &iy, &ix);
     const T* dyp = dy + plane * Ho * Wo;
     const I* idxp = idx + plane * Ho * Wo;
 
@@ -91,6 +88,20 @@ __global__ void max_pool2d_backward(const T* __restrict__ dy, const I* __restric
         }
     }
     dx[i] = sum;
+}
+
+// The pixel of the unpooled (H, W) plane that switch k of pooled element (py, px) names:
+// row py*sh - ph + k/kw, column px*sw - pw + k%kw (window (py, px)'s tap k), as the flat offset
+// row*W + column inside the plane; -1 when k is no tap of a kh x kw window or the pixel lies
+// outside the plane (in the padding), so that the caller neither reads nor writes it.
+__device__ __forceinline__ long long switch_target(int k, int py, int px, int H, int W, int kh,
+                                                   int kw, int sh, int sw, int ph, int pw)
+{
+    if (k < 0 || k >= kh * kw) return -1;
+    int oy = py * sh - ph + k / kw;
+    int ox = px * sw - pw + k % kw;
+    if (oy < 0 || oy >= H || ox < 0 || ox >= W) return -1;
+    return (long long)oy * W + ox;
 }
 
 // max_unpool2d_forward: y (zeroed by the caller) gets each x[n, c, py, px] placed where its
@@ -108,15 +119,10 @@ __global__ void max_unpool2d_forward(const T* __restrict__ x, const I* __restric
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * Hp * Wp) return;
-    int px = (int)(i % Wp);
-    int py = (int)((i / Wp) % Hp);
-    long long plane = i / ((long long)Hp * Wp);
-    int k = (int)idx[i];
-    if (k < 0 || k >= kh * kw) return;
-    int oy = py * sh - ph + k / kw;
-    int ox = px * sw - pw + k % kw;
-    if (oy < 0 || oy >= H || ox < 0 || ox >= W) return;
-    y[(plane * H + oy) * W + ox] = x[i];
+    int py, px;
+    long long plane = plane_pixel(i, Hp, Wp, &py, &px);
+    long long o = switch_target((int)idx[i], py, px, H, W, kh, kw, sh, sw, ph, pw);
+    if (o >= 0) y[plane * H * W + o] = x[i];
 }
 
 // max_unpool2d_backward: one thread per element of dx (the pooled map), gathering the one
@@ -129,17 +135,10 @@ __global__ void max_unpool2d_backward(const T* __restrict__ dy, const I* __restr
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * Hp * Wp) return;
-    int px = (int)(i % Wp);
-    int py = (int)((i / Wp) % Hp);
-    long long plane = i / ((long long)Hp * Wp);
-    int k = (int)idx[i];
-    T value = 0;
-    if (k >= 0 && k < kh * kw) {
-        int oy = py * sh - ph + k / kw;
-        int ox = px * sw - pw + k % kw;
-        if (oy >= 0 && oy < H && ox >= 0 && ox < W) value = dy[(plane * H + oy) * W + ox];
-    }
-    dx[i] = value;
+    int py, px;
+    long long plane = plane_pixel(i, Hp, Wp, &py, &px);
+    long long o = switch_target((int)idx[i], py, px, H, W, kh, kw, sh, sw, ph, pw);
+    dx[i] = o >= 0 ? dy[plane * H * W + o] : (T)0;
 }
 
 // The divisor of average-pooling window (oy, ox), PyTorch's rule: the window is first clipped
@@ -163,9 +162,8 @@ __global__ void avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, i
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * Ho * Wo) return;
-    int ox = (int)(i % Wo);
-    int oy = (int)((i / Wo) % Ho);
-    const T* xp = x + (i / ((long long)Ho * Wo)) * H * W;
+    int oy, ox;
+    const T* xp = x + plane_pixel(i, Ho, Wo, &oy, &ox) * H * W;
     int y0 = oy * sh - ph, x0 = ox * sw - pw;
     T sum = 0;
     for (int iy = max(y0, 0); iy < min(y0 + kh, H); ++iy)
@@ -183,9 +181,8 @@ __global__ void avg_pool2d_backward(const T* __restrict__ dy, T* __restrict__ dx
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * H * W) return;
-    int ix = (int)(i % W);
-    int iy = (int)((i / W) % H);
-    const T* dyp = dy + (i / ((long long)H * W)) * Ho * Wo;
+    int iy, ix;
+    const T* dyp = dy + plane_pixel(i, H, W, &iy, &ix) * Ho * Wo;
     T sum = 0;
     int oy_end = last_window(iy, sh, ph, Ho), ox_end = last_window(ix, sw, pw, Wo);
     for (int oy = first_window(iy, kh, sh, ph); oy <= oy_end; ++oy)
@@ -212,9 +209,8 @@ __global__ void adaptive_avg_pool2d_forward(const T* __restrict__ x, T* __restri
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * Ho * Wo) return;
-    int ox = (int)(i % Wo);
-    int oy = (int)((i / Wo) % Ho);
-    const T* xp = x + (i / ((long long)Ho * Wo)) * H * W;
+    int oy, ox;
+    const T* xp = x + plane_pixel(i, Ho, Wo, &oy, &ox) * H * W;
     int y0 = bin_start(oy, H, Ho), y1 = bin_end(oy, H, Ho);
     int x0 = bin_start(ox, W, Wo), x1 = bin_end(ox, W, Wo);
     T sum = 0;
@@ -233,9 +229,8 @@ __global__ void adaptive_avg_pool2d_backward(const T* __restrict__ dy, T* __rest
 {
     long long i = global_thread_index();
     if (i >= (long long)N * C * H * W) return;
-    int ix = (int)(i % W);
-    int iy = (int)((i / W) % H);
-    const T* dyp = dy + (i / ((long long)H * W)) * Ho * Wo;
+    int iy, ix;
+    const T* dyp = dy + plane_pixel(i, H, W, &iy, &ix) * Ho * Wo;
     T sum = 0;
     for (int oy = (int)(((long long)iy * Ho) / H); oy < Ho && bin_start(oy, H, Ho) <= iy; ++oy) {
         if (bin_end(oy, H, Ho) <= iy) continue;
