@@ -79,11 +79,11 @@ class CRFParams:
     inference.cpp: bilateral w1=10, theta_alpha=80, theta_beta=13; Gaussian w2=3, theta_gamma=3).
     ``iterations`` mean-field steps; ``normalization`` in NORMALIZATIONS (module docstring)."""
 
-    w1: float = 10.0
-    theta_alpha: float = 80.0
-    theta_beta: float = 13.0
-    w2: float = 3.0
-    theta_gamma: float = 3.0
+    w1: float = 10.0  # appearance kernel: weight,
+    theta_alpha: float = 80.0  # position width (px),
+    theta_beta: float = 13.0  # colour width (0..255 units)
+    w2: float = 3.0  # smoothness kernel: weight,
+    theta_gamma: float = 3.0  # position width (px)
     iterations: int = 10
     normalization: str = "symmetric"
 
