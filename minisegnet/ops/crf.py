@@ -41,7 +41,11 @@ code does: the lattice cannot leave it out).
 
 Measured (benchmarks/results/crf.md, busy shared 2-core machine): normalised, the lattice is
 within 0.3-1.3% (relative L2) of the exact filter for the usual widths (tests/test_crf.py);
-mean field agrees with pydensecrf2's labels on >99.9% of pixels.
+mean field agrees with pydensecrf2's labels on >99.9% of pixels. Speed, 360x480 frame, 11
+classes, 10 iterations: 0.93x pydensecrf2's time on 1 Numba thread, 0.80x on 2 (327 and 279 vs
+351 ms, load 0.4). Per 1-thread run, CPU: lattice builds 52 + 11 ms, 10 x (appearance filter
+11 + smoothness filter 7 + update 5 ms); the update is fused and Potts-specialised
+(``_update2``).
 
 Shapes: image (H, W, 3) (uint8 or float; colour in 0..255 units), probabilities (L, H, W)
 float32/float64 summing to 1 over L. Features (N, d), values (N, C).

@@ -29,9 +29,10 @@ Two versions of the filter, equal to float rounding (tested):
   descheduled thread: 8 regions per filter made a 90x120 CRF 30x slower, 3.0 s vs 0.1 s). The
   splat is a scatter in point order (Krähenbühl's loop): it reads the values once, in order, and
   adds into the small lattice, which stays in cache (13k vertices x 11 channels for a 360x480
-  frame, d = 5). A gather over the inverse map (the CUDA kernel's way: no atomics) reads the
-  values in random order: the appearance filter took 28 ms with it, 13 ms scattering (1 thread,
-  360x480x11, busy machine).
+  frame, d = 5), and needs no inverse map (the CUDA kernel's gather does, to avoid atomics:
+  building it was 7 ms of the appearance lattice's 46). Measured, CPU ms, 360x480x11, 1 thread,
+  busy machine: appearance filter 12.9 (gather) -> 11.3 (scatter), smoothness 6.1 -> 6.8 (its
+  22k-vertex lattice is less cache-friendly); build 46 -> 39 and 13.4 -> 11.0.
 
 The build (``build_lattice``) has three phases: each point's simplex (independent per point:
 parallel; ``_simplices``), numbering the distinct vertices (a hash table, sequential:
@@ -50,10 +51,8 @@ __all__ = ["Lattice", "build_lattice", "splat_gather"]
 # ------------------------------------------------------------------------------ the build
 @njit(parallel=True, cache=True)
 def _simplices(features):
-    """Phase 1, independent per point (so parallel): the d+1 vertex keys (N, d+1, d) of the
-    simplex enclosing each lifted point, and its barycentric weights (N, d+1). Points go in
-    chunks so each thread allocates its scratch once, not per point (4 small arrays per point
-    were 42 of this phase's 50 ms at 360x480, d = 5)."""
+    """Phase 1 of the build, independent per point (so parallel): the d+1 vertex keys (N, d+1, d)
+    of the simplex enclosing each lifted point, and its barycentric weights (N, d+1)."""
     n, d = features.shape
     scale = np.empty(d)
     inv_std = np.sqrt(2.0 / 3.0) * (d + 1)  # makes the blur a Gaussian of std 1 in f
@@ -61,58 +60,54 @@ def _simplices(features):
         scale[i] = inv_std / np.sqrt((i + 1.0) * (i + 2.0))
     keys = np.empty((n, d + 1, d), np.int32)
     weight = np.empty((n, d + 1), np.float32)
-    chunks = (n + 4095) // 4096
-    for chunk in prange(chunks):
+    for p in prange(n):
         elevated = np.empty(d + 1)
         rem0 = np.empty(d + 1, np.int64)
-        rank = np.empty(d + 1, np.int64)
-        bary = np.empty(d + 2)
-        for p in range(chunk * 4096, min(n, (chunk + 1) * 4096)):
-            # elevate onto the hyperplane x.1 = 0: E f, E's rows orthogonal (Adams' eq. 3)
-            sm = 0.0
-            for j in range(d, 0, -1):
-                cf = features[p, j - 1] * scale[j - 1]
-                elevated[j] = sm - j * cf
-                sm += cf
-            elevated[0] = sm
-            # the nearest remainder-0 lattice point, by rounding to multiples of d+1
-            s = 0
-            for i in range(d + 1):
-                rd = np.int64(np.round(elevated[i] / (d + 1)))
-                rem0[i] = rd * (d + 1)
-                s += rd
-                rank[i] = 0
-            # rank: the position of each coordinate of (elevated - rem0) in decreasing order
+        rank = np.zeros(d + 1, np.int64)
+        bary = np.zeros(d + 2)
+        # elevate onto the hyperplane x.1 = 0: E f, E's rows orthogonal (Adams' eq. 3)
+        sm = 0.0
+        for j in range(d, 0, -1):
+            cf = features[p, j - 1] * scale[j - 1]
+            elevated[j] = sm - j * cf
+            sm += cf
+        elevated[0] = sm
+        # the nearest remainder-0 lattice point, by rounding to multiples of d+1
+        s = 0
+        for i in range(d + 1):
+            rd = np.int64(np.round(elevated[i] / (d + 1)))
+            rem0[i] = rd * (d + 1)
+            s += rd
+        # rank: the position of each coordinate of (elevated - rem0) in decreasing order
+        for i in range(d):
+            di = elevated[i] - rem0[i]
+            for j in range(i + 1, d + 1):
+                if di < elevated[j] - rem0[j]:
+                    rank[i] += 1
+                else:
+                    rank[j] += 1
+        # if rem0 is off the plane (sum != 0), walk it back
+        for i in range(d + 1):
+            rank[i] += s
+            if rank[i] < 0:
+                rank[i] += d + 1
+                rem0[i] += d + 1
+            elif rank[i] > d:
+                rank[i] -= d + 1
+                rem0[i] -= d + 1
+        # barycentric coordinates (Adams' p. 10)
+        for i in range(d + 1):
+            v = (elevated[i] - rem0[i]) / (d + 1)
+            bary[d - rank[i]] += v
+            bary[d - rank[i] + 1] -= v
+        bary[0] += 1.0 + bary[d + 1]
+        # the d+1 vertices: rem0 + the canonical simplex' vertex r, permuted by rank (the last
+        # coordinate is implied: keys sum to 0)
+        for r in range(d + 1):
             for i in range(d):
-                di = elevated[i] - rem0[i]
-                for j in range(i + 1, d + 1):
-                    if di < elevated[j] - rem0[j]:
-                        rank[i] += 1
-                    else:
-                        rank[j] += 1
-            # if rem0 is off the plane (sum != 0), walk it back
-            for i in range(d + 1):
-                rank[i] += s
-                if rank[i] < 0:
-                    rank[i] += d + 1
-                    rem0[i] += d + 1
-                elif rank[i] > d:
-                    rank[i] -= d + 1
-                    rem0[i] -= d + 1
-            # barycentric coordinates (Adams' p. 10)
-            bary[:] = 0.0
-            for i in range(d + 1):
-                v = (elevated[i] - rem0[i]) / (d + 1)
-                bary[d - rank[i]] += v
-                bary[d - rank[i] + 1] -= v
-            bary[0] += 1.0 + bary[d + 1]
-            # the d+1 vertices: rem0 + the canonical simplex' vertex r, permuted by rank (the
-            # last coordinate is implied: keys sum to 0)
-            for r in range(d + 1):
-                for i in range(d):
-                    c = r if rank[i] <= d - r else r - (d + 1)
-                    keys[p, r, i] = rem0[i] + c
-                weight[p, r] = bary[r]
+                c = r if rank[i] <= d - r else r - (d + 1)
+                keys[p, r, i] = rem0[i] + c
+            weight[p, r] = bary[r]
     return keys, weight
 
 
