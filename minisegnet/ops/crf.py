@@ -43,7 +43,8 @@ Measured (benchmarks/results/crf.md, busy shared 2-core machine): normalised, th
 within 0.3-1.3% (relative L2) of the exact filter for the usual widths (tests/test_crf.py);
 mean field agrees with pydensecrf2's labels on >99.9% of pixels. Speed, 360x480 frame, 11
 classes, 10 iterations: 0.93x pydensecrf2's time on 1 Numba thread, 0.80x on 2 (327 and 279 vs
-351 ms, load 0.4). Per 1-thread run, CPU: lattice builds 52 + 11 ms, 10 x (appearance filter
+351 ms, load 0.4); at load 7, 0.96x on 1 thread but 1.46x on 2 (a parallel region's barrier
+waits for a descheduled thread). Per 1-thread run, CPU: lattice builds 52 + 11 ms, 10 x (appearance filter
 11 + smoothness filter 7 + update 5 ms); the update is fused and Potts-specialised
 (``_update2``).
 
