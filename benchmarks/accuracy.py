@@ -251,7 +251,9 @@ def write_table(rows, path: Path, smoke: bool) -> None:
             f"{r.get('date', 'n/a')} |"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    # hand-written sections after the table (## headings, e.g. the CRF's) survive a rerun
+    kept = path.read_text().partition("\n## ")[2] if path.exists() else ""
+    path.write_text("\n".join(lines) + "\n" + (f"\n## {kept}" if kept else ""))
     (path.with_suffix(".json")).write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {path}")
 

@@ -103,7 +103,7 @@ def miou(pred, truth, labels):
 
 
 def parts(crf, img, p, params, reps):
-    """Median ms of the pieces of one dense_crf call."""
+    """(min, median) process CPU ms of the pieces of one dense_crf call."""
     a, s = crf.crf_features(img, params)
     la, ls = crf.Lattice(a), crf.Lattice(s)
     q = np.ascontiguousarray(p.reshape(p.shape[0], -1).T)
@@ -115,18 +115,18 @@ def parts(crf, img, p, params, reps):
     def t(fn):
         samples = []
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             fn()
-            samples.append(time.perf_counter() - t0)
-        return 1e3 * statistics.median(samples)
+            samples.append(time.process_time() - t0)
+        return 1e3 * min(samples), 1e3 * statistics.median(samples)
 
     return {
         "build appearance lattice (d=5)": t(lambda: crf.Lattice(a)),
         "build smoothness lattice (d=2)": t(lambda: crf.Lattice(s)),
         "one appearance filter (11 channels)": t(lambda: la.filter(q)),
         "one smoothness filter (11 channels)": t(lambda: ls.filter(q)),
-        "one mean-field update (fused)": t(
-            lambda: crf._update2(q, m1.copy(), m2, np.float32(10), np.float32(3), mu, out)
+        "one mean-field update (fused, Potts)": t(
+            lambda: crf._update2(q, m1, m2, np.float32(10), np.float32(3), mu, out, True)
         ),
     }
 
@@ -196,52 +196,66 @@ def main(argv=None):
     img, p, truth = frame(h, w)
     params = crf.CRFParams()
     dcrf = pydensecrf_or_none()
-    ours_t = {t: [] for t in args.threads}
+    ours_t = {t: [] for t in args.threads}  # (wall s, process CPU s) per run
     ref_t = []
+
+    def timed(fn):
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        return out, (time.perf_counter() - w0, time.process_time() - c0)
+
     for t in args.threads:
         numba.set_num_threads(t)
         crf.dense_crf(img, p, params)  # compile / load the cached kernels
     for _ in range(reps):  # alternate: every implementation sees the same load
         for t in args.threads:
             numba.set_num_threads(t)
-            t0 = time.perf_counter()
-            q = crf.dense_crf(img, p, params)
-            ours_t[t].append(time.perf_counter() - t0)
+            q, sample = timed(lambda: crf.dense_crf(img, p, params))
+            ours_t[t].append(sample)
         if dcrf is not None:
-            t0 = time.perf_counter()
-            r = reference(dcrf, img, p, params)
-            ref_t.append(time.perf_counter() - t0)
-    ours_ms = {t: 1e3 * statistics.median(v) for t, v in ours_t.items()}
+            r, sample = timed(lambda: reference(dcrf, img, p, params))
+            ref_t.append(sample)
     load = os.getloadavg()
+
+    def stats(samples):
+        """(min wall, median wall, min CPU, median CPU) in ms."""
+        wall, cpu = zip(*samples)
+        return tuple(1e3 * f(v) for v in (wall, cpu) for f in (min, statistics.median))
+
     lines = [
         "# Fully connected CRF: speed and lattice error",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on a BUSY shared 2-core "
-        f"machine (load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} while running): "
-        "absolute times are inflated, the ratio less so (runs alternate). "
+        f"machine (load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} while running, "
+        f"{reps} runs each): absolute times are inflated, the ratio less so (runs alternate). "
+        "CPU is the process' CPU time: what the run cost, whatever else the machine did; on 1 "
+        "thread it is the fairest comparison on a loaded machine. "
         "Rerun: `python benchmarks/crf.py" + (" --quick" if args.quick else "") + "`.",
         "",
         f"Frame {h}x{w}, 11 classes, {params.iterations} mean-field iterations, {params!r}; "
         "minisegnet with the Numba threads given, pydensecrf2 single-threaded (its only mode).",
         "",
-        "| implementation | median ms | ratio to pydensecrf2 | pixel acc. (coarse input: "
+        "| implementation | wall ms min / median | CPU ms min / median | ratio to pydensecrf2 "
+        "(median wall; median CPU) | pixel acc. (coarse input: "
         f"{np.mean(p.argmax(0) == truth):.3f}) | mIoU (input {miou(p.argmax(0), truth, 11):.3f}) |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
-    ref_ms = 1e3 * statistics.median(ref_t) if dcrf is not None else None
+    ref = stats(ref_t) if dcrf is not None else None
     if dcrf is not None:
         lines.append(
-            f"| pydensecrf2 | {ref_ms:.0f} | 1.00 | {np.mean(r.argmax(0) == truth):.3f} | "
-            f"{miou(r.argmax(0), truth, 11):.3f} |"
+            f"| pydensecrf2 | {ref[0]:.0f} / {ref[1]:.0f} | {ref[2]:.0f} / {ref[3]:.0f} | 1.00 | "
+            f"{np.mean(r.argmax(0) == truth):.3f} | {miou(r.argmax(0), truth, 11):.3f} |"
         )
-    for t, ms_ in ours_ms.items():
+    for t, samples in ours_t.items():
+        ours = stats(samples)
         ratio = (
-            f"{ms_ / ref_ms:.2f}"
-            if ref_ms
+            f"{ours[1] / ref[1]:.2f}; {ours[3] / ref[3]:.2f}"
+            if ref
             else "n/a (pydensecrf2 not installed: pip install .[crf])"
         )
         lines.append(
-            f"| minisegnet lattice, {t} thread{'s' if t > 1 else ''} | {ms_:.0f} | {ratio} | "
+            f"| minisegnet lattice, {t} thread{'s' if t > 1 else ''} | {ours[0]:.0f} / "
+            f"{ours[1]:.0f} | {ours[2]:.0f} / {ours[3]:.0f} | {ratio} | "
             f"{np.mean(q.argmax(0) == truth):.3f} | {miou(q.argmax(0), truth, 11):.3f} |"
         )
     if dcrf is not None:
@@ -250,15 +264,18 @@ def main(argv=None):
             f"Agreement with pydensecrf2: labels {np.mean(q.argmax(0) == r.argmax(0)):.4f}, "
             f"max |Q - Q_ref| {np.abs(q - r).max():.2e}.",
         ]
-    numba.set_num_threads(args.threads[0])
+    numba.set_num_threads(min(args.threads))  # CPU time on 1 thread: no spinning workers
     lines += [
         "",
-        f"Where minisegnet's time goes ({args.threads[0]} threads, median ms):",
+        f"Where minisegnet's time goes ({min(args.threads)} thread(s), process CPU ms):",
         "",
-        "| part | ms |",
+        "| part | CPU ms min / median |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {v:.1f} |" for k, v in parts(crf, img, p, params, reps).items()]
+    lines += [
+        f"| {k} | {lo:.1f} / {med:.1f} |"
+        for k, (lo, med) in parts(crf, img, p, params, reps).items()
+    ]
     lines += [
         "",
         "Lattice against the exact O(N^2) filter, 40x50 image, default widths (raw: the "

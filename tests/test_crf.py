@@ -162,14 +162,14 @@ def test_bad_input_names_the_argument():
 @pytest.mark.parametrize("channels", [1, 2, 11])
 @pytest.mark.parametrize("transpose", [False, True])
 def test_one_region_filter_matches_the_three_steps(channels, transpose):
-    """Lattice.filter_fused (splat, blur, slice per channel group, one parallel region) equals
+    """Lattice.filter (splat, blur, slice per channel group, one parallel region) equals
     filter_steps (run under NUMBA_NUM_THREADS=1 it has one group, under 2 two)."""
     rng = np.random.default_rng(channels)
     lat = crf.Lattice(rng.normal(size=(300, 4)) * 2)
     v = rng.random((300, channels)).astype(np.float32)
     scale = rng.random(300).astype(np.float32) + 0.5
     np.testing.assert_allclose(
-        lat.filter_fused(v, transpose, scale),
+        lat.filter(v, transpose, scale),
         lat.filter_steps(v, transpose, scale),
         rtol=2e-6,
         atol=1e-6,

@@ -8,9 +8,11 @@ Kernels launched (T = float, double), each one thread per output element, no ato
 
     CudaLattice(features).filter(values, transpose=False, scale=None) -> (N, C)
 
-equals ``ops.crf.Lattice(features).filter`` (tested under ``cuda-emu``). The lattice is built on
-the host by ``ops.crf`` (hashing the simplex vertices) and its index arrays are copied to the
-backend's device once; each filter then runs entirely there.
+equals ``ops.crf_lattice.Lattice(features).filter`` (tested under ``cuda-emu``). The lattice is
+built on the host by the lattice engine (``ops/crf_lattice.py``: hashing the simplex vertices),
+its index arrays are copied to the backend's device once, and each filter then runs entirely
+there. ``ops/crf.py`` reaches this class through its ``FILTERS`` table, so this file imports
+only the engine, never the op module.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from minisegnet.cuda.launch import check_array, ctype, grid_1d, int32, launch, xp
-from minisegnet.ops.crf import Lattice
+from minisegnet.ops.crf_lattice import Lattice, splat_gather
 
 __all__ = ["CudaLattice"]
 
@@ -33,9 +35,10 @@ class CudaLattice:
         m = xp()
         self.n, self.d, self.m1 = host.n, host.d, host.m + 1
         self.alpha = host.alpha
-        self.start = m.asarray(np.ascontiguousarray(host.start, np.int64))
-        self.point = m.asarray(np.ascontiguousarray(host.point, np.int32))
-        self.wgt = m.asarray(np.ascontiguousarray(host.wgt, np.float32))
+        start, point, wgt = splat_gather(host.offset, host.weight, host.m)
+        self.start = m.asarray(start)
+        self.point = m.asarray(point)
+        self.wgt = m.asarray(wgt)
         self.offset = m.asarray(np.ascontiguousarray(host.offset, np.int32))
         self.weight = m.asarray(np.ascontiguousarray(host.weight, np.float32))
         self.neighbours = [m.asarray(np.ascontiguousarray(nb, np.int32)) for nb in host.neighbours]
