@@ -38,40 +38,16 @@ from pathlib import Path
 import numpy as np
 
 from minisegnet import metrics
-from minisegnet.arrays import array_module, to_host
+from minisegnet.arrays import to_host
 from minisegnet.data.errors import DataError
 from minisegnet.data.transforms import eval_transform
-from minisegnet.inference import labels_on_device
+from minisegnet.inference import input_multiple, pad_to_multiple, predict_full
 from minisegnet.progress import ProgressLines
 
 __all__ = [
     "evaluate_dataset", "format_report", "predict_full", "pad_to_multiple", "input_multiple",
     "jsonable", "command",
 ]  # fmt: skip
-
-
-def input_multiple(model) -> int:
-    """The side multiple ``model`` needs (its class attribute ``input_multiple``; default 1)."""
-    return int(getattr(model, "input_multiple", 1) or 1)
-
-
-def pad_to_multiple(images, multiple: int):
-    """(N, C, H, W) -> (N, C, H', W') with H', W' the next multiples of ``multiple``, zeros
-    added at the bottom and right (same array module as ``images``)."""
-    n, c, h, w = images.shape
-    ph, pw = -h % multiple, -w % multiple
-    if ph == 0 and pw == 0:
-        return images
-    xp = array_module(images)
-    return xp.pad(images, ((0, 0), (0, 0), (0, ph), (0, pw)))
-
-
-def predict_full(model, images):
-    """Class of every pixel of (N, 3, H, W) ``images`` -> (N, H, W) int64 on the backend's
-    device, padded to the network's ``input_multiple`` and cropped back to (H, W)."""
-    h, w = images.shape[-2:]
-    labels = labels_on_device(model, pad_to_multiple(images, input_multiple(model)))
-    return labels[:, :h, :w]
 
 
 def _load(dataset, transform, i):
@@ -226,14 +202,13 @@ def command(args) -> int:
     from minisegnet import backend, refine
     from minisegnet.data import parse_data_spec
     from minisegnet.data.splits import open_split
+    from minisegnet.inference import load_checkpoint, size_checked
     from minisegnet.options import (
         ConfigError,
         backend_name,
         check_pixels,
         configure_threads,
-        load_checkpoint,
         output_folder,
-        size_checked,
         use_backend,
     )
     from minisegnet.threads import tune_threads

@@ -10,6 +10,7 @@ the model's mode is restored after.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from minisegnet.train_config import TrainConfig
 __all__ = [
     "forward_scores", "labels_on_device", "predict_labels", "accepts_input_side",
     "input_side_bracket", "min_input_side", "too_small_error", "read_model_file",
-    "load_for_inference",
+    "load_for_inference", "input_multiple", "pad_to_multiple", "predict_full", "size_checked",
+    "load_checkpoint",
 ]  # fmt: skip
 
 
@@ -232,3 +234,53 @@ def load_for_inference(path, model: str | None = None, width=None):
         "source": weights_path,
     }
     return net, info
+
+
+def input_multiple(model) -> int:
+    """The side multiple ``model`` needs (its class attribute ``input_multiple``; default 1)."""
+    return int(getattr(model, "input_multiple", 1) or 1)
+
+
+def pad_to_multiple(images, multiple: int):
+    """(N, C, H, W) -> (N, C, H', W') with H', W' the next multiples of ``multiple``, zeros
+    added at the bottom and right (same array module as ``images``)."""
+    n, c, h, w = images.shape
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return images
+    xp = array_module(images)
+    return xp.pad(images, ((0, 0), (0, 0), (0, ph), (0, pw)))
+
+
+def predict_full(model, images):
+    """Class of every pixel of (N, 3, H, W) ``images`` -> (N, H, W) int64 on the backend's
+    device, padded to the network's ``input_multiple`` and cropped back to (H, W)."""
+    h, w = images.shape[-2:]
+    labels = labels_on_device(model, pad_to_multiple(images, input_multiple(model)))
+    return labels[:, :h, :w]
+
+
+@contextlib.contextmanager
+def size_checked(model, name: str, side: int, what: str, hint: str = ""):
+    """Run the body (forward passes of ``model`` on images of ``side`` pixels); a ValueError it
+    raises becomes a ConfigError when the images are too small for the network (``what``: the
+    option or file that gave the size), and otherwise propagates: a bug."""
+    from minisegnet.data import DataError
+
+    try:
+        yield
+    except DataError:  # a file of the dataset (names itself), not a refused size
+        raise
+    except ValueError as refusal:
+        error = too_small_error(model, name, side, what, hint, reason=str(refusal))
+        if error is None:
+            raise
+        raise error from None
+
+
+def load_checkpoint(args):
+    """``load_for_inference`` for --checkpoint (with --model, --width); its errors name it."""
+    try:
+        return load_for_inference(args.checkpoint, args.model, args.width)
+    except ckpt.CheckpointError as error:
+        raise ckpt.CheckpointError(f"--checkpoint: {error}") from None

@@ -4,7 +4,8 @@ on the backend it would compute on (``models.summary`` makes the table)."""
 from __future__ import annotations
 
 from minisegnet import backend, models
-from minisegnet.options import ConfigError, check_pixels, size_checked, use_backend
+from minisegnet.inference import size_checked
+from minisegnet.options import ConfigError, check_pixels, use_backend
 
 __all__ = ["command"]
 

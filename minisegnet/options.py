@@ -2,14 +2,14 @@
 
 Every check raises :class:`ConfigError` (a ValueError) whose message starts with the option or
 file it is about; ``minisegnet.cli.main`` reports it as one ``minisegnet: error:`` line. The
-jobs (``train.py``, ``evaluation.py``, ``predict.py``, ``inference.py``) call these; the
-command line only parses and dispatches.
+jobs (``train.py``, ``evaluation.py``, ``predict.py``, ``model_summary.py``) call these; the
+command line only parses and dispatches. (The checks that run a network, ``size_checked`` and
+``load_checkpoint``, are in ``inference.py``.)
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
 import tempfile
@@ -19,7 +19,7 @@ from minisegnet import backend
 
 __all__ = [
     "ConfigError", "warn", "backend_name", "use_backend", "output_folder", "check_pixels",
-    "size_checked", "configure_threads", "load_checkpoint", "number_type",
+    "configure_threads", "number_type", "finite_at_least",
 ]  # fmt: skip
 
 
@@ -105,38 +105,8 @@ def check_pixels(width: int, height: int, what: str) -> None:
         )
 
 
-@contextlib.contextmanager
-def size_checked(model, name: str, side: int, what: str, hint: str = ""):
-    """Run the body (forward passes of ``model`` on images of ``side`` pixels); a ValueError it
-    raises becomes a ConfigError when the images are too small for the network (``what``: the
-    option or file that gave the size), and otherwise propagates: a bug."""
-    from minisegnet.data import DataError
-    from minisegnet.inference import too_small_error
-
-    try:
-        yield
-    except DataError:  # a file of the dataset (names itself), not a refused size
-        raise
-    except ValueError as refusal:
-        error = too_small_error(model, name, side, what, hint, reason=str(refusal))
-        if error is None:
-            raise
-        raise error from None
-
-
 def configure_threads(args) -> dict:
     """``--threads`` (or the defaults) applied; see minisegnet/threads.py."""
     from minisegnet import threads
 
     return threads.configure(getattr(args, "threads", None))
-
-
-def load_checkpoint(args):
-    """``load_for_inference`` for --checkpoint (with --model, --width); its errors name it."""
-    from minisegnet.checkpoint import CheckpointError
-    from minisegnet.inference import load_for_inference
-
-    try:
-        return load_for_inference(args.checkpoint, args.model, args.width)
-    except CheckpointError as error:
-        raise CheckpointError(f"--checkpoint: {error}") from None

@@ -14,16 +14,14 @@ import numpy as np
 
 from minisegnet import backend, refine
 from minisegnet.data import read_image, transforms
-from minisegnet.inference import predict_labels
+from minisegnet.inference import load_checkpoint, predict_labels, size_checked
 from minisegnet.legend import write_prediction
 from minisegnet.options import (
     ConfigError,
     backend_name,
     check_pixels,
     configure_threads,
-    load_checkpoint,
     output_folder,
-    size_checked,
     use_backend,
 )
 from minisegnet.threads import tune_threads

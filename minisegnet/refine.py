@@ -84,8 +84,7 @@ def crf_labels(model, images, params) -> np.ndarray:
     """The CRF-refined argmax: images (N, 3, H, W) normalised -> (N, H, W) int64 (host);
     ``params`` an ``ops.crf.CRFParams``."""
     from minisegnet.arrays import to_host
-    from minisegnet.evaluation import input_multiple, pad_to_multiple
-    from minisegnet.inference import forward_scores
+    from minisegnet.inference import forward_scores, input_multiple, pad_to_multiple
     from minisegnet.ops import crf as crf_ops
     from minisegnet.ops.softmax import softmax_ref
 

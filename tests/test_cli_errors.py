@@ -680,7 +680,7 @@ def test_the_smallest_side_is_found_by_trying():
 
 
 def test_a_refusal_at_every_size_is_a_bug_and_keeps_its_traceback():
-    from minisegnet.options import size_checked
+    from minisegnet.inference import size_checked
     from minisegnet.train import ConfigError
 
     with pytest.raises(ConfigError, match="--size 3 is too small for net: .* at least 5x5"):
