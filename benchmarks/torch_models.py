@@ -21,7 +21,9 @@ from torch import nn
 
 from minisegnet.models import SMALL_PRESETS as MS_SMALL_PRESETS
 from minisegnet.models.common import add_unpooling_decoder, scaled, unpooling_decode
+from minisegnet.models.deconvnet import ENCODER as DECONVNET_ENCODER
 from minisegnet.models.deconvnet import deconvnet_decoder
+from minisegnet.models.segnet import ENCODER as SEGNET_ENCODER
 from minisegnet.models.segnet import segnet_decoder
 from minisegnet.models.vgg import add_vgg16_layers
 from minisegnet.nn.init import bilinear_kernel
@@ -227,14 +229,7 @@ class DeconvNet(nn.Module):
     def __init__(self, num_classes=21, width=1.0, fc_channels=4096, fc_kernel=7, in_channels=3):
         super().__init__()
         self.encoder = VGG16(
-            width,
-            in_channels,
-            batch_norm=True,
-            ceil_mode=True,
-            return_indices=True,
-            fc_channels=fc_channels,
-            fc_kernel=fc_kernel,
-            fc_batch_norm=True,
+            width, in_channels, fc_channels=fc_channels, fc_kernel=fc_kernel, **DECONVNET_ENCODER
         )
         c = scaled(512, width)
         self.fc6_deconv = nn.ConvTranspose2d(fc_channels, c, fc_kernel)
@@ -256,9 +251,7 @@ class DeconvNet(nn.Module):
 class SegNet(nn.Module):
     def __init__(self, num_classes=11, width=1.0, in_channels=3):
         super().__init__()
-        self.encoder = VGG16(
-            width, in_channels, batch_norm=True, ceil_mode=True, return_indices=True
-        )
+        self.encoder = VGG16(width, in_channels, **SEGNET_ENCODER)
         c, self.decoder_names = add_unpooling_decoder(
             self, TorchLayers(), segnet_decoder(width), self.encoder.out_channels, False, "upsample"
         )

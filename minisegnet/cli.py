@@ -95,6 +95,13 @@ _non_negative_float = number_type(
 _seed = number_type(int, "a non-negative integer", finite_at_least(0))
 
 
+def _add_network_options(p) -> None:
+    """--backend, and --model / --width to build another network than the checkpoint's."""
+    p.add_argument("--backend", help=", ".join(backend.names()))
+    p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
+    p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
+
+
 def _add_threads_option(p) -> None:
     p.add_argument(
         "--threads",
@@ -265,9 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also SegNet's boundary F1 score (BF, tolerance 0.75%% of the diagonal)",
     )
-    p.add_argument("--backend", help=", ".join(backend.names()))
-    p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
-    p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
+    _add_network_options(p)
     p.add_argument("--out", help="path stem of the saved table (default <run>/eval-<data>-<split>)")
     _add_threads_option(p)
     refine.add_arguments(p)  # --crf (minisegnet/refine.py)
@@ -292,9 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="resize the shorter side to this before predicting (default: as is)",
     )
-    p.add_argument("--backend", help=", ".join(backend.names()))
-    p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
-    p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
+    _add_network_options(p)
     _add_threads_option(p)
     refine.add_arguments(p)  # --crf (minisegnet/refine.py)
     p.set_defaults(func=_job("predict"))

@@ -199,48 +199,44 @@ def jsonable(result: dict, class_names) -> dict:
 def command(args) -> int:
     """``minisegnet evaluate``: score the checkpoint ``args.checkpoint`` on a split of its
     dataset (or ``--data``), print the table and save it as ``<out>.md`` and ``<out>.json``."""
-    from minisegnet import backend, refine
+    from minisegnet import backend, options, refine
     from minisegnet.data import parse_data_spec
     from minisegnet.data.splits import open_split
     from minisegnet.inference import load_checkpoint, size_checked
-    from minisegnet.options import (
-        ConfigError,
-        backend_name,
-        check_pixels,
-        configure_threads,
-        output_folder,
-        use_backend,
-    )
     from minisegnet.threads import tune_threads
     from minisegnet.train_config import TrainConfig
 
-    configure_threads(args)
+    options.configure_threads(args)
     tune_threads()
-    backend_name(args.backend)
+    options.backend_name(args.backend)
     model, info = load_checkpoint(args)
     config = info["config"] or TrainConfig()
     data = args.data or (info["config"].data if info["config"] else None)
     if data is None:
-        raise ConfigError(f"{info['source']} does not record its dataset; pass --data")
+        raise options.ConfigError(f"{info['source']} does not record its dataset; pass --data")
     kind, _ = parse_data_spec(data)
     # Folders: the papers' protocol, whole frames (--size asks for a resize + central crop).
     # The built-in data is generated at its size: the training size unless --size says.
     size = args.size
     batch = args.batch_size or (2 * config.batch_size if kind == "builtin" else 1)
     if kind == "builtin" and args.split not in ("train", "val", "test"):
-        raise ConfigError(f"--split: the built-in data has train, val and test, got {args.split!r}")
+        raise options.ConfigError(
+            f"--split: the built-in data has train, val and test, got {args.split!r}"
+        )
     if size is not None and size < 16:
-        raise ConfigError(f"--size must be at least 16 pixels, got {size}")
+        raise options.ConfigError(f"--size must be at least 16 pixels, got {size}")
     if size is not None:
-        check_pixels(size, size, f"--size {size}")
+        options.check_pixels(size, size, f"--size {size}")
     out = Path(args.out) if args.out else Path(info["source"]).parent / f"eval-{kind}-{args.split}"
-    output_folder(out.parent, f"--out {out}" if args.out else f"{out} (the default --out)")
+    options.output_folder(out.parent, f"--out {out}" if args.out else f"{out} (the default --out)")
     for target in (out.with_suffix(".md"), out.with_suffix(".json")):
         if target.is_dir():
-            raise ConfigError(f"--out {out}: {target} is a folder; expected a file name stem")
+            raise options.ConfigError(
+                f"--out {out}: {target} is a folder; expected a file name stem"
+            )
     dataset = open_split(config, args.split, data=data, size=size)
     if dataset.num_classes != model.config["num_classes"]:
-        raise ConfigError(
+        raise options.ConfigError(
             f"{data} has {dataset.num_classes} classes but the model in {info['source']} "
             f"predicts {model.config['num_classes']}"
         )
@@ -254,7 +250,7 @@ def command(args) -> int:
         what = f"the {first[1]}x{first[0]} frame size of {dataset.name} (--size N resizes)"
     name = model.config["name"]
     with (
-        use_backend(args.backend or config.backend),
+        options.use_backend(args.backend or config.backend),
         size_checked(model, name, side, what),
     ):
         model.to(backend.current().device)  # once; each batch is moved as it is scored

@@ -62,7 +62,7 @@ from minisegnet.models.common import (
 )
 from minisegnet.models.vgg import VGG16
 
-__all__ = ["DeconvNet", "DECONVNET_DECODER", "deconvnet_decoder"]
+__all__ = ["DeconvNet", "DECONVNET_DECODER", "ENCODER", "deconvnet_decoder"]
 
 # Decoder stages, deepest first: (stage, output channels of each 3x3 deconv) -- paper numbers.
 DECONVNET_DECODER = (
@@ -89,6 +89,11 @@ def deconvnet_decoder(width: float) -> tuple:
     )
 
 
+# The encoder's VGG16 options: batch norm after every conv and fc layer, ceil-mode pools that
+# keep their switches for the decoder.
+ENCODER = {"batch_norm": True, "ceil_mode": True, "return_indices": True, "fc_batch_norm": True}
+
+
 class DeconvNet(nn.Module):
     """DeconvNet: VGG16-BN encoder with switches, fc6/fc7, fc6_deconv, mirrored decoder.
 
@@ -104,11 +109,7 @@ class DeconvNet(nn.Module):
     ``forward(x)``: (N, in_channels, H, W) -> scores (N, num_classes, H, W).
     """
 
-    # Frames of any size go through unchanged (ceil pooling, and unpooling to the size that
-    # entered each pool), so evaluation does not pad them. A network needing sides divisible
-    # by 2^k sets this to 2^k; minisegnet.evaluation then pads to it and crops the scores
-    # back.
-    input_multiple = 1
+    input_multiple = 1  # any frame size: ceil pooling, unpooling to the recorded sizes
 
     def __init__(
         self,
@@ -123,15 +124,7 @@ class DeconvNet(nn.Module):
         rng = make_rng(seed)
         self.num_classes, self.in_channels = num_classes, in_channels
         self.encoder = VGG16(
-            width=width,
-            in_channels=in_channels,
-            batch_norm=True,
-            ceil_mode=True,
-            return_indices=True,
-            fc_channels=fc_channels,
-            fc_kernel=fc_kernel,
-            fc_batch_norm=True,
-            seed=rng,
+            width, in_channels, fc_channels=fc_channels, fc_kernel=fc_kernel, seed=rng, **ENCODER
         )
         c = scaled(512, width)
         self.fc6_deconv = nn.ConvTranspose2d(fc_channels, c, fc_kernel, seed=rng)

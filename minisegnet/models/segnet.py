@@ -59,7 +59,7 @@ from minisegnet.models.common import (
 )
 from minisegnet.models.vgg import VGG16
 
-__all__ = ["SegNet", "SegNetBasic", "SEGNET_DECODER", "segnet_decoder"]
+__all__ = ["SegNet", "SegNetBasic", "SEGNET_DECODER", "ENCODER", "segnet_decoder"]
 
 # (stage, [(layer name, paper output channels), ...]) deepest first, as in SegNet-Tutorial.
 SEGNET_DECODER = (
@@ -83,6 +83,11 @@ def segnet_decoder(width: float) -> tuple:
     )
 
 
+# The encoder's VGG16 options: batch norm after every conv, ceil-mode pools that keep their
+# switches for the decoder.
+ENCODER = {"batch_norm": True, "ceil_mode": True, "return_indices": True}
+
+
 class SegNet(nn.Module):
     """SegNet: VGG16-BN encoder storing switches, mirrored decoder, 1x1 classifier.
 
@@ -95,24 +100,13 @@ class SegNet(nn.Module):
     ``forward(x)``: (N, in_channels, H, W) -> scores (N, num_classes, H, W), any H, W >= 1.
     """
 
-    # Frames of any size go through unchanged (ceil pooling, and unpooling to the size that
-    # entered each pool), so evaluation does not pad them. A network needing sides divisible
-    # by 2^k sets this to 2^k; minisegnet.evaluation then pads to it and crops the scores
-    # back.
-    input_multiple = 1
+    input_multiple = 1  # any frame size: ceil pooling, unpooling to the recorded sizes
 
     def __init__(self, num_classes: int = 11, width: float = 1.0, in_channels: int = 3, seed=None):
         super().__init__()
         rng = make_rng(seed)
         self.num_classes, self.in_channels = num_classes, in_channels
-        self.encoder = VGG16(
-            width=width,
-            in_channels=in_channels,
-            batch_norm=True,
-            ceil_mode=True,
-            return_indices=True,
-            seed=rng,
-        )
+        self.encoder = VGG16(width, in_channels, seed=rng, **ENCODER)
         c, self.decoder_names = add_unpooling_decoder(
             self, Layers(rng), segnet_decoder(width), self.encoder.out_channels, False, "upsample"
         )
@@ -141,11 +135,7 @@ class SegNetBasic(nn.Module):
         seed: int, NumPy Generator or None; the random stream of the initialisation.
     """
 
-    # Frames of any size go through unchanged (ceil pooling, and unpooling to the size that
-    # entered each pool), so evaluation does not pad them. A network needing sides divisible
-    # by 2^k sets this to 2^k; minisegnet.evaluation then pads to it and crops the scores
-    # back.
-    input_multiple = 1
+    input_multiple = 1  # any frame size: ceil pooling, unpooling to the recorded sizes
 
     def __init__(
         self,
