@@ -19,28 +19,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minisegnet.models import SMALL_PRESETS as MS_SMALL_PRESETS
+from minisegnet.models.common import add_unpooling_decoder, scaled, unpooling_decode
+from minisegnet.models.deconvnet import ENCODER as DECONVNET_ENCODER
+from minisegnet.models.deconvnet import deconvnet_decoder
+from minisegnet.models.segnet import ENCODER as SEGNET_ENCODER
+from minisegnet.models.segnet import segnet_decoder
+from minisegnet.models.vgg import add_vgg16_layers
+from minisegnet.nn.init import bilinear_kernel
+
 __all__ = ["build", "copy_weights", "SMALL_PRESETS", "names"]
 
-VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
+class TorchLayers:
+    """PyTorch's constructors behind the interface of ``minisegnet.models.common.Layers``: the
+    twins of VGG16, SegNet and DeconvNet are built by minisegnet's own builders
+    (``add_vgg16_layers``, ``add_unpooling_decoder``) from its own tables, so they cannot
+    drift from the networks they mirror."""
 
-def scaled(channels: int, width: float) -> int:
-    return max(1, int(round(channels * width)))
+    def conv(self, c_in, c_out, kernel, padding=0):
+        return nn.Conv2d(c_in, c_out, kernel, padding=padding)
 
+    def conv_transpose(self, c_in, c_out, kernel, padding=0):
+        return nn.ConvTranspose2d(c_in, c_out, kernel, padding=padding)
 
-def pooled_size(size: int, times: int, ceil_mode: bool) -> int:
-    for _ in range(times):
-        size = (size + 1) // 2 if ceil_mode else size // 2
-    return size
+    def batch_norm(self, channels):
+        return nn.BatchNorm2d(channels)
 
+    def relu(self):
+        return nn.ReLU()
 
-def bilinear_kernel(k: int) -> np.ndarray:
-    """FCN's bilinear filter (k x k): factor = (k+1)//2, centre factor-1 (odd) or factor-0.5."""
-    factor = (k + 1) // 2
-    center = factor - 1 if k % 2 == 1 else factor - 0.5
-    og = np.arange(k)
-    f = 1 - np.abs(og - center) / factor
-    return np.outer(f, f).astype(np.float32)
+    def max_pool(self, ceil_mode, return_indices):
+        return nn.MaxPool2d(2, 2, ceil_mode=ceil_mode, return_indices=return_indices)
+
+    def max_unpool(self):
+        return nn.MaxUnpool2d(2, 2)
+
+    def dropout(self, p):
+        return nn.Dropout(p)
 
 
 # ----------------------------------------------------------------------------- VGG16
@@ -59,43 +75,14 @@ class VGG16(nn.Module):
         fc_dropout=0.0,
     ):
         super().__init__()
-        self.return_indices = return_indices
-        self.stage_names, self.fc_names = [], []
-        c_in = in_channels
-        for s, stage in enumerate(VGG16_STAGES, start=1):
-            names = []
-            for i, paper in enumerate(stage, start=1):
-                c_out = scaled(paper, width)
-                padding = first_padding if (s, i) == (1, 1) else 1
-                setattr(self, f"conv{s}_{i}", nn.Conv2d(c_in, c_out, 3, padding=padding))
-                names.append(f"conv{s}_{i}")
-                if batch_norm:
-                    setattr(self, f"bn{s}_{i}", nn.BatchNorm2d(c_out))
-                    names.append(f"bn{s}_{i}")
-                setattr(self, f"relu{s}_{i}", nn.ReLU())
-                names.append(f"relu{s}_{i}")
-                c_in = c_out
-            setattr(
-                self,
-                f"pool{s}",
-                nn.MaxPool2d(2, 2, ceil_mode=ceil_mode, return_indices=return_indices),
-            )
-            self.stage_names.append(names)
-        self.out_channels = c_in
-        if fc_channels is not None:
-            fc_batch_norm = batch_norm if fc_batch_norm is None else fc_batch_norm
-            for name, c_from, k in (("fc6", c_in, fc_kernel), ("fc7", fc_channels, 1)):
-                setattr(self, name, nn.Conv2d(c_from, fc_channels, k))
-                self.fc_names.append(name)
-                if fc_batch_norm:
-                    setattr(self, f"{name}_bn", nn.BatchNorm2d(fc_channels))
-                    self.fc_names.append(f"{name}_bn")
-                setattr(self, f"{name}_relu", nn.ReLU())
-                self.fc_names.append(f"{name}_relu")
-                if fc_dropout:
-                    setattr(self, f"{name}_drop", nn.Dropout(fc_dropout))
-                    self.fc_names.append(f"{name}_drop")
-            self.out_channels = fc_channels
+        self.width, self.in_channels, self.batch_norm = width, in_channels, batch_norm
+        self.first_padding, self.ceil_mode = first_padding, ceil_mode
+        self.return_indices, self.fc_channels, self.fc_kernel = (
+            return_indices,
+            fc_channels,
+            fc_kernel,
+        )
+        add_vgg16_layers(self, TorchLayers(), fc_batch_norm, fc_dropout)
 
     def forward(self, x):
         out = SimpleNamespace(pools=[], switches=[], sizes=[], fc7=None)
@@ -238,99 +225,41 @@ class FCN(nn.Module):
 
 
 # ----------------------------------------------------------------------------- DeconvNet
-DECONVNET_DECODER = (
-    (5, (512, 512, 512)),
-    (4, (512, 512, 256)),
-    (3, (256, 256, 128)),
-    (2, (128, 64)),
-    (1, (64, 64)),
-)
-
-
 class DeconvNet(nn.Module):
     def __init__(self, num_classes=21, width=1.0, fc_channels=4096, fc_kernel=7, in_channels=3):
         super().__init__()
         self.encoder = VGG16(
-            width,
-            in_channels,
-            batch_norm=True,
-            ceil_mode=True,
-            return_indices=True,
-            fc_channels=fc_channels,
-            fc_kernel=fc_kernel,
-            fc_batch_norm=True,
+            width, in_channels, fc_channels=fc_channels, fc_kernel=fc_kernel, **DECONVNET_ENCODER
         )
         c = scaled(512, width)
         self.fc6_deconv = nn.ConvTranspose2d(fc_channels, c, fc_kernel)
         self.fc6_deconv_bn = nn.BatchNorm2d(c)
         self.fc6_deconv_relu = nn.ReLU()
-        self.decoder_names = []
-        for stage, channels in DECONVNET_DECODER:
-            setattr(self, f"unpool{stage}", nn.MaxUnpool2d(2, 2))
-            names = []
-            for i, paper in enumerate(channels, start=1):
-                c_out = scaled(paper, width)
-                setattr(self, f"deconv{stage}_{i}", nn.ConvTranspose2d(c, c_out, 3, padding=1))
-                setattr(self, f"debn{stage}_{i}", nn.BatchNorm2d(c_out))
-                setattr(self, f"derelu{stage}_{i}", nn.ReLU())
-                names += [f"deconv{stage}_{i}", f"debn{stage}_{i}", f"derelu{stage}_{i}"]
-                c = c_out
-            self.decoder_names.append((stage, names))
+        c, self.decoder_names = add_unpooling_decoder(
+            self, TorchLayers(), deconvnet_decoder(width), c, True, "unpool"
+        )
         self.seg_score = nn.Conv2d(c, num_classes, 1)
 
     def forward(self, x):
         features = self.encoder(x)
         y = self.fc6_deconv_relu(self.fc6_deconv_bn(self.fc6_deconv(features.fc7)))
-        for stage, names in self.decoder_names:
-            y = getattr(self, f"unpool{stage}")(
-                y, features.switches[stage - 1], output_size=features.sizes[stage - 1]
-            )
-            for name in names:
-                y = getattr(self, name)(y)
+        y = unpooling_decode(self, y, features, "unpool")
         return self.seg_score(y)
 
 
 # ----------------------------------------------------------------------------- SegNet
-SEGNET_DECODER = (
-    (5, (("conv5_3_D", 512), ("conv5_2_D", 512), ("conv5_1_D", 512))),
-    (4, (("conv4_3_D", 512), ("conv4_2_D", 512), ("conv4_1_D", 256))),
-    (3, (("conv3_3_D", 256), ("conv3_2_D", 256), ("conv3_1_D", 128))),
-    (2, (("conv2_2_D", 128), ("conv2_1_D", 64))),
-    (1, (("conv1_2_D", 64), ("conv1_1_D", 64))),
-)
-
-
 class SegNet(nn.Module):
     def __init__(self, num_classes=11, width=1.0, in_channels=3):
         super().__init__()
-        self.encoder = VGG16(
-            width, in_channels, batch_norm=True, ceil_mode=True, return_indices=True
+        self.encoder = VGG16(width, in_channels, **SEGNET_ENCODER)
+        c, self.decoder_names = add_unpooling_decoder(
+            self, TorchLayers(), segnet_decoder(width), self.encoder.out_channels, False, "upsample"
         )
-        c = self.encoder.out_channels
-        self.decoder_names = []
-        for stage, layers in SEGNET_DECODER:
-            setattr(self, f"upsample{stage}", nn.MaxUnpool2d(2, 2))
-            names = []
-            for name, paper in layers:
-                c_out = scaled(paper, width)
-                relu_name = "relu" + name[len("conv") :]
-                setattr(self, name, nn.Conv2d(c, c_out, 3, padding=1))
-                setattr(self, f"{name}_bn", nn.BatchNorm2d(c_out))
-                setattr(self, relu_name, nn.ReLU())
-                names += [name, f"{name}_bn", relu_name]
-                c = c_out
-            self.decoder_names.append((stage, names))
         self.classifier = nn.Conv2d(c, num_classes, 1)
 
     def forward(self, x):
         features = self.encoder(x)
-        y = features.pools[4]
-        for stage, names in self.decoder_names:
-            y = getattr(self, f"upsample{stage}")(
-                y, features.switches[stage - 1], output_size=features.sizes[stage - 1]
-            )
-            for name in names:
-                y = getattr(self, name)(y)
+        y = unpooling_decode(self, features.pools[4], features, "upsample")
         return self.classifier(y)
 
 
@@ -512,17 +441,6 @@ class PSPNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- building
-_FCN_SMALL = {"width": 0.125, "fc_channels": 128, "fc_kernel": 4, "first_padding": 49}
-SMALL_PRESETS = {
-    "fcn32s": dict(_FCN_SMALL),
-    "fcn16s": dict(_FCN_SMALL),
-    "fcn8s": dict(_FCN_SMALL),
-    "deconvnet": {"width": 0.125, "fc_channels": 128, "fc_kernel": 1},
-    "segnet": {"width": 0.125},
-    "segnet_basic": {"width": 0.25},
-    "pspnet": {"depth": "small", "width": 0.125},
-}
-
 _BUILDERS = {
     "fcn32s": lambda k, **c: FCN(k, "32s", **c),
     "fcn16s": lambda k, **c: FCN(k, "16s", **c),
@@ -532,6 +450,10 @@ _BUILDERS = {
     "segnet_basic": SegNetBasic,
     "pspnet": PSPNet,
 }
+
+
+# minisegnet's small configurations, for the networks that have a twin.
+SMALL_PRESETS = {name: dict(MS_SMALL_PRESETS[name]) for name in _BUILDERS}
 
 
 def names() -> list[str]:

@@ -1,10 +1,13 @@
 """Training checkpoints: everything a run needs to continue exactly where it stopped.
 
-A checkpoint is one safetensors file plus a readable JSON copy of its state::
+A checkpoint is a model weights file (``minisegnet.io``'s format: the state dict under its
+names, the model's build config in the header's ``model`` entry) that also holds the training
+state, plus a readable JSON copy of that state::
 
     checkpoint.safetensors   the model's parameters and buffers under their state_dict names,
                              the optimiser's arrays as "optimizer.<param index>.<name>", and in
-                             the header's metadata the JSON training state (below)
+                             the header's metadata "format": "minisegnet-checkpoint", "model"
+                             and the JSON training state, "state" (below)
     checkpoint.json          the same training state, indented, for people (and a sha256 of the
                              .safetensors file)
 
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minisegnet import io
 from minisegnet.io import json_default
 
 FORMAT = "minisegnet-checkpoint"
@@ -100,18 +104,18 @@ def restore_optimizer(optimizer, arrays: dict, rest: dict) -> None:
 
 
 def save(path, model, optimizer, state: dict) -> Path:
-    """Write the checkpoint (atomically) into folder ``path``; returns the weights file path."""
-    from safetensors.numpy import save_file
+    """Write the checkpoint (atomically) into folder ``path``; returns the weights file path.
 
+    The file is a model weights file (``minisegnet.io``: the state dict under its names, the
+    header's ``model`` entry) with the optimiser's arrays beside the model's and the training
+    state in the header, under its own ``format``."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     weights_path, state_path = checkpoint_paths(folder)
-    arrays = OrderedDict(
-        (k, np.require(v, requirements="C")) for k, v in model.state_dict().items()
-    )
+    arrays = OrderedDict((k, io.host_array(v)) for k, v in model.state_dict().items())
     opt_arrays, opt_rest = optimizer_arrays(optimizer)
     for k, v in opt_arrays.items():
-        arrays[k] = np.require(v, requirements="C")
+        arrays[k] = io.host_array(v)
     document = {
         "format": FORMAT,
         "version": VERSION,
@@ -120,11 +124,8 @@ def save(path, model, optimizer, state: dict) -> Path:
         "tensors_sha256": _tensor_digest(arrays),
     }
     text = json.dumps(document, default=json_default)
-    tmp = weights_path.with_name(f".{weights_path.name}.tmp")
-    save_file(dict(arrays), str(tmp), metadata={"format": FORMAT, "state": text})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, weights_path)
+    metadata = {**io.model_metadata(model), "format": FORMAT, "state": text}
+    io.save_state_dict(weights_path, arrays, metadata)
     readable = dict(document)
     readable["weights"] = weights_path.name
     _atomic_write_text(state_path, json.dumps(readable, indent=2, default=json_default) + "\n")

@@ -6,9 +6,12 @@
     minisegnet predict         colour masks and overlays (PNG) for your own images
     minisegnet summary         a model's layers: output shapes, parameters, multiply-adds
     minisegnet backends        which backends work on this machine, and why not when they don't
-    minisegnet bench           benchmarks against PyTorch and this machine (benchmarks/run.py)
+    minisegnet bench           benchmarks against PyTorch and this machine (minisegnet/bench.py)
 
-``minisegnet COMMAND --help`` lists each command's options.
+``minisegnet COMMAND --help`` lists each command's options. This file only parses and
+dispatches: each command is the ``command(args)`` of the module that owns the job
+(``train.py``, ``evaluation.py``, ``predict.py``, ``model_summary.py``; ``bench.main``), and
+the checks the commands share are in ``options.py``.
 
 Errors. Every mistake in what was asked (a bad option, a missing or unreadable file, an image
 of the wrong kind, too small for the network or too large, an output that cannot be written, a
@@ -26,13 +29,12 @@ Warnings (the run will work, but maybe not as meant) are lines ``minisegnet: war
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
-import json
+import importlib
 import sys
-from pathlib import Path
 
 from minisegnet import __version__, backend, refine
+from minisegnet.options import finite_at_least, number_type
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -51,97 +53,14 @@ def _error(message: str) -> None:
     print(f"minisegnet: error: {message}", file=sys.stderr)
 
 
-def _warn(message: str) -> None:
-    print(f"minisegnet: warning: {message}", file=sys.stderr)
+def _job(module: str):
+    """The command ``minisegnet.<module>.command(args)``, imported only when it runs (so that
+    ``--help`` of one command does not load the code of the others)."""
 
+    def run(args) -> int:
+        return importlib.import_module(f"minisegnet.{module}").command(args)
 
-# --------------------------------------------------------------------------- checks of options
-
-
-def _config_error(message: str):
-    from minisegnet.train import ConfigError
-
-    return ConfigError(message)
-
-
-def _backend_name(name: str | None) -> str | None:
-    """``--backend``: a known name (whether it works here is checked when it is used)."""
-    if name is not None and name not in backend.names():
-        raise _config_error(
-            f"--backend: unknown backend {name!r}; valid backends: {', '.join(backend.names())}"
-        )
-    return name
-
-
-def _use_backend(name: str):
-    try:
-        return backend.use(name)
-    except backend.BackendUnavailable as error:
-        raise _config_error(f"--backend: {error}") from None
-
-
-def _output_folder(path, label: str = "--out") -> Path:
-    """Create folder ``path`` (and its parents) and make sure a file can be written in it, before
-    any work is done; otherwise a ConfigError starting with ``label`` (the option)."""
-    import tempfile
-
-    path = Path(path)
-    for part in [path, *path.parents]:
-        if part.exists() and not part.is_dir():
-            where = "" if part == path else f": {part}"
-            raise _config_error(f"{label}{where} is a file; expected a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise _config_error(
-            f"{label}: cannot write to the folder {path} ({error.strerror or error})"
-        ) from None
-    return path
-
-
-def _load_checkpoint(args):
-    """``load_for_inference`` for --checkpoint (with --model, --width); its errors name it."""
-    from minisegnet.checkpoint import CheckpointError
-    from minisegnet.train import load_for_inference
-
-    try:
-        return load_for_inference(args.checkpoint, args.model, args.width)
-    except CheckpointError as error:
-        raise CheckpointError(f"--checkpoint: {error}") from None
-
-
-def _check_pixels(width: int, height: int, what: str) -> None:
-    """ConfigError when a ``width`` x ``height`` image is over the image size limit (the one
-    ``read_image`` applies to files: ``minisegnet.data.imageio.MAX_IMAGE_PIXELS``)."""
-    from minisegnet.data import imageio
-
-    if width * height > imageio.MAX_IMAGE_PIXELS:
-        raise _config_error(
-            f"{what} gives {width}x{height}-pixel images, larger than the limit of "
-            f"{imageio.MAX_IMAGE_PIXELS / 1e6:.3g} megapixels "
-            "(minisegnet.data.imageio.MAX_IMAGE_PIXELS)"
-        )
-
-
-@contextlib.contextmanager
-def _size_checked(model, name: str, side: int, what: str, hint: str = ""):
-    """Run the body (forward passes of ``model`` on images of ``side`` pixels); a ValueError it
-    raises becomes a ConfigError when the images are too small for the network (``what``: the
-    option or file that gave the size), and otherwise propagates: a bug."""
-    from minisegnet.data import DataError
-    from minisegnet.train import too_small_error
-
-    try:
-        yield
-    except DataError:  # a file of the dataset (names itself), not a refused size
-        raise
-    except ValueError as refusal:
-        error = too_small_error(model, name, side, what, hint, reason=str(refusal))
-        if error is None:
-            raise
-        raise error from None
+    return run
 
 
 def _cmd_backends(args) -> int:
@@ -154,351 +73,33 @@ def _cmd_backends(args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- train
-
-_TRAIN_OPTIONS = ("model", "data", "backend", "epochs", "batch_size", "lr", "warmup_epochs",
-                  "weight_decay", "balance_init", "size", "width", "class_weights", "seed",
-                  "train_images", "val_images")  # fmt: skip
-
-
-def _latest_run(root: Path = Path("runs")) -> Path | None:
-    runs = [p.parent for p in root.glob("*/checkpoint.safetensors")]
-    return max(runs, key=lambda p: (p / "checkpoint.safetensors").stat().st_mtime) if runs else None
-
-
-def _cmd_train(args) -> int:
-    from minisegnet import models
-    from minisegnet.checkpoint import CheckpointError
-    from minisegnet.train import ConfigError, TrainConfig, Trainer, TrainingInterrupted
-
-    counts = _configure_threads(args)
-    given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
-    _backend_name(given.get("backend"))
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
-    if args.resume is not None:
-        run = Path(args.resume) if args.resume else (Path(args.out) if args.out else _latest_run())
-        if run is None:
-            raise ConfigError(
-                "--resume: no run to resume under runs/; give its folder: --resume runs/NAME"
-            )
-        if args.out and args.resume and Path(args.out) != Path(args.resume):
-            raise ConfigError(f"--out {args.out} and --resume {args.resume} name different runs")
-        try:
-            trainer = Trainer.from_checkpoint(run, progress=progress, overrides=given)
-        except CheckpointError as error:
-            raise CheckpointError(f"--resume: {error}") from None
-        done = trainer.epoch
-        if done >= trainer.config.epochs:
-            return _finished_run(trainer)
-        print(
-            f"resuming {trainer.run_dir} at epoch {done + 1}, batch {trainer.batch + 1} "
-            f"of {trainer.config.epochs} epochs"
-        )
-    else:
-        config = TrainConfig(**given).check()  # before --out is created
-        if args.out is not None:
-            out = Path(args.out)
-            if (out / "checkpoint.safetensors").exists():
-                raise ConfigError(
-                    f"--out {out} already holds a training run; continue it with --resume {out} "
-                    "or choose another --out"
-                )
-            _output_folder(out, f"--out {out}")
-        trainer = Trainer(config, args.out, progress=progress)
-        if args.out is None:
-            _output_folder(trainer.run_dir, f"the run folder {trainer.run_dir} (--out)")
-    c = trainer.config
-    if c.batch_size > len(trainer.train_set):
-        _warn(
-            f"--batch-size {c.batch_size} is larger than the {len(trainer.train_set)} training "
-            f"images; every step uses all {len(trainer.train_set)}"
-        )
-    n_params = trainer.model.num_parameters()
-    print(
-        f"training {c.model.replace('_', '-')} ({n_params:,} parameters, "
-        f"{models.SMALL_PRESETS[c.model] if c.width is None else {'width': c.width}}) on "
-        f"{c.data}: {len(trainer.train_set)} training / {len(trainer.val_set)} validation images, "
-        f"size {c.size}, batch {c.batch_size}, {c.epochs} epochs, lr {c.lr}, backend {c.backend}"
-    )
-    blas = "?" if counts["blas"] is None else counts["blas"]
-    print(
-        f"threads: Numba {counts['numba']} x BLAS {blas} on {counts['cores']} cores "
-        "(--threads sets Numba's)"
-    )
-    print(f"results go to {trainer.run_dir}/")
-    try:
-        record = trainer.fit()
-    except TrainingInterrupted as stop:
-        print(f"minisegnet: {stop}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    val = record["val"]
-    print(
-        f"done: validation mIoU {val['miou']:.4f}, pixel accuracy {val['pixel_acc']:.4f}, "
-        f"{record['train_seconds']:.0f} s of training"
-    )
-    print(
-        f"wrote {trainer.run_dir}/: model.safetensors (weights), checkpoint.safetensors (to "
-        "resume), metrics.jsonl, metrics.md, curves.png, predictions.png"
-    )
-    return 0
-
-
-def _finished_run(trainer) -> int:
-    """--resume of a run that has done all its epochs: check its outputs, rewrite what is missing
-    or stale (``Trainer.repair_outputs``) and say which."""
-    print(f"{trainer.run_dir} finished all {trainer.config.epochs} epochs already")
-    rewritten = trainer.repair_outputs()
-    if not rewritten:
-        print("its outputs are present and up to date; nothing to do")
-    for name, why in rewritten.items():
-        print(f"rewrote {name} in {trainer.run_dir}/ ({why})")
-    return 0
-
-
-# --------------------------------------------------------------------------- evaluate
-
-
-def _cmd_evaluate(args) -> int:
-    from minisegnet import evaluation
-    from minisegnet.data import open_dataset, parse_data_spec
-    from minisegnet.train import ConfigError, TrainConfig, tune_threads
-
-    _configure_threads(args)
-    tune_threads()
-    _backend_name(args.backend)
-    model, info = _load_checkpoint(args)
-    config = info["config"] or TrainConfig()
-    data = args.data or (info["config"].data if info["config"] else None)
-    if data is None:
-        raise ConfigError(f"{info['source']} does not record its dataset; pass --data")
-    kind, _ = parse_data_spec(data)
-    # Folders: the papers' protocol, whole frames (--size asks for a resize + central crop).
-    # The built-in data is generated at its size: the training size unless --size says.
-    size = args.size
-    batch = args.batch_size or (2 * config.batch_size if kind == "builtin" else 1)
-    if kind == "builtin" and args.split not in ("train", "val", "test"):
-        raise ConfigError(f"--split: the built-in data has train, val and test, got {args.split!r}")
-    if size is not None and size < 16:
-        raise ConfigError(f"--size must be at least 16 pixels, got {size}")
-    if size is not None:
-        _check_pixels(size, size, f"--size {size}")
-    out = Path(args.out) if args.out else Path(info["source"]).parent / f"eval-{kind}-{args.split}"
-    _output_folder(out.parent, f"--out {out}" if args.out else f"{out} (the default --out)")
-    for target in (out.with_suffix(".md"), out.with_suffix(".json")):
-        if target.is_dir():
-            raise ConfigError(f"--out {out}: {target} is a folder; expected a file name stem")
-    dataset = open_dataset(
-        data, args.split, size=size or config.size, length=config.val_images, seed=config.seed
-    )
-    if dataset.num_classes != model.config["num_classes"]:
-        raise ConfigError(
-            f"{data} has {dataset.num_classes} classes but the model in {info['source']} "
-            f"predicts {model.config['num_classes']}"
-        )
-    if kind == "builtin":  # generated at the size asked for, scored as generated
-        side, what, size = size or config.size, f"--size {size or config.size}", None
-    elif size is not None:
-        side, what = size, f"--size {size}"
-    else:
-        first = dataset[0][1].shape  # the frames' size, to check the network takes it
-        side = min(first)
-        what = f"the {first[1]}x{first[0]} frame size of {dataset.name} (--size N resizes)"
-    name = model.config["name"]
-    with (
-        _use_backend(args.backend or config.backend),
-        _size_checked(model, name, side, what),
-    ):
-        model.to(backend.current().device)  # once; each batch is moved as it is scored
-        result = evaluation.evaluate_dataset(
-            model,
-            dataset,
-            size=size,
-            batch_size=batch,
-            boundary_f1=args.boundary_f1,
-            predict=refine.predict_fn(args),  # --crf: refined labels (refine.py)
-            progress=sys.stderr.isatty(),
-            desc=f"evaluating {dataset.name}",
-            log=print,
-        )
-    table = evaluation.format_report(result, dataset.class_names)
-    h, w = result["frame_size"]
-    how = "full resolution" if size is None else f"resized to {size} and centre-cropped"
-    title = (
-        f"# {model.config['name']} from {info['source']} on {dataset.name} "
-        f"({len(dataset)} images, {w}x{h}, {how})"
-    )
-    print(title + "\n\n" + table)
-    out.with_suffix(".md").write_text(title + "\n\n" + table + "\n")
-    summary = evaluation.jsonable(result, dataset.class_names)
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\nsaved {out.with_suffix('.md')} and {out.with_suffix('.json')}")
-    return 0
-
-
-# --------------------------------------------------------------------------- predict
-
-
-def _cmd_predict(args) -> int:
-    import numpy as np
-
-    from minisegnet.data import read_image, transforms
-    from minisegnet.legend import write_prediction
-    from minisegnet.train import ConfigError, predict_labels, tune_threads
-
-    _configure_threads(args)
-    tune_threads()
-    _backend_name(args.backend)
-    model, info = _load_checkpoint(args)
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise ConfigError(f"image(s) not found: {', '.join(missing)}")
-    out = _output_folder(args.out, f"--out {args.out}")
-    normalize = transforms.Normalize()
-    name = model.config["name"]
-    with _use_backend(args.backend or (info["config"].backend if info["config"] else "numba")):
-        model.to(backend.current().device)
-        for path in args.images:
-            image = read_image(path)  # (H, W, 3) uint8
-            h, w = image.shape[:2]
-            work = image
-            if args.size:
-                scale = args.size / min(h, w)  # as transforms.Resize computes it
-                _check_pixels(round(w * scale), round(h * scale), f"--size {args.size} on {path}")
-                work, _ = transforms.Resize(args.size)(image, np.zeros((h, w), np.uint8))
-                size_check = _size_checked(model, name, args.size, f"--size {args.size}")
-            else:
-                what = f"image {path} ({w}x{h} pixels)"
-                size_check = _size_checked(
-                    model, name, min(h, w), what, " (--size {needed} enlarges it)"
-                )
-            x, _ = normalize(work, np.zeros(work.shape[:2], np.uint8))
-            with size_check:
-                pred = refine.labels_fn(args, predict_labels)(model, x[None])[0]  # (h', w')
-            if pred.shape != (h, w):
-                _, pred = transforms.resize(None, pred, h, w)  # nearest, back to the image
-            stem = Path(path).stem
-            written = write_prediction(out, stem, image, pred, info["palette"], info["class_names"])
-            counts = np.bincount(pred.reshape(-1), minlength=len(info["class_names"]))
-            top = [
-                f"{info['class_names'][k]} {100 * counts[k] / pred.size:.0f}%"
-                for k in np.argsort(-counts)[:3]
-                if counts[k]
-            ]
-            print(f"{path}: {', '.join(str(p) for p in written.values())} ({', '.join(top)})")
-    return 0
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def _cmd_summary(args) -> int:
-    from minisegnet import models
-    from minisegnet.train import ConfigError
-
-    try:
-        name = models._canonical(args.model)
-    except ValueError:
-        raise ConfigError(
-            f"--model: unknown model {args.model!r}; valid models: "
-            f"{', '.join(n.replace('_', '-') for n in models.names())}"
-        ) from None
-    _check_pixels(args.size, args.size, f"--size {args.size}")
-    options = {} if args.width is None else {"width": args.width}
-    preset = "full" if args.full else "small"
-    with _use_backend(args.backend or backend.DEFAULT):  # built and traced where it computes
-        model = models.build(
-            name, args.num_classes, preset=preset, seed=0, materialize=not args.full, **options
-        )
-        with _size_checked(model, name, args.size, f"--size {args.size}"):
-            table = models.summary(model, (1, 3, args.size, args.size))
-        where = backend.current().name
-    print(
-        f"{name} ({preset} configuration{', width ' + str(args.width) if args.width else ''}), "
-        f"{args.num_classes} classes, input 1x3x{args.size}x{args.size}, backend {where}"
-    )
-    print(table)
-    return 0
-
-
 # --------------------------------------------------------------------------- bench
 
 
-def _benchmarks_dir() -> Path | None:
-    """The benchmark suite's folder. It is scripts beside the package, not part of it (it needs
-    PyTorch and writes files): $MINISEGNET_BENCHMARKS, else benchmarks/ next to the package (a
-    source checkout or an editable install), else ./benchmarks."""
-    import os
-
-    for candidate in (
-        os.environ.get("MINISEGNET_BENCHMARKS"),
-        Path(__file__).resolve().parents[1] / "benchmarks",
-        Path.cwd() / "benchmarks",
-    ):
-        if candidate and (Path(candidate) / "run.py").is_file():
-            return Path(candidate)
-    return None
-
-
 def _cmd_bench(args) -> int:
-    import importlib.util
+    """Every option after ``bench`` is the suite's (``minisegnet/bench.py``); its refusals are
+    this command line's UsageError, reported as one line like the others."""
+    from minisegnet import bench
 
-    folder = _benchmarks_dir()
-    if folder is None:
-        print(
-            "minisegnet: error: the benchmark suite (benchmarks/run.py) is not part of an "
-            "installed package; run from a source checkout (pip install -e .) or set "
-            "MINISEGNET_BENCHMARKS to the benchmarks folder",
-            file=sys.stderr,
-        )
-        return EXIT_USER_ERROR
-    spec = importlib.util.spec_from_file_location("minisegnet_benchmarks_run", folder / "run.py")
-    run = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = run
-    spec.loader.exec_module(run)
-    return run.main(args.bench_args, prog="minisegnet bench", parser_class=_ArgumentParser)
+    return bench.main(args.bench_args, prog="minisegnet bench", parser_class=_ArgumentParser)
 
 
 # --------------------------------------------------------------------------- parser
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+_positive_int = number_type(int, "a positive integer", finite_at_least(1))
+_positive_float = number_type(float, "a positive number", finite_at_least(0, strict=True))
+_non_negative_float = number_type(
+    float, "a number >= 0", finite_at_least(0), refused="a finite number >= 0"
+)
+_seed = number_type(int, "a non-negative integer", finite_at_least(0))
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+def _add_network_options(p) -> None:
+    """--backend, and --model / --width to build another network than the checkpoint's."""
+    p.add_argument("--backend", help=", ".join(backend.names()))
+    p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
+    p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
 
 
 def _add_threads_option(p) -> None:
@@ -508,13 +109,6 @@ def _add_threads_option(p) -> None:
         help="Numba threads (BLAS gets 1, so Numba x BLAS never exceeds the cores; default: "
         "every core this process may use, or NUMBA_NUM_THREADS when set)",
     )
-
-
-def _configure_threads(args) -> dict:
-    """``--threads`` (or the defaults) applied; see minisegnet/threads.py."""
-    from minisegnet import threads
-
-    return threads.configure(getattr(args, "threads", None))
 
 
 MODEL_HELP = (
@@ -549,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"minisegnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from minisegnet.train import TrainConfig
+    from minisegnet.train_config import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -645,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", dest="progress", action="store_false", help="hide progress bars"
     )
     _add_threads_option(p)
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_job("train"))
 
     p = sub.add_parser(
         "evaluate",
@@ -678,13 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also SegNet's boundary F1 score (BF, tolerance 0.75%% of the diagonal)",
     )
-    p.add_argument("--backend", help=", ".join(backend.names()))
-    p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
-    p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
+    _add_network_options(p)
     p.add_argument("--out", help="path stem of the saved table (default <run>/eval-<data>-<split>)")
     _add_threads_option(p)
     refine.add_arguments(p)  # --crf (minisegnet/refine.py)
-    p.set_defaults(func=_cmd_evaluate)
+    p.set_defaults(func=_job("evaluation"))
 
     p = sub.add_parser(
         "predict",
@@ -705,12 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="resize the shorter side to this before predicting (default: as is)",
     )
-    p.add_argument("--backend", help=", ".join(backend.names()))
-    p.add_argument("--model", help=f"build this network instead of the checkpoint's: {MODEL_HELP}")
-    p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
+    _add_network_options(p)
     _add_threads_option(p)
     refine.add_arguments(p)  # --crf (minisegnet/refine.py)
-    p.set_defaults(func=_cmd_predict)
+    p.set_defaults(func=_job("predict"))
 
     p = sub.add_parser(
         "summary",
@@ -725,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--full", action="store_true", help="the paper's full-size configuration")
     p.add_argument("--backend", help=", ".join(backend.names()) + " (default numba)")
-    p.set_defaults(func=_cmd_summary)
+    p.set_defaults(func=_job("model_summary"))
 
-    # Every option of "bench" is benchmarks/run.py's: prefix_chars="+" passes "--quick" and the
+    # Every option of "bench" is minisegnet/bench.py's: prefix_chars="+" passes "--quick" and the
     # rest through untouched ("minisegnet bench --help" prints them).
     p = sub.add_parser(
         "bench",
@@ -752,7 +342,8 @@ def _user_errors() -> tuple:
     from minisegnet.data import DataError
     from minisegnet.io import WeightsFileError
     from minisegnet.nn import StateDictError
-    from minisegnet.train import ConfigError, TrainingDiverged
+    from minisegnet.options import ConfigError
+    from minisegnet.trainer import TrainingDiverged
 
     return (
         DataError,
@@ -786,7 +377,7 @@ def main(argv=None) -> int:
             return EXIT_USER_ERROR
         try:
             return args.func(args)
-        except UsageError as refused:  # "bench" parses its own options (benchmarks/run.py)
+        except UsageError as refused:  # "bench" parses its own options (minisegnet/bench.py)
             refused.parser.print_usage(sys.stderr)
             _error(f"{refused} (see '{refused.parser.prog} --help')")
             return EXIT_USER_ERROR

@@ -7,7 +7,7 @@
 The protocol (SegNet, PAMI 2017, Table 1-2; FCN, CVPR 2015, section 5)
 ---------------------------------------------------------------------
 * Every frame is scored at its **full resolution**: no resize, no crop (``size=N`` asks for
-  the old quick check instead: shorter side to N, central N x N crop).
+  a quicker, smaller check instead: shorter side to N, central N x N crop).
 * **One confusion matrix** over all the pixels of the split (``minisegnet.metrics``), never an
   average of per-image scores; void pixels (CamVid's 11, mapped to 255) are left out.
 * From it: **global accuracy** (correct pixels / labelled pixels), **class-average accuracy**
@@ -29,53 +29,25 @@ size is an error naming it (give ``batch_size=1`` for datasets of mixed sizes su
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
 from minisegnet import metrics
-from minisegnet.arrays import array_module, to_host
+from minisegnet.arrays import to_host
 from minisegnet.data.errors import DataError
-from minisegnet.data.transforms import CenterCrop, Compose, Normalize, Resize
+from minisegnet.data.transforms import eval_transform
+from minisegnet.inference import input_multiple, pad_to_multiple, predict_full
 from minisegnet.progress import ProgressLines
 
 __all__ = [
     "evaluate_dataset", "format_report", "predict_full", "pad_to_multiple", "input_multiple",
-    "frame_transform",
+    "jsonable", "command",
 ]  # fmt: skip
-
-
-def input_multiple(model) -> int:
-    """The side multiple ``model`` needs (its class attribute ``input_multiple``; default 1)."""
-    return int(getattr(model, "input_multiple", 1) or 1)
-
-
-def pad_to_multiple(images, multiple: int):
-    """(N, C, H, W) -> (N, C, H', W') with H', W' the next multiples of ``multiple``, zeros
-    added at the bottom and right (same array module as ``images``)."""
-    n, c, h, w = images.shape
-    ph, pw = -h % multiple, -w % multiple
-    if ph == 0 and pw == 0:
-        return images
-    xp = array_module(images)
-    return xp.pad(images, ((0, 0), (0, 0), (0, ph), (0, pw)))
-
-
-def predict_full(model, images):
-    """Class of every pixel of (N, 3, H, W) ``images`` -> (N, H, W) int64 on the backend's
-    device, padded to the network's ``input_multiple`` and cropped back to (H, W)."""
-    from minisegnet.train import _labels_on_device
-
-    h, w = images.shape[-2:]
-    labels = _labels_on_device(model, pad_to_multiple(images, input_multiple(model)))
-    return labels[:, :h, :w]
-
-
-def frame_transform(size: int | None = None, ignore_index: int = 255) -> Compose:
-    """Full frames (``size=None``), or shorter side to ``size`` and a central square crop."""
-    steps = [] if size is None else [Resize(size), CenterCrop(size, ignore_index)]
-    return Compose(steps + [Normalize()])
 
 
 def _load(dataset, transform, i):
@@ -150,7 +122,7 @@ def evaluate_dataset(
     k, ignore = dataset.num_classes, dataset.ignore_index
     meter = metrics.ConfusionMeter(k, ignore)
     bf = BoundaryF1Meter(k, ignore) if boundary_f1 else None
-    transform = frame_transform(size, ignore)
+    transform = eval_transform(size, ignore)  # whole frames, or resized and centre-cropped
     total, t0, frame_size = len(dataset), time.perf_counter(), None
     lines = None if progress or log is None else ProgressLines(total, desc, interval, log)
     with tqdm(total=total, desc=desc, unit="img", leave=False, disable=not progress) as bar:
@@ -219,3 +191,90 @@ def jsonable(result: dict, class_names) -> dict:
     out["seconds"] = round(result.get("seconds", 0.0), 3)
     out["confusion"] = np.asarray(result["confusion"]).tolist()
     return out
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def command(args) -> int:
+    """``minisegnet evaluate``: score the checkpoint ``args.checkpoint`` on a split of its
+    dataset (or ``--data``), print the table and save it as ``<out>.md`` and ``<out>.json``."""
+    from minisegnet import backend, options, refine
+    from minisegnet.data import parse_data_spec
+    from minisegnet.data.splits import open_split
+    from minisegnet.inference import load_checkpoint, size_checked
+    from minisegnet.threads import tune_threads
+    from minisegnet.train_config import TrainConfig
+
+    options.configure_threads(args)
+    tune_threads()
+    options.backend_name(args.backend)
+    model, info = load_checkpoint(args)
+    config = info["config"] or TrainConfig()
+    data = args.data or (info["config"].data if info["config"] else None)
+    if data is None:
+        raise options.ConfigError(f"{info['source']} does not record its dataset; pass --data")
+    kind, _ = parse_data_spec(data)
+    # Folders: the papers' protocol, whole frames (--size asks for a resize + central crop).
+    # The built-in data is generated at its size: the training size unless --size says.
+    size = args.size
+    batch = args.batch_size or (2 * config.batch_size if kind == "builtin" else 1)
+    if kind == "builtin" and args.split not in ("train", "val", "test"):
+        raise options.ConfigError(
+            f"--split: the built-in data has train, val and test, got {args.split!r}"
+        )
+    if size is not None and size < 16:
+        raise options.ConfigError(f"--size must be at least 16 pixels, got {size}")
+    if size is not None:
+        options.check_pixels(size, size, f"--size {size}")
+    out = Path(args.out) if args.out else Path(info["source"]).parent / f"eval-{kind}-{args.split}"
+    options.output_folder(out.parent, f"--out {out}" if args.out else f"{out} (the default --out)")
+    for target in (out.with_suffix(".md"), out.with_suffix(".json")):
+        if target.is_dir():
+            raise options.ConfigError(
+                f"--out {out}: {target} is a folder; expected a file name stem"
+            )
+    dataset = open_split(config, args.split, data=data, size=size)
+    if dataset.num_classes != model.config["num_classes"]:
+        raise options.ConfigError(
+            f"{data} has {dataset.num_classes} classes but the model in {info['source']} "
+            f"predicts {model.config['num_classes']}"
+        )
+    if kind == "builtin":  # generated at the size asked for, scored as generated
+        side, what, size = size or config.size, f"--size {size or config.size}", None
+    elif size is not None:
+        side, what = size, f"--size {size}"
+    else:
+        first = dataset[0][1].shape  # the frames' size, to check the network takes it
+        side = min(first)
+        what = f"the {first[1]}x{first[0]} frame size of {dataset.name} (--size N resizes)"
+    name = model.config["name"]
+    with (
+        options.use_backend(args.backend or config.backend),
+        size_checked(model, name, side, what),
+    ):
+        model.to(backend.current().device)  # once; each batch is moved as it is scored
+        result = evaluate_dataset(
+            model,
+            dataset,
+            size=size,
+            batch_size=batch,
+            boundary_f1=args.boundary_f1,
+            predict=refine.predict_fn(args),  # --crf: refined labels (refine.py)
+            progress=sys.stderr.isatty(),
+            desc=f"evaluating {dataset.name}",
+            log=print,
+        )
+    table = format_report(result, dataset.class_names)
+    h, w = result["frame_size"]
+    how = "full resolution" if size is None else f"resized to {size} and centre-cropped"
+    title = (
+        f"# {model.config['name']} from {info['source']} on {dataset.name} "
+        f"({len(dataset)} images, {w}x{h}, {how})"
+    )
+    print(title + "\n\n" + table)
+    out.with_suffix(".md").write_text(title + "\n\n" + table + "\n")
+    summary = jsonable(result, dataset.class_names)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nsaved {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    return 0

@@ -60,7 +60,7 @@ from minisegnet.arrays import to_host
 __all__ = [
     "save", "save_state_dict", "load", "load_state_dict", "load_model", "read_config",
     "import_vgg16", "read_vgg16_file", "vgg16_key_map", "WeightsFileError", "VGGImportReport",
-    "FORMAT", "check_model_spec", "json_default",
+    "FORMAT", "check_model_spec", "json_default", "model_metadata", "read_header", "host_array",
 ]  # fmt: skip
 
 FORMAT = "minisegnet-weights"
@@ -151,10 +151,7 @@ def save(model, path, extra: dict | None = None) -> tuple[Path, Path]:
     weights_path, config_path = _paths(path)
     model_config = getattr(model, "config", None)
     state = model.state_dict()
-    metadata = {"format": FORMAT, "version": str(FORMAT_VERSION)}
-    if model_config is not None:
-        metadata["model"] = json.dumps(model_config, default=json_default)
-    weights_tmp = _write_weights_tmp(weights_path, state, metadata)
+    weights_tmp = _write_weights_tmp(weights_path, state, model_metadata(model))
     document = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -175,6 +172,17 @@ def save(model, path, extra: dict | None = None) -> tuple[Path, Path]:
     os.replace(weights_tmp, weights_path)
     os.replace(config_tmp, config_path)
     return weights_path, config_path
+
+
+def model_metadata(model) -> dict[str, str]:
+    """The safetensors header entries that make a file of ``model``'s state dict self-describing:
+    ``format``, ``version`` and (for a model made by ``models.build``) ``model``, its build
+    config as JSON. A training checkpoint's header starts from the same entries."""
+    metadata = {"format": FORMAT, "version": str(FORMAT_VERSION)}
+    model_config = getattr(model, "config", None)
+    if model_config is not None:
+        metadata["model"] = json.dumps(model_config, default=json_default)
+    return metadata
 
 
 def json_default(value):
@@ -246,6 +254,22 @@ def read_config(path) -> dict:
     except (OSError, UnicodeDecodeError) as error:
         raise WeightsFileError(f"{config_path}: cannot be read ({error})") from None
     return _parse_config(config_path, text)
+
+
+def read_header(path) -> dict[str, str]:
+    """The metadata in the header of the safetensors file ``path`` (str -> str; empty when it
+    has none), read without loading the tensors; :class:`WeightsFileError` when the file is not
+    readable safetensors (truncated, corrupt, another format)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return dict(f.metadata() or {})
+    except Exception as error:  # safetensors raises its own SafetensorError and others
+        raise WeightsFileError(
+            f"{path}: cannot be read as a safetensors file (truncated, corrupt or another "
+            f"format): {error}"
+        ) from None
 
 
 def check_model_spec(spec, source) -> dict:

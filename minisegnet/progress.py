@@ -1,8 +1,8 @@
 """Progress for output that is not a terminal: one line about every 30 seconds.
 
 On a terminal the commands draw tqdm bars; into a file or a pipe (a job on a cluster, ``nohup``,
-``| tee``) a bar is unreadable and, before this, nothing at all was printed until an epoch
-ended (7 minutes on CamVid). :class:`ProgressLines` prints instead::
+``| tee``) a bar is unreadable, and without lines nothing would be printed until an epoch
+ends (7 minutes on CamVid). :class:`ProgressLines` prints instead::
 
     epoch 2/30  batch 14/45  3.1 img/s  loss 1.2345  ETA 2m40s (epoch)
 

@@ -19,30 +19,17 @@ import argparse
 
 import numpy as np
 
+from minisegnet.options import finite_at_least, number_type
+
 # Only light imports up here: the CLI builds its parser with add_arguments on every start, and
 # the CRF's Numba kernels load only when --crf is used.
 
 __all__ = ["add_arguments", "params_from_args", "crf_labels", "labels_fn", "predict_fn"]
 
 
-def _number(kind: str, low_ok: bool, cast=float):
-    """An argparse type: a finite number > 0 (kernel widths) or >= 0 (weights, iterations)."""
-
-    def parse(text):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-        if not (value >= 0 if low_ok else value > 0) or not np.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text}")
-        return value
-
-    return parse
-
-
-_WIDTH = _number("a kernel width > 0", False)
-_WEIGHT = _number("a kernel weight >= 0", True)
-_ITERATIONS = _number("an integer >= 0", True, int)
+_WIDTH = number_type(float, "a kernel width > 0", finite_at_least(0, strict=True))
+_WEIGHT = number_type(float, "a kernel weight >= 0", finite_at_least(0))
+_ITERATIONS = number_type(int, "an integer >= 0", finite_at_least(0))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +54,7 @@ def params_from_args(args):
     """``ops.crf.CRFParams`` from the CLI options; a bad value is a ConfigError (a ValueError)
     naming the option."""
     from minisegnet.ops import crf as crf_ops
-    from minisegnet.train import ConfigError
+    from minisegnet.options import ConfigError
 
     names = ("w1", "theta_alpha", "theta_beta", "w2", "theta_gamma", "iterations")
     given = {
@@ -96,24 +83,14 @@ def _rgb(images):
 def crf_labels(model, images, params) -> np.ndarray:
     """The CRF-refined argmax: images (N, 3, H, W) normalised -> (N, H, W) int64 (host);
     ``params`` an ``ops.crf.CRFParams``."""
-    import minisegnet as ms
-    from minisegnet import backend as backends
-    from minisegnet.arrays import array_module, to_device, to_host
-    from minisegnet.evaluation import input_multiple, pad_to_multiple
+    from minisegnet.arrays import to_host
+    from minisegnet.inference import forward_scores, input_multiple, pad_to_multiple
     from minisegnet.ops import crf as crf_ops
     from minisegnet.ops.softmax import softmax_ref
 
     h, w = images.shape[-2:]
-    was_training = model.training
-    model.eval()
-    try:
-        x = to_device(images, backends.current().device)
-        x = pad_to_multiple(x, input_multiple(model))  # full frames, as evaluation does
-        with ms.no_grad():
-            out = model(ms.Tensor.from_array(array_module(x).ascontiguousarray(x)))
-        scores = to_host((out[0] if isinstance(out, tuple) else out).data)[..., :h, :w]
-    finally:
-        model.train(was_training)
+    padded = pad_to_multiple(images, input_multiple(model))  # full frames, as evaluation does
+    scores = to_host(forward_scores(model, padded))[..., :h, :w]
     probabilities = softmax_ref(scores.astype(np.float32), axis=1)
     rgb = _rgb(images)
     refined = [crf_ops.dense_crf(rgb[i], probabilities[i], params) for i in range(len(rgb))]
@@ -121,7 +98,7 @@ def crf_labels(model, images, params) -> np.ndarray:
 
 
 def labels_fn(args, plain):
-    """``plain`` (train.predict_labels) without --crf, else the CRF-refined version."""
+    """``plain`` (inference.predict_labels) without --crf, else the CRF-refined version."""
     if not getattr(args, "crf", False):
         return plain
     params = params_from_args(args)

@@ -7,11 +7,11 @@ twice as many runnable threads as cores. Measured on the 2-core machine (SegNet-
 one training step on 8 CamVid crops of 128x128, median of 3; busy machine, shared with other
 jobs, so the absolute times are high):
 
-    Numba 2 x BLAS 2 (the old default)   6.8 s
-    Numba 1 x BLAS 2                     3.2 s
-    Numba 2 x BLAS 1 (the default now)   1.1 s
-    Numba 1 x BLAS 1                     0.7 s   (fastest on the busy machine: the other jobs
-                                                   held the second core)
+    Numba 2 x BLAS 2 (both on every core) 6.8 s
+    Numba 1 x BLAS 2                      3.2 s
+    Numba 2 x BLAS 1 (the default)        1.1 s
+    Numba 1 x BLAS 1                      0.7 s   (fastest on the busy machine: the other jobs
+                                                    held the second core)
 
 So the default gives the cores to Numba (the convolutions and pooling, most of the work) and one
 thread to BLAS; ``--threads N`` sets Numba's count (BLAS stays at 1). Variables the user set
@@ -29,7 +29,9 @@ from __future__ import annotations
 import ctypes
 import os
 
-__all__ = ["cpu_cores", "blas_threads", "set_blas_threads", "configure", "current"]
+__all__ = [
+    "cpu_cores", "blas_threads", "set_blas_threads", "configure", "current", "tune_threads",
+]  # fmt: skip
 
 _PREFIXES = ("scipy_openblas", "openblas")
 _SUFFIXES = ("64_", "")
@@ -115,3 +117,23 @@ def configure(threads: int | None = None) -> dict:
 def current() -> dict:
     """The last :func:`configure` result (configuring with the defaults if none ran yet)."""
     return dict(_state) if _state is not None else configure()
+
+
+def tune_threads() -> list[str]:
+    """Make sure the two pools of a CPU run do not fight over the cores, before the first
+    parallel kernel: the thread counts of :func:`configure` (its defaults unless it ran already,
+    e.g. for ``--threads``), and idle OpenMP threads that sleep instead of spinning.
+
+    Idle OpenMP workers spin between parallel regions by default and so steal the cores that
+    OpenBLAS is computing on (and the reverse). ``import minisegnet`` sets
+    ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a policy; this sets it again for a
+    program that removed it since. OpenMP reads the variable when Numba starts its pool (the
+    first parallel kernel call), so this must run before that to take effect. Returns what it
+    changed (``NAME=value`` strings; empty when there was nothing to do); a policy the user set
+    is left alone."""
+    changed = []
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        changed.append("OMP_WAIT_POLICY=PASSIVE")
+    current()
+    return changed

@@ -4,6 +4,10 @@
     result = train(TrainConfig(model="segnet", epochs=10))        # -> runs/segnet-builtin/
     result = resume("runs/segnet-builtin")                         # continues exactly
 
+``minisegnet train`` is :func:`command`. The pieces live beside this file: the options and their
+checks in ``train_config.py``, the loop in ``trainer.py`` (with exact resumption and Ctrl-C),
+the data in ``data/splits.py``, inference in ``inference.py``.
+
 The recipe (the papers', adapted to training from scratch on a CPU)
 -----------------------------------------------------------------
 * SGD, momentum 0.9, weight decay 5e-4 on weights; biases at 2x the learning rate and without
@@ -23,939 +27,48 @@ What a run leaves in its folder (``runs/<model>-<data>`` by default)
     curves.png                       loss and mIoU per epoch
     predictions.png                  validation images, truth and prediction overlays
 
-Exact resumption
-----------------
-Data order and augmentation are functions of (seed, epoch, index), dropout masks of each layer's
-seed and call counter (buffers saved with the weights), and the optimiser and schedule state is
-saved. So a run stopped after any batch and resumed from its checkpoint computes the very same
-updates as one that never stopped: the tests compare final weights and metrics bit for bit.
 
-Stopping
---------
-Ctrl-C is caught between two steps (never in the middle of an update), a checkpoint of the
-state after the last finished step is written, and the run can be resumed with ``--resume``.
-A second Ctrl-C aborts at once (the last checkpoint written stays valid: writes are atomic).
-A loss that is NaN or infinite stops the run with :class:`TrainingDiverged`; nothing is saved
-after the problem appeared, so the checkpoint on disk is the last good state.
+Layout of this file: :func:`train` and :func:`resume` (the library's calls), then
+:func:`command` (the command line's job: check the options, set up or resume the run, report).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import os
-import signal
-import threading
-import time
-from dataclasses import asdict, dataclass
+import sys
 from pathlib import Path
 
-import numpy as np
-
-import minisegnet as ms
-from minisegnet import backend as backends
-from minisegnet import checkpoint as ckpt
-from minisegnet import functional as F
-from minisegnet import metrics, nn
-from minisegnet.arrays import array_module, to_device, to_host
-from minisegnet.data import DataError, DataLoader, open_dataset, parse_data_spec, transforms
-from minisegnet.data.class_weights import parse_class_weights, resolve_class_weights
-from minisegnet.nn.balance import balance_init_
-from minisegnet.optim import SGD, PolyLR
-from minisegnet.progress import ProgressLines
+from minisegnet.checkpoint import CheckpointError
+from minisegnet.data import DataError
+from minisegnet.inference import (
+    accepts_input_side,
+    input_side_bracket,
+    load_for_inference,
+    min_input_side,
+    predict_labels,
+    too_small_error,
+)
+from minisegnet.options import ConfigError, backend_name, configure_threads, output_folder, warn
+from minisegnet.threads import tune_threads
+from minisegnet.train_config import TrainConfig
+from minisegnet.trainer import (
+    Trainer,
+    TrainingDiverged,
+    TrainingInterrupted,
+    build_model,
+    default_run_dir,
+    evaluate,
+    param_groups,
+    preview_indices,
+)
 
 __all__ = [
-    "TrainConfig", "Trainer", "train", "resume", "evaluate", "predict_labels", "build_model",
-    "param_groups", "TrainingDiverged", "TrainingInterrupted", "ConfigError", "default_run_dir",
-    "load_for_inference", "min_input_side", "input_side_bracket", "accepts_input_side",
-    "too_small_error",
+    "TrainConfig", "Trainer", "train", "resume", "command", "evaluate", "predict_labels",
+    "build_model", "param_groups", "TrainingDiverged", "TrainingInterrupted", "ConfigError",
+    "default_run_dir", "load_for_inference", "min_input_side", "input_side_bracket",
+    "accepts_input_side", "too_small_error", "tune_threads", "preview_indices", "DataError",
 ]  # fmt: skip
 
-
-class ConfigError(ValueError):
-    """An option that cannot work (unknown model, bad number, conflicting resume options)."""
-
-
-def _check_image_side(size: int) -> None:
-    """ConfigError when ``size`` x ``size`` images are over the image size limit that
-    ``read_image`` applies to files (``minisegnet.data.imageio.MAX_IMAGE_PIXELS``)."""
-    from minisegnet.data import imageio
-
-    if size * size > imageio.MAX_IMAGE_PIXELS:
-        raise ConfigError(
-            f"--size {size} gives {size}x{size}-pixel images, larger than the limit of "
-            f"{imageio.MAX_IMAGE_PIXELS / 1e6:.3g} megapixels "
-            "(minisegnet.data.imageio.MAX_IMAGE_PIXELS)"
-        )
-
-
-def _check_builtin_memory(size: int, images: int) -> None:
-    """ConfigError when the built-in data set (generated up front: 3 bytes of image and one of
-    label per pixel) would take more than half of this machine's memory."""
-    needed = images * size * size * 4
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not every system reports it
-        return
-    if needed > physical // 2:
-        raise ConfigError(
-            f"--size {size} with {images} built-in images (--train-images + --val-images) needs "
-            f"{needed / 2**30:.3g} GiB, more than half of this machine's "
-            f"{physical / 2**30:.3g} GiB; use a smaller --size or fewer images"
-        )
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message says where and which checkpoint is kept."""
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C: a checkpoint of the last finished step was written to ``self.checkpoint``."""
-
-    def __init__(self, message: str, checkpoint: Path):
-        super().__init__(message)
-        self.checkpoint = checkpoint
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run (the command line's flags, with the same names).
-
-    The defaults are the ``minisegnet train`` run: SegNet-Basic (the SegNet paper's small
-    network, at its small preset: 16 channels) on 8000 built-in 40x40 images for 6 epochs at
-    lr 0.1, under five minutes on two CPU cores. Why these: measured on the 2-core machine,
-    SegNet-Basic learns the built-in shapes fastest per second of the networks here (the
-    VGG-based ones, at 1/8 width, train far more slowly from scratch unless their initial steps
-    are balanced, and better at 64x64 with a warm-up: ``--size 64 --warmup-epochs 1
-    --balance-init``; see ``benchmarks/results/accuracy.md``), and at
-    40x40 it trains at about 220 images/s: the 48k training images of six epochs over 8000
-    distinct ones (better than 600 seen 80 times) take about 3.5 minutes, leaving room for a
-    slower machine. Measured: 0.81-0.82 validation mean
-    IoU after 196-215 s. With its batch norm, lr 0.1 learned faster than 0.05 (0.82 against 0.79 mean
-    IoU for the PyTorch twin after the same images); 0.15 was unstable, median-frequency class
-    weights cost 0.09 mean IoU, batch 16 was no faster per image.
-    """
-
-    model: str = "segnet_basic"
-    data: str = "builtin"
-    backend: str = "numba"
-    epochs: int = 6
-    batch_size: int = 8
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    bias_lr_mult: float = 2.0
-    poly_power: float = 0.9
-    warmup_epochs: float = 0.0  # lr ramps linearly from ~0 to lr over this many epochs
-    balance_init: bool = False  # nn.balance_init_ before the first step (see nn/balance.py)
-    size: int = 40
-    width: float | None = None  # None: the model's small preset
-    class_weights: str | None = None  # None, "median", a FILE or a comma list of K numbers
-    aux_weight: float = 0.4  # PSPNet's auxiliary loss
-    seed: int = 0
-    train_images: int = 8000  # built-in data only
-    val_images: int = 200  # built-in data only
-    preview_images: int = 6  # rows of predictions.png
-
-    def check(self) -> TrainConfig:
-        from minisegnet import models
-
-        try:
-            self.model = models._canonical(self.model)
-        except ValueError:
-            raise ConfigError(
-                f"--model: unknown model {self.model!r}; valid models: "
-                f"{', '.join(n.replace('_', '-') for n in models.names())}"
-            ) from None
-        if self.backend not in backends.names():
-            raise ConfigError(
-                f"--backend: unknown backend {self.backend!r}; valid backends: "
-                f"{', '.join(backends.names())}"
-            )
-        parse_data_spec(self.data)  # raises DataError for a malformed spec
-        positive_ints = ("epochs", "batch_size", "size", "train_images", "val_images")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be a positive integer, got {value!r}"
-                )
-        if self.size < 16:
-            raise ConfigError(f"--size must be at least 16 pixels, got {self.size}")
-        _check_image_side(self.size)
-        if parse_data_spec(self.data)[0] == "builtin":
-            _check_builtin_memory(self.size, self.train_images + self.val_images)
-        if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise ConfigError(f"--seed must be a non-negative integer, got {self.seed!r}")
-        for name in (
-            "lr",
-            "momentum",
-            "weight_decay",
-            "bias_lr_mult",
-            "aux_weight",
-            "warmup_epochs",
-        ):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}"
-                )
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        if self.warmup_epochs > self.epochs:
-            raise ConfigError(
-                f"--warmup-epochs {self.warmup_epochs:g} is longer than the run (--epochs "
-                f"{self.epochs}): the run would end with the learning rate still ramping up "
-                f"towards --lr {self.lr:g}; give at most --warmup-epochs {self.epochs}"
-            )
-        if not isinstance(self.balance_init, bool):
-            raise ConfigError(f"--balance-init must be true or false, got {self.balance_init!r}")
-        if self.width is not None and not (self.width > 0 and math.isfinite(self.width)):
-            raise ConfigError(f"--width must be a positive number, got {self.width!r}")
-        try:
-            parse_class_weights(self.class_weights)
-        except DataError as error:
-            raise ConfigError(str(error)) from None
-        if isinstance(self.class_weights, str) and self.class_weights.strip().lower() == "none":
-            self.class_weights = None
-        return self
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
-
-# --------------------------------------------------------------------------- threads
-
-
-def tune_threads() -> list[str]:
-    """Keep the two thread pools of a CPU training process from fighting over the cores.
-
-    Numba's parallel kernels run on an OpenMP pool, NumPy's matrix products on OpenBLAS's pool.
-    OpenMP workers busy-wait ("spin") between parallel regions by default, so on a small machine
-    they steal the cores OpenBLAS is computing on, and the reverse. ``import minisegnet`` already
-    asks OpenMP to let idle threads sleep (OMP_WAIT_POLICY=PASSIVE); this makes sure of it for
-    programs that changed the environment afterwards, and returns what it changed (a list of
-    ``NAME=value``; empty when there was nothing to do). Options the user set are left alone.
-
-    The thread counts follow ``minisegnet.threads`` (Numba threads x BLAS threads <= cores;
-    unless ``threads.configure`` ran already, e.g. for ``--threads``, its defaults apply here).
-    At 40x40 both pools on two threads had measured 48 ms against 64 ms with one BLAS thread;
-    at CamVid's 128x128 crops on a busy machine the oversubscribed pair took 6.8 s a step
-    against 1.1 s (``threads.py``).
-
-    OMP_WAIT_POLICY is read when Numba starts its OpenMP pool (the first parallel kernel call),
-    so this must run before that to take effect.
-    """
-    import os
-
-    from minisegnet import threads
-
-    changed = []
-    if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        changed.append("OMP_WAIT_POLICY=PASSIVE")
-    threads.current()  # thread counts: Numba x BLAS <= cores (minisegnet/threads.py)
-    return changed
-
-
-# --------------------------------------------------------------------------- building blocks
-
-
-def build_model(name: str, num_classes: int, width=None, seed: int = 0):
-    """The small configuration of model ``name`` (``width`` overrides its channel multiplier)."""
-    from minisegnet import models
-
-    options = {} if width is None else {"width": float(width)}
-    return models.build(name, num_classes, preset="small", seed=seed, **options)
-
-
-def param_groups(model, weight_decay: float, bias_lr_mult: float = 2.0) -> list[dict]:
-    """Weights (lr x1, weight decay); biases (lr x ``bias_lr_mult``, no decay); other 1-D
-    parameters such as batch-norm scales (lr x1, no decay). Empty groups are left out."""
-    weights, biases, others = [], [], []
-    for name, p in model.named_parameters():
-        if name.endswith("bias"):
-            biases.append(p)
-        elif p.ndim <= 1:
-            others.append(p)
-        else:
-            weights.append(p)
-    groups = [
-        {"params": weights, "lr_mult": 1.0, "weight_decay": weight_decay, "name": "weights"},
-        {"params": biases, "lr_mult": bias_lr_mult, "weight_decay": 0.0, "name": "biases"},
-        {"params": others, "lr_mult": 1.0, "weight_decay": 0.0, "name": "norm scales"},
-    ]
-    return [g for g in groups if g["params"]]
-
-
-def accepts_input_side(model, side: int) -> bool:
-    """Whether ``model`` runs on a (1, 3, side, side) zero image (eval mode, no graph, on the
-    active backend). Refused means the forward pass raised ValueError: the ops' and networks'
-    own geometry checks; anything else propagates."""
-    try:
-        predict_labels(model, np.zeros((1, 3, side, side), np.float32))
-    except ValueError:
-        return False
-    return True
-
-
-def input_side_bracket(
-    model, failing: int = 0, limit: int = 1024, budget_s: float | None = None
-) -> tuple[int, int | None]:
-    """(low, high): ``low`` the largest square side known to be refused (at least ``failing``,
-    a side already seen to fail; 0: none), ``high`` the smallest known to work (None when none
-    up to ``limit`` does). Exact, high == low + 1, unless ``budget_s`` seconds ran out.
-
-    Found by trying (:func:`accepts_input_side`): doubling from ``failing`` until a side works,
-    then bisection. Why by trying: the rule follows from every pooling, padding and crop of the
-    network (SegNet's five ceil-mode poolings need 17 pixels, SegNet-Basic's four 9, FCN's
-    padded first convolution any), so asking the network is simpler and cannot drift from it.
-    A refused side costs little (the forward pass stops at the first check that fails); a side
-    that works costs a whole forward pass (13 s for the full-size DeconvNet at 200 pixels on
-    two busy cores, milliseconds for the small presets), hence the budget.
-    """
-    t0 = time.perf_counter()
-    low, high, side = failing, None, max(2 * failing, 1)
-    while high is None:
-        if accepts_input_side(model, side):
-            high = side
-        elif side >= limit:
-            return side, None
-        else:
-            low, side = side, min(2 * side, limit)
-    while high - low > 1 and (budget_s is None or time.perf_counter() - t0 < budget_s):
-        middle = (low + high) // 2
-        if accepts_input_side(model, middle):
-            high = middle
-        else:
-            low = middle
-    return low, high
-
-
-def min_input_side(model, limit: int = 1024) -> int | None:
-    """The smallest side s for which ``model`` accepts a (1, 3, s, s) image (None: no side up to
-    ``limit``); see :func:`input_side_bracket`."""
-    return input_side_bracket(model, 0, limit)[1]
-
-
-def too_small_error(
-    model, name: str, side: int, what: str, hint: str = "", reason: str = "", budget_s: float = 10.0
-) -> ConfigError | None:
-    """After ``model`` refused images of ``side`` pixels: a ConfigError saying so (``what``: the
-    option or file that gave the size; ``hint`` may use ``{needed}``; ``reason``: the refusal's
-    own message, quoted when the search for the exact minimum ran out of time), or None when
-    larger images are refused too (then the refusal was not about the size: a bug)."""
-    low, high = input_side_bracket(model, side, budget_s=budget_s)
-    if high is None:
-        return None
-    if high == low + 1:
-        need = f"at least {high}x{high} pixels"
-    else:
-        need = f"more than {low}x{low} pixels ({high}x{high} work{'; ' + reason if reason else ''})"
-    return ConfigError(
-        f"{what} is too small for {name.replace('_', '-')}: its poolings need images of {need}"
-        f"{hint.format(needed=high)}"
-    )
-
-
-def _forward_scores(model, images):
-    out = model(images)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _labels_on_device(model, images):
-    """Argmax class of every pixel, left where the backend computed it: images (N, 3, H, W)
-    (host or device) -> (N, H, W) int64 on the backend's device."""
-    was_training = model.training
-    model.eval()
-    try:
-        x = to_device(images, backends.current().device)
-        with ms.no_grad():
-            scores = _forward_scores(
-                model, ms.Tensor.from_array(array_module(x).ascontiguousarray(x))
-            )
-        return scores.data.argmax(axis=1).astype(np.int64)
-    finally:
-        model.train(was_training)
-
-
-def predict_labels(model, images) -> np.ndarray:
-    """Argmax class of every pixel: images (N, 3, H, W) float32 -> (N, H, W) int64 (host).
-
-    The images go to the active backend's device and the network runs there (the model must be
-    there too: ``model.to(...)``). Runs in eval mode without recording a graph; the model's mode
-    is restored after."""
-    return to_host(_labels_on_device(model, images))
-
-
-def evaluate(
-    model,
-    loader,
-    num_classes: int,
-    ignore_index: int = 255,
-    progress: bool = False,
-    desc: str = "evaluating",
-) -> dict:
-    """Scores over a whole loader (one accumulated confusion matrix); adds ``confusion``."""
-    from tqdm import tqdm
-
-    meter = metrics.ConfusionMeter(num_classes, ignore_index)
-    with tqdm(total=len(loader), desc=desc, unit="batch", leave=False, disable=not progress) as bar:
-        for images, labels in loader.epoch(0):
-            # Predictions stay on the device and the counts accumulate there: one (K, K) copy
-            # back per split, not one label map per batch.
-            meter.add(_labels_on_device(model, images), labels)
-            bar.update(1)
-    result = meter.scores()
-    result["confusion"] = meter.matrix
-    return result
-
-
-def default_run_dir(model: str, data: str, root="runs") -> Path:
-    """``runs/<model>-<data kind>``, or with ``-2``, ``-3``, ... when that exists already."""
-    kind, _ = parse_data_spec(data)
-    base = Path(root) / f"{model.replace('_', '-')}-{kind}"
-    path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    return path
-
-
-def _jsonable_scores(result: dict) -> dict:
-    out = {}
-    for key in ("pixel_acc", "mean_acc", "miou", "fwiou"):
-        out[key] = None if math.isnan(result[key]) else round(float(result[key]), 6)
-    out["iou"] = [None if math.isnan(v) else round(float(v), 6) for v in result["iou"]]
-    return out
-
-
-class _StopFlag:
-    """Turns the first Ctrl-C into a request to stop after the current step."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-# --------------------------------------------------------------------------- the trainer
-
-
-class Trainer:
-    """One training run. ``Trainer(config, run_dir).fit()``; ``Trainer.from_checkpoint(path)``
-    rebuilds a stopped run. ``progress`` shows tqdm bars; ``log`` receives one line per epoch;
-    ``on_step(trainer)`` is called after every optimisation step (tests use it)."""
-
-    def __init__(
-        self, config: TrainConfig, run_dir=None, progress: bool = True, log=print, on_step=None
-    ):
-        self.config = config.check()
-        self.run_dir = (
-            Path(run_dir) if run_dir is not None else default_run_dir(config.model, config.data)
-        )
-        self.progress, self.log, self.on_step = progress, log, on_step
-        self.progress_interval = 30.0  # seconds between progress lines when progress is off
-        reason = backends.get(config.backend).unavailable_reason()
-        if reason is not None:
-            raise ConfigError(
-                f"--backend: backend {config.backend!r} cannot be used here: {reason}"
-            )
-        c = self.config
-        self.train_set = open_dataset(
-            c.data, "train", size=c.size, length=c.train_images, seed=c.seed
-        )
-        self.val_set = open_dataset(c.data, "val", size=c.size, length=c.val_images, seed=c.seed)
-        self.num_classes = self.train_set.num_classes
-        self.ignore_index = self.train_set.ignore_index
-        kind, _ = parse_data_spec(c.data)
-        if kind == "builtin":
-            train_tf = transforms.Compose(
-                [transforms.RandomHorizontalFlip(), transforms.Normalize()]
-            )
-            val_tf = transforms.Compose([transforms.Normalize()])
-        else:
-            train_tf = transforms.train_transform(c.size, self.ignore_index)
-            val_tf = transforms.eval_transform(c.size, self.ignore_index)
-        self.train_loader = DataLoader(
-            self.train_set,
-            c.batch_size,
-            train_tf,
-            shuffle=True,
-            seed=c.seed,
-            drop_last=len(self.train_set) > c.batch_size,
-        )
-        self.val_loader = DataLoader(
-            self.val_set, 2 * c.batch_size, val_tf, shuffle=False, seed=c.seed
-        )
-        self.model = build_model(c.model, self.num_classes, c.width, c.seed)
-        if c.balance_init and not any(isinstance(m, nn.BatchNorm2d) for m in self.model.modules()):
-            raise ConfigError(
-                f"--balance-init: {c.model} has no batch norm, so its weight scales are not "
-                "free and there is nothing to balance (it applies to deconvnet, segnet, "
-                "segnet-basic, pspnet and deeplab-v2-resnet)"
-            )
-        self.optimizer = SGD(
-            param_groups(self.model, c.weight_decay, c.bias_lr_mult), lr=c.lr, momentum=c.momentum
-        )
-        self.max_iter = c.epochs * len(self.train_loader)
-        # Warm-up: full lr from the first step can wreck a deep batch-normalised network before
-        # it has learned anything. Measured: DeconvNet's small preset at 64x64 and lr 0.1 fell to
-        # all-background output in its first epoch and never left it (loss flat at 0.79 for 6
-        # epochs); with a one-epoch ramp it trains, and SegNet reached 0.69 mean IoU after 6 of
-        # 12 epochs instead of 0.53.
-        warmup_iters = round(c.warmup_epochs * len(self.train_loader))
-        self.schedule = PolyLR(
-            self.optimizer, self.max_iter, power=c.poly_power, warmup_iters=warmup_iters
-        )
-        self.class_weights = resolve_class_weights(c.class_weights, self.train_set)
-        self.epoch = 0  # epochs completed
-        self.batch = 0  # batches completed in the current epoch
-        self.history: list[dict] = []
-        self.epoch_loss_sum = 0.0
-        self.epoch_batches = 0
-        self.train_seconds = 0.0
-        self.last_checkpoint: Path | None = None
-        self._saved_position = 0  # batch of the last checkpoint within its epoch
-
-    # ----------------------------------------------------------------- checkpoint state
-    def _state(self) -> dict:
-        return {
-            "config": asdict(self.config),
-            "model": self.model.config,
-            "dataset": {
-                "name": self.train_set.name
-                if hasattr(self.train_set, "name")
-                else self.config.data,
-                "class_names": list(self.train_set.class_names),
-                "palette": np.asarray(self.train_set.palette).tolist(),
-                "ignore_index": self.ignore_index,
-            },
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "epoch_loss_sum": self.epoch_loss_sum,
-            "epoch_batches": self.epoch_batches,
-            "train_seconds": self.train_seconds,
-            "schedule": self.schedule.state_dict(),
-            "max_iter": self.max_iter,
-            "class_weights": None if self.class_weights is None else self.class_weights.tolist(),
-            "history": self.history,
-            "global_rng": ckpt.global_rng_state(),
-            "minisegnet_version": ms.__version__,
-        }
-
-    def save_checkpoint(self) -> Path:
-        self.last_checkpoint = ckpt.save(self.run_dir, self.model, self.optimizer, self._state())
-        return self.last_checkpoint
-
-    @classmethod
-    def from_checkpoint(
-        cls, path, progress: bool = True, log=print, on_step=None, overrides: dict | None = None
-    ) -> Trainer:
-        """Rebuild a run from its checkpoint (a run folder or checkpoint.safetensors).
-
-        ``overrides``: options given again on the command line. ``epochs`` may grow (the
-        schedule is stretched: no longer bit-identical to a run planned that long), ``backend``
-        may change; any other option that differs from the checkpoint's is an error."""
-        document, model_arrays, opt_arrays = ckpt.load(path)
-        weights_path, _ = ckpt.checkpoint_paths(path)
-        config = TrainConfig.from_dict(document["config"])
-        for key, value in (overrides or {}).items():
-            if value is None:
-                continue
-            if key in ("epochs", "backend"):
-                setattr(config, key, value)
-            elif getattr(config, key, value) != value:
-                raise ConfigError(
-                    f"--{key.replace('_', '-')} {value} differs from the resumed run's "
-                    f"{getattr(config, key)!r}; a resumed run keeps its settings (start a new run "
-                    "with another --out to change them)"
-                )
-        if config.epochs < document["epoch"]:
-            raise ConfigError(
-                f"--epochs {config.epochs}: the checkpoint has done {document['epoch']} already"
-            )
-        trainer = cls(config, weights_path.parent, progress=progress, log=log, on_step=on_step)
-        ckpt.load_weights_into(trainer.model, model_arrays, weights_path)
-        try:
-            ckpt.restore_optimizer(trainer.optimizer, opt_arrays, document["optimizer"])
-        except (ValueError, KeyError) as error:
-            raise ckpt.CheckpointError(
-                f"checkpoint {weights_path}: optimiser state does not fit ({error})"
-            ) from None
-        trainer.schedule.load_state_dict(document["schedule"])
-        if document.get("max_iter") != trainer.max_iter:  # --epochs changed: stretch the schedule
-            trainer.schedule.max_iter = trainer.max_iter
-            trainer.schedule.load_state_dict(document["schedule"])
-        trainer.epoch, trainer.batch = document["epoch"], document["batch"]
-        trainer.epoch_loss_sum = document["epoch_loss_sum"]
-        trainer.epoch_batches = document["epoch_batches"]
-        trainer.train_seconds = document["train_seconds"]
-        trainer.history = document["history"]
-        if document.get("class_weights") is not None:
-            trainer.class_weights = np.asarray(document["class_weights"], dtype=np.float32)
-        ckpt.set_global_rng_state(document["global_rng"])
-        trainer.last_checkpoint = weights_path
-        trainer._saved_position = trainer.batch
-        trainer._rewrite_metrics_log()
-        return trainer
-
-    # ----------------------------------------------------------------- logging
-    def _rewrite_metrics_log(self) -> None:
-        path = self.run_dir / "metrics.jsonl"
-        tmp = path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-        tmp.replace(path)
-
-    def _append_metrics(self, record: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    # ----------------------------------------------------------------- loss and step
-    def _loss(self, images, labels):
-        """The batch's loss; ``images`` and ``labels`` go to the backend's device once here."""
-        device = backends.current().device
-        out = self.model(ms.Tensor.from_array(to_device(images, device)))
-        labels = to_device(labels, device)
-        w = self.class_weights
-        if isinstance(out, tuple):  # PSPNet in training mode: (main, aux)
-            main, aux = out
-            loss = F.cross_entropy(main, labels, w, self.ignore_index)
-            return loss + self.config.aux_weight * F.cross_entropy(
-                aux, labels, w, self.ignore_index
-            )
-        return F.cross_entropy(out, labels, w, self.ignore_index)
-
-    def _check_finite(self, value: float, where: str) -> None:
-        if math.isfinite(value):
-            return
-        kept = (
-            f"the last good checkpoint (epoch {self.epoch}, batch {self._saved_position}) is kept at "
-            f"{self.last_checkpoint}"
-            if self.last_checkpoint
-            else "no checkpoint was written"
-        )
-        raise TrainingDiverged(
-            f"training stopped: {where} became {value} at epoch {self.epoch + 1}, batch "
-            f"{self.batch + 1} (lr {self.optimizer.lr:.3g}); {kept}. Try a lower --lr"
-        )
-
-    def _balance_init(self) -> None:
-        """nn.balance_init_ on the first batch of the training set (no augmentation, so the same
-        batch every time): before the first step of a new run, never on resume, whose weights
-        come from the checkpoint."""
-        first = DataLoader(
-            self.train_set, self.config.batch_size, self.val_loader.transform, shuffle=False
-        )
-        images, labels = first.load_batch(0, 0)
-        try:
-            scales = balance_init_(self.model, lambda: self._loss(images, labels))
-        except ValueError as error:
-            raise ConfigError(f"--balance-init: {error}") from None
-        hot = {name: scale for name, scale in scales.items() if scale > 1}
-        self.log(
-            f"balanced the initial step of {len(scales)} batch-normalised convolutions: "
-            f"{len(hot)} scaled by {min(hot.values(), default=1):.2f}-"
-            f"{max(hot.values(), default=1):.2f}"
-        )
-
-    def _params_finite(self) -> bool:
-        return all(bool(p.xp.isfinite(p.data).all()) for p in self.model.parameters())
-
-    def _move_to_backend(self) -> None:
-        """Put the model, the optimiser's state and the class weights where the backend computes
-        (once per run: the GPU under ``cuda``, host memory otherwise)."""
-        device = backends.current().device
-        self.model.to(device)
-        self.optimizer.to(device)
-        if self.class_weights is not None:
-            self.class_weights = to_device(self.class_weights, device)
-
-    # ----------------------------------------------------------------- the loop
-    def fit(self) -> dict:
-        """Train up to ``config.epochs``; returns the last epoch's record (with ``val`` scores)."""
-        c = self.config
-        tune_threads()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            use = backends.use(c.backend)
-        except backends.BackendUnavailable as error:
-            raise ConfigError(f"--backend: {error}") from None
-        with use, _StopFlag() as stop:
-            self._move_to_backend()
-            if self.last_checkpoint is None:
-                if not accepts_input_side(self.model, c.size):
-                    error = too_small_error(self.model, c.model, c.size, f"--size {c.size}")
-                    if error is not None:
-                        raise error
-                if c.balance_init:
-                    self._balance_init()
-                self.save_checkpoint()  # a valid checkpoint exists from the first moment
-            self._saved_position = self.batch
-            while self.epoch < c.epochs:
-                self._train_epoch(stop)
-                self._end_epoch()
-                if stop.requested and self.epoch < c.epochs:  # Ctrl-C during the evaluation
-                    raise TrainingInterrupted(
-                        f"interrupted after epoch {self.epoch}; checkpoint saved to "
-                        f"{self.last_checkpoint}; continue with: minisegnet train --resume "
-                        f"{self.run_dir}",
-                        self.last_checkpoint,
-                    )
-        return self.history[-1] if self.history else {}
-
-    def _train_epoch(self, stop) -> None:
-        from tqdm import tqdm
-
-        c, loader = self.config, self.train_loader
-        self.model.train()
-        bar = tqdm(
-            total=len(loader),
-            initial=self.batch,
-            desc=f"epoch {self.epoch + 1}/{c.epochs}",
-            unit="batch",
-            leave=False,
-            disable=not self.progress,
-            dynamic_ncols=True,
-        )
-        lines = None
-        if not self.progress:  # not a terminal: a line about every progress_interval seconds
-            lines = ProgressLines(
-                len(loader), f"epoch {self.epoch + 1}/{c.epochs}", self.progress_interval,
-                self.log, start_done=self.batch,
-            )  # fmt: skip
-        seen, t0 = 0, time.perf_counter()
-        self.data_wait_seconds, load_start = 0.0, loader.load_seconds
-        waited_from = time.perf_counter()
-        try:
-            for images, labels in loader.epoch(self.epoch, start_batch=self.batch):
-                step_start = time.perf_counter()
-                self.data_wait_seconds += step_start - waited_from  # the loop waited for data
-                loss = self._loss(images, labels)
-                value = float(loss.data)
-                self._check_finite(value, "the loss")
-                self.optimizer.zero_grad()
-                loss.backward()
-                self.optimizer.step()
-                self.schedule.step()
-                self.train_seconds += time.perf_counter() - step_start
-                self.batch += 1
-                self.epoch_loss_sum += value
-                self.epoch_batches += 1
-                seen += len(images)
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{self.epoch_loss_sum / self.epoch_batches:.4f}",
-                    lr=f"{self.optimizer.lr:.2e}",
-                    img_s=f"{seen / (time.perf_counter() - t0):.1f}",
-                )
-                if lines is not None:
-                    lines.update(self.batch, seen, self.epoch_loss_sum / self.epoch_batches)
-                if self.on_step is not None:
-                    self.on_step(self)
-                waited_from = time.perf_counter()
-                if stop.requested:
-                    if not self._params_finite():
-                        self._check_finite(float("nan"), "a weight")
-                    path = self.save_checkpoint()
-                    raise TrainingInterrupted(
-                        f"interrupted at epoch {self.epoch + 1}, batch {self.batch}; checkpoint "
-                        f"saved to {path}; continue with: minisegnet train --resume {self.run_dir}",
-                        path,
-                    )
-        finally:
-            bar.close()
-            self.data_load_seconds = loader.load_seconds - load_start
-            self.compute_seconds = time.perf_counter() - t0 - self.data_wait_seconds
-
-    def _end_epoch(self) -> None:
-        c = self.config
-        if not self._params_finite():
-            self._check_finite(float("nan"), "a weight")
-        t0 = time.perf_counter()
-        result = evaluate(
-            self.model,
-            self.val_loader,
-            self.num_classes,
-            self.ignore_index,
-            progress=self.progress,
-            desc=f"validating epoch {self.epoch + 1}",
-        )
-        eval_seconds = time.perf_counter() - t0
-        train_loss = self.epoch_loss_sum / max(self.epoch_batches, 1)
-        self.epoch += 1
-        self.batch, self.epoch_loss_sum, self.epoch_batches = 0, 0.0, 0
-        record = {
-            "epoch": self.epoch,
-            "train_loss": round(train_loss, 6),
-            "lr": self.optimizer.lr,
-            "val": _jsonable_scores(result),
-            "train_seconds": round(self.train_seconds, 3),
-            "eval_seconds": round(eval_seconds, 3),
-            # this epoch: batches produced in the background, time the loop waited for them,
-            # time it computed (forward, backward, update)
-            "data_load_seconds": round(getattr(self, "data_load_seconds", 0.0), 3),
-            "data_wait_seconds": round(getattr(self, "data_wait_seconds", 0.0), 3),
-            "compute_seconds": round(getattr(self, "compute_seconds", 0.0), 3),
-        }
-        self.history.append(record)
-        self._append_metrics(record)
-        self.save_checkpoint()
-        self._saved_position = 0
-        self._write_outputs(result)
-        self.log(
-            f"epoch {self.epoch}/{c.epochs}  loss {train_loss:.4f}  val mIoU {result['miou']:.4f}  "
-            f"pixel acc {result['pixel_acc']:.4f}  ({self.train_seconds:.0f} s training; this "
-            f"epoch: data {record['data_load_seconds']:.1f} s loading, "
-            f"{record['data_wait_seconds']:.1f} s waited for, compute "
-            f"{record['compute_seconds']:.1f} s)"
-        )
-
-    def _write_outputs(self, result: dict) -> None:
-        from minisegnet import viz
-
-        self._write_model(result)
-        viz.plot_curves(self.history, self.run_dir / "curves.png")
-        self._write_table(result)
-        if self.epoch == self.config.epochs:
-            self.write_preview()
-
-    def _write_model(self, result: dict) -> None:
-        from minisegnet import io
-
-        io.save(
-            self.model,
-            self.run_dir / "model",
-            extra={
-                "epoch": self.epoch,
-                "val": _jsonable_scores(result),
-                "train_config": asdict(self.config),
-                "dataset": self._state()["dataset"],
-            },
-        )
-
-    def _table_title(self) -> str:
-        return f"# {self.config.model} on {self.config.data}, validation, epoch {self.epoch}"
-
-    def _write_table(self, result: dict) -> None:
-        table = metrics.format_table(result, self.train_set.class_names)
-        path = self.run_dir / "metrics.md"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(f"{self._table_title()}\n\n{table}\n")
-        tmp.replace(path)  # a stopped write leaves the old table, never half of one
-
-    def check_outputs(self) -> dict[str, str]:
-        """What is missing or stale among the outputs of a finished run: {file: why}.
-
-        model.safetensors and model.json must load (the sha256 in the JSON matches), hold the
-        checkpoint's weights and record its epoch; metrics.md must carry this epoch's title;
-        metrics.md, curves.png and predictions.png must exist and be no older than the
-        checkpoint (every output of the last epoch is written after it)."""
-        from minisegnet import io
-
-        problems: dict[str, str] = {}
-        d, pair = self.run_dir, "model.safetensors and model.json"
-        try:
-            saved = io.load_state_dict(d / "model.safetensors")
-            epoch = (io.read_config(d / "model").get("extra") or {}).get("epoch")
-            own = {k: io.host_array(v) for k, v in self.model.state_dict().items()}
-            if set(saved) != set(own) or not all(np.array_equal(saved[k], own[k]) for k in own):
-                problems[pair] = "stale: not the checkpoint's weights"
-            elif epoch != self.epoch:
-                problems[pair] = f"stale: records epoch {epoch}, the run ended at {self.epoch}"
-        except io.WeightsFileError as error:
-            problems[pair] = f"missing or invalid: {error}"
-        since = self.last_checkpoint.stat().st_mtime_ns if self.last_checkpoint else 0
-        for name in ("metrics.md", "curves.png", "predictions.png"):
-            path = d / name
-            if not path.is_file():
-                problems[name] = "missing"
-            elif path.stat().st_mtime_ns < since:
-                problems[name] = "stale: older than the checkpoint"
-        if "metrics.md" not in problems:
-            first = (d / "metrics.md").read_text(errors="replace").split("\n", 1)[0]
-            if first != self._table_title():
-                problems["metrics.md"] = f"stale: {first!r}"
-        return problems
-
-    def repair_outputs(self) -> dict[str, str]:
-        """Rewrite what :meth:`check_outputs` finds missing or stale in a finished run (one
-        evaluation of the validation split); returns what was rewritten and why."""
-        from minisegnet import viz
-
-        problems = self.check_outputs()
-        if not problems:
-            return problems
-        try:
-            use = backends.use(self.config.backend)
-        except backends.BackendUnavailable as error:
-            raise ConfigError(f"--backend: {error}") from None
-        with use:
-            result = evaluate(
-                self.model, self.val_loader, self.num_classes, self.ignore_index,
-                progress=self.progress, desc="validating",
-            )  # fmt: skip
-            if "model.safetensors and model.json" in problems:
-                self._write_model(result)
-            if "metrics.md" in problems:
-                self._write_table(result)
-            if "curves.png" in problems:
-                viz.plot_curves(self.history, self.run_dir / "curves.png")
-            if "predictions.png" in problems:
-                self.write_preview()
-        return problems
-
-    def write_preview(self) -> Path:
-        from minisegnet import viz
-
-        n = min(self.config.preview_images, len(self.val_set))
-        images, labels = [], []
-        tf = self.val_loader.transform
-        # Spread over the split: CamVid's frames are consecutive video frames, so the first six
-        # were nearly the same picture six times.
-        for i in preview_indices(len(self.val_set), n):
-            image, label = self.val_set[i]
-            x, y = tf(image, label, np.random.default_rng(0))
-            images.append(x)
-            labels.append(y)
-        x = np.stack(images)
-        preds = predict_labels(self.model, x)
-        mean = np.asarray(transforms.IMAGENET_MEAN, dtype=np.float32)[:, None, None]
-        std = np.asarray(transforms.IMAGENET_STD, dtype=np.float32)[:, None, None]
-        shown = np.clip(x * std + mean, 0, 1).transpose(0, 2, 3, 1)
-        return viz.plot_predictions(
-            shown,
-            np.stack(labels),
-            preds,
-            self.train_set.palette,
-            self.run_dir / "predictions.png",
-            self.train_set.class_names,
-            self.ignore_index,
-        )
-
-
-def preview_indices(length: int, n: int) -> list[int]:
-    """``n`` indices spread evenly over ``range(length)``, first and last included."""
-    if n <= 1:
-        return [0][:n]
-    return sorted({round(i * (length - 1) / (n - 1)) for i in range(n)})
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention (as minisegnet.cli)
 
 
 def train(config: TrainConfig | None = None, run_dir=None, **kwargs) -> dict:
@@ -968,78 +81,106 @@ def resume(path, overrides: dict | None = None, **kwargs) -> dict:
     return Trainer.from_checkpoint(path, overrides=overrides, **kwargs).fit()
 
 
-# --------------------------------------------------------------------------- inference
+# --------------------------------------------------------------------------- the command
+
+# The options of ``minisegnet train`` that are fields of TrainConfig (the others say where the
+# run goes and how it reports).
+OPTIONS = ("model", "data", "backend", "epochs", "batch_size", "lr", "warmup_epochs",
+           "weight_decay", "balance_init", "size", "width", "class_weights", "seed",
+           "train_images", "val_images")  # fmt: skip
 
 
-def load_for_inference(path, model: str | None = None, width=None):
-    """(model in eval mode, info) from a run folder, a checkpoint or a ``minisegnet.io`` weights
-    file. ``info``: ``config`` (TrainConfig or None), ``class_names``, ``palette``,
-    ``ignore_index``, ``source``. ``model``/``width`` build another network than the file's
-    (its weights must fit: every mismatched name and shape is listed otherwise)."""
-    from minisegnet import io, models
+def latest_run(root: Path = Path("runs")) -> Path | None:
+    """The run folder under ``root`` whose checkpoint was written last (None: no run)."""
+    runs = [p.parent for p in root.glob("*/checkpoint.safetensors")]
+    return max(runs, key=lambda p: (p / "checkpoint.safetensors").stat().st_mtime) if runs else None
 
-    path = Path(path)
-    weights_path, _ = ckpt.checkpoint_paths(path)
-    if path.is_dir() and not weights_path.exists() and (path / "model.safetensors").exists():
-        weights_path = path / "model.safetensors"
-    if not weights_path.exists():
-        raise ckpt.CheckpointError(f"checkpoint {path} does not exist")
+
+def command(args) -> int:
+    """``minisegnet train``: a new run from the options, or ``--resume`` of a stopped one;
+    prints what it does and returns the exit code (130 after Ctrl-C, with the checkpoint
+    saved)."""
+    from minisegnet import models
+
+    counts = configure_threads(args)
+    given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
+    backend_name(given.get("backend"))
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if args.resume is not None:
+        run = Path(args.resume) if args.resume else (Path(args.out) if args.out else latest_run())
+        if run is None:
+            raise ConfigError(
+                "--resume: no run to resume under runs/; give its folder: --resume runs/NAME"
+            )
+        if args.out and args.resume and Path(args.out) != Path(args.resume):
+            raise ConfigError(f"--out {args.out} and --resume {args.resume} name different runs")
+        try:
+            trainer = Trainer.from_checkpoint(run, progress=progress, overrides=given)
+        except CheckpointError as error:
+            raise CheckpointError(f"--resume: {error}") from None
+        done = trainer.epoch
+        if done >= trainer.config.epochs:
+            return finished_run(trainer)
+        print(
+            f"resuming {trainer.run_dir} at epoch {done + 1}, batch {trainer.batch + 1} "
+            f"of {trainer.config.epochs} epochs"
+        )
+    else:
+        config = TrainConfig(**given).check()  # before --out is created
+        if args.out is not None:
+            out = Path(args.out)
+            if (out / "checkpoint.safetensors").exists():
+                raise ConfigError(
+                    f"--out {out} already holds a training run; continue it with --resume {out} "
+                    "or choose another --out"
+                )
+            output_folder(out, f"--out {out}")
+        trainer = Trainer(config, args.out, progress=progress)
+        if args.out is None:
+            output_folder(trainer.run_dir, f"the run folder {trainer.run_dir} (--out)")
+    c = trainer.config
+    if c.batch_size > len(trainer.train_set):
+        warn(
+            f"--batch-size {c.batch_size} is larger than the {len(trainer.train_set)} training "
+            f"images; every step uses all {len(trainer.train_set)}"
+        )
+    n_params = trainer.model.num_parameters()
+    print(
+        f"training {c.model.replace('_', '-')} ({n_params:,} parameters, "
+        f"{models.SMALL_PRESETS[c.model] if c.width is None else {'width': c.width}}) on "
+        f"{c.data}: {len(trainer.train_set)} training / {len(trainer.val_set)} validation images, "
+        f"size {c.size}, batch {c.batch_size}, {c.epochs} epochs, lr {c.lr}, backend {c.backend}"
+    )
+    blas = "?" if counts["blas"] is None else counts["blas"]
+    print(
+        f"threads: Numba {counts['numba']} x BLAS {blas} on {counts['cores']} cores "
+        "(--threads sets Numba's)"
+    )
+    print(f"results go to {trainer.run_dir}/")
     try:
-        document, arrays, _ = ckpt.load(weights_path)
-        spec = document["model"]
-        config = TrainConfig.from_dict(document["config"])
-        dataset = document["dataset"]
-    except ckpt.CheckpointError as error:
-        if "not a minisegnet training checkpoint" not in str(error):
-            raise
-        try:  # a minisegnet.io weights file (model.safetensors + model.json)
-            meta = io.read_config(weights_path)
-            arrays = io.load_state_dict(weights_path)
-        except io.WeightsFileError as err:
-            raise ckpt.CheckpointError(str(err)) from None
-        spec = meta.get("model")
-        extra = meta.get("extra") or {}
-        config = TrainConfig.from_dict(extra["train_config"]) if "train_config" in extra else None
-        dataset = extra.get("dataset")
-        if not spec:
-            raise ckpt.CheckpointError(f"{weights_path}: records no model config") from None
-    try:
-        io.check_model_spec(spec, ckpt.checkpoint_paths(weights_path)[1])
-    except io.WeightsFileError as err:
-        raise ckpt.CheckpointError(str(err)) from None
-    name = spec["name"] if model is None else model
-    try:
-        name = models._canonical(name)
-    except ValueError:
-        where = "--model: unknown" if model is not None else f"{weights_path} records an unknown"
-        raise ConfigError(
-            f"{where} model {name!r}; valid models: "
-            f"{', '.join(n.replace('_', '-') for n in models.names())}"
-        ) from None
-    options = dict(spec.get("config", {}))
-    if name != spec["name"]:
-        options = models.small_preset(name)
-    if width is not None:
-        options["width"] = float(width)
-    net = models.build(name, spec["num_classes"], materialize=False, **options)
-    ckpt.load_weights_into(net, arrays, weights_path)
-    net.eval()
-    if dataset is None:
-        from minisegnet.data.palette import voc_palette
-
-        dataset = {
-            "class_names": [str(i) for i in range(spec["num_classes"])],
-            "palette": voc_palette(spec["num_classes"]).tolist(),
-            "ignore_index": 255,
-        }
-    info = {
-        "config": config,
-        "class_names": list(dataset["class_names"]),
-        "palette": np.asarray(dataset["palette"], dtype=np.uint8),
-        "ignore_index": dataset.get("ignore_index", 255),
-        "source": weights_path,
-    }
-    return net, info
+        record = trainer.fit()
+    except TrainingInterrupted as stop:
+        print(f"minisegnet: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    val = record["val"]
+    print(
+        f"done: validation mIoU {val['miou']:.4f}, pixel accuracy {val['pixel_acc']:.4f}, "
+        f"{record['train_seconds']:.0f} s of training"
+    )
+    print(
+        f"wrote {trainer.run_dir}/: model.safetensors (weights), checkpoint.safetensors (to "
+        "resume), metrics.jsonl, metrics.md, curves.png, predictions.png"
+    )
+    return 0
 
 
-__all__ += ["DataError"]
+def finished_run(trainer) -> int:
+    """--resume of a run that has done all its epochs: check its outputs, rewrite what is missing
+    or stale (``Trainer.repair_outputs``) and say which."""
+    print(f"{trainer.run_dir} finished all {trainer.config.epochs} epochs already")
+    rewritten = trainer.repair_outputs()
+    if not rewritten:
+        print("its outputs are present and up to date; nothing to do")
+    for name, why in rewritten.items():
+        print(f"rewrote {name} in {trainer.run_dir}/ ({why})")
+    return 0

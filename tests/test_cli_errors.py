@@ -680,12 +680,12 @@ def test_the_smallest_side_is_found_by_trying():
 
 
 def test_a_refusal_at_every_size_is_a_bug_and_keeps_its_traceback():
-    import minisegnet.cli as cli
+    from minisegnet.inference import size_checked
     from minisegnet.train import ConfigError
 
     with pytest.raises(ConfigError, match="--size 3 is too small for net: .* at least 5x5"):
-        with cli._size_checked(_NeedsFive(), "net", 3, "--size 3"):
+        with size_checked(_NeedsFive(), "net", 3, "--size 3"):
             raise ValueError("refused 3")
     with pytest.raises(ValueError, match="refused 3"):
-        with cli._size_checked(_NeedsFive(broken=True), "net", 3, "--size 3"):
+        with size_checked(_NeedsFive(broken=True), "net", 3, "--size 3"):
             raise ValueError("refused 3")

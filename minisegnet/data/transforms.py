@@ -127,6 +127,15 @@ class Compose:
         return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
 
 
+def _scale(image, label, factor: float):
+    """Both sides times ``factor`` (rounded, at least 1); unchanged when that keeps the size."""
+    h, w = label.shape
+    height, width = max(1, round(h * factor)), max(1, round(w * factor))
+    if (height, width) == (h, w):
+        return image, label
+    return resize(image, label, height, width)
+
+
 class Resize:
     """``Resize(s)``: shorter side to s, aspect kept; ``Resize((h, w))``: exactly (h, w)."""
 
@@ -134,15 +143,12 @@ class Resize:
         self.size = size
 
     def __call__(self, image, label, rng=None):
-        h, w = label.shape
         if isinstance(self.size, (tuple, list)):
             height, width = self.size
-        else:
-            scale = self.size / min(h, w)
-            height, width = max(1, round(h * scale)), max(1, round(w * scale))
-        if (height, width) == (h, w):
-            return image, label
-        return resize(image, label, height, width)
+            if (height, width) == label.shape:
+                return image, label
+            return resize(image, label, height, width)
+        return _scale(image, label, self.size / min(label.shape))
 
     def __repr__(self):
         return f"Resize({self.size})"
@@ -157,12 +163,7 @@ class RandomScale:
         self.low, self.high = low, high
 
     def __call__(self, image, label, rng):
-        s = rng.uniform(self.low, self.high)
-        h, w = label.shape
-        height, width = max(1, round(h * s)), max(1, round(w * s))
-        if (height, width) == (h, w):
-            return image, label
-        return resize(image, label, height, width)
+        return _scale(image, label, rng.uniform(self.low, self.high))
 
     def __repr__(self):
         return f"RandomScale({self.low}, {self.high})"

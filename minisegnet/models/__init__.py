@@ -40,7 +40,7 @@ from minisegnet.models.unet import UNet
 from minisegnet.models.vgg import VGG16
 
 __all__ = [
-    "build", "names", "small_preset", "SMALL_PRESETS", "ALIASES",
+    "build", "names", "canonical_name", "small_preset", "SMALL_PRESETS", "ALIASES",
     "fcn32s", "fcn16s", "fcn8s", "deconvnet", "segnet", "segnet_basic", "pspnet",
     "FCN", "DeconvNet", "SegNet", "SegNetBasic", "PSPNet", "VGG16", "DilatedResNet",
     "deeplab_largefov", "deeplab_v2_vgg", "deeplab_v2_resnet", "dilation8", "unet", "unet_padded",
@@ -173,7 +173,10 @@ def names() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """The canonical name of model ``name``: case and surrounding spaces ignored, an alias of
+    :data:`ALIASES` ("segnet-basic") replaced by its model ("segnet_basic"). TypeError for a
+    non-string, ValueError naming the valid names for an unknown one."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
     key = name.strip().lower()
@@ -187,7 +190,7 @@ def _canonical(name: str) -> str:
 
 def small_preset(name: str) -> dict:
     """The small configuration of model ``name`` (a copy)."""
-    return dict(SMALL_PRESETS[_canonical(name)])
+    return dict(SMALL_PRESETS[canonical_name(name)])
 
 
 def build(
@@ -216,7 +219,7 @@ def build(
     ``config`` is the complete set of architecture options that were applied (preset merged
     with overrides; not the seed).
     """
-    key = _canonical(name)
+    key = canonical_name(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
         raise TypeError(f"num_classes must be a positive integer, got {num_classes!r}")
     if num_classes < 1:

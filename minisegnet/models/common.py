@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisegnet import nn
 from minisegnet.tensor import Tensor
 
 
@@ -109,3 +110,77 @@ def uninitialised():
     from minisegnet.nn import init
 
     return init.skip_random_init()
+
+
+class Layers:
+    """The layer constructors that the builders shared by several networks call, all drawing
+    their initial weights from one random stream ``rng``, in call order.
+
+    :func:`minisegnet.models.vgg.add_vgg16_layers` and :func:`add_unpooling_decoder` take one
+    of these instead of naming layer classes, so ``benchmarks/torch_models.py`` builds the
+    PyTorch twins with the very same code and tables by handing them PyTorch's constructors:
+    same names, same order, same shapes, and no copy of the architecture that could drift.
+    """
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def conv(self, c_in: int, c_out: int, kernel: int, padding: int = 0):
+        return nn.Conv2d(c_in, c_out, kernel, padding=padding, seed=self.rng)
+
+    def conv_transpose(self, c_in: int, c_out: int, kernel: int, padding: int = 0):
+        return nn.ConvTranspose2d(c_in, c_out, kernel, padding=padding, seed=self.rng)
+
+    def batch_norm(self, channels: int):
+        return nn.BatchNorm2d(channels)
+
+    def relu(self):
+        return nn.ReLU()
+
+    def max_pool(self, ceil_mode: bool, return_indices: bool):
+        """2x2, stride 2."""
+        return nn.MaxPool2d(2, stride=2, ceil_mode=ceil_mode, return_indices=return_indices)
+
+    def max_unpool(self):
+        """2x2, stride 2."""
+        return nn.MaxUnpool2d(2, stride=2)
+
+    def dropout(self, p: float):
+        return nn.Dropout(p, seed=dropout_seed(self.rng))
+
+
+def add_unpooling_decoder(module, layers, stages, channels: int, transposed: bool, prefix: str):
+    """Add the mirrored decoder of SegNet and DeconvNet to ``module``; returns (output channels,
+    ``decoder_names``), the latter ``[(stage, [layer names in order]), ...]`` for
+    :func:`unpooling_decode`.
+
+    ``stages``: deepest first, ``(stage, ((conv name, bn name, relu name, channels out), ...))``.
+    Each stage gets an unpooling ``<prefix><stage>`` (2x2, stride 2: the encoder's switches)
+    and, per entry, a 3x3 convolution with padding 1 (transposed for DeconvNet) from
+    ``channels``, a batch norm and a ReLU under the given names. ``layers``: a :class:`Layers`.
+    """
+    conv = layers.conv_transpose if transposed else layers.conv
+    decoder_names = []
+    for stage, entries in stages:
+        setattr(module, f"{prefix}{stage}", layers.max_unpool())
+        names = []
+        for conv_name, bn_name, relu_name, c_out in entries:
+            setattr(module, conv_name, conv(channels, c_out, 3, padding=1))
+            setattr(module, bn_name, layers.batch_norm(c_out))
+            setattr(module, relu_name, layers.relu())
+            names += [conv_name, bn_name, relu_name]
+            channels = c_out
+        decoder_names.append((stage, names))
+    return channels, decoder_names
+
+
+def unpooling_decode(module, y, features, prefix: str):
+    """The decoder of :func:`add_unpooling_decoder` on ``y``: each stage (deepest first) unpools
+    to the size that entered the encoder's matching pool, putting every value back at its
+    switch (sparse), then runs its convolutions. ``features``: the encoder's ``switches`` and
+    ``sizes`` (:class:`~minisegnet.models.vgg.VGGFeatures`)."""
+    for stage, names in module.decoder_names:
+        unpool = getattr(module, f"{prefix}{stage}")
+        y = unpool(y, features.switches[stage - 1], output_size=features.sizes[stage - 1])
+        y = run_chain(module, names, y)  # (N, C, H_stage, W_stage)
+    return y

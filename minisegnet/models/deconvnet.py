@@ -51,10 +51,18 @@ fc6_deconv, 3,776 in the decoder) = 251,805,653; the running statistics are buff
 from __future__ import annotations
 
 from minisegnet import nn
-from minisegnet.models.common import check_input, make_rng, run_chain, scaled
+from minisegnet.models.common import (
+    Layers,
+    add_unpooling_decoder,
+    check_input,
+    make_rng,
+    run_chain,
+    scaled,
+    unpooling_decode,
+)
 from minisegnet.models.vgg import VGG16
 
-__all__ = ["DeconvNet", "DECONVNET_DECODER"]
+__all__ = ["DeconvNet", "DECONVNET_DECODER", "ENCODER", "deconvnet_decoder"]
 
 # Decoder stages, deepest first: (stage, output channels of each 3x3 deconv) -- paper numbers.
 DECONVNET_DECODER = (
@@ -64,6 +72,26 @@ DECONVNET_DECODER = (
     (2, (128, 64)),
     (1, (64, 64)),
 )
+
+
+def deconvnet_decoder(width: float) -> tuple:
+    """:data:`DECONVNET_DECODER` at ``width``, as :func:`~minisegnet.models.common.add_unpooling_decoder`
+    takes it: per stage, (``deconv{s}_{i}``, ``debn{s}_{i}``, ``derelu{s}_{i}``, channels)."""
+    return tuple(
+        (
+            stage,
+            tuple(
+                (f"deconv{stage}_{i}", f"debn{stage}_{i}", f"derelu{stage}_{i}", scaled(c, width))
+                for i, c in enumerate(channels, start=1)
+            ),
+        )
+        for stage, channels in DECONVNET_DECODER
+    )
+
+
+# The encoder's VGG16 options: batch norm after every conv and fc layer, ceil-mode pools that
+# keep their switches for the decoder.
+ENCODER = {"batch_norm": True, "ceil_mode": True, "return_indices": True, "fc_batch_norm": True}
 
 
 class DeconvNet(nn.Module):
@@ -81,11 +109,7 @@ class DeconvNet(nn.Module):
     ``forward(x)``: (N, in_channels, H, W) -> scores (N, num_classes, H, W).
     """
 
-    # Frames of any size go through unchanged (ceil pooling, and unpooling to the size that
-    # entered each pool), so evaluation does not pad them. A network needing sides divisible
-    # by 2^k sets this to 2^k; minisegnet.evaluation then pads to it and crops the scores
-    # back.
-    input_multiple = 1
+    input_multiple = 1  # any frame size: ceil pooling, unpooling to the recorded sizes
 
     def __init__(
         self,
@@ -100,45 +124,22 @@ class DeconvNet(nn.Module):
         rng = make_rng(seed)
         self.num_classes, self.in_channels = num_classes, in_channels
         self.encoder = VGG16(
-            width=width,
-            in_channels=in_channels,
-            batch_norm=True,
-            ceil_mode=True,
-            return_indices=True,
-            fc_channels=fc_channels,
-            fc_kernel=fc_kernel,
-            fc_batch_norm=True,
-            seed=rng,
+            width, in_channels, fc_channels=fc_channels, fc_kernel=fc_kernel, seed=rng, **ENCODER
         )
         c = scaled(512, width)
         self.fc6_deconv = nn.ConvTranspose2d(fc_channels, c, fc_kernel, seed=rng)
         self.fc6_deconv_bn = nn.BatchNorm2d(c)
         self.fc6_deconv_relu = nn.ReLU()
-        self.decoder_names: list[tuple[int, list[str]]] = []
-        for stage, channels in DECONVNET_DECODER:
-            setattr(self, f"unpool{stage}", nn.MaxUnpool2d(2, stride=2))
-            names = []
-            for i, paper_channels in enumerate(channels, start=1):
-                c_out = scaled(paper_channels, width)
-                deconv = nn.ConvTranspose2d(c, c_out, 3, padding=1, seed=rng)
-                setattr(self, f"deconv{stage}_{i}", deconv)
-                setattr(self, f"debn{stage}_{i}", nn.BatchNorm2d(c_out))
-                setattr(self, f"derelu{stage}_{i}", nn.ReLU())
-                names += [f"deconv{stage}_{i}", f"debn{stage}_{i}", f"derelu{stage}_{i}"]
-                c = c_out
-            self.decoder_names.append((stage, names))
+        c, self.decoder_names = add_unpooling_decoder(
+            self, Layers(rng), deconvnet_decoder(width), c, True, "unpool"
+        )
         self.seg_score = nn.Conv2d(c, num_classes, 1, seed=rng)
 
     def forward(self, x):
         check_input("DeconvNet", x, self.in_channels, self.encoder.min_input_size())
         features = self.encoder(x)
         y = run_chain(self, ["fc6_deconv", "fc6_deconv_bn", "fc6_deconv_relu"], features.fc7)
-        for stage, names in self.decoder_names:  # stages 5, 4, 3, 2, 1
-            unpool = getattr(self, f"unpool{stage}")
-            y = unpool(
-                y, features.switches[stage - 1], output_size=features.sizes[stage - 1]
-            )  # (N, C, H_stage, W_stage): sparse, the maxima back at their switches
-            y = run_chain(self, names, y)
+        y = unpooling_decode(self, y, features, "unpool")  # stages 5, 4, 3, 2, 1
         return self.seg_score(y)  # (N, num_classes, H, W)
 
     def extra_repr(self) -> str:

@@ -291,10 +291,7 @@ class FCN(nn.Module):
     ``forward(x)`` maps (N, in_channels, H, W) to scores (N, num_classes, H, W) for any H, W >= 1.
     """
 
-    # Frames of any size go through unchanged (the padded first convolution and the crops), so
-    # evaluation does not pad them. A network needing sides divisible by 2^k sets this to 2^k;
-    # minisegnet.evaluation then pads to it and crops the scores back.
-    input_multiple = 1
+    input_multiple = 1  # any frame size: the padded first convolution and the crops
 
     def __init__(
         self,

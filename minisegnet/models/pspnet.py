@@ -115,10 +115,7 @@ class PSPNet(nn.Module):
     (N, num_classes, H, W). With ``aux=False`` it always returns ``main``.
     """
 
-    # Frames of any size go through unchanged (adaptive pyramid bins and the final resize to
-    # the input), so evaluation does not pad them. A network needing sides divisible by 2^k
-    # sets this to 2^k; minisegnet.evaluation then pads to it and crops the scores back.
-    input_multiple = 1
+    input_multiple = 1  # any frame size: adaptive pyramid bins, final resize to the input
 
     def __init__(
         self,

@@ -47,10 +47,19 @@ maps always line up with the encoder's. Any input size works, e.g. 45x61 or CamV
 from __future__ import annotations
 
 from minisegnet import nn
-from minisegnet.models.common import check_input, make_rng, min_pooled_input, run_chain, scaled
+from minisegnet.models.common import (
+    Layers,
+    add_unpooling_decoder,
+    check_input,
+    make_rng,
+    min_pooled_input,
+    run_chain,
+    scaled,
+    unpooling_decode,
+)
 from minisegnet.models.vgg import VGG16
 
-__all__ = ["SegNet", "SegNetBasic", "SEGNET_DECODER"]
+__all__ = ["SegNet", "SegNetBasic", "SEGNET_DECODER", "ENCODER", "segnet_decoder"]
 
 # (stage, [(layer name, paper output channels), ...]) deepest first, as in SegNet-Tutorial.
 SEGNET_DECODER = (
@@ -60,6 +69,23 @@ SEGNET_DECODER = (
     (2, (("conv2_2_D", 128), ("conv2_1_D", 64))),
     (1, (("conv1_2_D", 64), ("conv1_1_D", 64))),
 )
+
+
+def segnet_decoder(width: float) -> tuple:
+    """:data:`SEGNET_DECODER` at ``width``, as :func:`~minisegnet.models.common.add_unpooling_decoder`
+    takes it: per stage, (conv, its ``_bn``, its ReLU ``relu5_3_D``..., scaled channels)."""
+    return tuple(
+        (
+            stage,
+            tuple((n, f"{n}_bn", "relu" + n[len("conv") :], scaled(c, width)) for n, c in layers),
+        )
+        for stage, layers in SEGNET_DECODER
+    )
+
+
+# The encoder's VGG16 options: batch norm after every conv, ceil-mode pools that keep their
+# switches for the decoder.
+ENCODER = {"batch_norm": True, "ceil_mode": True, "return_indices": True}
 
 
 class SegNet(nn.Module):
@@ -74,48 +100,23 @@ class SegNet(nn.Module):
     ``forward(x)``: (N, in_channels, H, W) -> scores (N, num_classes, H, W), any H, W >= 1.
     """
 
-    # Frames of any size go through unchanged (ceil pooling, and unpooling to the size that
-    # entered each pool), so evaluation does not pad them. A network needing sides divisible
-    # by 2^k sets this to 2^k; minisegnet.evaluation then pads to it and crops the scores
-    # back.
-    input_multiple = 1
+    input_multiple = 1  # any frame size: ceil pooling, unpooling to the recorded sizes
 
     def __init__(self, num_classes: int = 11, width: float = 1.0, in_channels: int = 3, seed=None):
         super().__init__()
         rng = make_rng(seed)
         self.num_classes, self.in_channels = num_classes, in_channels
-        self.encoder = VGG16(
-            width=width,
-            in_channels=in_channels,
-            batch_norm=True,
-            ceil_mode=True,
-            return_indices=True,
-            seed=rng,
+        self.encoder = VGG16(width, in_channels, seed=rng, **ENCODER)
+        c, self.decoder_names = add_unpooling_decoder(
+            self, Layers(rng), segnet_decoder(width), self.encoder.out_channels, False, "upsample"
         )
-        c = self.encoder.out_channels
-        self.decoder_names: list[tuple[int, list[str]]] = []
-        for stage, layers in SEGNET_DECODER:
-            setattr(self, f"upsample{stage}", nn.MaxUnpool2d(2, stride=2))
-            names = []
-            for name, paper_channels in layers:
-                c_out = scaled(paper_channels, width)
-                relu_name = "relu" + name[len("conv") :]  # conv5_3_D -> relu5_3_D
-                setattr(self, name, nn.Conv2d(c, c_out, 3, padding=1, seed=rng))
-                setattr(self, f"{name}_bn", nn.BatchNorm2d(c_out))
-                setattr(self, relu_name, nn.ReLU())
-                names += [name, f"{name}_bn", relu_name]
-                c = c_out
-            self.decoder_names.append((stage, names))
         self.classifier = nn.Conv2d(c, num_classes, 1, seed=rng)
 
     def forward(self, x):
         check_input("SegNet", x, self.in_channels, self.encoder.min_input_size())
         features = self.encoder(x)
         y = features.pools[4]  # (N, 512w, H/32, W/32)
-        for stage, names in self.decoder_names:  # 5, 4, 3, 2, 1
-            unpool = getattr(self, f"upsample{stage}")
-            y = unpool(y, features.switches[stage - 1], output_size=features.sizes[stage - 1])
-            y = run_chain(self, names, y)  # (N, C, H_stage, W_stage)
+        y = unpooling_decode(self, y, features, "upsample")  # stages 5, 4, 3, 2, 1
         return self.classifier(y)  # (N, num_classes, H, W)
 
     def extra_repr(self) -> str:
@@ -134,11 +135,7 @@ class SegNetBasic(nn.Module):
         seed: int, NumPy Generator or None; the random stream of the initialisation.
     """
 
-    # Frames of any size go through unchanged (ceil pooling, and unpooling to the size that
-    # entered each pool), so evaluation does not pad them. A network needing sides divisible
-    # by 2^k sets this to 2^k; minisegnet.evaluation then pads to it and crops the scores
-    # back.
-    input_multiple = 1
+    input_multiple = 1  # any frame size: ceil pooling, unpooling to the recorded sizes
 
     def __init__(
         self,

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from minisegnet import nn
 from minisegnet.models.common import (
-    dropout_seed,
+    Layers,
     make_rng,
     min_pooled_input,
     run_chain,
@@ -48,10 +48,59 @@ from minisegnet.models.common import (
     spatial_size,
 )
 
-__all__ = ["VGG16", "VGGFeatures", "VGG16_STAGES"]
+__all__ = ["VGG16", "VGGFeatures", "VGG16_STAGES", "add_vgg16_layers"]
 
 # Output channels of each conv, stage by stage (the paper's configuration D).
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+
+def add_vgg16_layers(
+    module, layers, fc_batch_norm: bool | None = None, fc_dropout: float = 0.0
+) -> None:
+    """Add VGG16's layers to ``module``, in order, as its options say (the attributes
+    ``width``, ``in_channels``, ``batch_norm``, ``first_padding``, ``ceil_mode``,
+    ``return_indices``, ``fc_channels``, ``fc_kernel``, set first; see :class:`VGG16`): per
+    stage ``conv{s}_{i}`` (3x3; padding 1, ``first_padding`` for conv1_1), [``bn{s}_{i}``],
+    ``relu{s}_{i}``, then ``pool{s}`` (2x2, stride 2); with ``fc_channels``, ``fc6``
+    (``fc_kernel`` square, no padding) and ``fc7`` (1x1), each followed by [``_bn``], ``_relu``,
+    [``_drop``]. Sets ``module.stage_names`` (per stage, the layers before its pool),
+    ``stage_channels``, ``fc_names`` and ``out_channels``. ``layers``: a
+    :class:`~minisegnet.models.common.Layers` (PyTorch's, for the benchmark's twin)."""
+    width, batch_norm, fc_channels = module.width, module.batch_norm, module.fc_channels
+    module.stage_names, module.stage_channels, module.fc_names = [], [], []
+    c_in = module.in_channels
+    for s, stage in enumerate(VGG16_STAGES, start=1):
+        names = []
+        for i, paper_channels in enumerate(stage, start=1):
+            c_out = scaled(paper_channels, width)
+            padding = module.first_padding if (s, i) == (1, 1) else 1
+            setattr(module, f"conv{s}_{i}", layers.conv(c_in, c_out, 3, padding=padding))
+            names.append(f"conv{s}_{i}")
+            if batch_norm:
+                setattr(module, f"bn{s}_{i}", layers.batch_norm(c_out))
+                names.append(f"bn{s}_{i}")
+            setattr(module, f"relu{s}_{i}", layers.relu())
+            names.append(f"relu{s}_{i}")
+            c_in = c_out
+        setattr(module, f"pool{s}", layers.max_pool(module.ceil_mode, module.return_indices))
+        module.stage_names.append(names)
+        module.stage_channels.append(c_in)
+    module.out_channels = c_in
+    if fc_channels is None:
+        return
+    fc_batch_norm = batch_norm if fc_batch_norm is None else fc_batch_norm
+    for name, c_from, k in (("fc6", c_in, module.fc_kernel), ("fc7", fc_channels, 1)):
+        setattr(module, name, layers.conv(c_from, fc_channels, k))
+        module.fc_names.append(name)
+        if fc_batch_norm:
+            setattr(module, f"{name}_bn", layers.batch_norm(fc_channels))
+            module.fc_names.append(f"{name}_bn")
+        setattr(module, f"{name}_relu", layers.relu())
+        module.fc_names.append(f"{name}_relu")
+        if fc_dropout:
+            setattr(module, f"{name}_drop", layers.dropout(fc_dropout))
+            module.fc_names.append(f"{name}_drop")
+    module.out_channels = fc_channels
 
 
 @dataclass
@@ -115,48 +164,7 @@ class VGG16(nn.Module):
         self.return_indices = return_indices
         self.fc_channels = fc_channels
         self.fc_kernel = fc_kernel
-        self.stage_names: list[list[str]] = []  # per stage, the layers before its pool
-        self.stage_channels: list[int] = []  # output channels of each stage
-        c_in = in_channels
-        for s, stage in enumerate(VGG16_STAGES, start=1):
-            names = []
-            for i, paper_channels in enumerate(stage, start=1):
-                c_out = scaled(paper_channels, width)
-                padding = first_padding if (s, i) == (1, 1) else 1
-                conv = nn.Conv2d(c_in, c_out, 3, padding=padding, seed=rng)
-                setattr(self, f"conv{s}_{i}", conv)
-                names.append(f"conv{s}_{i}")
-                if batch_norm:
-                    setattr(self, f"bn{s}_{i}", nn.BatchNorm2d(c_out))
-                    names.append(f"bn{s}_{i}")
-                setattr(self, f"relu{s}_{i}", nn.ReLU())
-                names.append(f"relu{s}_{i}")
-                c_in = c_out
-            setattr(
-                self,
-                f"pool{s}",
-                nn.MaxPool2d(2, stride=2, ceil_mode=ceil_mode, return_indices=return_indices),
-            )
-            self.stage_names.append(names)
-            self.stage_channels.append(c_in)
-        self.out_channels = c_in
-
-        self.fc_names: list[str] = []
-        if fc_channels is not None:
-            fc_batch_norm = batch_norm if fc_batch_norm is None else fc_batch_norm
-            for name, c_from, k in (("fc6", c_in, fc_kernel), ("fc7", fc_channels, 1)):
-                setattr(self, name, nn.Conv2d(c_from, fc_channels, k, seed=rng))
-                self.fc_names.append(name)
-                if fc_batch_norm:
-                    setattr(self, f"{name}_bn", nn.BatchNorm2d(fc_channels))
-                    self.fc_names.append(f"{name}_bn")
-                setattr(self, f"{name}_relu", nn.ReLU())
-                self.fc_names.append(f"{name}_relu")
-                if fc_dropout:
-                    drop = nn.Dropout(fc_dropout, seed=dropout_seed(rng))
-                    setattr(self, f"{name}_drop", drop)
-                    self.fc_names.append(f"{name}_drop")
-            self.out_channels = fc_channels
+        add_vgg16_layers(self, Layers(rng), fc_batch_norm, fc_dropout)
 
     def min_input_size(self) -> int:
         """Smallest H (or W) for which pool5 is at least ``fc_kernel`` wide (1 without fc)."""

@@ -45,11 +45,16 @@ class Schedule:
         self.optimizer.lr = self.optimizer.base_lr * self.factor(self.iteration)
 
 
+def _positive(name: str, value):
+    """``value``, or a ValueError naming ``name`` when it is not > 0."""
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
 class PolyLR(Schedule):
     def __init__(self, optimizer, max_iter: int, power: float = 0.9, warmup_iters: int = 0):
-        if max_iter <= 0:
-            raise ValueError(f"max_iter must be > 0, got {max_iter}")
-        self.max_iter, self.power = max_iter, power
+        self.max_iter, self.power = _positive("max_iter", max_iter), power
         super().__init__(optimizer, warmup_iters)
 
     def _base_factor(self, it):
@@ -58,9 +63,7 @@ class PolyLR(Schedule):
 
 class StepLR(Schedule):
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1, warmup_iters: int = 0):
-        if step_size <= 0:
-            raise ValueError(f"step_size must be > 0, got {step_size}")
-        self.step_size, self.gamma = step_size, gamma
+        self.step_size, self.gamma = _positive("step_size", step_size), gamma
         super().__init__(optimizer, warmup_iters)
 
     def _base_factor(self, it):
