@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import minisegnet as ms
+
 
 def distinct(shape, seed: int = 0, dtype=np.float64, low: float = -2.0, high: float = 2.0):
     """All-distinct values in [low, high], none within (high-low)/(4n) of zero, shuffled."""
@@ -29,3 +31,9 @@ def assert_matches(actual, expected, dtype=np.float32, what: str = "values"):
     else:
         rtol, atol = 1e-5, 1e-5 * max(1.0, float(np.abs(expected).max(initial=0)))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def tensor_of(array, requires_grad: bool = False):
+    """A tensor keeping the array's dtype (ms.tensor makes float data float32 by default)."""
+    array = np.asarray(array)
+    return ms.tensor(array, requires_grad=requires_grad, dtype=array.dtype)

@@ -13,8 +13,9 @@ import minisegnet.functional as F
 from minisegnet import nn
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import avg_pooling
-from tests.helpers import assert_matches, distinct
-from tests.test_pooling import FAST_BACKENDS, pool_cases, require_backend, tensor_of
+from tests.conftest import FIXTURE_OK
+from tests.helpers import assert_matches, distinct, tensor_of
+from tests.test_pooling import pool_cases
 
 
 @st.composite
@@ -51,11 +52,10 @@ def test_avg_reference_gradient(case, count_include_pad):
         gradcheck(lambda t: F.avg_pool2d(t, *avg_args(case), count_include_pad), [x])
 
 
-@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@FIXTURE_OK
 @given(case=pool_cases(), count_include_pad=st.booleans())
-def test_avg_backend_matches_reference(backend_name, dtype, case, count_include_pad):
-    require_backend(backend_name)
+def test_avg_backend_matches_reference(kernel_backend, dtype, case, count_include_pad):
     x = distinct(case["shape"], case["seed"], dtype)
 
     def fn(t):
@@ -63,7 +63,7 @@ def test_avg_backend_matches_reference(backend_name, dtype, case, count_include_
 
     dy = distinct(output_of(fn, x), case["seed"] + 1, dtype)
     y_ref, dx_ref = run("numpy", fn, x, dy)
-    y, dx = run(backend_name, fn, x, dy)
+    y, dx = run(kernel_backend, fn, x, dy)
     assert y.dtype == dtype and dx.dtype == dtype
     assert_matches(y, y_ref, dtype, what="y")
     assert_matches(dx, dx_ref, dtype, what="dx")
@@ -110,11 +110,10 @@ def test_adaptive_reference_gradient(case):
         gradcheck(lambda t: F.adaptive_avg_pool2d(t, case["output_size"]), [x])
 
 
-@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@FIXTURE_OK
 @given(case=adaptive_cases())
-def test_adaptive_backend_matches_reference(backend_name, dtype, case):
-    require_backend(backend_name)
+def test_adaptive_backend_matches_reference(kernel_backend, dtype, case):
     x = distinct(case["shape"], case["seed"], dtype)
 
     def fn(t):
@@ -122,7 +121,7 @@ def test_adaptive_backend_matches_reference(backend_name, dtype, case):
 
     dy = distinct(output_of(fn, x), case["seed"] + 1, dtype)
     y_ref, dx_ref = run("numpy", fn, x, dy)
-    y, dx = run(backend_name, fn, x, dy)
+    y, dx = run(kernel_backend, fn, x, dy)
     assert y.dtype == dtype and dx.dtype == dtype
     assert_matches(y, y_ref, dtype, what="y")
     assert_matches(dx, dx_ref, dtype, what="dx")
@@ -177,11 +176,9 @@ def test_adaptive_pooling_weighted_mean_relation(case):
     np.testing.assert_array_equal(last - first + 1, rows)
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", *FAST_BACKENDS])
-def test_pspnet_pyramid_bins(backend_name):
-    require_backend(backend_name)
+def test_pspnet_pyramid_bins(any_backend):
     x = distinct((2, 4, 60, 60), seed=7, dtype=np.float32)
-    with ms.backend.use(backend_name):
+    with ms.backend.use(any_backend):
         t = tensor_of(x, requires_grad=True)
         outs = [F.adaptive_avg_pool2d(t, b) for b in (1, 2, 3, 6)]
         assert [o.shape for o in outs] == [(2, 4, b, b) for b in (1, 2, 3, 6)]

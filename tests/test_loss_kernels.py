@@ -8,28 +8,18 @@ import importlib.util
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import minisegnet as ms
 import minisegnet.functional as F
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import loss
-from tests.conftest import backend_or_skip
+from tests.conftest import FIXTURE_OK
 from tests.helpers import assert_matches
 
 CUDA_MODULE = "minisegnet.cuda.loss"
 importlib.import_module(CUDA_MODULE)  # the kernels under test: missing is a failure, not a skip
-FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
-
-
-@pytest.fixture(params=["numba", "cuda-emu"])
-def kernel_backend(request):
-    name = request.param
-    with backend_or_skip(name):
-        yield name
 
 
 @st.composite
