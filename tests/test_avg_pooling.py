@@ -44,6 +44,18 @@ def output_of(fn, x):
         return fn(tensor_of(x)).shape
 
 
+def assert_backend_matches_reference(backend_name, fn, x, dy_seed):
+    """``fn`` forward and backward on ``backend_name`` against the reference: y and dx, their
+    values and dtype (``x``'s)."""
+    dtype = x.dtype
+    dy = distinct(output_of(fn, x), dy_seed, dtype)
+    y_ref, dx_ref = run("numpy", fn, x, dy)
+    y, dx = run(backend_name, fn, x, dy)
+    assert y.dtype == dtype and dx.dtype == dtype
+    assert_matches(y, y_ref, dtype, what="y")
+    assert_matches(dx, dx_ref, dtype, what="dx")
+
+
 # ----------------------------------------------------------------------------- avg_pool2d
 @given(case=pool_cases(max_size=7), count_include_pad=st.booleans())
 def test_avg_reference_gradient(case, count_include_pad):
@@ -61,12 +73,7 @@ def test_avg_backend_matches_reference(kernel_backend, dtype, case, count_includ
     def fn(t):
         return F.avg_pool2d(t, *avg_args(case), count_include_pad)
 
-    dy = distinct(output_of(fn, x), case["seed"] + 1, dtype)
-    y_ref, dx_ref = run("numpy", fn, x, dy)
-    y, dx = run(kernel_backend, fn, x, dy)
-    assert y.dtype == dtype and dx.dtype == dtype
-    assert_matches(y, y_ref, dtype, what="y")
-    assert_matches(dx, dx_ref, dtype, what="dx")
+    assert_backend_matches_reference(kernel_backend, fn, x, case["seed"] + 1)
 
 
 @given(case=pool_cases(), count_include_pad=st.booleans())
@@ -119,12 +126,7 @@ def test_adaptive_backend_matches_reference(kernel_backend, dtype, case):
     def fn(t):
         return F.adaptive_avg_pool2d(t, case["output_size"])
 
-    dy = distinct(output_of(fn, x), case["seed"] + 1, dtype)
-    y_ref, dx_ref = run("numpy", fn, x, dy)
-    y, dx = run(kernel_backend, fn, x, dy)
-    assert y.dtype == dtype and dx.dtype == dtype
-    assert_matches(y, y_ref, dtype, what="y")
-    assert_matches(dx, dx_ref, dtype, what="dx")
+    assert_backend_matches_reference(kernel_backend, fn, x, case["seed"] + 1)
 
 
 @given(case=adaptive_cases())
