@@ -41,7 +41,7 @@ if str(HERE) not in sys.path:
 if (HERE.parent / "minisegnet" / "__init__.py").is_file() and str(HERE.parent) not in sys.path:
     sys.path.insert(1, str(HERE.parent))
 
-from bench_common import median_ms, quiet_gc, short_error  # noqa: E402
+from bench_common import median_ms, short_error, time_call  # noqa: E402
 
 
 def plan(quick: bool) -> list[dict]:
@@ -373,13 +373,7 @@ def time_fn(fn, warmup, reps) -> float:
         fn()
         if time.perf_counter() - t0 > 1.0:  # a slow step: three timed runs are enough
             reps = min(reps, 3)
-    samples = []
-    with quiet_gc():
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-    return median_ms(samples)
+    return median_ms(time_call(fn, 0, reps))
 
 
 def run(settings, have_torch: bool, log) -> list[dict]:

@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
-from bench_common import Framework, median_ms, quiet_gc, short_error
+from bench_common import Framework, median_ms, quiet_gc, short_error, time_call
 
 F32 = 4  # bytes per float32
 
@@ -59,6 +59,25 @@ def conv_flops(n, ci, co, kh, kw, ho, wo) -> tuple[float, float]:
     return fwd, 2 * fwd  # backward: input gradient + weight gradient
 
 
+def conv_case(name, title, geometry, scale, forward, bias=True, transpose=False, gemm=True, **more):
+    """A convolution case. ``geometry`` is (n, c_in, c_out, k, h, w): input x (n, c_in, h, w),
+    weight w of a k x k kernel drawn with std ``scale`` (laid out (c_out, c_in, k, k), or
+    (c_in, c_out, k, k) for a transposed convolution), bias b (c_out,) unless ``bias`` is False;
+    its FLOPs and, with ``gemm``, the GEMMs alone to compare with."""
+    n, c_in, c_out, k, h, w = geometry
+    inputs = {
+        "x": Input((n, c_in, h, w)),
+        "w": Input((c_in, c_out, k, k) if transpose else (c_out, c_in, k, k), "p", scale=scale),
+    }
+    if bias:
+        inputs["b"] = Input((c_out,), "p")
+    sizes = (n, c_in, c_out, k, k, h, w)
+    return OpCase(
+        name, title, inputs, forward, flops=conv_flops(*sizes), gemm=sizes if gemm else None,
+        modules=("minisegnet.ops.conv",), **more,
+    )  # fmt: skip
+
+
 def op_cases(quick: bool) -> list[OpCase]:
     """The benchmark table; ``quick`` gives tiny shapes for the smoke test."""
     if quick:
@@ -75,37 +94,19 @@ def op_cases(quick: bool) -> list[OpCase]:
 
     # --- convolutions: FLOPs, compared with the GEMMs alone
     cases.append(
-        OpCase(
-            "conv2d",
-            f"3x3 {C}->{C}, pad 1, x {N}x{C}x{S}x{S}",
-            {
-                "x": Input((N, C, S, S)),
-                "w": Input((C, C, 3, 3), "p", scale=0.05),
-                "b": Input((C,), "p"),
-            },
+        conv_case(
+            "conv2d", f"3x3 {C}->{C}, pad 1, x {N}x{C}x{S}x{S}", (N, C, C, 3, S, S), 0.05,
             lambda F, t: F.conv2d(t["x"], t["w"], t["b"], padding=1),
-            flops=conv_flops(N, C, C, 3, 3, S, S),
-            target=1.25,
-            target_text="fwd+bwd <= 1.25x PyTorch",
-            gemm=(N, C, C, 3, 3, S, S),
-            modules=("minisegnet.ops.conv",),
+            target=1.25, target_text="fwd+bwd <= 1.25x PyTorch",
         )
-    )
+    )  # fmt: skip
     cases.append(
-        OpCase(
-            "conv2d_dilated",
-            f"3x3 dilation 2 {C}->{C}, pad 2, x {N}x{C}x{S}x{S}",
-            {
-                "x": Input((N, C, S, S)),
-                "w": Input((C, C, 3, 3), "p", scale=0.05),
-                "b": Input((C,), "p"),
-            },
+        conv_case(
+            "conv2d_dilated", f"3x3 dilation 2 {C}->{C}, pad 2, x {N}x{C}x{S}x{S}",
+            (N, C, C, 3, S, S), 0.05,
             lambda F, t: F.conv2d(t["x"], t["w"], t["b"], padding=2, dilation=2),
-            flops=conv_flops(N, C, C, 3, 3, S, S),
-            gemm=(N, C, C, 3, 3, S, S),
-            modules=("minisegnet.ops.conv",),
         )
-    )
+    )  # fmt: skip
     # SegNet-Basic's layers: 7x7 convolutions, at the paper's width (64 channels, CamVid-shaped
     # 96x128 batch of 4, the benchmarked model) and at the small preset (16 channels, 8 x 40x40,
     # the default training run). These decide the SegNet-Basic training-step ratio.
@@ -114,58 +115,35 @@ def op_cases(quick: bool) -> list[OpCase]:
         ("conv2d_7x7_small", (2, 4, 10, 10) if quick else (8, 16, 40, 40)),
     ):
         cases.append(
-            OpCase(
-                label,
-                f"7x7 {bc}->{bc}, pad 3 (SegNet-Basic), x {bn}x{bc}x{bh}x{bw}",
-                {
-                    "x": Input((bn, bc, bh, bw)),
-                    "w": Input((bc, bc, 7, 7), "p", scale=0.02),
-                    "b": Input((bc,), "p"),
-                },
+            conv_case(
+                label, f"7x7 {bc}->{bc}, pad 3 (SegNet-Basic), x {bn}x{bc}x{bh}x{bw}",
+                (bn, bc, bc, 7, bh, bw), 0.02,
                 lambda F, t: F.conv2d(t["x"], t["w"], t["b"], padding=3),
-                flops=conv_flops(bn, bc, bc, 7, 7, bh, bw),
-                gemm=(bn, bc, bc, 7, 7, bh, bw),
-                modules=("minisegnet.ops.conv",),
             )
-        )
+        )  # fmt: skip
     c1, s1 = (PC, PS)
     cases.append(
-        OpCase(
-            "conv2d_1x1",
-            f"1x1 {c1}->{c1 // 4} (PSP branch), x {N}x{c1}x{s1}x{s1}",
-            {"x": Input((N, c1, s1, s1)), "w": Input((c1 // 4, c1, 1, 1), "p", scale=0.05)},
-            lambda F, t: F.conv2d(t["x"], t["w"]),
-            flops=conv_flops(N, c1, c1 // 4, 1, 1, s1, s1),
-            gemm=(N, c1, c1 // 4, 1, 1, s1, s1),
-            modules=("minisegnet.ops.conv",),
+        conv_case(
+            "conv2d_1x1", f"1x1 {c1}->{c1 // 4} (PSP branch), x {N}x{c1}x{s1}x{s1}",
+            (N, c1, c1 // 4, 1, s1, s1), 0.05, lambda F, t: F.conv2d(t["x"], t["w"]), bias=False,
         )
-    )
+    )  # fmt: skip
     up = 2 * (US - 1) + 4
     cases.append(
-        OpCase(
+        conv_case(
             "conv_transpose2d_up2",
             f"FCN upscore2: k4 s2 {UC}->{UC}, no bias, x {N}x{UC}x{US}x{US} -> {up}x{up}",
-            {"x": Input((N, UC, US, US)), "w": Input((UC, UC, 4, 4), "p", scale=0.1)},
-            lambda F, t: F.conv_transpose2d(t["x"], t["w"], stride=2),
-            flops=conv_flops(N, UC, UC, 4, 4, US, US),
-            modules=("minisegnet.ops.conv",),
+            (N, UC, UC, 4, US, US), 0.1, lambda F, t: F.conv_transpose2d(t["x"], t["w"], stride=2),
+            bias=False, transpose=True, gemm=False,
         )
-    )
+    )  # fmt: skip
     cases.append(
-        OpCase(
-            "conv_transpose2d_3x3",
-            f"3x3 s1 pad 1 {C}->{C} (DeconvNet), x {N}x{C}x{S}x{S}",
-            {
-                "x": Input((N, C, S, S)),
-                "w": Input((C, C, 3, 3), "p", scale=0.05),
-                "b": Input((C,), "p"),
-            },
-            lambda F, t: F.conv_transpose2d(t["x"], t["w"], t["b"], padding=1),
-            flops=conv_flops(N, C, C, 3, 3, S, S),
-            gemm=(N, C, C, 3, 3, S, S),
-            modules=("minisegnet.ops.conv",),
+        conv_case(
+            "conv_transpose2d_3x3", f"3x3 s1 pad 1 {C}->{C} (DeconvNet), x {N}x{C}x{S}x{S}",
+            (N, C, C, 3, S, S), 0.05,
+            lambda F, t: F.conv_transpose2d(t["x"], t["w"], t["b"], padding=1), transpose=True,
         )
-    )
+    )  # fmt: skip
 
     # --- pooling: memory-bound
     n_in, n_out = N * C * S * S, N * C * (S // 2) * (S // 2)
@@ -511,12 +489,7 @@ def profile_callable(step, module_names=(), reps: int = 2) -> dict:
         step()
         prof.totals.clear()
         prof.calls.clear()
-        totals = []
-        with quiet_gc():
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                step()
-                totals.append(time.perf_counter() - t0)
+        totals = time_call(step, 0, reps)
     finally:
         for owner, name, original in reversed(patched):
             setattr(owner, name, original)

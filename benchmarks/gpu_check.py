@@ -44,7 +44,7 @@ if (HERE.parent / "minisegnet" / "__init__.py").is_file():
 
 import bench_models  # noqa: E402
 import bench_ops  # noqa: E402
-from bench_common import Framework, fmt, median_ms, quiet_gc  # noqa: E402
+from bench_common import Framework, fmt, median_ms, quiet_gc, time_call  # noqa: E402
 
 import minisegnet as ms  # noqa: E402
 from minisegnet.arrays import to_host  # noqa: E402
@@ -250,7 +250,7 @@ def time_model(entry, backend: str, torch_device: str, memory: Memory, reps: int
         for _ in range(2):
             runner.train_step()
         sync()
-        row["ms"] = median_ms(_timed(runner.train_step, sync, reps))
+        row["ms"] = median_ms(time_call(runner.train_step, 0, reps, sync))
         row["peak_mb"] = memory.minisegnet_peak(runner.train_step)
         row["launches"] = launches_of(runner.train_step, sync)
     tmodel = bench_models.build_torch(entry)
@@ -267,7 +267,7 @@ def time_model(entry, backend: str, torch_device: str, memory: Memory, reps: int
             for _ in range(2):
                 trunner.train_step()
             key = "torch_tf32_ms" if tf32 else "torch_ms"
-            row[key] = median_ms(_timed(trunner.train_step, fw.sync, reps))
+            row[key] = median_ms(time_call(trunner.train_step, 0, reps, fw.sync))
             if not tf32:
                 row["torch_peak_mb"] = memory.torch_peak(trunner.train_step)
     row["ratio"] = row["ms"] / row["torch_ms"]
@@ -275,18 +275,6 @@ def time_model(entry, backend: str, torch_device: str, memory: Memory, reps: int
         row["memory_ratio"] = row["peak_mb"] / row["torch_peak_mb"]
     del torch
     return row
-
-
-def _timed(fn, sync, reps) -> list[float]:
-    samples = []
-    with quiet_gc():
-        for _ in range(reps):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            samples.append(time.perf_counter() - t0)
-    return samples
 
 
 # ----------------------------------------------------------------------------- 4. default job
@@ -310,6 +298,21 @@ def default_job(backend: str, quick: bool) -> dict:
 
 
 # ----------------------------------------------------------------------------- the report
+def why_it_cannot_run(backend: str) -> str | None:
+    """None when ``backend`` and a PyTorch to compare with (on the GPU for ``cuda``) are both
+    usable here, else what is missing (also used by gpu_kernels.py)."""
+    reason = ms.backend.get(backend).unavailable_reason()
+    if reason is not None:
+        return f"backend {backend!r} unavailable: {reason}"
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is needed for the comparison"
+    if backend == "cuda" and not torch.cuda.is_available():
+        return "PyTorch sees no CUDA device"
+    return None
+
+
 def device_description(on_gpu: bool) -> str:
     import torch
 
@@ -421,20 +424,12 @@ def main(argv=None) -> int:
     parser.add_argument("--ops", nargs="*", help="only these op cases (default: all)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    reason = ms.backend.get(args.backend).unavailable_reason()
-    if reason is not None:
-        print(f"gpu_check: error: backend {args.backend!r} unavailable: {reason}", file=sys.stderr)
-        return 2
-    try:
-        import torch
-    except ImportError:
-        print("gpu_check: error: PyTorch is needed for the comparison", file=sys.stderr)
+    problem = why_it_cannot_run(args.backend)
+    if problem is not None:
+        print(f"gpu_check: error: {problem}", file=sys.stderr)
         return 2
     on_gpu = args.backend == "cuda"
     torch_device = "cuda" if on_gpu else "cpu"
-    if on_gpu and not torch.cuda.is_available():
-        print("gpu_check: error: PyTorch sees no CUDA device", file=sys.stderr)
-        return 2
     reps = 2 if args.quick else args.reps
     memory = Memory(on_gpu)
     mine = Framework(args.backend)

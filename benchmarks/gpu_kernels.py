@@ -39,7 +39,13 @@ if (HERE.parent / "minisegnet" / "__init__.py").is_file():
     sys.path.insert(1, str(HERE.parent))
 
 from bench_common import Framework, fmt, median_ms, quiet_gc  # noqa: E402
-from gpu_check import Memory, TorchOn, device_description, launches_of  # noqa: E402
+from gpu_check import (  # noqa: E402
+    Memory,
+    TorchOn,
+    device_description,
+    launches_of,
+    why_it_cannot_run,
+)
 
 import minisegnet as ms  # noqa: E402
 from minisegnet.arrays import to_host  # noqa: E402
@@ -299,21 +305,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(HERE / "results" / "gpu.md"))
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args(argv)
-    reason = ms.backend.get(args.backend).unavailable_reason()
-    if reason is not None:
-        print(
-            f"gpu_kernels: error: backend {args.backend!r} unavailable: {reason}", file=sys.stderr
-        )
-        return 2
-    try:
-        import torch
-    except ImportError:
-        print("gpu_kernels: error: PyTorch is needed for the comparison", file=sys.stderr)
+    problem = why_it_cannot_run(args.backend)
+    if problem is not None:
+        print(f"gpu_kernels: error: {problem}", file=sys.stderr)
         return 2
     on_gpu = args.backend == "cuda"
-    if on_gpu and not torch.cuda.is_available():
-        print("gpu_kernels: error: PyTorch sees no CUDA device", file=sys.stderr)
-        return 2
     reps = 2 if args.tiny else args.reps
     device = device_description(on_gpu)
     print(f"== issue 15's kernels on {device}")

@@ -1,4 +1,5 @@
-"""Shared pytest setup: hypothesis profiles, the --runslow option, backend fixtures."""
+"""Shared pytest setup: hypothesis profiles, the --runslow option, the backend fixtures
+(``kernel_backend``, ``any_backend``, ``cpu_backend``: every op test on every backend present)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,58 @@ def backend_or_skip(name: str):
     if reason is not None:
         pytest.skip(f"backend {name!r} unavailable: {reason}")
     return ms.backend.use(name)
+
+
+def require_backend(name: str) -> None:
+    """Skip unless backend ``name`` runs here (for a test written for one backend)."""
+    with backend_or_skip(name):
+        pass
+
+
+# ----------------------------------------------------------------------------- backend fixtures
+# The backends an op's tests run on (minisegnet/backend.py), chosen here once for every file
+# instead of a list per file. A backend that is absent on this machine skips, with its reason
+# (cuda-emu needs a C++ compiler); a present one always runs.
+#
+# ``cuda`` is not in these lists: these tests hand NumPy arrays to the op and compare ``.grad``
+# and kernel outputs as NumPy arrays, which the device rule (minisegnet/arrays.py) refuses on
+# the GPU. The very same CUDA C kernels run here under ``cuda-emu``, and test_cuda_gpu.py checks
+# every ``cuda`` wrapper on CuPy arrays against the emulator (skipping, with CuPy's reason, on a
+# machine without a GPU).
+REFERENCE_BACKEND = "numpy"  # the definition every other backend is compared with
+KERNEL_BACKENDS = ("numba", "cuda-emu")  # every backend with kernels of its own
+ALL_BACKENDS = (REFERENCE_BACKEND, *KERNEL_BACKENDS)
+# Backends that need no compiler: for tests that check Python-level behaviour (running
+# statistics, PyTorch's module semantics, dropout's statistics) where a cuda-emu run would
+# only add a g++ build and compare the same kernels that the kernel tests already compare.
+CPU_BACKENDS = (REFERENCE_BACKEND, "numba")
+
+
+# The fixtures below are function-scoped on purpose (each test enters and leaves its backend),
+# so a hypothesis test using one shares the backend across its examples: say that is fine.
+FIXTURE_OK = settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+
+
+def _inside(name: str):
+    with backend_or_skip(name):
+        yield name
+
+
+@pytest.fixture(params=KERNEL_BACKENDS)
+def kernel_backend(request):
+    """Each backend with kernels of its own in turn, the test running inside it: its name."""
+    yield from _inside(request.param)
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def any_backend(request):
+    """The reference, then each kernel backend, the test running inside it: its name."""
+    yield from _inside(request.param)
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def cpu_backend(request):
+    """The reference and numba (no compiler needed), the test running inside it: its name."""
+    yield from _inside(request.param)

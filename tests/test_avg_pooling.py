@@ -13,8 +13,9 @@ import minisegnet.functional as F
 from minisegnet import nn
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import avg_pooling
-from tests.helpers import assert_matches, distinct
-from tests.test_pooling import FAST_BACKENDS, pool_cases, require_backend, tensor_of
+from tests.conftest import FIXTURE_OK
+from tests.helpers import assert_matches, distinct, tensor_of
+from tests.test_pooling import pool_cases
 
 
 @st.composite
@@ -43,6 +44,18 @@ def output_of(fn, x):
         return fn(tensor_of(x)).shape
 
 
+def assert_backend_matches_reference(backend_name, fn, x, dy_seed):
+    """``fn`` forward and backward on ``backend_name`` against the reference: y and dx, their
+    values and dtype (``x``'s)."""
+    dtype = x.dtype
+    dy = distinct(output_of(fn, x), dy_seed, dtype)
+    y_ref, dx_ref = run("numpy", fn, x, dy)
+    y, dx = run(backend_name, fn, x, dy)
+    assert y.dtype == dtype and dx.dtype == dtype
+    assert_matches(y, y_ref, dtype, what="y")
+    assert_matches(dx, dx_ref, dtype, what="dx")
+
+
 # ----------------------------------------------------------------------------- avg_pool2d
 @given(case=pool_cases(max_size=7), count_include_pad=st.booleans())
 def test_avg_reference_gradient(case, count_include_pad):
@@ -51,22 +64,16 @@ def test_avg_reference_gradient(case, count_include_pad):
         gradcheck(lambda t: F.avg_pool2d(t, *avg_args(case), count_include_pad), [x])
 
 
-@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@FIXTURE_OK
 @given(case=pool_cases(), count_include_pad=st.booleans())
-def test_avg_backend_matches_reference(backend_name, dtype, case, count_include_pad):
-    require_backend(backend_name)
+def test_avg_backend_matches_reference(kernel_backend, dtype, case, count_include_pad):
     x = distinct(case["shape"], case["seed"], dtype)
 
     def fn(t):
         return F.avg_pool2d(t, *avg_args(case), count_include_pad)
 
-    dy = distinct(output_of(fn, x), case["seed"] + 1, dtype)
-    y_ref, dx_ref = run("numpy", fn, x, dy)
-    y, dx = run(backend_name, fn, x, dy)
-    assert y.dtype == dtype and dx.dtype == dtype
-    assert_matches(y, y_ref, dtype, what="y")
-    assert_matches(dx, dx_ref, dtype, what="dx")
+    assert_backend_matches_reference(kernel_backend, fn, x, case["seed"] + 1)
 
 
 @given(case=pool_cases(), count_include_pad=st.booleans())
@@ -110,22 +117,16 @@ def test_adaptive_reference_gradient(case):
         gradcheck(lambda t: F.adaptive_avg_pool2d(t, case["output_size"]), [x])
 
 
-@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@FIXTURE_OK
 @given(case=adaptive_cases())
-def test_adaptive_backend_matches_reference(backend_name, dtype, case):
-    require_backend(backend_name)
+def test_adaptive_backend_matches_reference(kernel_backend, dtype, case):
     x = distinct(case["shape"], case["seed"], dtype)
 
     def fn(t):
         return F.adaptive_avg_pool2d(t, case["output_size"])
 
-    dy = distinct(output_of(fn, x), case["seed"] + 1, dtype)
-    y_ref, dx_ref = run("numpy", fn, x, dy)
-    y, dx = run(backend_name, fn, x, dy)
-    assert y.dtype == dtype and dx.dtype == dtype
-    assert_matches(y, y_ref, dtype, what="y")
-    assert_matches(dx, dx_ref, dtype, what="dx")
+    assert_backend_matches_reference(kernel_backend, fn, x, case["seed"] + 1)
 
 
 @given(case=adaptive_cases())
@@ -177,11 +178,9 @@ def test_adaptive_pooling_weighted_mean_relation(case):
     np.testing.assert_array_equal(last - first + 1, rows)
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", *FAST_BACKENDS])
-def test_pspnet_pyramid_bins(backend_name):
-    require_backend(backend_name)
+def test_pspnet_pyramid_bins(any_backend):
     x = distinct((2, 4, 60, 60), seed=7, dtype=np.float32)
-    with ms.backend.use(backend_name):
+    with ms.backend.use(any_backend):
         t = tensor_of(x, requires_grad=True)
         outs = [F.adaptive_avg_pool2d(t, b) for b in (1, 2, 3, 6)]
         assert [o.shape for o in outs] == [(2, 4, b, b) for b in (1, 2, 3, 6)]

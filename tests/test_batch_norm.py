@@ -7,7 +7,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import minisegnet as ms
@@ -15,23 +15,11 @@ import minisegnet.functional as F
 import minisegnet.nn as nn
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import batch_norm as bn
-from tests.conftest import backend_or_skip
+from tests.conftest import FIXTURE_OK
 from tests.helpers import assert_matches, distinct
 
 CUDA_MODULE = "minisegnet.cuda.normalization"
 importlib.import_module(CUDA_MODULE)  # the kernels under test: missing is a failure, not a skip
-FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
-
-
-@pytest.fixture(params=["numba", "cuda-emu"])
-def kernel_backend(request):
-    """The fast backends, each compared with the reference; cuda-emu skips (with the reason)
-    until minisegnet/cuda/normalization.py exists or when the emulator cannot run here."""
-    name = request.param
-    with backend_or_skip(name):
-        yield name
 
 
 @st.composite
@@ -188,13 +176,12 @@ def test_worked_example_from_the_docstring():
 
 
 # --------------------------------------------------------------------------- running stats
-@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
 @pytest.mark.parametrize("momentum", [0.1, 0.5])
-def test_running_stats_follow_the_update_rule(backend_name, momentum):
+def test_running_stats_follow_the_update_rule(cpu_backend, momentum):
     rng = np.random.default_rng(1)
     layer = nn.BatchNorm2d(3, momentum=momentum)
     mean, var = np.zeros(3), np.ones(3)
-    with ms.backend.use(backend_name):
+    with ms.backend.use(cpu_backend):
         for step in range(3):
             x = rng.normal(step, 1 + step, (2, 3, 4, 5)).astype(np.float32)
             layer(ms.tensor(x))
@@ -206,10 +193,9 @@ def test_running_stats_follow_the_update_rule(backend_name, momentum):
     assert int(layer.num_batches_tracked) == 3
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("affine", [True, False])
-def test_module_matches_torch(backend_name, momentum, affine):
+def test_module_matches_torch(cpu_backend, momentum, affine):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(2)
     ours = nn.BatchNorm2d(4, momentum=momentum, affine=affine)
@@ -220,7 +206,7 @@ def test_module_matches_torch(backend_name, momentum, affine):
         with torch.no_grad():
             theirs.weight.copy_(torch.tensor(w))
             theirs.bias.copy_(torch.tensor(b))
-    with ms.backend.use(backend_name):
+    with ms.backend.use(cpu_backend):
         for mode in ("train", "train", "train", "eval"):
             ours.train(mode == "train")
             theirs.train(mode == "train")

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import require_backend
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -39,6 +41,13 @@ def _have_torch() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _require_torch_and_the_emulator(why: str) -> None:
+    """Skip, with the reason, unless PyTorch is installed and cuda-emu runs here."""
+    if not _have_torch():
+        pytest.skip(f"PyTorch is not installed ({why})")
+    require_backend("cuda-emu")
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -210,13 +219,7 @@ def test_gradient_scale_is_each_layers_effective_step(tmp_path):
 def test_gpu_check_rehearses_on_the_emulator(tmp_path):
     """benchmarks/gpu_check.py, meant for a machine with a GPU, runs end to end on cuda-emu beside
     PyTorch CPU: correctness of every selected op, timings, a training step, the default job."""
-    from minisegnet import backend
-
-    if not _have_torch():
-        pytest.skip("PyTorch is not installed (the GPU check compares with it)")
-    reason = backend.get("cuda-emu").unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"cuda-emu unavailable: {reason}")
+    _require_torch_and_the_emulator("the GPU check compares with it")
     gpu_check = _load("gpu_check")
     out = tmp_path / "gpu.md"
     argv = ["--backend", "cuda-emu", "--quick", "--out", str(out)]
@@ -256,13 +259,7 @@ def test_camvid_benchmark_runs_on_a_tiny_camvid(tmp_path):
 def test_gpu_kernels_rehearses_on_the_emulator(tmp_path):
     """benchmarks/gpu_kernels.py (issue 15's kernels against their fallbacks and PyTorch) runs
     in its tiny mode on cuda-emu, and replaces its own section of gpu.md, keeping the rest."""
-    from minisegnet import backend
-
-    if not _have_torch():
-        pytest.skip("PyTorch is not installed (the kernel check compares with it)")
-    reason = backend.get("cuda-emu").unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"cuda-emu unavailable: {reason}")
+    _require_torch_and_the_emulator("the kernel check compares with it")
     gpu_kernels = _load("gpu_kernels")
     out = tmp_path / "gpu.md"
     out.write_text("# GPU check: kept\n\nearlier text\n")

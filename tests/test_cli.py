@@ -154,23 +154,21 @@ def test_missing_layout_part(tmp_path, capsys):
     one_line_error(capsys, code, "missing label folder", "SegmentationClass")
 
 
-def test_bad_label_value_during_training(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "name, labels, words",
+    [
+        ("2007_000002.png", np.full((30, 40), 77), "[77]"),  # a value no class has
+        ("2007_000000.png", np.zeros((31, 40)), "40x31"),  # another size than its image
+    ],
+    ids=["bad-label-value", "size-mismatch"],
+)
+def test_a_bad_label_file_is_named_during_training(tmp_path, capsys, name, labels, words):
     voc = make_voc(tmp_path)
-    bad = voc / "SegmentationClass" / "2007_000002.png"
-    _save_palette_png(bad, np.full((30, 40), 77))
-    code = main(
-        [
-            "train",
-            "--data",
-            f"voc:{tmp_path}",
-            "--epochs",
-            "1",
-            "--out",
-            str(tmp_path / "run"),
-            *TINY,
-        ]
-    )
-    one_line_error(capsys, code, str(bad), "[77]")
+    bad = voc / "SegmentationClass" / name
+    _save_palette_png(bad, labels)
+    one_epoch = ["--epochs", "1", "--out", str(tmp_path / "run")]
+    code = main(["train", "--data", f"voc:{tmp_path}", *one_epoch, *TINY])
+    one_line_error(capsys, code, str(bad), words)
 
 
 def test_size_mismatch_during_evaluation(tmp_path, trained, capsys):
@@ -180,25 +178,6 @@ def test_size_mismatch_during_evaluation(tmp_path, trained, capsys):
     code = main(["evaluate", "--checkpoint", str(trained), "--data", f"voc:{tmp_path}"])
     # the trained model has 5 classes, VOC 21: that is reported first
     one_line_error(capsys, code, "21 classes", "predicts 5")
-
-
-def test_size_mismatch_names_the_file(tmp_path, capsys):
-    voc = make_voc(tmp_path)
-    bad = voc / "SegmentationClass" / "2007_000000.png"
-    _save_palette_png(bad, np.zeros((31, 40)))
-    code = main(
-        [
-            "train",
-            "--data",
-            f"voc:{tmp_path}",
-            "--epochs",
-            "1",
-            "--out",
-            str(tmp_path / "run"),
-            *TINY,
-        ]
-    )
-    one_line_error(capsys, code, str(bad), "40x31")
 
 
 def test_corrupt_checkpoint(trained, tmp_path, capsys):

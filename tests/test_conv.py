@@ -18,23 +18,11 @@ from minisegnet import nn
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import conv as conv_op
 from minisegnet.ops import conv_chunks, conv_engine
-from tests.conftest import backend_or_skip
-from tests.helpers import assert_matches, distinct
+from tests.conftest import CPU_BACKENDS, require_backend
+from tests.helpers import assert_matches, distinct, tensor_of
 
 CUDA_MODULE = "minisegnet.cuda.conv"
 importlib.import_module(CUDA_MODULE)  # the kernels under test: missing is a failure, not a skip
-
-
-def tensor_of(array, requires_grad: bool = False):
-    """A tensor keeping the array's dtype (ms.tensor makes float data float32 by default)."""
-    array = np.asarray(array)
-    return ms.tensor(array, requires_grad=requires_grad, dtype=array.dtype)
-
-
-def require_backend(name: str) -> None:
-    """Skip unless backend ``name`` runs here."""
-    with backend_or_skip(name):
-        pass
 
 
 # ----------------------------------------------------------------------------- cases
@@ -57,16 +45,15 @@ class Case:
     seed: int = 0
 
     def conv_arrays(self, dtype=np.float64):
-        x = distinct((self.batch, self.channels, *self.size), self.seed, dtype)
-        w_shape = (self.out_channels, self.channels // self.groups, *self.kernel)
-        w = distinct(w_shape, self.seed + 1, dtype, low=-1, high=1)
-        b = distinct((self.out_channels,), self.seed + 2, dtype) if self.bias else None
-        return x, w, b
+        return self._arrays((self.out_channels, self.channels // self.groups), dtype)
 
     def transpose_arrays(self, dtype=np.float64):
+        return self._arrays((self.channels, self.out_channels // self.groups), dtype)
+
+    def _arrays(self, weight_channels, dtype):
+        """x, w (its first two sizes ``weight_channels``) and b, all distinct values."""
         x = distinct((self.batch, self.channels, *self.size), self.seed, dtype)
-        w_shape = (self.channels, self.out_channels // self.groups, *self.kernel)
-        w = distinct(w_shape, self.seed + 1, dtype, low=-1, high=1)
+        w = distinct((*weight_channels, *self.kernel), self.seed + 1, dtype, low=-1, high=1)
         b = distinct((self.out_channels,), self.seed + 2, dtype) if self.bias else None
         return x, w, b
 
@@ -149,20 +136,18 @@ def assert_runs_match(actual, expected, dtype, what=""):
 
 
 # ----------------------------------------------------------------------------- gradients
-@given(conv_cases())
-def test_conv2d_reference_gradient(case):
-    x, w, b = case.conv_arrays()
-    inputs = [tensor_of(a, True) for a in (x, w, b) if a is not None]
-    with ms.backend.use("numpy"):
-        gradcheck(lambda *t: case.conv(t[0], t[1], t[2] if case.bias else None), inputs)
+STRATEGIES = {"conv": conv_cases, "transpose": transpose_cases}  # op -> its strategy of cases
 
 
-@given(transpose_cases())
-def test_conv_transpose2d_reference_gradient(case):
-    x, w, b = case.transpose_arrays()
+@pytest.mark.parametrize("op", sorted(STRATEGIES))
+@given(data=st.data())
+def test_reference_gradient(op, data):
+    case = data.draw(STRATEGIES[op](), "case")
+    x, w, b = getattr(case, f"{op}_arrays")()
     inputs = [tensor_of(a, True) for a in (x, w, b) if a is not None]
+    function = getattr(case, op)
     with ms.backend.use("numpy"):
-        gradcheck(lambda *t: case.transpose(t[0], t[1], t[2] if case.bias else None), inputs)
+        gradcheck(lambda *t: function(t[0], t[1], t[2] if case.bias else None), inputs)
 
 
 LARGER = [  # directional checks on shapes too big for the full Jacobian
@@ -174,12 +159,11 @@ LARGER = [  # directional checks on shapes too big for the full Jacobian
 
 @pytest.mark.parametrize("op", ["conv", "transpose"])
 @pytest.mark.parametrize("case", LARGER, ids=range(len(LARGER)))
-@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
-def test_gradient_directional(case, op, backend_name):
+def test_gradient_directional(case, op, cpu_backend):
     x, w, b = case.conv_arrays() if op == "conv" else case.transpose_arrays()
     inputs = [tensor_of(a, True) for a in (x, w, b) if a is not None]
     fn = getattr(case, op)
-    with ms.backend.use(backend_name):
+    with ms.backend.use(cpu_backend):
         gradcheck(
             lambda *t: fn(t[0], t[1], t[2] if case.bias else None), inputs, mode="directional"
         )
@@ -189,42 +173,27 @@ def test_gradient_directional(case, op, backend_name):
 CHUNK_BUDGETS = [1, 300, conv_chunks.CHUNK_BYTES]  # one row per chunk, a few rows/images, default
 
 
-@given(conv_cases(max_batch=3, max_extra=5), st.sampled_from([np.float32, np.float64]),
-       st.sampled_from(CHUNK_BUDGETS), st.booleans())  # fmt: skip
-def test_conv2d_numba_matches_reference(case, dtype, budget, row_shift):
+@pytest.mark.parametrize("op", sorted(STRATEGIES))
+@given(data=st.data(), dtype=st.sampled_from([np.float32, np.float64]),
+       budget=st.sampled_from(CHUNK_BUDGETS), row_shift=st.booleans())  # fmt: skip
+def test_numba_matches_reference(op, data, dtype, budget, row_shift):
     """Both numba paths (row shifts where they apply, and bands) against the reference."""
-    x, w, b = case.conv_arrays(dtype)
-    expected = run("numpy", "conv", case, x, w, b)
+    case = data.draw(STRATEGIES[op](max_batch=3, max_extra=5), "case")
+    x, w, b = getattr(case, f"{op}_arrays")(dtype)
+    expected = run("numpy", op, case, x, w, b)
     with conv_chunks.chunk_bytes(budget), conv_engine.row_shift(row_shift, min_kh=2):
-        actual = run("numba", "conv", case, x, w, b)
+        actual = run("numba", op, case, x, w, b)
     assert_runs_match(actual, expected, dtype)
 
 
-@given(transpose_cases(max_batch=3, max_extra=5), st.sampled_from([np.float32, np.float64]),
-       st.sampled_from(CHUNK_BUDGETS), st.booleans())  # fmt: skip
-def test_conv_transpose2d_numba_matches_reference(case, dtype, budget, row_shift):
-    x, w, b = case.transpose_arrays(dtype)
-    expected = run("numpy", "transpose", case, x, w, b)
-    with conv_chunks.chunk_bytes(budget), conv_engine.row_shift(row_shift, min_kh=2):
-        actual = run("numba", "transpose", case, x, w, b)
-    assert_runs_match(actual, expected, dtype)
-
-
-@given(conv_cases(), st.sampled_from([np.float32, np.float64]))
-def test_conv2d_cuda_emu_matches_reference(case, dtype):
+@pytest.mark.parametrize("op", sorted(STRATEGIES))
+@given(data=st.data(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_cuda_emu_matches_reference(op, data, dtype):
     require_backend("cuda-emu")
-    x, w, b = case.conv_arrays(dtype)
-    expected = run("numpy", "conv", case, x, w, b)
-    actual = run("cuda-emu", "conv", case, x, w, b)
-    assert_runs_match(actual, expected, dtype)
-
-
-@given(transpose_cases(), st.sampled_from([np.float32, np.float64]))
-def test_conv_transpose2d_cuda_emu_matches_reference(case, dtype):
-    require_backend("cuda-emu")
-    x, w, b = case.transpose_arrays(dtype)
-    expected = run("numpy", "transpose", case, x, w, b)
-    actual = run("cuda-emu", "transpose", case, x, w, b)
+    case = data.draw(STRATEGIES[op](), "case")
+    x, w, b = getattr(case, f"{op}_arrays")(dtype)
+    expected = run("numpy", op, case, x, w, b)
+    actual = run("cuda-emu", op, case, x, w, b)
     assert_runs_match(actual, expected, dtype)
 
 
@@ -254,7 +223,7 @@ def test_im2col_worked_example():
 
 
 # ----------------------------------------------------------------------------- adjoint
-@given(conv_cases(max_extra=5), st.sampled_from(["numpy", "numba"]))
+@given(conv_cases(max_extra=5), st.sampled_from(CPU_BACKENDS))
 def test_conv_transpose_is_the_adjoint_of_conv(case, backend_name):
     """<conv2d(x, w), y> = <x, conv_transpose2d(y, w)> with output_padding chosen so that the
     transposed convolution returns x's size."""
@@ -322,19 +291,18 @@ def test_matches_torch(op, case, dtype):
 
 
 # ----------------------------------------------------------------------------- fast paths
-@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
 @pytest.mark.parametrize(
     "batch, size, groups",
     [(2, (5, 7), 1), (3, (40, 40), 2), (5, (3, 3), 4)],  # 1600 positions: one image per GEMM
 )
-def test_pointwise_fast_path_matches_general_path(backend_name, batch, size, groups, monkeypatch):
+def test_pointwise_fast_path_matches_general_path(cpu_backend, batch, size, groups, monkeypatch):
     case = Case(batch, 8, 4, size, (1, 1), (1, 1), (0, 0), (1, 1), groups, True)
     x, w, b = case.conv_arrays()
-    fast = run(backend_name, "conv", case, x, w, b)
-    fast_t = run(backend_name, "transpose", case, *case.transpose_arrays())
+    fast = run(cpu_backend, "conv", case, x, w, b)
+    fast_t = run(cpu_backend, "transpose", case, *case.transpose_arrays())
     monkeypatch.setattr(conv_chunks, "POINTWISE_FAST_PATH", False)
-    general = run(backend_name, "conv", case, x, w, b)
-    general_t = run(backend_name, "transpose", case, *case.transpose_arrays())
+    general = run(cpu_backend, "conv", case, x, w, b)
+    general_t = run(cpu_backend, "transpose", case, *case.transpose_arrays())
     assert_runs_match(fast, general, np.float64)
     assert_runs_match(fast_t, general_t, np.float64)
 
@@ -462,14 +430,6 @@ CONV_ERRORS = [  # (kwargs for conv2d, exception, words the message must contain
 ]
 
 
-@pytest.mark.parametrize("kwargs, error, words", CONV_ERRORS)
-def test_conv2d_errors(kwargs, error, words):
-    args = dict(input=_t((1, 3, 8, 8)), weight=_t((4, 3, 3, 3)))
-    args.update(kwargs)
-    with pytest.raises(error, match=_escape(words)):
-        F.conv2d(**args)
-
-
 TRANSPOSE_ERRORS = [
     (dict(input=_t((3, 8, 8))), ValueError, "input must be 4-D"),
     (dict(input=_t((1, 4, 8, 8))), ValueError, "input has 4 channels"),
@@ -488,12 +448,18 @@ TRANSPOSE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, error, words", TRANSPOSE_ERRORS)
-def test_conv_transpose2d_errors(kwargs, error, words):
-    args = dict(input=_t((1, 3, 8, 8)), weight=_t((3, 2, 3, 3)))
+ERRORS = [("conv2d", *case) for case in CONV_ERRORS] + [
+    ("conv_transpose2d", *case) for case in TRANSPOSE_ERRORS
+]
+WEIGHT_SHAPES = {"conv2d": (4, 3, 3, 3), "conv_transpose2d": (3, 2, 3, 3)}  # for a 3-channel input
+
+
+@pytest.mark.parametrize("op, kwargs, error, words", ERRORS)
+def test_errors(op, kwargs, error, words):
+    args = dict(input=_t((1, 3, 8, 8)), weight=_t(WEIGHT_SHAPES[op]))
     args.update(kwargs)
     with pytest.raises(error, match=_escape(words)):
-        F.conv_transpose2d(**args)
+        getattr(F, op)(**args)
 
 
 def _escape(words):

@@ -43,6 +43,11 @@ def ops_ref(module: str, name: str):
     return getattr(importlib.import_module(f"minisegnet.ops.{module}"), name)
 
 
+def ops_ref_pair(module: str, op: str):
+    """``(<op>_forward_ref, <op>_backward_ref)`` of ``minisegnet.ops.<module>``, like :func:`ops_ref`."""
+    return ops_ref(module, f"{op}_forward_ref"), ops_ref(module, f"{op}_backward_ref")
+
+
 def rand(shape, dtype, seed=0, low=-2.0, high=2.0):
     """All-distinct values (tie-free pooling windows), shuffled, in the given dtype."""
     from tests.helpers import distinct

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minisegnet.ops import conv as conv_op
-from tests.helpers import assert_matches
-from tests.test_conv import assert_runs_match, conv_cases, run, transpose_cases
+from tests.helpers import assert_matches, record_launches
+from tests.test_conv import STRATEGIES, assert_runs_match, run
 from tests.test_cuda_common import (
     EXAMPLES,
     FLOATS,
@@ -130,26 +130,17 @@ def test_weight_grad_split_k_matches_one_slice(monkeypatch):
     np.testing.assert_allclose(many, one, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("op", sorted(STRATEGIES))
 @pytest.mark.parametrize("implicit", [True, False])
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(case=conv_cases(max_extra=4), dtype=st.sampled_from(FLOATS))
-def test_conv2d_matches_the_reference(implicit, case, dtype):
-    x, w, b = case.conv_arrays(dtype)
-    expected = run("numpy", "conv", case, x, w, b)
+@given(data=st.data(), dtype=st.sampled_from(FLOATS))
+def test_matches_the_reference(implicit, op, data, dtype):
+    """Convolution, and transposed convolution through the same three kernels (roles swapped)."""
+    case = data.draw(STRATEGIES[op](max_extra=4), "case")
+    x, w, b = getattr(case, f"{op}_arrays")(dtype)
+    expected = run("numpy", op, case, x, w, b)
     with conv_op.cuda_implicit_gemm(implicit):
-        actual = run("cuda-emu", "conv", case, x, w, b)
-    assert_runs_match(actual, expected, dtype)
-
-
-@pytest.mark.parametrize("implicit", [True, False])
-@settings(max_examples=EXAMPLES, deadline=None)
-@given(case=transpose_cases(max_extra=4), dtype=st.sampled_from(FLOATS))
-def test_conv_transpose2d_matches_the_reference(implicit, case, dtype):
-    """Transposed convolution goes through the same three kernels (roles swapped)."""
-    x, w, b = case.transpose_arrays(dtype)
-    expected = run("numpy", "transpose", case, x, w, b)
-    with conv_op.cuda_implicit_gemm(implicit):
-        actual = run("cuda-emu", "transpose", case, x, w, b)
+        actual = run("cuda-emu", op, case, x, w, b)
     assert_runs_match(actual, expected, dtype)
 
 
@@ -157,17 +148,8 @@ def test_the_switch_selects_the_kernel(monkeypatch):
     """On with cuda-emu: the implicit-GEMM kernels run and im2col does not; off: the reverse."""
     import minisegnet as ms
     import minisegnet.functional as F
-    from minisegnet.cuda import launch as launch_mod
 
-    seen = []
-    real = launch_mod.launch
-
-    def spy(source_file, kernel_name, *args, **kwargs):
-        seen.append(kernel_name)
-        return real(source_file, kernel_name, *args, **kwargs)
-
-    monkeypatch.setattr("minisegnet.cuda.implicit_gemm.launch", spy)
-    monkeypatch.setattr("minisegnet.cuda.conv.launch", spy)
+    seen = record_launches(monkeypatch, "minisegnet.cuda.implicit_gemm", "minisegnet.cuda.conv")
     x = rand((1, 2, 6, 6), np.float32)
     w = rand((3, 2, 3, 3), np.float32, seed=1)
     for implicit, wanted, unwanted in ((True, "conv_igemm", "im2col"), (False, "im2col", "igemm")):

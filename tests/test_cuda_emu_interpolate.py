@@ -18,7 +18,7 @@ from tests.test_cuda_common import (
     bilinear_matrix,
     nearest_index,
     needs_emu,
-    ops_ref,
+    ops_ref_pair,
     rand,
 )
 
@@ -118,14 +118,8 @@ def test_against_torch(case):
 def test_against_the_ops_references(dtype):
     from minisegnet.cuda import interpolate as cu
 
-    fw, bw = (
-        ops_ref("interpolate", "bilinear_forward_ref"),
-        ops_ref("interpolate", "bilinear_backward_ref"),
-    )
-    nfw, nbw = (
-        ops_ref("interpolate", "nearest_forward_ref"),
-        ops_ref("interpolate", "nearest_backward_ref"),
-    )
+    fw, bw = ops_ref_pair("interpolate", "bilinear")
+    nfw, nbw = ops_ref_pair("interpolate", "nearest")
     for (hi, wi), out, factor in CASES:
         scale = ratio(factor)
         x = rand((2, 2, hi, wi), dtype)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import assert_matches
-from tests.test_cuda_common import FLOATS, cross_entropy_np, needs_emu, ops_ref, rand
+from tests.helpers import assert_matches, record_launches
+from tests.test_cuda_common import FLOATS, cross_entropy_np, needs_emu, ops_ref_pair, rand
 
 CASES = [((2, 4, 3, 5), True), ((2, 4, 3, 5), False), ((6, 5), True), ((1, 21, 4, 4), True)]
 
@@ -58,8 +58,7 @@ def test_extreme_logits_stay_finite():
 def test_against_the_ops_reference(dtype):
     from minisegnet.cuda.loss import cross_entropy_backward, cross_entropy_forward
 
-    fw = ops_ref("loss", "cross_entropy_forward_ref")
-    bw = ops_ref("loss", "cross_entropy_backward_ref")
+    fw, bw = ops_ref_pair("loss", "cross_entropy")
     for shape, weighted in CASES:
         logits, target, weight = _inputs(shape, dtype, weighted)
         for got, want in zip(
@@ -154,16 +153,8 @@ def test_cross_entropy_op_fused_path_matches_numpy(reduction, fused, monkeypatch
 def test_cross_entropy_op_uses_one_kernel_while_training(monkeypatch):
     import minisegnet as ms
     import minisegnet.functional as F
-    from minisegnet.cuda import loss as cuda_loss
 
-    seen = []
-    real = cuda_loss.launch
-
-    def spy(source_file, kernel_name, *args, **kwargs):
-        seen.append(kernel_name)
-        return real(source_file, kernel_name, *args, **kwargs)
-
-    monkeypatch.setattr(cuda_loss, "launch", spy)
+    seen = record_launches(monkeypatch, "minisegnet.cuda.loss")
     logits, target, _ = _inputs((1, 3, 2, 2), np.float32, False)
     with ms.backend.use("cuda-emu"):
         z = ms.tensor(logits, requires_grad=True)

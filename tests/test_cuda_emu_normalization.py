@@ -13,6 +13,7 @@ from tests.test_cuda_common import (
     lrn_np,
     needs_emu,
     ops_ref,
+    ops_ref_pair,
     rand,
     splitmix_u,
 )
@@ -123,7 +124,7 @@ def test_lrn_forward_backward(case, dtype):
 def test_lrn_against_the_ops_reference(dtype):
     from minisegnet.cuda.normalization import lrn_backward, lrn_forward
 
-    fw, bw = ops_ref("lrn", "lrn_forward_ref"), ops_ref("lrn", "lrn_backward_ref")
+    fw, bw = ops_ref_pair("lrn", "lrn")
     for shape, size, alpha, beta, k in LRN_CASES:
         x, dy = rand(shape, dtype), rand(shape, dtype, seed=1)
         y, scale = lrn_forward(x, size, alpha, beta, k)

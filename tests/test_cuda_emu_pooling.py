@@ -18,7 +18,7 @@ from tests.test_cuda_common import (
     max_pool_backward_np,
     max_pool_np,
     needs_emu,
-    ops_ref,
+    ops_ref_pair,
     rand,
 )
 
@@ -158,22 +158,10 @@ def test_adaptive_avg_pool(shape, out, dtype):
 def test_against_the_ops_references(dtype):
     from minisegnet.cuda import pooling as cu
 
-    fw, bw = (
-        ops_ref("pooling", "max_pool2d_forward_ref"),
-        ops_ref("pooling", "max_pool2d_backward_ref"),
-    )
-    unpool, unpool_bw = (
-        ops_ref("unpooling", "max_unpool2d_forward_ref"),
-        ops_ref("unpooling", "max_unpool2d_backward_ref"),
-    )
-    avg, avg_bw = (
-        ops_ref("avg_pooling", "avg_pool2d_forward_ref"),
-        ops_ref("avg_pooling", "avg_pool2d_backward_ref"),
-    )
-    ada, ada_bw = (
-        ops_ref("avg_pooling", "adaptive_avg_pool2d_forward_ref"),
-        ops_ref("avg_pooling", "adaptive_avg_pool2d_backward_ref"),
-    )
+    fw, bw = ops_ref_pair("pooling", "max_pool2d")
+    unpool, unpool_bw = ops_ref_pair("unpooling", "max_unpool2d")
+    avg, avg_bw = ops_ref_pair("avg_pooling", "avg_pool2d")
+    ada, ada_bw = ops_ref_pair("avg_pooling", "adaptive_avg_pool2d")
     for shape, kernel, stride, padding, out in CASES:
         geometry = (kernel, stride, padding)
         x = rand(shape, dtype)

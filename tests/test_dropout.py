@@ -7,7 +7,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import minisegnet as ms
@@ -15,26 +15,16 @@ import minisegnet.functional as F
 import minisegnet.nn as nn
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import dropout as drop
-from tests.conftest import backend_or_skip
+from tests.conftest import FIXTURE_OK
 from tests.helpers import distinct
 
 CUDA_MODULE = "minisegnet.cuda.normalization"
 importlib.import_module(CUDA_MODULE)  # the kernels under test: missing is a failure, not a skip
-FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
 
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple)
 shapes_4d = st.tuples(*(st.integers(1, 4) for _ in range(4)))
 probabilities = st.floats(0.0, 1.0)
 seeds = st.integers(0, 2**64 - 1)
-
-
-@pytest.fixture(params=["numba", "cuda-emu"])
-def kernel_backend(request):
-    name = request.param
-    with backend_or_skip(name):
-        yield name
 
 
 def python_mask(shape, p, seed, per_channel=False):
@@ -89,12 +79,11 @@ def test_same_seed_same_output_on_numpy_and_numba():
 
 
 # --------------------------------------------------------------------------- statistics
-@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-def test_keep_fraction_and_scale(backend_name, p):
+def test_keep_fraction_and_scale(cpu_backend, p):
     n = 200_000
     x = np.linspace(0.5, 1.5, n).astype(np.float32)
-    with ms.backend.use(backend_name):
+    with ms.backend.use(cpu_backend):
         y = F.dropout(ms.tensor(x), p, seed=7).numpy()
     kept = y != 0
     # Binomial(n, 1-p): 5 standard deviations
@@ -111,11 +100,10 @@ def test_different_seeds_give_independent_masks():
     assert abs((a == b).mean() - 0.5) < 5 * np.sqrt(0.25 / 100_000)
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
-def test_dropout2d_zeroes_whole_planes(backend_name):
+def test_dropout2d_zeroes_whole_planes(cpu_backend):
     p = 0.4
     x = np.random.default_rng(0).uniform(0.5, 1.5, (50, 400, 3, 2)).astype(np.float32)
-    with ms.backend.use(backend_name):
+    with ms.backend.use(cpu_backend):
         y = F.dropout2d(ms.tensor(x), p, seed=3).numpy()
     zero_planes = (y == 0).all(axis=(2, 3))
     kept_planes = (y != 0).all(axis=(2, 3))

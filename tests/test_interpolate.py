@@ -17,18 +17,11 @@ import minisegnet.functional as F
 from minisegnet import nn
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import interpolate as interp
-from tests.conftest import backend_or_skip
-from tests.helpers import assert_matches, distinct
-from tests.test_pooling import tensor_of
+from tests.conftest import FIXTURE_OK
+from tests.helpers import assert_matches, distinct, tensor_of
 
 CUDA_MODULE = "minisegnet.cuda.interpolate"
 importlib.import_module(CUDA_MODULE)  # the kernels under test: missing is a failure, not a skip
-FAST_BACKENDS = ["numba", "cuda-emu"]
-
-
-def require_backend(name: str) -> None:
-    with backend_or_skip(name):
-        pass
 
 
 @st.composite
@@ -79,15 +72,14 @@ def test_reference_gradient(case):
 
 
 # ----------------------------------------------------------------------------- backends
-@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@FIXTURE_OK
 @given(case=resize_cases())
-def test_backend_matches_reference(backend_name, dtype, case):
-    require_backend(backend_name)
+def test_backend_matches_reference(kernel_backend, dtype, case):
     x = distinct(case["shape"], case["seed"], dtype)
     dy = distinct(out_shape(x, case), case["seed"] + 1, dtype)
     y_ref, dx_ref = run("numpy", x, dy, case)
-    y, dx = run(backend_name, x, dy, case)
+    y, dx = run(kernel_backend, x, dy, case)
     assert y.dtype == dtype and dx.dtype == dtype
     if case["mode"] == "nearest":
         np.testing.assert_array_equal(y, y_ref)  # a copy: exact
@@ -95,11 +87,9 @@ def test_backend_matches_reference(backend_name, dtype, case):
     assert_matches(dx, dx_ref, dtype, what="dx")
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", *FAST_BACKENDS])
-def test_pspnet_bilinear_x8(backend_name):
-    require_backend(backend_name)
+def test_pspnet_bilinear_x8(any_backend):
     x = distinct((2, 21, 16, 16), 3, np.float32)
-    with ms.backend.use(backend_name):
+    with ms.backend.use(any_backend):
         t = tensor_of(x, requires_grad=True)
         y = F.interpolate(t, scale_factor=8, mode="bilinear", align_corners=False)
         assert y.shape == (2, 21, 128, 128)
@@ -129,16 +119,14 @@ def test_matches_torch(case):
         assert_matches(dx, tx.grad.numpy(), np.float32, what="dx")
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", *FAST_BACKENDS])
 @pytest.mark.parametrize("in_len, out_len", [(6, 74), (14, 46), (26, 22), (21, 77)])
-def test_nearest_indices_computed_in_float32_like_torch(backend_name, in_len, out_len):
+def test_nearest_indices_computed_in_float32_like_torch(any_backend, in_len, out_len):
     # pairs where float32 and float64 arithmetic floor d * in/out differently: PyTorch uses
     # float32 even for float64 maps
     torch = pytest.importorskip("torch")
-    require_backend(backend_name)
     x = np.arange(in_len, dtype=np.float64).reshape(1, 1, 1, in_len)
     expected = torch.nn.functional.interpolate(torch.tensor(x), size=(1, out_len), mode="nearest")
-    with ms.backend.use(backend_name):
+    with ms.backend.use(any_backend):
         got = F.interpolate(tensor_of(x), size=(1, out_len), mode="nearest")
     np.testing.assert_array_equal(got.numpy(), expected.numpy())
 

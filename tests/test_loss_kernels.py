@@ -8,28 +8,18 @@ import importlib.util
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import minisegnet as ms
 import minisegnet.functional as F
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import loss
-from tests.conftest import backend_or_skip
-from tests.helpers import assert_matches
+from tests.conftest import FIXTURE_OK
+from tests.helpers import assert_cross_entropy_matches_torch, assert_matches
 
 CUDA_MODULE = "minisegnet.cuda.loss"
 importlib.import_module(CUDA_MODULE)  # the kernels under test: missing is a failure, not a skip
-FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
-
-
-@pytest.fixture(params=["numba", "cuda-emu"])
-def kernel_backend(request):
-    name = request.param
-    with backend_or_skip(name):
-        yield name
 
 
 @st.composite
@@ -101,23 +91,14 @@ def test_numba_gradcheck_with_weights_and_ignored_pixels():
 
 
 def test_numba_matches_torch():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     rng = np.random.default_rng(2)
     logits = rng.normal(0, 2, (2, 5, 17, 33)).astype(np.float32)
     target = rng.integers(0, 5, (2, 17, 33))
     target[:, :4] = 255
     weight = rng.uniform(0.5, 2, 5).astype(np.float32)
     with ms.backend.use("numba"):
-        x = ms.tensor(logits, requires_grad=True)
-        value = F.cross_entropy(x, target, weight)
-        value.backward()
-    xt = torch.tensor(logits, requires_grad=True)
-    expected = torch.nn.functional.cross_entropy(
-        xt, torch.tensor(target), torch.tensor(weight), ignore_index=255
-    )
-    expected.backward()
-    np.testing.assert_allclose(value.item(), expected.item(), rtol=1e-5)
-    np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-8)
+        assert_cross_entropy_matches_torch(logits, target, weight, grad_atol=1e-8)
 
 
 def test_numba_edge_cases():

@@ -7,7 +7,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import minisegnet as ms
@@ -15,25 +15,15 @@ import minisegnet.functional as F
 import minisegnet.nn as nn
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import lrn
-from tests.conftest import backend_or_skip
+from tests.conftest import FIXTURE_OK
 from tests.helpers import assert_matches, distinct
 
 CUDA_MODULE = "minisegnet.cuda.normalization"
 importlib.import_module(CUDA_MODULE)  # the kernels under test: missing is a failure, not a skip
-FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
 
 shapes = st.tuples(st.integers(1, 2), st.integers(1, 7), st.integers(1, 3), st.integers(1, 3))
 sizes = st.integers(1, 8)
 params = st.tuples(st.floats(1e-4, 2.0), st.floats(0.1, 1.5), st.floats(0.5, 2.0))
-
-
-@pytest.fixture(params=["numba", "cuda-emu"])
-def kernel_backend(request):
-    name = request.param
-    with backend_or_skip(name):
-        yield name
 
 
 def direct(x, size, alpha, beta, k):
@@ -117,9 +107,8 @@ def test_kernels_match_reference(kernel_backend, shape, size, params, seed, dtyp
     assert_matches(dx, lrn.lrn_backward_ref(dy, x, y_ref, scale_ref, size, alpha, beta), dtype)
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 11])
-def test_matches_torch(backend_name, size):
+def test_matches_torch(cpu_backend, size):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(size)
     x = rng.normal(0, 3, (2, 7, 5, 4)).astype(np.float32)
@@ -127,7 +116,7 @@ def test_matches_torch(backend_name, size):
     xt = torch.tensor(x, requires_grad=True)
     yt = torch.nn.functional.local_response_norm(xt, size, alpha=0.3, beta=0.75, k=2.0)
     yt.backward(torch.tensor(dy))
-    with ms.backend.use(backend_name):
+    with ms.backend.use(cpu_backend):
         xm = ms.tensor(x, requires_grad=True)
         ym = nn.LocalResponseNorm(size, alpha=0.3, beta=0.75, k=2.0)(xm)
         ym.backward(dy)

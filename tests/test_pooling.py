@@ -15,24 +15,11 @@ import minisegnet.functional as F
 from minisegnet import nn
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import pooling
-from tests.conftest import backend_or_skip
-from tests.helpers import assert_matches, distinct
+from tests.conftest import FIXTURE_OK
+from tests.helpers import assert_matches, distinct, tensor_of
 
 CUDA_MODULE = "minisegnet.cuda.pooling"
 importlib.import_module(CUDA_MODULE)  # the kernels under test: missing is a failure, not a skip
-FAST_BACKENDS = ["numba", "cuda-emu"]
-
-
-def tensor_of(array, requires_grad: bool = False):
-    """A tensor keeping the array's dtype (ms.tensor makes float data float32 by default)."""
-    array = np.asarray(array)
-    return ms.tensor(array, requires_grad=requires_grad, dtype=array.dtype)
-
-
-def require_backend(name: str) -> None:
-    """Skip unless backend ``name`` runs here."""
-    with backend_or_skip(name):
-        pass
 
 
 @st.composite
@@ -95,14 +82,13 @@ def test_gradient_overlapping_windows_sums_both_windows():
 
 
 # ----------------------------------------------------------------------------- backends
-@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@FIXTURE_OK
 @given(case=pool_cases())
-def test_backend_matches_reference(backend_name, dtype, case):
-    require_backend(backend_name)
+def test_backend_matches_reference(kernel_backend, dtype, case):
     x = distinct(shape_of(case), case["seed"], dtype)
     y_ref, idx_ref, dx_ref = run_max_pool("numpy", x, _dy_for(x, case), case)
-    y, idx, dx = run_max_pool(backend_name, x, _dy_for(x, case), case)
+    y, idx, dx = run_max_pool(kernel_backend, x, _dy_for(x, case), case)
     np.testing.assert_array_equal(idx, idx_ref)  # switches exactly
     np.testing.assert_array_equal(y, y_ref)  # a maximum is a copy, exact
     assert y.dtype == dtype and idx.dtype == np.uint8
@@ -115,28 +101,25 @@ def _dy_for(x, case):
     return distinct(x.shape[:2] + out, case["seed"] + 1, x.dtype)
 
 
-@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
+@FIXTURE_OK
 @given(case=pool_cases())
-def test_backend_breaks_ties_like_the_reference(backend_name, case):
+def test_backend_breaks_ties_like_the_reference(kernel_backend, case):
     # many equal values (0, 1, 2): every backend must pick the first maximum, like the reference
-    require_backend(backend_name)
     x = np.random.default_rng(case["seed"]).integers(0, 3, shape_of(case)).astype(np.float32)
     dy = _dy_for(x, case)
     y_ref, idx_ref, dx_ref = run_max_pool("numpy", x, dy, case)
-    y, idx, dx = run_max_pool(backend_name, x, dy, case)
+    y, idx, dx = run_max_pool(kernel_backend, x, dy, case)
     np.testing.assert_array_equal(idx, idx_ref)
     np.testing.assert_array_equal(y, y_ref)
     assert_matches(dx, dx_ref, np.float32, what="dx")
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", *FAST_BACKENDS])
-def test_segnet_pool_2x2_odd_sizes(backend_name):
+def test_segnet_pool_2x2_odd_sizes(any_backend):
     # the unrolled 2x2/stride-2 path, with odd sizes in ceil mode (a column and a row stick out)
     x = distinct((2, 3, 9, 7), seed=3, dtype=np.float32)
     case = {"kernel": (2, 2), "stride": (2, 2), "padding": (0, 0), "ceil_mode": True}
     dy = distinct((2, 3, 5, 4), seed=4, dtype=np.float32)
-    require_backend(backend_name)
-    y, idx, dx = run_max_pool(backend_name, x, dy, case)
+    y, idx, dx = run_max_pool(any_backend, x, dy, case)
     assert y.shape == (2, 3, 5, 4)
     assert y[0, 0, 4, 3] == x[0, 0, 8, 6]  # the corner window holds one pixel
     assert idx[0, 0, 4, 3] == 0
@@ -155,11 +138,10 @@ def test_ties_go_to_the_first_maximum_in_row_major_order():
         np.testing.assert_array_equal(idx.numpy(), [[[[1, 0]]]])  # not 2; not 1, 2 or 3
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
-def test_nan_propagates_and_padding_is_never_chosen(backend_name):
+def test_nan_propagates_and_padding_is_never_chosen(cpu_backend):
     x = np.array([[[[1.0, np.nan], [3.0, np.nan]]]])
     neg = -np.full((1, 1, 3, 3), 5.0)  # all negative: zero padding would win if it counted
-    with ms.backend.use(backend_name):
+    with ms.backend.use(cpu_backend):
         y, idx = F.max_pool2d(tensor_of(x), 2, return_indices=True)
         assert np.isnan(y.item()) and idx.numpy().item() == 1  # the first NaN
         y2, idx2 = F.max_pool2d(tensor_of(neg), 3, 1, 1, return_indices=True)

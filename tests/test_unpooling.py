@@ -13,8 +13,9 @@ import minisegnet.functional as F
 from minisegnet import nn
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops import geometry, unpooling
-from tests.helpers import assert_matches, distinct
-from tests.test_pooling import FAST_BACKENDS, pool_cases, require_backend, tensor_of
+from tests.conftest import FIXTURE_OK
+from tests.helpers import assert_matches, distinct, tensor_of
+from tests.test_pooling import pool_cases
 
 
 def pool(x, case, backend_name="numpy"):
@@ -51,17 +52,16 @@ def test_reference_gradient(case):
         )
 
 
-@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@FIXTURE_OK
 @given(case=pool_cases())
-def test_backend_matches_reference(backend_name, dtype, case):
-    require_backend(backend_name)
+def test_backend_matches_reference(kernel_backend, dtype, case):
     x = distinct(case["shape"], case["seed"], dtype)
-    pooled, idx = pool(x, case, backend_name)
+    pooled, idx = pool(x, case, kernel_backend)
     values = distinct(pooled.shape, case["seed"] + 1, dtype)
     dy = distinct(x.shape, case["seed"] + 2, dtype)
     y_ref, dx_ref = run_unpool("numpy", values, idx, case, x.shape[2:], dy)
-    y, dx = run_unpool(backend_name, values, idx, case, x.shape[2:], dy)
+    y, dx = run_unpool(kernel_backend, values, idx, case, x.shape[2:], dy)
     assert y.dtype == dtype and dx.dtype == dtype
     assert_matches(y, y_ref, dtype, what="y")  # placement (sums only where windows overlap)
     np.testing.assert_array_equal(dx, dx_ref)  # a read at the switch: exact
@@ -82,11 +82,9 @@ def test_unpool_of_pool_holds_the_maxima_at_the_switches(case):
         assert chosen.max() <= 1 and np.count_nonzero(y) == pooled.size
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", *FAST_BACKENDS])
-def test_segnet_odd_size_round_trip_45_23_45(backend_name):
-    require_backend(backend_name)
+def test_segnet_odd_size_round_trip_45_23_45(any_backend):
     x = distinct((2, 3, 45, 60), seed=5, dtype=np.float32)
-    with ms.backend.use(backend_name):
+    with ms.backend.use(any_backend):
         t = tensor_of(x, requires_grad=True)
         pooled, idx = F.max_pool2d(t, 2, 2, ceil_mode=True, return_indices=True)
         assert pooled.shape == (2, 3, 23, 30) and idx.in_size == (45, 60)

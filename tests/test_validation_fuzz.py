@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-import minisegnet as ms
+from tests.conftest import require_backend
 from tests.validation_cases import BUILDERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +41,6 @@ def _run(backend: str, examples: int, **env) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "tests.validation_cases", "--backend", backend,
                "--examples", str(examples)]  # fmt: skip
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-
-
-def _skip_unless_available(backend: str) -> None:
-    reason = ms.backend.get(backend).unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"backend {backend!r} unavailable: {reason}")
 
 
 def _check(proc: subprocess.CompletedProcess, backend: str, examples: int) -> None:
@@ -69,7 +63,7 @@ def _check(proc: subprocess.CompletedProcess, backend: str, examples: int) -> No
 
 @pytest.mark.parametrize("backend", sorted(EXAMPLES))
 def test_every_call_computes_the_reference_or_names_the_op(backend):
-    _skip_unless_available(backend)
+    require_backend(backend)
     examples = EXAMPLES[backend] * SCALE
     _check(_run(backend, examples), backend, examples)
 
@@ -86,7 +80,7 @@ def test_numba_kernels_stay_in_bounds_with_bounds_checking(tmp_path):
 def test_cuda_emu_kernels_stay_in_bounds_under_address_sanitizer():
     """The same calls on the cuda-emu kernels built with AddressSanitizer (see
     test_cuda_emu_asan.py): any out-of-bounds read or write aborts the run. About 2 minutes."""
-    _skip_unless_available("cuda-emu")
+    require_backend("cuda-emu")
     from tests.test_cuda_emu_asan import _libasan
 
     libasan = _libasan()

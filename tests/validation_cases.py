@@ -199,15 +199,20 @@ def _pool_geometry(draw):
     return dict(kernel_size=_spell(draw, kernel), stride=stride, padding=_spell(draw, padding))
 
 
-def max_pool2d_case(draw, rng):
+def _window_pool_case(draw, rng, op: str, flag: str):
+    """``F.<op>`` on a random input with a drawn geometry, ceil_mode and boolean ``flag``."""
     x = _nchw(draw, rng)
     geometry = _pool_geometry(draw)
-    geometry.update(ceil_mode=draw(st.booleans()), return_indices=draw(st.booleans()))
+    geometry.update(ceil_mode=draw(st.booleans()), **{flag: draw(st.booleans())})
 
     def call(t):
-        return F.max_pool2d(t["x"], **geometry)
+        return getattr(F, op)(t["x"], **geometry)
 
-    return Case("max_pool2d", call, {"x": x}, ("x",), geometry)
+    return Case(op, call, {"x": x}, ("x",), geometry)
+
+
+def max_pool2d_case(draw, rng):
+    return _window_pool_case(draw, rng, "max_pool2d", "return_indices")
 
 
 def max_unpool2d_case(draw, rng):
@@ -260,14 +265,7 @@ def max_unpool2d_case(draw, rng):
 
 
 def avg_pool2d_case(draw, rng):
-    x = _nchw(draw, rng)
-    geometry = _pool_geometry(draw)
-    geometry.update(ceil_mode=draw(st.booleans()), count_include_pad=draw(st.booleans()))
-
-    def call(t):
-        return F.avg_pool2d(t["x"], **geometry)
-
-    return Case("avg_pool2d", call, {"x": x}, ("x",), geometry)
+    return _window_pool_case(draw, rng, "avg_pool2d", "count_include_pad")
 
 
 def adaptive_avg_pool2d_case(draw, rng):
