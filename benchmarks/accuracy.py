@@ -105,7 +105,8 @@ RECIPES = {
     # U-Net padded 0.961 (target reached at 354 s). Later the same day, busier still (epochs took
     # 5-7 times the estimate): dilation8 0.389 within 15 min (0.583 after 3 epochs, still
     # climbing); U-Net valid finished no epoch in 22 min (1000 steps of 252-pixel tiles): not
-    # measured. DeepLab v2 (VGG, ResNet) not run yet.
+    # measured. DeepLab v2 (2026-12-05, load 7-10): v2-VGG 0.839 after its 8 epochs (677 s),
+    # v2-ResNet 0.783 within 15 min, 0.826 after 11 epochs; neither met 0.85.
     "deeplab-largefov": ("deeplab-largefov", 15, 0.85, ["--epochs", "10", "--lr", "0.04",
                                                         "--size", "64", "--warmup-epochs", "1"]),
     "deeplab-v2-vgg": ("deeplab-v2-vgg", 15, 0.85, ["--epochs", "8", "--lr", "0.04",

@@ -179,9 +179,17 @@ class Tensor(ArrayHolder):
     def __ge__(self, other):
         return self._compare(other, lambda a, b: a >= b)
 
-    def argmax(self, axis=None):
-        """Index of the maximum (no gradient); returns a plain integer tensor."""
-        return Tensor.from_array(self.data.argmax(axis=axis))
+    def argmax(self, dim=None, keepdim: bool = False, *, axis=None):
+        """Index of the maximum along ``dim`` (``axis``, NumPy's name, is accepted too); no
+        gradient: returns a plain integer tensor."""
+        if axis is not None:
+            if dim is not None:
+                raise TypeError("argmax: give dim= or axis=, not both")
+            dim = axis
+        index = self.data.argmax(axis=dim)
+        if keepdim and dim is not None:
+            index = array_module(index).expand_dims(index, dim)
+        return Tensor.from_array(index)
 
 
 def target_dtype(op: str, target) -> np.dtype:

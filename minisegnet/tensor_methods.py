@@ -96,12 +96,25 @@ def unary(op):
 
 
 def reduction(op):
-    """``t.sum(axis=None, keepdims=False)``: over every axis, one axis or a tuple of axes."""
+    """``t.sum(dim=None, keepdim=False)``, PyTorch's names: over every axis, one axis or a tuple
+    of axes. NumPy's names ``axis=`` and ``keepdims=`` are accepted too, so array code reads the
+    same on a Tensor."""
 
-    def method(self, axis=None, keepdims: bool = False):
-        return op.apply(self, axis=axis, keepdims=keepdims)
+    def method(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):
+        dim = _one_of(op.__name__.lower(), "dim", dim, "axis", axis)
+        keepdim = _one_of(op.__name__.lower(), "keepdim", keepdim or None, "keepdims", keepdims)
+        return op.apply(self, axis=dim, keepdims=bool(keepdim))
 
     return method
+
+
+def _one_of(op: str, name, value, alias, alias_value):
+    """``value``, or ``alias_value`` when only the NumPy spelling was given; both is an error."""
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise TypeError(f"{op}: give {name}= or {alias}=, not both")
+    return alias_value
 
 
 # ----------------------------------------------------------------------------- written out

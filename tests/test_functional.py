@@ -89,3 +89,18 @@ def test_layers_and_functions_share_one_check_with_their_own_name():
         nn.Dropout(1.5)
     with pytest.raises(TypeError, match="dropout: seed must be an integer"):
         nn.Dropout(0.5, seed=1.5)
+
+
+def test_tensor_reductions_take_pytorch_names_and_numpy_aliases():
+    x = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    t = ms.tensor(x)
+    for name in ("sum", "mean", "max"):
+        expected = getattr(x, name)(axis=1, keepdims=True)
+        np.testing.assert_array_equal(getattr(t, name)(dim=1, keepdim=True).numpy(), expected)
+        np.testing.assert_array_equal(getattr(t, name)(1, True).numpy(), expected)
+        np.testing.assert_array_equal(getattr(t, name)(axis=1, keepdims=True).numpy(), expected)
+        with pytest.raises(TypeError, match=f"{name}: give dim= or axis=, not both"):
+            getattr(t, name)(dim=1, axis=1)
+    np.testing.assert_array_equal(t.argmax(dim=2).numpy(), x.argmax(axis=2))
+    assert t.argmax(dim=2, keepdim=True).shape == (2, 3, 1)
+    np.testing.assert_array_equal(t.argmax(axis=0).numpy(), x.argmax(axis=0))
