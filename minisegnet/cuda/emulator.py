@@ -32,7 +32,7 @@ Build modes (``MINISEGNET_EMU_BUILD`` or :func:`set_build`)
 
                  MINISEGNET_EMU_BUILD=debug gdb --args python my_script.py
                  (gdb) set breakpoint pending on
-                 (gdb) break pooling.cu:60              # or: break max_pool2d_forward<float, int>
+                 (gdb) break pooling.cu:61              # or: break max_pool2d_forward<float, int>
                  (gdb) run
                  (gdb) print threadIdx                  # which CUDA thread stopped here
                  (gdb) print blockIdx
