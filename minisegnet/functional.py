@@ -7,8 +7,8 @@ This file is the one public entry of every op: each function checks all of its a
 once, for every backend (an error names the op, the argument, what was expected and what was
 given), then calls one ``Function`` from ``minisegnet/ops/``, where the math, the reference code
 and the kernels live and the inputs are trusted. Arguments are named as in PyTorch (``dim``).
-The few ``check_*`` functions here are also called by ``nn`` layers that check their options
-when they are built.
+The shape checks live in ``minisegnet/ops/geometry.py``; those and the few ``check_*`` functions
+here are also called by ``nn`` layers that check their options when they are built.
 """
 
 from __future__ import annotations
@@ -553,23 +553,6 @@ def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     _require_tensor("input", input)
     out_size = geometry.check_adaptive_avg_pool2d(input, output_size)
     return avg_pooling_op.AdaptiveAvgPool2d.apply(input, out_size=out_size)
-
-
-def check_resize_options(op: str, size, scale_factor, mode, align_corners) -> None:
-    """The options of a resize that need no input (``nn.Upsample`` checks them when built):
-    exactly one of ``size`` and ``scale_factor``; ``align_corners`` for "bilinear" only."""
-    if (size is None) == (scale_factor is None):
-        raise ValueError(
-            f"{op}: give exactly one of size and scale_factor, got size={size!r}, "
-            f"scale_factor={scale_factor!r}"
-        )
-    if mode not in ("nearest", "bilinear"):
-        raise ValueError(f"{op}: mode must be 'nearest' or 'bilinear', got {mode!r}")
-    if mode == "nearest" and align_corners is not None:
-        raise ValueError(
-            f"{op}: align_corners only applies to mode='bilinear', got "
-            f"align_corners={align_corners!r} with mode='nearest'"
-        )
 
 
 def interpolate(

@@ -12,6 +12,7 @@ import minisegnet as ms
 import minisegnet.functional as F
 import minisegnet.nn as nn
 from minisegnet.gradcheck import gradcheck
+from minisegnet.ops import geometry
 from tests.helpers import distinct
 
 
@@ -80,7 +81,7 @@ def test_layers_and_functions_share_one_check_with_their_own_name():
     with pytest.raises(ValueError, match="Upsample: mode must be 'nearest' or 'bilinear'"):
         nn.Upsample(scale_factor=2, mode="bicubic")
     with pytest.raises(ValueError, match="F: give exactly one of size and scale_factor"):
-        F.check_resize_options("F", (2, 2), 2.0, "nearest", None)
+        geometry.check_resize_options("F", (2, 2), 2.0, "nearest", None)
     with pytest.raises(TypeError, match="LocalResponseNorm: size must be an integer >= 1"):
         nn.LocalResponseNorm(2.5)
     with pytest.raises(TypeError, match="local_response_norm: size must be an integer >= 1"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from minisegnet import functional as F
 from minisegnet.nn.module import Module
+from minisegnet.ops.geometry import check_resize_options
 
 __all__ = ["Upsample"]
 
@@ -16,7 +17,7 @@ __all__ = ["Upsample"]
 class Upsample(Module):
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
         super().__init__()
-        F.check_resize_options("Upsample", size, scale_factor, mode, align_corners)
+        check_resize_options("Upsample", size, scale_factor, mode, align_corners)
         self.size, self.scale_factor = size, scale_factor
         self.mode, self.align_corners = mode, align_corners
 

@@ -448,6 +448,24 @@ def _positive_pair(name, value, kind, what):
     return values
 
 
+def check_resize_options(op: str, size, scale_factor, mode, align_corners) -> None:
+    """The options of a resize that need no input (``nn.Upsample`` checks them when built,
+    ``interpolate`` when called): exactly one of ``size`` and ``scale_factor``; mode "nearest"
+    or "bilinear"; ``align_corners`` for "bilinear" only."""
+    if (size is None) == (scale_factor is None):
+        raise ValueError(
+            f"{op}: give exactly one of size and scale_factor, got size={size!r}, "
+            f"scale_factor={scale_factor!r}"
+        )
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"{op}: mode must be 'nearest' or 'bilinear', got {mode!r}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError(
+            f"{op}: align_corners only applies to mode='bilinear', got "
+            f"align_corners={align_corners!r} with mode='nearest'"
+        )
+
+
 def check_interpolate(x, size, scale_factor, mode, align_corners):
     """interpolate's arguments -> (out_size, scale): scale is None when ``size`` was given, else
     (1/factor_h, 1/factor_w), the source step PyTorch uses with a scale factor."""
@@ -457,18 +475,7 @@ def check_interpolate(x, size, scale_factor, mode, align_corners):
             f"{op}: input must be 4-D (N, C, H, W), got shape {x.shape} (for a label map "
             "(N, H, W) add the channel axis first: labels[:, None])"
         )
-    if mode not in ("bilinear", "nearest"):
-        raise ValueError(f"{op}: mode must be 'bilinear' or 'nearest', got {mode!r}")
-    if mode == "nearest" and align_corners is not None:
-        raise ValueError(
-            f"{op}: align_corners only applies to mode='bilinear', got align_corners="
-            f"{align_corners!r} with mode='nearest'"
-        )
-    if (size is None) == (scale_factor is None):
-        raise ValueError(
-            f"{op}: give exactly one of size and scale_factor, got size={size!r}, "
-            f"scale_factor={scale_factor!r}"
-        )
+    check_resize_options(op, size, scale_factor, mode, align_corners)
     in_size = x.shape[2:]
     if min(in_size) < 1:
         raise ValueError(f"{op}: input must have a non-empty plane, got shape {x.shape}")
