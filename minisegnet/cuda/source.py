@@ -384,10 +384,3 @@ def _dynamic_shared_names(code: str, path: Path):
                 "with another type in a template instantiation would not compile in CUDA)"
             )
         yield name
-
-
-def source_digest(*paths: os.PathLike) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(Path(p).read_bytes())
-    return h.hexdigest()

@@ -24,7 +24,7 @@ import numpy as np
 from minisegnet import backend
 from minisegnet.arrays import to_device, to_host
 from minisegnet.nn.parameter import Parameter
-from minisegnet.tensor import Tensor, array_module, target_dtype
+from minisegnet.tensor import array_module, target_dtype
 
 
 class StateDictError(ValueError):
@@ -308,7 +308,3 @@ class ModuleList(_Container):
 class Identity(Module):
     def forward(self, x):
         return x
-
-
-def _is_tensor(x) -> bool:
-    return isinstance(x, Tensor)
