@@ -100,9 +100,11 @@ def reduction(op):
     of axes. NumPy's names ``axis=`` and ``keepdims=`` are accepted too, so array code reads the
     same on a Tensor."""
 
+    name = op.__name__.lower()  # "sum", "mean", "max": the method's name in errors
+
     def method(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):
-        dim = _one_of(op.__name__.lower(), "dim", dim, "axis", axis)
-        keepdim = _one_of(op.__name__.lower(), "keepdim", keepdim or None, "keepdims", keepdims)
+        dim = _one_of(name, "dim", dim, "axis", axis)
+        keepdim = _one_of(name, "keepdim", keepdim or None, "keepdims", keepdims)
         return op.apply(self, axis=dim, keepdims=bool(keepdim))
 
     return method
