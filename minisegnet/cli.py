@@ -102,6 +102,15 @@ def _add_network_options(p) -> None:
     p.add_argument("--width", type=_positive_float, help="with --model: its channel multiplier")
 
 
+def _add_input_scale_option(p) -> None:
+    p.add_argument(
+        "--input-scale",
+        type=_positive_float,
+        help="resize frames by this factor before the network and its class scores back to "
+        "the frame's size (default: the scale the checkpoint was trained at, usually 1)",
+    )
+
+
 def _add_threads_option(p) -> None:
     p.add_argument(
         "--threads",
@@ -201,6 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="channel multiplier (default: the model's small preset)",
     )
     p.add_argument(
+        "--input-scale",
+        type=_positive_float,
+        help="dataset folders: the network works on frames resized by this factor (0.5: a "
+        "quarter of the pixels); evaluation resizes its scores back and scores full frames "
+        f"(default {d.input_scale:g})",
+    )
+    p.add_argument(
+        "--train-scale",
+        metavar="LOW,HIGH",
+        help="dataset folders: random scale of the training crops, relative to --input-scale "
+        f"(default {','.join(f'{v:g}' for v in d.train_scale)})",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        help=f"SGD with momentum {d.momentum:g}, or Adam (default {d.optimizer})",
+    )
+    p.add_argument(
         "--class-weights",
         metavar="median|none|FILE|w1,...,wK",
         help="loss weight per class: median (median frequency balancing, computed on the train "
@@ -273,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also SegNet's boundary F1 score (BF, tolerance 0.75%% of the diagonal)",
     )
     _add_network_options(p)
+    _add_input_scale_option(p)
     p.add_argument("--out", help="path stem of the saved table (default <run>/eval-<data>-<split>)")
     _add_threads_option(p)
     refine.add_arguments(p)  # --crf (minisegnet/refine.py)
@@ -298,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize the shorter side to this before predicting (default: as is)",
     )
     _add_network_options(p)
+    _add_input_scale_option(p)
     _add_threads_option(p)
     refine.add_arguments(p)  # --crf (minisegnet/refine.py)
     p.set_defaults(func=_job("predict"))

@@ -95,6 +95,7 @@ def evaluate_dataset(
     dataset,
     *,
     size: int | None = None,
+    input_scale: float = 1.0,
     batch_size: int = 1,
     boundary_f1: bool = False,
     predict=None,
@@ -112,8 +113,11 @@ def evaluate_dataset(
     ``mean_acc`` = class-average accuracy, ``miou``, ``fwiou``, per-class ``iou`` and ``acc``)
     plus ``confusion`` (K, K), ``images``, ``frame_size`` (H, W of the first frame), ``seconds``,
     and with ``boundary_f1`` also ``bf`` and ``bf_per_class``. ``on_batch(done, total)`` is
-    called after each batch; ``predict(model, images) -> labels`` replaces ``predict_full``
-    (``minisegnet.refine``'s CRF-refined labels, for example). Without ``progress``, ``log`` (e.g. ``print``) receives a line
+    called after each batch; ``predict(model, images, input_scale=s) -> labels`` replaces ``predict_full``
+    (``minisegnet.refine``'s CRF-refined labels, for example). ``input_scale`` != 1: the
+    network sees each frame resized by that factor (the scale it was trained at) and its scores
+    are resized back, so the frame is still scored at full resolution
+    (``inference.full_frame_scores``). Without ``progress``, ``log`` (e.g. ``print``) receives a line
     about every ``interval`` seconds (``minisegnet.progress``)."""
     from tqdm import tqdm
 
@@ -128,7 +132,7 @@ def evaluate_dataset(
     with tqdm(total=total, desc=desc, unit="img", leave=False, disable=not progress) as bar:
         for images, labels, _ in _batches(dataset, transform, batch_size, workers):
             frame_size = frame_size or tuple(labels.shape[-2:])
-            pred = (predict or predict_full)(model, images)
+            pred = (predict or predict_full)(model, images, input_scale=input_scale)
             meter.add(pred, labels)  # counted where pred lives: one (K, K) copy per split
             if bf is not None:
                 bf.add(to_host(pred), labels)
@@ -196,6 +200,17 @@ def jsonable(result: dict, class_names) -> dict:
 # --------------------------------------------------------------------------- the command
 
 
+def input_scale_of(args, config) -> float:
+    """``--input-scale`` if given, else the scale the checkpoint was trained at (1 for runs
+    that predate the option)."""
+    from minisegnet.options import check_input_scale
+
+    given = getattr(args, "input_scale", None)
+    if given is not None:
+        return check_input_scale(given)
+    return float(getattr(config, "input_scale", 1.0))
+
+
 def command(args) -> int:
     """``minisegnet evaluate``: score the checkpoint ``args.checkpoint`` on a split of its
     dataset (or ``--data``), print the table and save it as ``<out>.md`` and ``<out>.json``."""
@@ -249,6 +264,13 @@ def command(args) -> int:
         side = min(first)
         what = f"the {first[1]}x{first[0]} frame size of {dataset.name} (--size N resizes)"
     name = model.config["name"]
+    scale = input_scale_of(args, config)
+    if scale != 1 and kind == "builtin":
+        raise options.ConfigError(
+            f"--input-scale {scale:g}: the built-in data is generated at --size; give --size"
+        )
+    if scale != 1:  # the network sees the resized frame: that is the size it must take
+        side, what = max(1, round(side * scale)), f"{what} at --input-scale {scale:g}"
     with (
         options.use_backend(args.backend or config.backend),
         size_checked(model, name, side, what),
@@ -258,6 +280,7 @@ def command(args) -> int:
             model,
             dataset,
             size=size,
+            input_scale=scale,
             batch_size=batch,
             boundary_f1=args.boundary_f1,
             predict=refine.predict_fn(args),  # --crf: refined labels (refine.py)
@@ -268,6 +291,8 @@ def command(args) -> int:
     table = format_report(result, dataset.class_names)
     h, w = result["frame_size"]
     how = "full resolution" if size is None else f"resized to {size} and centre-cropped"
+    if scale != 1:
+        how += f", the network at {scale:g}x and its scores resized back"
     title = (
         f"# {model.config['name']} from {info['source']} on {dataset.name} "
         f"({len(dataset)} images, {w}x{h}, {how})"

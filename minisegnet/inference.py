@@ -27,7 +27,7 @@ __all__ = [
     "forward_scores", "labels_on_device", "predict_labels", "accepts_input_side",
     "input_side_bracket", "min_input_side", "too_small_error", "read_model_file",
     "load_for_inference", "input_multiple", "pad_to_multiple", "predict_full", "size_checked",
-    "load_checkpoint",
+    "load_checkpoint", "full_frame_scores",
 ]  # fmt: skip
 
 
@@ -252,12 +252,48 @@ def pad_to_multiple(images, multiple: int):
     return xp.pad(images, ((0, 0), (0, 0), (0, ph), (0, pw)))
 
 
-def predict_full(model, images):
-    """Class of every pixel of (N, 3, H, W) ``images`` -> (N, H, W) int64 on the backend's
-    device, padded to the network's ``input_multiple`` and cropped back to (H, W)."""
+def full_frame_scores(model, images, input_scale: float = 1.0):
+    """The network's class scores for every pixel of (N, 3, H, W) ``images`` -> (N, K, H, W) on
+    the backend's device.
+
+    ``input_scale`` s = 1: the frames are padded to the network's ``input_multiple`` and the
+    scores cropped back to (H, W). s != 1 (a network trained on frames scaled by s, e.g. 0.5 to
+    train four times faster): the frames are resized bilinearly to (round(sH), round(sW)), run
+    as above, and the scores resized bilinearly back to (H, W), so every original pixel is still
+    scored once, at full resolution (the papers' protocol) -- only the network looked at fewer
+    pixels. Resizing the scores, not the labels, keeps boundaries between coarse pixels smooth.
+    """
+    from minisegnet import functional as F
+
     h, w = images.shape[-2:]
-    labels = labels_on_device(model, pad_to_multiple(images, input_multiple(model)))
-    return labels[:, :h, :w]
+    x = to_device(images, backends.current().device)
+    sh, sw = (
+        (h, w)
+        if input_scale == 1
+        else (max(1, round(h * input_scale)), max(1, round(w * input_scale)))
+    )
+    if (sh, sw) != (h, w):
+        with ms.no_grad():
+            x = F.interpolate(ms.Tensor.from_array(x), size=(sh, sw), mode="bilinear").data
+    scores = forward_scores(model, pad_to_multiple(x, input_multiple(model)))[:, :, :sh, :sw]
+    if (sh, sw) != (h, w):
+        xp = array_module(scores)
+        with ms.no_grad():
+            small = ms.Tensor.from_array(xp.ascontiguousarray(scores))
+            scores = F.interpolate(small, size=(h, w), mode="bilinear").data
+    return scores
+
+
+def predict_full(model, images, input_scale: float = 1.0):
+    """Class of every pixel of (N, 3, H, W) ``images`` -> (N, H, W) int64 on the backend's
+    device: the argmax of :func:`full_frame_scores` (padded to the network's
+    ``input_multiple`` and cropped back; with ``input_scale`` != 1 resized before the network
+    and its scores resized back to (H, W))."""
+    h, w = images.shape[-2:]
+    if input_scale == 1:  # no copy of the scores: the argmax of the cropped padded output
+        labels = labels_on_device(model, pad_to_multiple(images, input_multiple(model)))
+        return labels[:, :h, :w]
+    return full_frame_scores(model, images, input_scale).argmax(axis=1).astype(np.int64)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from minisegnet import backend
 
 __all__ = [
     "ConfigError", "warn", "backend_name", "use_backend", "output_folder", "check_pixels",
-    "configure_threads", "number_type", "finite_at_least",
+    "configure_threads", "number_type", "finite_at_least", "check_input_scale",
 ]  # fmt: skip
 
 
@@ -110,3 +110,13 @@ def configure_threads(args) -> dict:
     from minisegnet import threads
 
     return threads.configure(getattr(args, "threads", None))
+
+
+def check_input_scale(value, what: str = "--input-scale") -> float:
+    """``value`` as a float in (0, 4]: the factor frames are resized by before the network; a
+    ConfigError naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{what} must be a number in (0, 4], got {value!r}")
+    if not (math.isfinite(value) and 0 < value <= 4):
+        raise ConfigError(f"{what} must be a number in (0, 4], got {value!r}")
+    return float(value)

@@ -1,7 +1,8 @@
 """``minisegnet predict``: segment your own images with a trained checkpoint.
 
 Each image is read as it is (``--size N`` resizes its shorter side to N first), normalised as
-in training, segmented on the chosen backend (``--crf``: refined by the dense CRF, see
+in training, segmented on the chosen backend at the scale the network was trained at
+(``--input-scale``, default the checkpoint's: the scores are resized back to the image) (``--crf``: refined by the dense CRF, see
 ``refine.py``), and the labels are brought back to the image's own size (nearest neighbour)
 before the mask, overlay and figure are written (``legend.py``).
 """
@@ -13,8 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from minisegnet import backend, refine
+from minisegnet.arrays import to_host
 from minisegnet.data import read_image, transforms
-from minisegnet.inference import load_checkpoint, predict_labels, size_checked
+from minisegnet.evaluation import input_scale_of
+from minisegnet.inference import load_checkpoint, predict_full, size_checked
 from minisegnet.legend import write_prediction
 from minisegnet.options import (
     ConfigError,
@@ -43,6 +46,11 @@ def command(args) -> int:
     out = output_folder(args.out, f"--out {args.out}")
     normalize = transforms.Normalize()
     name = model.config["name"]
+    scale = input_scale_of(args, info["config"])
+
+    def plain(model, images):  # at the scale the network was trained at, back to full size
+        return to_host(predict_full(model, images, input_scale=scale))
+
     with use_backend(args.backend or (info["config"].backend if info["config"] else "numba")):
         model.to(backend.current().device)
         for path in args.images:
@@ -53,15 +61,16 @@ def command(args) -> int:
                 scale = args.size / min(h, w)  # as transforms.Resize computes it
                 check_pixels(round(w * scale), round(h * scale), f"--size {args.size} on {path}")
                 work, _ = transforms.Resize(args.size)(image, np.zeros((h, w), np.uint8))
-                size_check = size_checked(model, name, args.size, f"--size {args.size}")
+                side, what, hint = args.size, f"--size {args.size}", ""
             else:
-                what = f"image {path} ({w}x{h} pixels)"
-                size_check = size_checked(
-                    model, name, min(h, w), what, " (--size {needed} enlarges it)"
-                )
+                side, what = min(h, w), f"image {path} ({w}x{h} pixels)"
+                hint = " (--size {needed} enlarges it)"
+            if scale != 1:  # the network sees the image resized by the scale it was trained at
+                side, what = max(1, round(side * scale)), f"{what} at --input-scale {scale:g}"
+            size_check = size_checked(model, name, side, what, hint)
             x, _ = normalize(work, np.zeros(work.shape[:2], np.uint8))
             with size_check:
-                pred = refine.labels_fn(args, predict_labels)(model, x[None])[0]  # (h', w')
+                pred = refine.labels_fn(args, plain, scale)(model, x[None])[0]  # (h', w')
             if pred.shape != (h, w):
                 _, pred = transforms.resize(None, pred, h, w)  # nearest, back to the image
             stem = Path(path).stem

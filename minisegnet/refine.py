@@ -80,35 +80,34 @@ def _rgb(images):
     return np.ascontiguousarray(np.clip(rgb * 255.0, 0.0, 255.0), np.float32)
 
 
-def crf_labels(model, images, params) -> np.ndarray:
+def crf_labels(model, images, params, input_scale: float = 1.0) -> np.ndarray:
     """The CRF-refined argmax: images (N, 3, H, W) normalised -> (N, H, W) int64 (host);
-    ``params`` an ``ops.crf.CRFParams``."""
+    ``params`` an ``ops.crf.CRFParams``; the network's scores at full resolution
+    (``inference.full_frame_scores``, which resizes by ``input_scale`` around the network)."""
     from minisegnet.arrays import to_host
-    from minisegnet.inference import forward_scores, input_multiple, pad_to_multiple
+    from minisegnet.inference import full_frame_scores
     from minisegnet.ops import crf as crf_ops
     from minisegnet.ops.softmax import softmax_ref
 
-    h, w = images.shape[-2:]
-    padded = pad_to_multiple(images, input_multiple(model))  # full frames, as evaluation does
-    scores = to_host(forward_scores(model, padded))[..., :h, :w]
+    scores = to_host(full_frame_scores(model, images, input_scale))  # full frames, as scored
     probabilities = softmax_ref(scores.astype(np.float32), axis=1)
     rgb = _rgb(images)
     refined = [crf_ops.dense_crf(rgb[i], probabilities[i], params) for i in range(len(rgb))]
     return np.stack([q.argmax(0) for q in refined]).astype(np.int64)
 
 
-def labels_fn(args, plain):
+def labels_fn(args, plain, input_scale: float = 1.0):
     """``plain`` (inference.predict_labels) without --crf, else the CRF-refined version."""
     if not getattr(args, "crf", False):
         return plain
     params = params_from_args(args)
-    return lambda model, images: crf_labels(model, images, params)
+    return lambda model, images: crf_labels(model, images, params, input_scale)
 
 
 def predict_fn(args):
     """None without --crf (``evaluation.evaluate_dataset`` then uses its plain prediction),
-    else the CRF-refined labels with the options."""
+    else the CRF-refined labels with the options: ``f(model, images, input_scale=1.0)``."""
     if not getattr(args, "crf", False):
         return None
     params = params_from_args(args)
-    return lambda model, images: crf_labels(model, images, params)
+    return lambda model, images, input_scale=1.0: crf_labels(model, images, params, input_scale)

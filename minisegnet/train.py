@@ -87,7 +87,7 @@ def resume(path, overrides: dict | None = None, **kwargs) -> dict:
 # run goes and how it reports).
 OPTIONS = ("model", "data", "backend", "epochs", "batch_size", "lr", "warmup_epochs",
            "weight_decay", "balance_init", "size", "width", "class_weights", "seed",
-           "train_images", "val_images")  # fmt: skip
+           "train_images", "val_images", "input_scale", "train_scale", "optimizer")  # fmt: skip
 
 
 def latest_run(root: Path = Path("runs")) -> Path | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from minisegnet import backend as backends
 from minisegnet.data import DataError, parse_data_spec
 from minisegnet.data.class_weights import parse_class_weights
-from minisegnet.options import ConfigError, check_pixels
+from minisegnet.options import ConfigError, check_input_scale, check_pixels
 
 __all__ = ["TrainConfig", "ConfigError"]
 
@@ -68,6 +68,12 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # lr ramps linearly from ~0 to lr over this many epochs
     balance_init: bool = False  # nn.balance_init_ before the first step (see nn/balance.py)
     size: int = 40
+    # Dataset folders: the scale the network works at (0.5: frames at half size, four times
+    # fewer pixels; evaluation resizes by it and scores the resized-back scores at full
+    # resolution) and the random-scale range of the training crops around it.
+    input_scale: float = 1.0
+    train_scale: tuple = (0.5, 2.0)
+    optimizer: str = "sgd"  # "sgd" (momentum) or "adam"
     width: float | None = None  # None: the model's small preset
     class_weights: str | None = None  # None, "median", a FILE or a comma list of K numbers
     aux_weight: float = 0.4  # PSPNet's auxiliary loss
@@ -119,6 +125,15 @@ class TrainConfig:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}"
                 )
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"--optimizer must be sgd or adam, got {self.optimizer!r}")
+        self.input_scale = check_input_scale(self.input_scale)
+        self.train_scale = check_train_scale(self.train_scale)
+        if self.input_scale != 1 and parse_data_spec(self.data)[0] == "builtin":
+            raise ConfigError(
+                f"--input-scale {self.input_scale:g}: the built-in data is generated at --size; "
+                "give --size instead (--input-scale is for dataset folders)"
+            )
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if self.warmup_epochs > self.epochs:
@@ -142,4 +157,24 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        config = cls(**{k: v for k, v in values.items() if k in names})
+        if isinstance(config.train_scale, list):  # JSON has no tuples
+            config.train_scale = tuple(config.train_scale)
+        return config
+
+
+def check_train_scale(value) -> tuple:
+    """(low, high) with 0 < low <= high <= 8 from a pair or the text "LOW,HIGH"; a ConfigError
+    naming --train-scale otherwise."""
+    given = value
+    if isinstance(value, str):
+        value = value.split(",")
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"--train-scale must be two numbers LOW,HIGH (e.g. 0.5,2), got {given!r}"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high <= 8):
+        raise ConfigError(f"--train-scale needs 0 < LOW <= HIGH <= 8, got {given!r}")
+    return (low, high)

@@ -45,7 +45,7 @@ from minisegnet.inference import (
     too_small_error,
 )
 from minisegnet.nn.balance import balance_init_
-from minisegnet.optim import SGD, PolyLR
+from minisegnet.optim import SGD, Adam, PolyLR
 from minisegnet.options import ConfigError
 from minisegnet.progress import ProgressLines
 from minisegnet.threads import tune_threads
@@ -197,9 +197,11 @@ class Trainer:
                 "free and there is nothing to balance (it applies to deconvnet, segnet, "
                 "segnet-basic, pspnet and deeplab-v2-resnet)"
             )
-        self.optimizer = SGD(
-            param_groups(self.model, c.weight_decay, c.bias_lr_mult), lr=c.lr, momentum=c.momentum
-        )
+        groups = param_groups(self.model, c.weight_decay, c.bias_lr_mult)
+        if getattr(c, "optimizer", "sgd") == "adam":
+            self.optimizer = Adam(groups, lr=c.lr)
+        else:
+            self.optimizer = SGD(groups, lr=c.lr, momentum=c.momentum)
         self.max_iter = c.epochs * len(self.train_loader)
         # Warm-up: full lr from the first step can wreck a deep batch-normalised network before
         # it has learned anything. Measured: DeconvNet's small preset at 64x64 and lr 0.1 fell to

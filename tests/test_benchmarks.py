@@ -242,15 +242,18 @@ def test_camvid_benchmark_runs_on_a_tiny_camvid(tmp_path):
     from tests.camvid_fixture import make_camvid
 
     camvid = _load("camvid")
-    root = make_camvid(tmp_path / "CamVid")
+    root = make_camvid(tmp_path / "CamVid", h=48, w=64)
     out = tmp_path / "results"
     args = ["--root", str(root), "--epochs", "2", "--val-every", "1", "--size", "16",
             "--batch-size", "2", "--out", str(out), "--run-dir", str(tmp_path / "run"),
-            "--partial", "--threads", "1"]  # fmt: skip
+            "--partial", "--threads", "1", "--input-scale", "0.5", "--train-scale", "0.75,1.25",
+            "--optimizer", "adam", "--lr", "0.01"]  # fmt: skip
     assert camvid.main(args) == 0
     text = (out / "camvid.md").read_text()
     assert "| global accuracy |" in text and "| bicyclist |" in text
     assert "| 2 |" in text and "ScaledCrop" in text and "busy machine" in text
+    assert "--optimizer adam" in text and "The network works at 0.5x" in text
+    assert "random scale 0.375-0.625 of the frame" in text
     assert (out / "camvid_test_frames.png").is_file()
     saved = json.loads((out / "camvid.json").read_text())
     assert saved["test"]["images"] == 3 and len(saved["val_checks"]) == 2

@@ -74,6 +74,7 @@ def interrupt_at(step):
     ("segnet", {}),
     ("pspnet", {"class_weights": "median"}),  # dropout masks, the auxiliary loss, class weights
     ("deconvnet", {"balance_init": True}),  # balanced once at the start, never again on resume
+    ("segnet-basic", {"optimizer": "adam"}),  # Adam's moments and step count are saved
 ])  # fmt: skip
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, model, extra):
     config = tiny(model=model, epochs=2, **extra)  # 3 steps per epoch
@@ -204,6 +205,12 @@ def test_warmup_ramps_the_lr_then_follows_the_poly_schedule(tmp_path):
     ({"lr": float("nan")}, "--lr must be a finite number"),
     ({"class_weights": "inverse"}, "--class-weights"),
     ({"warmup_epochs": -1.0}, "--warmup-epochs must be a finite number >= 0"),
+    ({"optimizer": "rmsprop"}, "--optimizer must be sgd or adam, got 'rmsprop'"),
+    ({"input_scale": 0.0}, r"--input-scale must be a number in \(0, 4\], got 0.0"),
+    ({"input_scale": 0.5}, "--input-scale 0.5: the built-in data is generated at --size"),
+    ({"train_scale": "2,1"}, "--train-scale needs 0 < LOW <= HIGH <= 8, got '2,1'"),
+    ({"train_scale": "0.5"}, "--train-scale must be two numbers LOW,HIGH"),
+    ({"train_scale": "a,b"}, "--train-scale must be two numbers LOW,HIGH"),
 ])  # fmt: skip
 def test_bad_config(overrides, match):
     with pytest.raises(ConfigError, match=match):

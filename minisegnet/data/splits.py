@@ -3,7 +3,8 @@
 Training (``Trainer``), ``minisegnet evaluate`` and the run's own validation all open their
 splits here, so a checkpoint is scored on the data it was trained on, generated or cropped the
 same way. ``config`` is a :class:`minisegnet.train_config.TrainConfig` (only its fields
-``data``, ``size``, ``seed``, ``batch_size``, ``train_images`` and ``val_images`` are read).
+``data``, ``size``, ``seed``, ``batch_size``, ``train_images``, ``val_images``,
+``input_scale`` and ``train_scale`` are read).
 
     train_set, val_set, train_loader, val_loader = training_loaders(config)
     test_set = open_split(config, "test", data="camvid:/data/CamVid")
@@ -31,20 +32,31 @@ def open_split(
     )
 
 
-def split_transform(data: str, train: bool, size: int | None, ignore_index: int = 255):
+def split_transform(
+    data: str, train: bool, size: int | None, ignore_index: int = 255, scale=(0.5, 2.0)
+):
     """What every image of ``data`` goes through before the network.
 
     Training: the built-in shapes are flipped (they are generated at the training size);
-    dataset folders get the papers' augmentation, scaled crops of ``size``
-    (:func:`transforms.train_transform`). Scoring: the built-in data as generated; folders
+    dataset folders get the papers' augmentation, crops of ``size`` at a random scale in
+    ``scale`` = (low, high) (:func:`transforms.train_transform`). Scoring: the built-in data as generated; folders
     resized to ``size`` and centre-cropped, or whole frames when ``size`` is None
     (:func:`transforms.eval_transform`). Both end with the ImageNet normalisation."""
     kind, _ = parse_data_spec(data)
     if train:
         if kind == "builtin":
             return transforms.Compose([transforms.RandomHorizontalFlip(), transforms.Normalize()])
-        return transforms.train_transform(size, ignore_index)
+        return transforms.train_transform(size, ignore_index, scale=tuple(scale))
     return transforms.eval_transform(None if kind == "builtin" else size, ignore_index)
+
+
+def training_scale(config) -> tuple:
+    """The random-scale range of a run's training crops, relative to the dataset's frames:
+    ``config.train_scale`` around ``config.input_scale`` (the resolution the network works at;
+    fields absent from older configs mean 1 and the papers' 0.5..2)."""
+    low, high = getattr(config, "train_scale", (0.5, 2.0))
+    s = getattr(config, "input_scale", 1.0)
+    return (s * low, s * high)
 
 
 def training_loaders(config):
@@ -57,7 +69,7 @@ def training_loaders(config):
     train_loader = DataLoader(
         train_set,
         config.batch_size,
-        split_transform(config.data, True, config.size, ignore),
+        split_transform(config.data, True, config.size, ignore, training_scale(config)),
         shuffle=True,
         seed=config.seed,
         drop_last=len(train_set) > config.batch_size,
