@@ -229,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--class-weights",
-        metavar="median|none|FILE|w1,...,wK",
+        metavar="median|sqrt-median|none|FILE|w1,...,wK",
         help="loss weight per class: median (median frequency balancing, computed on the train "
-        "split), none (default), a comma list of K numbers, or a FILE of numbers or a Caffe "
+        "split), sqrt-median (their square roots, a milder balance), none (default), a comma list of K numbers, or a FILE of numbers or a Caffe "
         "prototxt whose class_weighting: lines are read (SegNet-Tutorial's weights as shipped)",
     )
     p.add_argument(

@@ -220,6 +220,9 @@ def test_class_weights_from_prototxt_file_and_list(tmp_path):
         resolve_class_weights(str(proto), ds)
     w = resolve_class_weights(",".join(["1"] * 11), ds)
     assert w.dtype == np.float32 and w.shape == (11,)
+    median = resolve_class_weights("median", ds)
+    assert parse_class_weights("SQRT-median") == "sqrt-median"
+    np.testing.assert_allclose(resolve_class_weights("sqrt-median", ds), np.sqrt(median))
 
 
 def test_train_takes_the_shipped_prototxt_weights(tmp_path, capsys):
