@@ -127,6 +127,7 @@ def command(args) -> int:
         )
     else:
         config = TrainConfig(**given).check()  # before --out is created
+        created = None  # the run folder this call makes, removed if the run fails before writing
         if args.out is not None:
             out = Path(args.out)
             if (out / "checkpoint.safetensors").exists():
@@ -134,9 +135,11 @@ def command(args) -> int:
                     f"--out {out} already holds a training run; continue it with --resume {out} "
                     "or choose another --out"
                 )
+            created = None if out.exists() else out
             output_folder(out, f"--out {out}")
         trainer = Trainer(config, args.out, progress=progress)
         if args.out is None:
+            created = None if trainer.run_dir.exists() else trainer.run_dir
             output_folder(trainer.run_dir, f"the run folder {trainer.run_dir} (--out)")
     c = trainer.config
     if c.batch_size > len(trainer.train_set):
@@ -159,6 +162,10 @@ def command(args) -> int:
     print(f"results go to {trainer.run_dir}/")
     try:
         record = trainer.fit()
+    except (ConfigError, DataError):  # refused before the first checkpoint: leave no empty run
+        if args.resume is None and created is not None and not any(created.iterdir()):
+            created.rmdir()
+        raise
     except TrainingInterrupted as stop:
         print(f"minisegnet: {stop}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -538,3 +538,19 @@ def test_a_refusal_at_every_size_is_a_bug_and_keeps_its_traceback():
     with pytest.raises(ValueError, match="refused 3"):
         with size_checked(_NeedsFive(broken=True), "net", 3, "--size 3"):
             raise ValueError("refused 3")
+
+
+def test_a_refused_size_leaves_no_empty_run_folder(tmp_path, capsys, monkeypatch):
+    from minisegnet.cli import main
+
+    out = tmp_path / "runs" / "x"
+    code = main(["train", "--model", "segnet", "--size", "16", "--out", str(out)])
+    assert code == 2 and "--size 16 is too small for segnet" in capsys.readouterr().err
+    assert not out.exists()  # made for the run, removed with nothing in it
+    monkeypatch.chdir(tmp_path)  # the default run folder too
+    assert main(["train", "--model", "segnet", "--size", "16"]) == 2
+    assert not (tmp_path / "runs" / "segnet-builtin").exists()
+    kept = tmp_path / "mine"
+    kept.mkdir()  # a folder the user made is the user's
+    assert main(["train", "--model", "segnet", "--size", "16", "--out", str(kept)]) == 2
+    assert kept.is_dir()
