@@ -113,12 +113,12 @@ def evaluate_dataset(
     ``mean_acc`` = class-average accuracy, ``miou``, ``fwiou``, per-class ``iou`` and ``acc``)
     plus ``confusion`` (K, K), ``images``, ``frame_size`` (H, W of the first frame), ``seconds``,
     and with ``boundary_f1`` also ``bf`` and ``bf_per_class``. ``on_batch(done, total)`` is
-    called after each batch; ``predict(model, images, input_scale=s) -> labels`` replaces ``predict_full``
-    (``minisegnet.refine``'s CRF-refined labels, for example). ``input_scale`` != 1: the
-    network sees each frame resized by that factor (the scale it was trained at) and its scores
-    are resized back, so the frame is still scored at full resolution
-    (``inference.full_frame_scores``). Without ``progress``, ``log`` (e.g. ``print``) receives a line
-    about every ``interval`` seconds (``minisegnet.progress``)."""
+    called after each batch; ``predict(model, images, input_scale=s) -> labels`` replaces
+    ``predict_full`` (``minisegnet.refine``'s CRF-refined labels, for example).
+    ``input_scale`` != 1: the network sees each frame resized by that factor (the scale it was
+    trained at) and its scores are resized back, so the frame is still scored at full
+    resolution (``inference.full_frame_scores``). Without ``progress``, ``log`` (e.g.
+    ``print``) receives a line about every ``interval`` seconds (``minisegnet.progress``)."""
     from tqdm import tqdm
 
     from minisegnet.boundary_f1 import BoundaryF1Meter

@@ -49,7 +49,7 @@ from minisegnet.optim import SGD, Adam, PolyLR
 from minisegnet.options import ConfigError
 from minisegnet.progress import ProgressLines
 from minisegnet.threads import tune_threads
-from minisegnet.train_config import TrainConfig
+from minisegnet.train_config import TrainConfig, check_train_scale
 
 __all__ = [
     "Trainer", "TrainingDiverged", "TrainingInterrupted", "build_model", "param_groups",
@@ -267,6 +267,8 @@ class Trainer:
         for key, value in (overrides or {}).items():
             if value is None:
                 continue
+            if key == "train_scale":  # "LOW,HIGH" on the command line, a pair in the file
+                value = check_train_scale(value)
             if key in ("epochs", "backend"):
                 setattr(config, key, value)
             elif getattr(config, key, value) != value:

@@ -66,6 +66,10 @@ def test_train_records_the_scale_and_evaluate_and_predict_use_it(tmp_path, capsy
     config = json.loads((run / "checkpoint.json").read_text())["config"]
     assert config["input_scale"] == 0.5 and config["train_scale"] == [0.8, 1.2]
     assert config["optimizer"] == "adam"
+    resume = [*args, "--optimizer", "adam", "--lr", "0.01", "--resume", str(run)]
+    assert main(resume) == 0  # the same options again: "LOW,HIGH" equals the saved pair
+    assert main([*resume[:-2], "--train-scale", "0.5,2", "--resume", str(run)]) == 2
+    assert "--train-scale (0.5, 2.0) differs" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(run), "--split", "test"]) == 0
     out = capsys.readouterr().out
