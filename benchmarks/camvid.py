@@ -187,7 +187,8 @@ def report(args, info: dict, result: dict, trainer, timing, thread_rows) -> str:
         "",
         f"**Recipe:** `minisegnet train --data camvid:PATH --model segnet-basic --size {c.size} "
         f"--batch-size {c.batch_size} --optimizer {c.optimizer} --lr {c.lr} --weight-decay "
-        f"{c.weight_decay:g} --epochs {info['planned_epochs']}{scale} --train-scale {lo:g},{hi:g} "
+        f"{c.weight_decay:g} --warmup-epochs {c.warmup_epochs:g} --epochs {info['planned_epochs']}"
+        f"{scale} --train-scale {lo:g},{hi:g} "
         f"--class-weights {info['weights_label']}` ({trainer.model.num_parameters():,} "
         f"parameters, width {c.width or 'small preset'}); crops of {c.size} at a random scale "
         f"{lo * c.input_scale:g}-{hi * c.input_scale:g} of the frame (ScaledCrop), flip, "
