@@ -163,7 +163,9 @@ def figure(model, test_set, path: Path, input_scale: float = 1.0, n: int = 4) ->
 
 def report(args, info: dict, result: dict, trainer, timing, thread_rows) -> str:
     c, m = trainer.config, info["machine"]
-    busy = m["load"] is not None and m["load"][0] > 0.5 * m["cores"]
+    # The load at the end counts this run's own threads: judge the machine by the load before.
+    before = info.get("load_before")
+    busy = before is not None and before[0] > 0.5 * m["cores"]
     hist = trainer.history
     data_load = sum(h.get("data_load_seconds", 0) for h in hist)
     data_wait = sum(h.get("data_wait_seconds", 0) for h in hist)
@@ -176,13 +178,14 @@ def report(args, info: dict, result: dict, trainer, timing, thread_rows) -> str:
         "",
         f"Written by `python benchmarks/camvid.py {' '.join(info['argv'])}` on {m['when']}.",
         "",
-        f"**Machine:** {m['cpu']}, {m['cores']} cores, load average {m['load']}"
+        f"**Machine:** {m['cpu']}, {m['cores']} cores, load average {before} before the run, "
+        f"{m['load']} at its end (its own threads included)"
         + (
-            " — **a busy machine** (shared with other jobs): times are slower than on an idle "
-            "one, and this is a partial run, not the target run."
-            if busy or args.partial
+            " — **a busy machine** (shared with other jobs): times are slower than on an idle one."
+            if busy
             else ""
         )
+        + (" This is a partial run, not the target run." if args.partial else "")
         + f" Threads: Numba {info['threads']['numba']} x BLAS {info['threads']['blas']}.",
         "",
         f"**Recipe:** `minisegnet train --data camvid:PATH --model segnet-basic --size {c.size} "
@@ -273,6 +276,9 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", default="runs/camvid-benchmark")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
+    from bench_common import load_average
+
+    load_before = load_average()
     root = Path(args.root)
     counts = threads.configure(args.threads)
     weights = args.class_weights or args.prototxt or "median"
@@ -312,6 +318,7 @@ def main(argv=None) -> int:
         "argv": sys.argv[1:] if argv is None else list(argv), "machine": machine(),
         "threads": counts, "planned_epochs": planned, "weights_label": label,
         "best_epoch": best_epoch, "wall_s": time.perf_counter() - t_start,
+        "load_before": load_before,
     }  # fmt: skip
     text = report(args, info, result, trainer, timing, thread_rows)
     (out / "camvid.md").write_text(text)

@@ -251,7 +251,8 @@ def test_camvid_benchmark_runs_on_a_tiny_camvid(tmp_path):
     assert camvid.main(args) == 0
     text = (out / "camvid.md").read_text()
     assert "| global accuracy |" in text and "| bicyclist |" in text
-    assert "| 2 |" in text and "ScaledCrop" in text and "busy machine" in text
+    assert "| 2 |" in text and "ScaledCrop" in text and "partial run" in text
+    assert "before the run" in text
     assert "--optimizer adam" in text and "The network works at 0.5x" in text
     assert "random scale 0.375-0.625 of the frame" in text
     assert (out / "camvid_test_frames.png").is_file()
