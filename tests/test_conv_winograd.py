@@ -203,6 +203,42 @@ def test_space_to_batch_round_trip():
     np.testing.assert_array_equal(cwd.batch_to_space(s, 3, 2), a)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 2),
+    c=st.integers(1, 3),
+    h=st.integers(1, 11),
+    w=st.integers(1, 11),
+    d=st.integers(2, 4),
+    ph=st.integers(0, 5),
+    pw=st.integers(0, 5),
+)
+def test_numba_subgrid_copies_equal_the_numpy_definitions(n, c, h, w, d, ph, pw):
+    """gather_subgrids / scatter_subgrids (what the drivers call) against the four NumPy
+    rearrangements, on odd sizes and paddings wider and narrower than the dilation."""
+    from minisegnet.ops import conv_winograd_dilated as cwd
+
+    if h + 2 * ph < 2 * d + 1 or w + 2 * pw < 2 * d + 1:  # no output: the path never sees it
+        return
+    rng = np.random.default_rng(n * 1000 + h * 31 + w)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    hs, ws = cwd.subgrid_size((h, w), (ph, pw), d)
+    x_sub = cwd.gather_subgrids(x, d, (hs, ws), (ph, pw))
+    np.testing.assert_array_equal(x_sub, cwd.input_subgrids(x, (ph, pw), d))
+    out_size = (h + 2 * ph - 2 * d, w + 2 * pw - 2 * d)
+    dy = rng.standard_normal((n, c) + out_size).astype(np.float32)
+    dy_sub = cwd.gather_subgrids(dy, d, (hs - 2, ws - 2))
+    np.testing.assert_array_equal(dy_sub, cwd.output_grad_subgrids(dy, (h, w), (ph, pw), d))
+    np.testing.assert_array_equal(
+        cwd.scatter_subgrids(dy_sub, d, n, out_size),
+        cwd.output_from_subgrids(dy_sub, d, n, out_size),
+    )
+    np.testing.assert_array_equal(
+        cwd.scatter_subgrids(x_sub, d, n, (h, w), (ph, pw)),
+        cwd.input_grad_from_subgrids(x_sub, d, n, (h, w), (ph, pw)),
+    )
+
+
 def test_few_channels_keep_the_direct_path():
     assert not cw.applies(3, 64, (3, 3), (1, 1), (1, 1), 1)
     assert cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1)

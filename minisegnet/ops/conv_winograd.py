@@ -568,8 +568,8 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1)):
     if tuple(dilation) != (1, 1):  # each sub-grid is an undilated problem without padding
         d, (n, _, h, wd) = dilation[0], x.shape
         out_size = (h + 2 * padding[0] - 2 * d, wd + 2 * padding[1] - 2 * d)
-        y_sub = conv2d_forward(dilated.input_subgrids(x, padding, d), w, (0, 0), bias)
-        return dilated.output_from_subgrids(y_sub, d, n, out_size)
+        x_sub = dilated.gather_subgrids(x, d, dilated.subgrid_size((h, wd), padding, d), padding)
+        return dilated.scatter_subgrids(conv2d_forward(x_sub, w, (0, 0), bias), d, n, out_size)
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     N, C, H, W = x.shape
     O = w.shape[0]
@@ -597,9 +597,10 @@ def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1)):
     """dx (N, C, H, W) of ``conv2d_forward`` from dy (N, O, Ho, Wo)."""
     if tuple(dilation) != (1, 1):  # the adjoint of the sub-grid rearrangement above
         d = dilation[0]
-        dy_sub = dilated.output_grad_subgrids(dy, in_size, padding, d)
-        dx_sub = conv2d_data_grad(dy_sub, w, dilated.subgrid_size(in_size, padding, d), (0, 0))
-        return dilated.input_grad_from_subgrids(dx_sub, d, dy.shape[0], in_size, padding)
+        hs, ws = dilated.subgrid_size(in_size, padding, d)
+        dy_sub = dilated.gather_subgrids(dy, d, (hs - 2, ws - 2))
+        dx_sub = conv2d_data_grad(dy_sub, w, (hs, ws), (0, 0))
+        return dilated.scatter_subgrids(dx_sub, d, dy.shape[0], in_size, padding)
     dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
     N, O, Ho, Wo = dy.shape
     C = w.shape[1]
@@ -623,8 +624,9 @@ def conv2d_weight_grad(x, dy, padding, dilation=(1, 1)):
     """dw (O, C, 3, 3) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
     if tuple(dilation) != (1, 1):
         d = dilation[0]
-        x_sub = dilated.input_subgrids(x, padding, d)
-        dy_sub = dilated.output_grad_subgrids(dy, x.shape[2:], padding, d)
+        hs, ws = dilated.subgrid_size(x.shape[2:], padding, d)
+        x_sub = dilated.gather_subgrids(x, d, (hs, ws), padding)
+        dy_sub = dilated.gather_subgrids(dy, d, (hs - 2, ws - 2))
         return conv2d_weight_grad(x_sub, dy_sub, (0, 0))
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     N, C = x.shape[:2]
