@@ -6,8 +6,8 @@
 One process, minisegnet's numba backend and PyTorch CPU with the same number of threads (2, or
 fewer on a smaller machine) and passive OpenMP waiting on both sides (OMP_WAIT_POLICY=PASSIVE is
 set before NumPy, Numba or PyTorch load), forward + backward from a fixed output gradient,
-median of the timed repetitions after warm-ups (``bench_ops.time_case``, the suite's timing
-rule). The convolutions and the cross-entropy are also timed with their fast path switched off
+the frameworks interleaved within every repetition (``interleaved``), min and median of the
+timed repetitions after warm-ups. The convolutions and the cross-entropy are also timed with their fast path switched off
 (``conv_winograd.winograd(False)``, ``loss_fused.ENABLED = False``) in the same run, so what
 each path buys is a ratio taken under the same load. The report states the machine's load and
 the CPU share other processes took: on a shared machine every number is inflated, and the
@@ -83,8 +83,30 @@ def _switched_off(name):
     return None
 
 
+def interleaved(runs, warmup, reps):
+    """Milliseconds of each run, taken in turn within every repetition: runs is name ->
+    (context factory, fn). The 2-core machine this was written on changes speed by up to 2x
+    within minutes (sgemm 1024^3 measured 302 then 194 GFLOP/s); timed one after the other, a
+    framework's whole block can land in a slow phase and the ratio with it. Interleaved, every
+    repetition sees both under the same conditions, and the minimum (the least disturbed
+    repetition) and the median both make a ratio."""
+    samples = {name: [] for name in runs}
+    with bench_common.quiet_gc():
+        for rep in range(warmup + reps):
+            for name, (context, fn) in runs.items():
+                with context():
+                    t0 = time.perf_counter()
+                    fn()
+                    seconds = time.perf_counter() - t0
+                if rep >= warmup:
+                    samples[name].append(1000 * seconds)
+    return {name: (float(np.min(v)), float(np.median(v))) for name, v in samples.items()}
+
+
 def time_ops(quick, warmup, reps, log):
-    """Rows: op, title, numba / numba without its fast path / torch ms, ratios."""
+    """Rows: op, title, (min, median) ms of numba / numba without its fast path / torch."""
+    import contextlib
+
     cases = {c.name: c for c in bench_ops.op_cases(quick)}
     numba, torch_fw = bench_common.Framework("numba"), bench_common.Framework("torch")
     have_torch = bench_common.torch_or_none() is not None
@@ -92,38 +114,55 @@ def time_ops(quick, warmup, reps, log):
     for name, label in OP_NAMES:
         case = cases[name]
         arrays = bench_ops.host_inputs(case)
-        row = {"op": name, "label": label, "title": case.title}
-        row["numba"] = bench_ops.time_case(numba, case, arrays, warmup, reps)["total_ms"]
-        off = _switched_off(name)
-        if off is not None:
-            with off:
-                row["off"] = bench_ops.time_case(numba, case, arrays, warmup, reps)["total_ms"]
+        runs = {}
+        contexts = {"numba": lambda: numba.active()}
+        if _switched_off(name) is not None:
+
+            @contextlib.contextmanager
+            def off_context(name=name):
+                with numba.active(), _switched_off(name):
+                    yield
+
+            contexts["off"] = off_context
         if have_torch:
-            row["torch"] = bench_ops.time_case(torch_fw, case, arrays, warmup, reps)["total_ms"]
-        times = "  ".join(f"{k} {row[k]:8.2f} ms" for k in ("numba", "off", "torch") if k in row)
-        log(f"  {name:22s} {times}")
+            contexts["torch"] = lambda: torch_fw.active()
+        for key, context in contexts.items():
+            fw = torch_fw if key == "torch" else numba
+            with context():
+                runner = bench_ops.CaseRunner(fw, case, arrays)  # fwd+bwd once: JIT compiles
+            runs[key] = (context, lambda runner=runner: runner.once())
+        row = {"op": name, "label": label, "title": case.title}
+        row.update(interleaved(runs, warmup, reps))
+        times = "  ".join(f"{k} {row[k][1]:8.2f} ms" for k in ("numba", "off", "torch") if k in row)
+        log(f"  {name:22s} {times}  (median)")
         rows.append(row)
     return rows
 
 
 def time_training_step(quick, warmup, reps, log):
-    """SegNet-Basic (width 1, 4x3x96x128; tiny in quick mode) training step, both frameworks."""
+    """SegNet-Basic (width 1, 4x3x96x128; tiny in quick mode) training step, both frameworks,
+    interleaved."""
+    import contextlib
+
     import minisegnet as ms
 
     entries = bench_models.plan(quick)
     entry = next(e for e in entries if e["name"] == "segnet_basic" and (quick or e["config"]))
     with ms.backend.use("numba"):
         runner = bench_models.MsRunner(entry)
-        ms_time = bench_models.time_fn(runner.train_step, warmup, reps)
+        runner.train_step()  # JIT compiles
+    runs = {"numba": (lambda: ms.backend.use("numba"), runner.train_step)}
+    if bench_common.torch_or_none() is not None:
+        torch_runner = bench_models.TorchRunner(entry)
+        torch_runner.train_step()
+        runs["torch"] = (contextlib.nullcontext, torch_runner.train_step)
     row = {"op": "segnet_basic", "label": f"SegNet-Basic training step ({entry['label']})"}
     n, (h, w) = entry["batch"], entry["size"]
     row["title"] = f"{n}x3x{h}x{w}, SGD momentum"
-    row["numba"] = ms_time
-    if bench_common.torch_or_none() is not None:
-        torch_runner = bench_models.TorchRunner(entry)
-        row["torch"] = bench_models.time_fn(torch_runner.train_step, warmup, reps)
+    row.update(interleaved(runs, warmup, reps))
     log(
-        f"  segnet_basic           numba {row['numba']:8.2f} ms  torch {row.get('torch', 0):.2f} ms"
+        "  segnet_basic           "
+        + "  ".join(f"{k} {v[1]:8.2f} ms" for k, v in row.items() if k in runs)
     )
     return row
 
@@ -146,12 +185,14 @@ def measure_errors(quick):
         "dw": conv._weight_grad_by_images(x, dy, (3, 3), *geometry),
     }
     x32, w32, dy32 = (a.astype(np.float32) for a in (x, w, dy))
+    variants = {"Winograd F(2x2,3x3)": conv_winograd.F2, "Winograd F(4x4,3x3)": conv_winograd.F4}
     paths = {
-        "Winograd F(2x2,3x3)": (
-            conv_winograd.conv2d_forward(x32, w32, (1, 1)),
-            conv_winograd.conv2d_data_grad(dy32, w32, (s, s), (1, 1)),
-            conv_winograd.conv2d_weight_grad(x32, dy32, (1, 1)),
+        path: (
+            conv_winograd.conv2d_forward(x32, w32, (1, 1), f=f),
+            conv_winograd.conv2d_data_grad(dy32, w32, (s, s), (1, 1), f=f),
+            conv_winograd.conv2d_weight_grad(x32, dy32, (1, 1), f=f),
         )
+        for path, f in variants.items()
     }
     with conv_winograd.winograd(False):
         paths["direct (im2col / row-shift)"] = (
@@ -165,8 +206,11 @@ def measure_errors(quick):
             float(np.abs(got - exact[k]).max() / np.abs(exact[k]).max())
             for k, got in zip(("y", "dx", "dw"), results)
         ]
-        bound = conv_winograd.error_bound(x32, w32, (1, 1)).max() / np.abs(exact["y"]).max()
-        rows.append({"path": path, "errors": errors, "bound": bound if "Wino" in path else None})
+        bound = None
+        if path in variants:
+            bound = conv_winograd.error_bound(x32, w32, (1, 1), variants[path]).max()
+            bound /= np.abs(exact["y"]).max()
+        rows.append({"path": path, "errors": errors, "bound": bound})
     # cross-entropy: fused pass against the float64 reference
     k, hw = (5, 6) if quick else (21, 64)
     z = rng.normal(0, 3, (n, k, hw, hw))
@@ -206,8 +250,10 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
         + (" --quick (tiny shapes: a smoke run, not a measurement)" if quick else "")
         + f" on {env['date']}. minisegnet numba backend and PyTorch {env.get('torch')} CPU in one "
         f"process, {env['threads']} threads each, OMP_WAIT_POLICY=PASSIVE, forward + backward, "
-        "median ms. Ratio = minisegnet / PyTorch (lower is better); 'fast path off' is the same "
-        "op with its new path switched off, in the same run.",
+        "median ms, the frameworks interleaved within every repetition (`interleaved`: this "
+        "machine's speed drifts within minutes). Ratio = minisegnet / PyTorch (lower is better), "
+        "of the medians and of the minima (the least disturbed repetitions); 'fast path off' is "
+        "the same op with its new path switched off, in the same repetitions.",
         "",
         f"Load average {env['load_average']}; other processes took "
         f"{'unknown' if others is None else f'{100 * others:.0f}%'} of the CPU during the run."
@@ -218,17 +264,19 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
             else ""
         ),
         "",
-        "| case | shapes | minisegnet ms | fast path off ms | PyTorch ms | ratio | off ratio "
-        "| target |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | shapes | minisegnet ms | fast path off ms | PyTorch ms | ratio | ratio of "
+        "minima | off ratio | target |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in ops + [step]:
-        ratio = r["numba"] / r["torch"] if "torch" in r else None
-        off = r["off"] / r["torch"] if "off" in r and "torch" in r else None
+        median = {k: r[k][1] for k in ("numba", "off", "torch") if k in r}
+        ratio = median["numba"] / median["torch"] if "torch" in r else None
+        of_minima = r["numba"][0] / r["torch"][0] if "torch" in r else None
+        off = median["off"] / median["torch"] if "off" in r and "torch" in r else None
         target = TARGETS.get(r["op"])
         lines.append(
-            f"| {r['label']} | {r['title']} | {fmt(r['numba'])} | {fmt(r.get('off'))} | "
-            f"{fmt(r.get('torch'))} | {fmt(ratio)} | {fmt(off)} | "
+            f"| {r['label']} | {r['title']} | {fmt(median['numba'])} | {fmt(median.get('off'))} | "
+            f"{fmt(median.get('torch'))} | {fmt(ratio)} | {fmt(of_minima)} | {fmt(off)} | "
             f"{'' if target is None else f'<= {target}'} |"
         )
     lines += [
@@ -248,8 +296,10 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
         lines.append(f"| {r['path']} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "The bound is `conv_winograd.error_bound` (gamma_{C+13} times the absolute-value "
-        "Winograd evaluation, ops/conv_winograd.py), largest entry over max |y|.",
+        "The bound is `conv_winograd.error_bound` (gamma_{C+13} for F2, gamma_{C+24} for F4, "
+        "times the absolute-value Winograd evaluation, ops/conv_winograd.py), largest entry over "
+        "max |y|. The numba backend picks F4 or F2 per shape (`conv_winograd.choose_variant`); "
+        "the 3x3 cases above take F4.",
         "",
     ]
     return "\n".join(lines)

@@ -25,5 +25,10 @@ def test_quick_run_writes_the_table_and_the_errors(tmp_path):
         assert f"| {label} |" in text, label
     assert "SegNet-Basic training step" in text
     assert "## Error of each fast path" in text
-    errors = [float(v) for v in re.findall(r"\| (\d\.\de-\d\d)", text)]
-    assert len(errors) >= 8 and max(errors) < 1e-4  # float32 paths: all small, bound included
+    table = text.split("## Error of each fast path")[1]
+    rows = [line for line in table.splitlines() if re.match(r"\| [A-Za-z]", line)][1:]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    errors = [float(v) for row in cells for v in row[1:4] if v]
+    bounds = [float(row[4]) for row in cells if row[4]]
+    assert len(errors) >= 11 and max(errors) < 1e-4  # float32 paths: all small
+    assert len(bounds) == 2 and max(bounds) < 1e-2  # F2's and F4's stated bounds: useful ones

@@ -1,6 +1,7 @@
-"""Winograd F(2x2, 3x3) (ops/conv_winograd.py): each NumPy transform against its definition, the
-reference and the Numba path against the direct convolution (float64 to 1e-10; float32 within
-the stated error bound), the gradients by finite differences, and the dispatch of ops/conv.py."""
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) (ops/conv_winograd.py, ops/conv_winograd_f4.py): each
+NumPy transform against its definition, the reference and the Numba path of both variants
+against the direct convolution (float64 to 1e-10; float32 within the stated error bound), the
+gradients by finite differences, and the dispatch of ops/conv.py."""
 
 from __future__ import annotations
 
@@ -28,12 +29,28 @@ def direct_weight_grad(x, dy, padding):
     return conv._weight_grad_by_images(x, dy, (3, 3), (1, 1), padding, (1, 1), 1)
 
 
-def test_transform_matrices_give_the_1d_minimal_filter():
-    # F(2, 3): y = A^T [(G g) * (B^T d)] is the 2-output, 3-tap correlation of a 4-input d.
+VARIANTS = pytest.mark.parametrize("f", [cw.F2, cw.F4], ids=["F2", "F4"])
+
+
+@VARIANTS
+def test_transform_matrices_give_the_1d_minimal_filter(f):
+    # F(m, 3): y = A^T [(G g) * (B^T d)] is the m-output, 3-tap correlation of an (m+2)-input d.
     rng = np.random.default_rng(0)
-    d, g = rng.normal(size=4), rng.normal(size=3)
-    y = cw.AT @ ((cw.G @ g) * (cw.BT @ d))
-    np.testing.assert_allclose(y, [d[0:3] @ g, d[1:4] @ g], rtol=1e-14)
+    d, g = rng.normal(size=f.a), rng.normal(size=3)
+    y = f.AT @ ((f.G @ g) * (f.BT @ d))
+    np.testing.assert_allclose(y, [d[i : i + 3] @ g for i in range(f.m)], rtol=1e-13)
+
+
+def test_f4_one_dimensional_kernels_are_the_matrices():
+    """The inlined 1-D transforms of ops/conv_winograd_f4.py against B^T, B, A^T, A."""
+    from minisegnet.ops import conv_winograd_f4 as f4
+
+    rng = np.random.default_rng(7)
+    six, four = rng.normal(size=6), rng.normal(size=4)
+    for kernel, matrix, arg in (
+        (f4._bt, f4.BT, six), (f4._b, f4.BT.T, six), (f4._at, f4.AT, six), (f4._a, f4.AT.T, four)
+    ):  # fmt: skip
+        np.testing.assert_allclose(kernel.py_func(*arg), matrix @ arg, rtol=1e-13, atol=1e-13)
 
 
 def test_each_transform_matches_its_definition():
@@ -69,66 +86,108 @@ def test_reference_and_kernels_equal_direct_convolution_in_float64(problem):
     size = x.shape[2:]
     want = direct(x, w, padding, bias), direct_data_grad(dy, w, size, padding)
     want += (direct_weight_grad(x, dy, padding),)
-    for name, got in (
-        ("reference", (
-            cw.conv2d_ref(x, w, padding, bias), cw.conv2d_data_grad_ref(dy, w, size, padding),
-            cw.conv2d_weight_grad_ref(x, dy, padding),
-        )),
-        ("numba", (
-            cw.conv2d_forward(x, w, padding, bias), cw.conv2d_data_grad(dy, w, size, padding),
-            cw.conv2d_weight_grad(x, dy, padding),
-        )),
-    ):  # fmt: skip
-        for what, a, b in zip(("y", "dx", "dw"), got, want):
-            assert a.shape == b.shape and a.dtype == np.float64, (name, what)
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=f"{name} {what}")
+    for f in (cw.F2, cw.F4):
+        for name, got in (
+            ("reference", (
+                cw.conv2d_ref(x, w, padding, bias, f), cw.conv2d_data_grad_ref(dy, w, size, padding, f),
+                cw.conv2d_weight_grad_ref(x, dy, padding, f),
+            )),
+            ("numba", (
+                cw.conv2d_forward(x, w, padding, bias, f=f),
+                cw.conv2d_data_grad(dy, w, size, padding, f=f),
+                cw.conv2d_weight_grad(x, dy, padding, f=f),
+            )),
+        ):  # fmt: skip
+            for what, a, b in zip(("y", "dx", "dw"), got, want):
+                msg = f"F{f.m} {name} {what}"
+                assert a.shape == b.shape and a.dtype == np.float64, msg
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=msg)
 
 
 @settings(max_examples=25, deadline=None)
 @given(problem=problems())
 def test_float32_error_stays_within_the_stated_bound(problem):
     x, w, bias, padding, _ = problem
-    exact = direct(x, w, padding)
-    got = cw.conv2d_forward(x.astype(np.float32), w.astype(np.float32), padding)
-    assert got.dtype == np.float32
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
     # the bound is for the float32 inputs' exact product: compare with those inputs in float64
-    exact = direct(x.astype(np.float32).astype(np.float64), w.astype(np.float32), padding)
-    bound = cw.error_bound(x.astype(np.float32), w.astype(np.float32), padding)
-    assert np.all(np.abs(got - exact) <= bound), float(np.max(np.abs(got - exact) - bound))
+    exact = direct(x32.astype(np.float64), w32.astype(np.float64), padding)
+    for f in (cw.F2, cw.F4):
+        got = cw.conv2d_forward(x32, w32, padding, f=f)
+        assert got.dtype == np.float32
+        bound = cw.error_bound(x32, w32, padding, f)
+        assert np.all(np.abs(got - exact) <= bound), (
+            f.m,
+            float(np.max(np.abs(got - exact) - bound)),
+        )
 
 
-def test_bound_is_not_vacuous_and_float32_error_is_small():
+@pytest.mark.parametrize(
+    "f, bound_at_most, error_at_most", [(cw.F2, 1e-3, 1e-5), (cw.F4, 1e-2, 3e-5)]
+)
+def test_bound_is_not_vacuous_and_float32_error_is_small(f, bound_at_most, error_at_most):
+    """Relative to max |y| on 64 channels: F2 errs 2.9e-7 (bound 1.3e-4), F4 6.5e-6 (bound 5.3e-3);
+    the larger tile's transforms (entries up to 8 and 1/24) cost about 20x in float32."""
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 64, 20, 20)).astype(np.float32)
     w = (rng.normal(size=(64, 64, 3, 3)) / 24).astype(np.float32)
     exact = direct(x.astype(np.float64), w.astype(np.float64), (1, 1))
-    err = np.abs(cw.conv2d_forward(x, w, (1, 1)) - exact)
-    bound = cw.error_bound(x, w, (1, 1))
+    err = np.abs(cw.conv2d_forward(x, w, (1, 1), f=f) - exact)
+    bound = cw.error_bound(x, w, (1, 1), f)
     assert np.all(err <= bound)
-    assert bound.max() < 1e-3 * np.abs(exact).max()  # a useful bound, not a huge one
-    assert err.max() < 1e-5 * np.abs(exact).max()
+    assert bound.max() < bound_at_most * np.abs(exact).max()  # a useful bound, not a huge one
+    assert err.max() < error_at_most * np.abs(exact).max()
 
 
-def test_chunking_by_bands_changes_nothing(monkeypatch):
+@VARIANTS
+def test_chunking_by_bands_changes_nothing(monkeypatch, f):
     rng = np.random.default_rng(3)
-    x, w = rng.normal(size=(2, 3, 11, 9)), rng.normal(size=(4, 3, 3, 3))
-    dy = rng.normal(size=(2, 4, 11, 9))
-    whole = (cw.conv2d_forward(x, w, (1, 1)), cw.conv2d_data_grad(dy, w, (11, 9), (1, 1)))
-    whole += (cw.conv2d_weight_grad(x, dy, (1, 1)),)
+    x, w = rng.normal(size=(2, 3, 19, 9)), rng.normal(size=(4, 3, 3, 3))
+    dy = rng.normal(size=(2, 4, 19, 9))
+
+    def all_three():
+        y = cw.conv2d_forward(x, w, (1, 1), f=f)
+        return (
+            y,
+            cw.conv2d_data_grad(dy, w, (19, 9), (1, 1), f=f),
+            cw.conv2d_weight_grad(x, dy, (1, 1), f=f),
+        )
+
+    whole = all_three()
     monkeypatch.setattr(cw, "BUDGET_BYTES", 1)  # one tile row per chunk
-    assert len(cw._chunks(2, 6, 5, 16 * 7 * 8)) == 12
-    banded = (cw.conv2d_forward(x, w, (1, 1)), cw.conv2d_data_grad(dy, w, (11, 9), (1, 1)))
-    banded += (cw.conv2d_weight_grad(x, dy, (1, 1)),)
-    for a, b in zip(whole, banded):
+    assert len(cw._chunks(2, 10, 5, 16 * 7 * 8)) == 20
+    for a, b in zip(whole, all_three()):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_gradients_through_conv2d_by_finite_differences():
+def test_f4_data_gradient_stores_every_pixel_once_band_by_band():
+    """The F4 adjoint input transform writes dx with ``=`` (the driver does not zero it): run
+    band by band onto NaN-filled memory, every pixel must still come out right."""
+    from minisegnet.ops import conv_winograd_f4 as f4
+
+    rng = np.random.default_rng(8)
+    n, c, o, h, w_, pad = 2, 3, 2, 17, 10, (1, 2)
+    w, dy = rng.normal(size=(o, c, 3, 3)), rng.normal(size=(n, o, h + 2 - 2, w_ + 4 - 2))
+    th, tw = cw._tiles(*dy.shape[2:], 4)
+    q = cw.filter_transform_ref(w, cw.F4).transpose(0, 2, 1) @ cw.output_transform_adjoint_ref(
+        dy, cw.F4
+    )
+    q = q.reshape(36, c, n, th, tw)
+    dx = np.full((n, c, h, w_), np.nan)
+    for b in range(n):
+        for ty0 in range(th):  # one tile row per band, as the smallest budget makes them
+            band = np.ascontiguousarray(q[:, :, b : b + 1, ty0 : ty0 + 1].reshape(36, -1))
+            f4.input_transform_adjoint(band, (1, 1, tw), dx, b, ty0, *pad)
+    want = direct_data_grad(dy, w, (h, w_), pad)
+    np.testing.assert_allclose(dx, want, rtol=1e-10, atol=1e-10)
+
+
+@VARIANTS
+def test_gradients_through_conv2d_by_finite_differences(f):
     rng = np.random.default_rng(4)
     x = ms.tensor(rng.normal(size=(2, 3, 5, 6)), requires_grad=True, dtype=np.float64)
     w = ms.tensor(rng.normal(size=(4, 3, 3, 3)), requires_grad=True, dtype=np.float64)
     b = ms.tensor(rng.normal(size=4), requires_grad=True, dtype=np.float64)
-    with ms.backend.use("numba"), cw.winograd(True, min_channels=1):
+    with ms.backend.use("numba"), cw.winograd(True, min_channels=1, variant=f):
         gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=1), [x, w, b])
 
 
@@ -150,7 +209,7 @@ def test_conv2d_dispatch_and_fallback(monkeypatch, geometry, taken):
     monkeypatch.setattr(cw, "conv2d_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
     rng = np.random.default_rng(5)
     groups = geometry.get("groups", 1)
-    x = rng.normal(size=(2, 4, 9, 8)).astype(np.float32)
+    x = rng.normal(size=(2, 4, 13, 12)).astype(np.float32)
     w = rng.normal(size=(6, 4 // groups, 3, 3)).astype(np.float32)
     with ms.backend.use("numba"), cw.winograd(True, min_channels=1, dilated=True):
         y = F.conv2d(ms.tensor(x), ms.tensor(w), **geometry)
@@ -237,6 +296,17 @@ def test_numba_subgrid_copies_equal_the_numpy_definitions(n, c, h, w, d, ph, pw)
         cwd.scatter_subgrids(x_sub, d, n, (h, w), (ph, pw)),
         cwd.input_grad_from_subgrids(x_sub, d, n, (h, w), (ph, pw)),
     )
+
+
+def test_variant_and_path_follow_the_measured_size_rule():
+    assert cw.choose_variant((128, 128), 64, 64) is cw.F4  # 256 pixels per channel
+    assert cw.choose_variant((30, 40), 128, 128) is cw.F2  # 9.4
+    assert cw.applies(512, 512, (3, 3), (1, 1), (1, 1), 1, (60, 80))  # 9.4 per channel
+    assert not cw.applies(512, 512, (3, 3), (1, 1), (1, 1), 1, (30, 40))  # 2.3: im2col
+    with cw.winograd(True, dilated=True):  # each of the 4 sub-grids has a quarter of the pixels
+        assert not cw.applies(256, 256, (3, 3), (1, 1), (2, 2), 1, (60, 60))
+    with cw.winograd(True, variant=cw.F2):
+        assert cw._variant(None, (128, 128), 64, 64) is cw.F2
 
 
 def test_few_channels_keep_the_direct_path():

@@ -84,7 +84,12 @@ def _uses_row_shift(kernel, stride, padding, groups) -> bool:
 
 def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
     """y (N, O, Ho, Wo) = conv2d(x, w) (+ bias), N >= 1, arguments checked and normalised."""
-    if conv_winograd.applies(x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups):
+    out_size = tuple(
+        x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) for i in range(2)
+    )  # stride 1: the only case the Winograd path takes
+    if conv_winograd.applies(
+        x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size
+    ):
         return conv_winograd.conv2d_forward(x, w, padding, bias, dilation)
     if _uses_row_shift(w.shape[2:], stride, padding, groups):
         return conv_row_shift.conv2d_forward(x, w, stride, padding, dilation, bias)
@@ -94,7 +99,9 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
 def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
     """dx (N, C, H, W) from dy (N, O, Ho, Wo)."""
     kernel = w.shape[2:]
-    if conv_winograd.applies(w.shape[1] * groups, w.shape[0], kernel, stride, dilation, groups):
+    if conv_winograd.applies(
+        w.shape[1] * groups, w.shape[0], kernel, stride, dilation, groups, dy.shape[2:]
+    ):
         return conv_winograd.conv2d_data_grad(dy, w, in_size, padding, dilation)
     if _uses_row_shift(kernel, stride, padding, groups) and conv_row_shift.applies_to_data_grad(
         kernel, stride, padding, dilation
@@ -105,7 +112,9 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
 
 def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
     """dw (O, C/G, kh, kw) from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
-    if conv_winograd.applies(x.shape[1], dy.shape[1], kernel, stride, dilation, groups):
+    if conv_winograd.applies(
+        x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:]
+    ):
         return conv_winograd.conv2d_weight_grad(x, dy, padding, dilation)
     if _uses_row_shift(kernel, stride, padding, groups):
         return conv_row_shift.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)

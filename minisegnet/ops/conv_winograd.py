@@ -36,7 +36,17 @@ Any zero padding works (the input tiles read it as zeros; the data gradient drop
 into it). Dilation (d, d) goes through the same code on the d*d dilated sub-grids
 (ops/conv_winograd_dilated.py). Not taken (``applies`` is False; ``ops/conv_engine.py`` uses
 its im2col/row-shift path): stride != 1, unequal dilations, kernels other than 3x3, groups > 1, and
-shapes where the measurements below show no gain (few channels).
+shapes where the measurements below show no gain (few channels; few pixels per channel).
+
+Two tile sizes. This file's matrices are F(2x2, 3x3); ops/conv_winograd_f4.py has F(4x4, 3x3)
+(6x6 input tiles, 36 products: 2.25 multiplications per output instead of 4, and transformed
+tiles 2.25x the input instead of 4x, at about 20x the float32 error: 6.5e-6 of max |y| on 64
+channels). The NumPy references below take either (``f=F2`` or ``f=F4``), and so do the
+drivers, which share the chunks, buffers and products. ``choose_variant`` picks F4 where the
+image has many pixels per channel, F2 elsewhere (``F4_MIN_PIXELS_PER_CHANNEL`` has the
+measurements); ``winograd(..., variant=F2)`` forces one. What F4 bought on the benchmark case
+(forward + both gradients of 3x3 64->64 on 8x64x128x128, interleaved with PyTorch, min of 7):
+F2 215 ms, F4 187 ms, PyTorch 163 ms; dilation 2: F2 275, F4 234, PyTorch 172.
 
 Float32 error bound. Every number is a short sum of products, so with u = 2^-24 and
 gamma_k = k u / (1 - k u), the computed y satisfies, elementwise,
@@ -46,7 +56,7 @@ gamma_k = k u / (1 - k u), the computed y satisfies, elementwise,
 
 (input transform: 4 additions along each path; filter transform: 4 (the halves are exact);
 the product: 1 rounding plus C - 1 additions in the channel sum; output transform: 4; so 13
-plus C). T is the Winograd evaluation itself with every matrix and datum replaced by its
+plus C; F4 counts 24 plus C, ``conv_winograd_f4.ROUNDINGS``). T is the Winograd evaluation itself with every matrix and datum replaced by its
 absolute value: it exceeds the direct convolution's sum of |w| |x| (the transforms add and
 subtract), so the bound is looser than the direct path's; ``error_bound`` evaluates it in
 float64 and the tests check the float32 result against it on hypothesis-drawn shapes. The
@@ -84,12 +94,14 @@ transforms dominate, so the path starts at ``MIN_CHANNELS``. Rerun: benchmarks/b
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
 
 from minisegnet.ops import blas_threads, conv_chunks
 from minisegnet.ops import conv_winograd_dilated as dilated
+from minisegnet.ops import conv_winograd_f4 as f4
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
@@ -111,20 +123,27 @@ interleaved runs): 16 MB 929 / 1052 ms, 32 MB 964 / 1359 ms, the im2col/row-shif
 
 
 @contextmanager
-def winograd(enabled: bool, min_channels: int | None = None, dilated: bool | None = None):
-    """Temporarily allow or forbid the path, optionally from ``min_channels`` on (tests use 1)
-    and with or without the dilated sub-grids."""
-    global ENABLED, MIN_CHANNELS, DILATED
-    previous = ENABLED, MIN_CHANNELS, DILATED
+def winograd(
+    enabled: bool,
+    min_channels: int | None = None,
+    dilated: bool | None = None,
+    variant: Variant | None = None,
+):
+    """Temporarily allow or forbid the path, optionally from ``min_channels`` on (tests use 1),
+    with or without the dilated sub-grids, and with the F2 or F4 variant."""
+    global ENABLED, MIN_CHANNELS, DILATED, VARIANT
+    previous = ENABLED, MIN_CHANNELS, DILATED, VARIANT
     ENABLED = bool(enabled)
     if min_channels is not None:
         MIN_CHANNELS = int(min_channels)
     if dilated is not None:
         DILATED = bool(dilated)
+    if variant is not None:
+        VARIANT = variant
     try:
         yield
     finally:
-        ENABLED, MIN_CHANNELS, DILATED = previous
+        ENABLED, MIN_CHANNELS, DILATED, VARIANT = previous
 
 
 DILATED = True
@@ -139,9 +158,15 @@ which a loaded machine punishes most).
 ``winograd(True, dilated=False)`` restores the other path."""
 
 
-def applies(channels, out_channels, kernel, stride, dilation, groups) -> bool:
-    """True where the numba backend computes the convolution with this file."""
+def applies(channels, out_channels, kernel, stride, dilation, groups, out_size=None) -> bool:
+    """True where the numba backend computes the convolution with this file (with the output
+    size (Ho, Wo) given, only where it has ``MIN_PIXELS_PER_CHANNEL``; each of the d*d
+    sub-grids of a dilated one has 1/d^2 of them)."""
     dh, dw = dilation
+    if out_size is not None:
+        per_channel = out_size[0] * out_size[1] / (dh * dw) / max(channels, out_channels)
+        if per_channel < MIN_PIXELS_PER_CHANNEL:
+            return False
     return (
         ENABLED
         and tuple(kernel) == (3, 3)
@@ -152,119 +177,173 @@ def applies(channels, out_channels, kernel, stride, dilation, groups) -> bool:
     )
 
 
-def _tiles(ho, wo):
-    return (ho + 1) // 2, (wo + 1) // 2
+class Variant(NamedTuple):
+    """One algorithm F(m x m, 3x3): its matrices (B^T: a x a, G: a x 3, A^T: m x a, a = m + 2)
+    and the roundings along one path of its float32 evaluation besides the channel sum."""
+
+    BT: np.ndarray
+    G: np.ndarray
+    AT: np.ndarray
+    roundings: int
+
+    @property
+    def m(self):
+        """Output tile side."""
+        return self.AT.shape[0]
+
+    @property
+    def a(self):
+        """Input tile side; a * a products."""
+        return self.BT.shape[0]
+
+
+F2 = Variant(BT, G, AT, 13)
+"""F(2x2, 3x3): this file's matrices (13 roundings: module docstring)."""
+F4 = Variant(f4.BT, f4.G, f4.AT, f4.ROUNDINGS)
+"""F(4x4, 3x3): ops/conv_winograd_f4.py."""
+
+VARIANT = None
+"""None: each call picks F2 or F4 by ``choose_variant``; F2 or F4 forces one (``winograd(...,
+variant=...)``; tests and benchmarks)."""
+
+F4_MIN_PIXELS_PER_CHANNEL = 48
+"""F4 where the output has at least this many pixels per image per channel (max of C and O),
+else F2. Measured (2 threads, forward + both gradients through F.conv2d, interleaved with
+PyTorch, min of 4-7 runs, ratio to PyTorch F4 / F2 / im2col-row-shift path; pixels per
+channel in brackets): 8x64x128x128 (256) 1.16 / 1.31; 1x128x120x160 (150) 0.86 / 1.10 / 2.21;
+4x32x48x64 (96) 1.93 / 2.45; 1x256x60x80 (19) 1.50 / 1.32 / 2.38; 2x64x30x40 (19) 1.64 /
+1.75 / 1.60; 1x512x60x80 (9.4) 1.62 / 1.36 / 2.26; 2x128x30x40 (9.4) 2.05 / 1.66 / 2.50. F4 loses
+where the transformed filters (36 x C x O) outweigh the tiles that reuse them: they are
+streamed once per chunk, and the filter transform and dw's back-transform cost C x O each."""
+
+MIN_PIXELS_PER_CHANNEL = 4
+"""Below this many output pixels per image per channel the path is not taken (``applies``):
+1x512x30x40 (2.3) F2 2.94, im2col 2.55; 1x512x16x16 (0.5) F2 9.3, F4 16.8, im2col 3.6 (same
+measurement as above)."""
+
+
+def choose_variant(out_size, channels, out_channels):
+    """F4 or F2 for an undilated problem with output (Ho, Wo) (``F4_MIN_PIXELS_PER_CHANNEL``)."""
+    per_channel = out_size[0] * out_size[1] / max(channels, out_channels)
+    return F4 if per_channel >= F4_MIN_PIXELS_PER_CHANNEL else F2
+
+
+def _variant(f, out_size, channels, out_channels):
+    if f is not None:
+        return f
+    return VARIANT if VARIANT is not None else choose_variant(out_size, channels, out_channels)
+
+
+def _tiles(ho, wo, m=2):
+    return -(-ho // m), -(-wo // m)
 
 
 # ------------------------------------------------------------------------------------------------
-# NumPy reference: each transform as a matrix product (the definitions)
+# NumPy reference: each transform as a matrix product (the definitions), for either variant
 # ------------------------------------------------------------------------------------------------
 
 
-def filter_transform_ref(w):
-    """w (O, C, 3, 3) -> U (16, O, C), U[4 xi + nu, o, c] = (G w[o, c] G^T)[xi, nu]."""
-    g = G.astype(w.dtype)
-    u = np.einsum("ai,ocij,bj->aboc", g, w, g)
-    return np.ascontiguousarray(u.reshape(16, *w.shape[:2]))
+def filter_transform_ref(w, f=F2):
+    """w (O, C, 3, 3) -> U (a*a, O, C), U[a xi + nu, o, c] = (G w[o, c] G^T)[xi, nu]."""
+    g = f.G.astype(w.dtype)
+    # optimize: two contractions instead of one loop over all indices (1.6 -> 0.4 ms, 64x64)
+    u = np.einsum("ai,ocij,bj->aboc", g, w, g, optimize=True)
+    return np.ascontiguousarray(u.reshape(f.a * f.a, *w.shape[:2]))
 
 
-def input_tiles_ref(x, padding, tiles):
-    """x (N, C, H, W) -> d (N, C, th, tw, 4, 4): tile (ty, tx) is the padded input at rows
-    2ty .. 2ty+3, columns 2tx .. 2tx+3 (zeros beyond the padded input)."""
-    (ph, pw), (th, tw) = padding, tiles
+def input_tiles_ref(x, padding, tiles, f=F2):
+    """x (N, C, H, W) -> d (N, C, th, tw, a, a): tile (ty, tx) is the padded input at rows
+    m ty .. m ty + a - 1, columns m tx .. m tx + a - 1 (zeros beyond the padded input)."""
+    (ph, pw), (th, tw), m = padding, tiles, f.m
     n, c, h, w = x.shape
-    xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2), x.dtype)
-    rows, cols = min(h, 2 * th + 2 - ph), min(w, 2 * tw + 2 - pw)
+    xp = np.zeros((n, c, m * th + 2, m * tw + 2), x.dtype)
+    rows, cols = min(h, m * th + 2 - ph), min(w, m * tw + 2 - pw)
     xp[:, :, ph : ph + rows, pw : pw + cols] = x[:, :, :rows, :cols]
-    windows = np.lib.stride_tricks.sliding_window_view(xp, (4, 4), axis=(2, 3))
-    return windows[:, :, ::2, ::2]
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (f.a, f.a), axis=(2, 3))
+    return windows[:, :, ::m, ::m]
 
 
-def input_transform_ref(x, padding, tiles):
-    """x -> V (16, C, N*th*tw): V[4 xi + nu, c, p] = (B^T d[c, p] B)[xi, nu]."""
-    d = input_tiles_ref(x, padding, tiles)
-    bt = BT.astype(x.dtype)
+def input_transform_ref(x, padding, tiles, f=F2):
+    """x -> V (a*a, C, N*th*tw): V[a xi + nu, c, p] = (B^T d[c, p] B)[xi, nu]."""
+    d = input_tiles_ref(x, padding, tiles, f)
+    bt = f.BT.astype(x.dtype)
     v = np.einsum("ai,nctsij,bj->abcnts", bt, d, bt)
-    return np.ascontiguousarray(v.reshape(16, x.shape[1], -1))
+    return np.ascontiguousarray(v.reshape(f.a * f.a, x.shape[1], -1))
 
 
-def output_transform_ref(m, n, out_size):
-    """M (16, O, N*th*tw) -> y (N, O, Ho, Wo): the 2x2 tile A^T M[:, o, p] A, cut to the output."""
+def output_transform_ref(m, n, out_size, f=F2):
+    """M (a*a, O, N*th*tw) -> y (N, O, Ho, Wo): the m x m tile A^T M[:, o, p] A, cut to the output."""
     ho, wo = out_size
-    th, tw = _tiles(ho, wo)
-    at = AT.astype(m.dtype)
-    m = m.reshape(4, 4, -1, n, th, tw)
-    y = np.einsum("ia,abonts,jb->notisj", at, m, at).reshape(n, -1, 2 * th, 2 * tw)
+    th, tw = _tiles(ho, wo, f.m)
+    at = f.AT.astype(m.dtype)
+    m = m.reshape(f.a, f.a, -1, n, th, tw)
+    y = np.einsum("ia,abonts,jb->notisj", at, m, at).reshape(n, -1, f.m * th, f.m * tw)
     return np.ascontiguousarray(y[:, :, :ho, :wo])
 
 
-def output_transform_adjoint_ref(dy):
-    """dy (N, O, Ho, Wo) -> Z (16, O, N*th*tw): Z[4 xi + nu, o, p] = (A dY[o, p] A^T)[xi, nu]."""
+def output_transform_adjoint_ref(dy, f=F2):
+    """dy (N, O, Ho, Wo) -> Z (a*a, O, N*th*tw): Z[a xi + nu, o, p] = (A dY[o, p] A^T)[xi, nu]."""
     n, o, ho, wo = dy.shape
-    th, tw = _tiles(ho, wo)
-    padded = np.zeros((n, o, 2 * th, 2 * tw), dy.dtype)
+    th, tw = _tiles(ho, wo, f.m)
+    padded = np.zeros((n, o, f.m * th, f.m * tw), dy.dtype)
     padded[:, :, :ho, :wo] = dy
-    tiles = padded.reshape(n, o, th, 2, tw, 2)
-    at = AT.astype(dy.dtype)
+    tiles = padded.reshape(n, o, th, f.m, tw, f.m)
+    at = f.AT.astype(dy.dtype)
     z = np.einsum("ia,notisj,jb->abonts", at, tiles, at)
-    return np.ascontiguousarray(z.reshape(16, o, -1))
+    return np.ascontiguousarray(z.reshape(f.a * f.a, o, -1))
 
 
-def input_transform_adjoint_ref(q, n, in_size, padding):
-    """Q (16, C, N*th*tw) -> dx (N, C, H, W): B Q[:, c, p] B^T added onto each 4x4 input tile
+def input_transform_adjoint_ref(q, n, in_size, padding, f=F2):
+    """Q (a*a, C, N*th*tw) -> dx (N, C, H, W): B Q[:, c, p] B^T added onto each a x a input tile
     (overlapping tiles add), the padding cut off."""
-    (h, w), (ph, pw) = in_size, padding
-    th, tw = _tiles(h + 2 * ph - 2, w + 2 * pw - 2)
-    bt = BT.astype(q.dtype)
-    tiles = np.einsum("ai,abcnts,bj->nctsij", bt, q.reshape(4, 4, -1, n, th, tw), bt)
-    xp = np.zeros((n, q.shape[1], 2 * th + 2, 2 * tw + 2), q.dtype)
-    for i in range(4):
-        for j in range(4):
-            xp[:, :, i : i + 2 * th : 2, j : j + 2 * tw : 2] += tiles[..., i, j]
-    rows, cols = min(h, 2 * th + 2 - ph), min(w, 2 * tw + 2 - pw)
+    (h, w), (ph, pw), m = in_size, padding, f.m
+    th, tw = _tiles(h + 2 * ph - 2, w + 2 * pw - 2, m)
+    bt = f.BT.astype(q.dtype)
+    tiles = np.einsum("ai,abcnts,bj->nctsij", bt, q.reshape(f.a, f.a, -1, n, th, tw), bt)
+    xp = np.zeros((n, q.shape[1], m * th + 2, m * tw + 2), q.dtype)
+    for i in range(f.a):
+        for j in range(f.a):
+            xp[:, :, i : i + m * th : m, j : j + m * tw : m] += tiles[..., i, j]
+    rows, cols = min(h, m * th + 2 - ph), min(w, m * tw + 2 - pw)
     dx = np.zeros((n, q.shape[1], h, w), q.dtype)
     dx[:, :, :rows, :cols] = xp[:, :, ph : ph + rows, pw : pw + cols]
     return dx
 
 
-def conv2d_ref(x, w, padding, bias=None):
-    """y = conv2d(x, w, padding) (+ bias) by Winograd F(2x2, 3x3), all in NumPy."""
+def conv2d_ref(x, w, padding, bias=None, f=F2):
+    """y = conv2d(x, w, padding) (+ bias) by Winograd F(m x m, 3x3), all in NumPy."""
     n, _, h, wd = x.shape
     out = (h + 2 * padding[0] - 2, wd + 2 * padding[1] - 2)
-    m = filter_transform_ref(w) @ input_transform_ref(x, padding, _tiles(*out))
-    y = output_transform_ref(m, n, out)
+    m = filter_transform_ref(w, f) @ input_transform_ref(x, padding, _tiles(*out, f.m), f)
+    y = output_transform_ref(m, n, out, f)
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
 
-def conv2d_data_grad_ref(dy, w, in_size, padding):
+def conv2d_data_grad_ref(dy, w, in_size, padding, f=F2):
     """dx of conv2d_ref: the adjoint of each stage, in reverse order."""
-    q = filter_transform_ref(w).transpose(0, 2, 1) @ output_transform_adjoint_ref(dy)
-    return input_transform_adjoint_ref(q, dy.shape[0], in_size, padding)
+    q = filter_transform_ref(w, f).transpose(0, 2, 1) @ output_transform_adjoint_ref(dy, f)
+    return input_transform_adjoint_ref(q, dy.shape[0], in_size, padding, f)
 
 
-def conv2d_weight_grad_ref(x, dy, padding):
+def conv2d_weight_grad_ref(x, dy, padding, f=F2):
     """dw (O, C, 3, 3) of conv2d_ref: G^T (sum_p Z V^T) G."""
-    z = output_transform_adjoint_ref(dy)
-    v = input_transform_ref(x, padding, _tiles(*dy.shape[2:]))
-    s = (z @ v.transpose(0, 2, 1)).reshape(4, 4, dy.shape[1], x.shape[1])
-    g = G.astype(x.dtype)
+    z = output_transform_adjoint_ref(dy, f)
+    v = input_transform_ref(x, padding, _tiles(*dy.shape[2:], f.m), f)
+    s = (z @ v.transpose(0, 2, 1)).reshape(f.a, f.a, dy.shape[1], x.shape[1])
+    g = f.G.astype(x.dtype)
     return np.einsum("ai,aboc,bj->ocij", g, s, g)
 
 
-def error_bound(x, w, padding):
-    """Elementwise bound on |y_float32 - y| (module docstring): gamma_{C+13} * T, float64."""
+def error_bound(x, w, padding, f=F2):
+    """Elementwise bound on |y_float32 - y| (module docstring): gamma_{C+roundings} * T, float64."""
     n, c, h, wd = x.shape
     out = (h + 2 * padding[0] - 2, wd + 2 * padding[1] - 2)
     ax, aw = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
-    u = np.einsum("ai,ocij,bj->aboc", np.abs(G), aw, np.abs(G)).reshape(16, *w.shape[:2])
-    d = input_tiles_ref(ax, padding, _tiles(*out))
-    v = np.einsum("ai,nctsij,bj->abcnts", np.abs(BT), d, np.abs(BT)).reshape(16, c, -1)
-    m = u @ v
-    at = np.abs(AT)
-    th, tw = _tiles(*out)
-    t = np.einsum("ia,abonts,jb->notisj", at, m.reshape(4, 4, -1, n, th, tw), at)
-    t = t.reshape(n, -1, 2 * th, 2 * tw)[:, :, : out[0], : out[1]]
-    k = (c + 13) * 2.0**-24
+    absolute = Variant(np.abs(f.BT), np.abs(f.G), np.abs(f.AT), f.roundings)
+    u = filter_transform_ref(aw, absolute)
+    v = input_transform_ref(ax, padding, _tiles(*out, f.m), absolute)
+    t = output_transform_ref(u @ v, n, out, absolute)
+    k = (c + f.roundings) * 2.0**-24
     return k / (1 - k) * t
 
 
@@ -518,134 +597,172 @@ def _chunks(n, th, tw, tile_bytes):
 
 
 class _Buffers:
-    """Two tile buffers in the thread's kept scratch memory (ops/conv_chunks.py), each 16 slices of
-    (rows, B*TR*tw) tiles. The slices are spaced by a whole chunk plus one cache line: spaced by
-    a power of two (2 MB for a 128x128 image of 64 channels) the 16 streams that every transform
-    reads or writes at once fall into the same cache sets, which made the transforms 3x slower."""
+    """Two tile buffers in the thread's kept scratch memory (ops/conv_chunks.py), each K = a*a
+    slices of (rows, B*TR*tw) tiles. The slices are spaced by a whole chunk plus one cache line:
+    spaced by a power of two (2 MB for a 128x128 image of 64 channels) the K streams that every
+    transform reads or writes at once fall into the same cache sets, which made the transforms
+    3x slower."""
 
-    def __init__(self, chunks, tw, rows_a, rows_b, dtype):
-        self.tw, self.dtype = tw, np.dtype(dtype)
+    def __init__(self, k, chunks, tw, rows_a, rows_b, dtype):
+        self.k, self.tw, self.dtype = k, tw, np.dtype(dtype)
         tiles = max(B * TR for _, B, _, TR in chunks) * tw
         pad = 64 // self.dtype.itemsize
         self.slice_a, self.slice_b = rows_a * tiles + pad, rows_b * tiles + pad
-        nbytes = 16 * (self.slice_a + self.slice_b) * self.dtype.itemsize
+        nbytes = k * (self.slice_a + self.slice_b) * self.dtype.itemsize
         memory = conv_chunks.scratch_memory(nbytes)
         self.flat = memory.view(self.dtype)
 
     def get(self, B, TR):
-        """The two buffers, (16, slice) each, for a chunk of B images and TR tile rows."""
-        a = self.flat[: 16 * self.slice_a].reshape(16, self.slice_a)
-        b = self.flat[16 * self.slice_a : 16 * (self.slice_a + self.slice_b)]
-        return a, b.reshape(16, self.slice_b)
+        """The two buffers, (K, slice) each, for a chunk of B images and TR tile rows."""
+        k, sa, sb = self.k, self.slice_a, self.slice_b
+        return self.flat[: k * sa].reshape(k, sa), self.flat[k * sa : k * (sa + sb)].reshape(k, sb)
 
 
 def _gemm_view(buffer, rows, cols):
-    """The (16, rows, cols) operand inside a (16, slice) buffer (each slice contiguous)."""
-    return buffer[:, : rows * cols].reshape(16, rows, cols)
+    """The (K, rows, cols) operand inside a (K, slice) buffer (each slice contiguous)."""
+    return buffer[:, : rows * cols].reshape(buffer.shape[0], rows, cols)
 
 
 def _products(a, b, out):
-    """out[k] = a[k] @ b[k] for the 16 slices (np.matmul on the strided (16, ...) stack itself
-    falls back to NumPy's own loops: 50x slower). The 16 products are shared among Python
-    threads with single-threaded BLAS (ops/blas_threads.py): one join per chunk instead of a
-    thread barrier inside every product, which on a loaded machine (each barrier waits for a
+    """out[k] = a[k] @ b[k] for the K slices (np.matmul on the strided (K, ...) stack itself
+    falls back to NumPy's own loops: 50x slower). The products are shared among Python threads
+    with single-threaded BLAS (ops/blas_threads.py): one join per chunk instead of a thread
+    barrier inside every product, which on a loaded machine (each barrier waits for a
     descheduled thread) made them 3x slower."""
+    k_all = len(out)
 
     def share(i, workers):
-        for k in range(i, 16, workers):
+        for k in range(i, k_all, workers):
             np.matmul(a[k], b[k], out=out[k])
 
     blas_threads.run(share)
 
 
-def _filter_transform(w):
-    return filter_transform_ref(w)  # (16, O, C): small, once per call; NumPy is fast enough
+def _filter_transform(w, f):
+    return filter_transform_ref(w, f)  # (K, O, C): small, once per call; NumPy is fast enough
 
 
-def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1)):
+def _input_transform_adjoint_f2(q, tiles, dx, n0, ty0, ph, pw):
+    for parity in (0, 1):  # tile rows two apart do not overlap: two passes, each race-free
+        _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity)
+
+
+def _kernels(f):
+    """The Numba transforms of variant f (input, output, output adjoint, input adjoint) and
+    whether its products keep channels as rows ((O, P) outputs, F4) or as columns ((P, O), F2;
+    module docstring: OpenBLAS ran (P, C) @ (C, O) faster for F2's 2048-tile chunks, and the
+    two ran alike for F4's 512-tile ones, whose transforms want tiles contiguous)."""
+    if f is F4:
+        return (
+            f4.input_transform, f4.output_transform,
+            f4.output_transform_adjoint, f4.input_transform_adjoint, True,
+        )  # fmt: skip
+    return (
+        _input_transform, _output_transform,
+        _output_transform_adjoint, _input_transform_adjoint_f2, False,
+    )  # fmt: skip
+
+
+def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
     """y (N, O, Ho, Wo) of a 3x3, stride-1 convolution with zero padding ``padding`` = (ph, pw)
-    (dilation (d, d): on the sub-grids, ops/conv_winograd_dilated.py)."""
+    (dilation (d, d): on the sub-grids, ops/conv_winograd_dilated.py), by variant f (None:
+    ``VARIANT`` or ``choose_variant``)."""
     if tuple(dilation) != (1, 1):  # each sub-grid is an undilated problem without padding
         d, (n, _, h, wd) = dilation[0], x.shape
         out_size = (h + 2 * padding[0] - 2 * d, wd + 2 * padding[1] - 2 * d)
         x_sub = dilated.gather_subgrids(x, d, dilated.subgrid_size((h, wd), padding, d), padding)
-        return dilated.scatter_subgrids(conv2d_forward(x_sub, w, (0, 0), bias), d, n, out_size)
+        y_sub = conv2d_forward(x_sub, w, (0, 0), bias, f=f)
+        return dilated.scatter_subgrids(y_sub, d, n, out_size)
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     N, C, H, W = x.shape
     O = w.shape[0]
     ph, pw = padding
     Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
-    th, tw = _tiles(Ho, Wo)
-    ut = np.ascontiguousarray(_filter_transform(w).transpose(0, 2, 1))  # (16, C, O)
+    f = _variant(f, (Ho, Wo), C, O)
+    K = f.a * f.a
+    th, tw = _tiles(Ho, Wo, f.m)
+    ut = np.ascontiguousarray(_filter_transform(w, f).transpose(0, 2, 1))  # (K, C, O)
     y = np.empty((N, O, Ho, Wo), x.dtype)
-    chunks = _chunks(N, th, tw, 16 * (C + O) * x.itemsize)
-    buffers = _Buffers(chunks, tw, C, O, x.dtype)
+    chunks = _chunks(N, th, tw, K * (C + O) * x.itemsize)
+    buffers = _Buffers(K, chunks, tw, C, O, x.dtype)
     b = np.zeros(O, x.dtype) if bias is None else np.ascontiguousarray(bias)
+    input_transform, output_transform, _, _, channel_rows = _kernels(f)
     for n0, B, ty0, TR in chunks:
         v, m = buffers.get(B, TR)
         tiles = (B, TR, tw)
-        _input_transform(x, v, tiles, n0, ty0, ph, pw)
+        input_transform(x, v, tiles, n0, ty0, ph, pw)
         P = B * TR * tw
-        _products(
-            _gemm_view(v, C, P).transpose(0, 2, 1), ut, _gemm_view(m, P, O)
-        )  # (P, C) @ (C, O)
-        _output_transform(m, tiles, y, b, n0, ty0)
+        if channel_rows:  # (O, C) @ (C, P)
+            _products(ut.transpose(0, 2, 1), _gemm_view(v, C, P), _gemm_view(m, O, P))
+        else:  # (P, C) @ (C, O)
+            _products(_gemm_view(v, C, P).transpose(0, 2, 1), ut, _gemm_view(m, P, O))
+        output_transform(m, tiles, y, b, n0, ty0)
     return y
 
 
-def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1)):
+def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
     """dx (N, C, H, W) of ``conv2d_forward`` from dy (N, O, Ho, Wo)."""
     if tuple(dilation) != (1, 1):  # the adjoint of the sub-grid rearrangement above
         d = dilation[0]
         hs, ws = dilated.subgrid_size(in_size, padding, d)
         dy_sub = dilated.gather_subgrids(dy, d, (hs - 2, ws - 2))
-        dx_sub = conv2d_data_grad(dy_sub, w, (hs, ws), (0, 0))
+        dx_sub = conv2d_data_grad(dy_sub, w, (hs, ws), (0, 0), f=f)
         return dilated.scatter_subgrids(dx_sub, d, dy.shape[0], in_size, padding)
     dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
     N, O, Ho, Wo = dy.shape
-    C = w.shape[1]
-    th, tw = _tiles(Ho, Wo)
-    u = _filter_transform(w)  # (16, O, C)
-    dx = np.zeros((N, C) + tuple(in_size), dy.dtype)
-    chunks = _chunks(N, th, tw, 16 * (C + O) * dy.itemsize)
-    buffers = _Buffers(chunks, tw, O, C, dy.dtype)
+    f = _variant(f, (Ho, Wo), w.shape[1], O)
+    C, K = w.shape[1], f.a * f.a
+    th, tw = _tiles(Ho, Wo, f.m)
+    u = _filter_transform(w, f)  # (K, O, C)
+    # F4 stores every pixel of dx once (band by band, in order); F2 adds tiles onto zeros
+    dx = (np.empty if f is F4 else np.zeros)((N, C) + tuple(in_size), dy.dtype)
+    chunks = _chunks(N, th, tw, K * (C + O) * dy.itemsize)
+    buffers = _Buffers(K, chunks, tw, O, C, dy.dtype)
+    _, _, output_transform_adjoint, input_transform_adjoint, channel_rows = _kernels(f)
+    ut = np.ascontiguousarray(u.transpose(0, 2, 1)) if channel_rows else u
     for n0, B, ty0, TR in chunks:
         z, q = buffers.get(B, TR)
         tiles = (B, TR, tw)
-        _output_transform_adjoint(dy, z, tiles, n0, ty0)
+        output_transform_adjoint(dy, z, tiles, n0, ty0)
         P = B * TR * tw
-        _products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(q, P, C))  # (P, O) @ (O, C)
-        for parity in (0, 1):
-            _input_transform_adjoint(q, tiles, dx, n0, ty0, *padding, parity)
+        if channel_rows:  # (C, O) @ (O, P)
+            _products(ut, _gemm_view(z, O, P), _gemm_view(q, C, P))
+        else:  # (P, O) @ (O, C)
+            _products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(q, P, C))
+        input_transform_adjoint(q, tiles, dx, n0, ty0, *padding)
     return dx
 
 
-def conv2d_weight_grad(x, dy, padding, dilation=(1, 1)):
+def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
     """dw (O, C, 3, 3) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
     if tuple(dilation) != (1, 1):
         d = dilation[0]
         hs, ws = dilated.subgrid_size(x.shape[2:], padding, d)
         x_sub = dilated.gather_subgrids(x, d, (hs, ws), padding)
         dy_sub = dilated.gather_subgrids(dy, d, (hs - 2, ws - 2))
-        return conv2d_weight_grad(x_sub, dy_sub, (0, 0))
+        return conv2d_weight_grad(x_sub, dy_sub, (0, 0), f=f)
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     N, C = x.shape[:2]
     O, Ho, Wo = dy.shape[1:]
-    th, tw = _tiles(Ho, Wo)
-    chunks = _chunks(N, th, tw, 16 * (C + O) * x.itemsize)
-    buffers = _Buffers(chunks, tw, C, O, x.dtype)
-    # Accumulated transposed, S^T = sum V @ Z^T (16, C, O), as ops/conv_engine.py does for its dw.
-    s_t = np.zeros((16, C, O), x.dtype)
+    f = _variant(f, (Ho, Wo), C, O)
+    K = f.a * f.a
+    th, tw = _tiles(Ho, Wo, f.m)
+    chunks = _chunks(N, th, tw, K * (C + O) * x.itemsize)
+    buffers = _Buffers(K, chunks, tw, C, O, x.dtype)
+    input_transform, _, output_transform_adjoint, _, _ = _kernels(f)
+    # Accumulated transposed, S^T = sum V @ Z^T (K, C, O), as ops/conv_engine.py does for its dw.
+    s_t = np.zeros((K, C, O), x.dtype)
     part = np.empty_like(s_t)
     for n0, B, ty0, TR in chunks:
         v, z = buffers.get(B, TR)
         tiles = (B, TR, tw)
-        _input_transform(x, v, tiles, n0, ty0, *padding)
-        _output_transform_adjoint(dy, z, tiles, n0, ty0)
+        input_transform(x, v, tiles, n0, ty0, *padding)
+        output_transform_adjoint(dy, z, tiles, n0, ty0)
         P = B * TR * tw
         _products(
             _gemm_view(v, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part
         )  # (C, P) @ (P, O)
         s_t += part
-    g = G.astype(x.dtype)
-    return np.einsum("ai,abco,bj->ocij", g, s_t.reshape(4, 4, C, O), g)
+    g = f.G.astype(x.dtype)
+    # optimize: two contractions instead of one loop over all indices (4.5 -> 0.1 ms, F4 64x64)
+    return np.einsum("ai,abco,bj->ocij", g, s_t.reshape(f.a, f.a, C, O), g, optimize=True)

@@ -1,0 +1,358 @@
+"""Winograd F(4x4, 3x3): the Numba transforms of the larger tile (ops/conv_winograd.py drives them).
+
+Same algorithm as F(2x2, 3x3) in ops/conv_winograd.py, with output tiles of 4x4 pixels read
+from 6x6 input tiles (Lavin & Gray, 2016):
+
+    B^T = [[4,  0, -5,  0, 1, 0],    G = [[ 1/4,     0,    0],    A^T = [[1, 1,  1, 1,  1, 0],
+           [0, -4, -4,  1, 1, 0],         [-1/6,  -1/6, -1/6],           [0, 1, -1, 2, -2, 0],
+           [0,  4, -4, -1, 1, 0],         [-1/6,   1/6, -1/6],           [0, 1,  1, 4,  4, 0],
+           [0, -2, -1,  2, 1, 0],         [1/24,  1/12,  1/6],           [0, 1, -1, 8, -8, 1]]
+           [0,  2, -1, -2, 1, 0],         [1/24, -1/12,  1/6],
+           [0,  4,  0, -5, 0, 1]]         [   0,     0,    1]]
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A          (36 multiplications for 16 outputs)
+
+What the larger tile buys, per output pixel and (input, output) channel pair: 36/16 = 2.25
+multiplications against F(2x2)'s 16/4 = 4 and the direct convolution's 9, and transformed
+tiles 36/16 = 2.25x the input's size against F(2x2)'s 16/4 = 4x, so the transforms, which
+only move data, move 44% fewer bytes. What it costs: the transforms' entries reach 8 and
+1/24, so the float32 error grows (``conv_winograd.error_bound`` states it for both tiles; the
+tests check it), and each tile needs about 3x the additions (still far below the products).
+
+Each 2-D transform is two passes of a 1-D one, over the rows and then the columns of the tile
+(M B = (B^T M^T)^T): ``_bt`` is one B^T product, ``_b`` its transpose (for the data gradient),
+``_at`` one A^T product, ``_a`` its transpose. The NumPy definitions of the four 2-D transforms
+are ``conv_winograd``'s reference functions called with ``conv_winograd.F4``; the buffers, the
+36 products and the chunks are the drivers', shared with F(2x2). Layout of the transformed
+tiles: 36 slices k = 6 xi + nu, each a (channels, tiles) or (tiles, channels) matrix as in
+ops/conv_winograd.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+BT = np.array(
+    [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ],
+    np.float64,
+)
+G = np.array(
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ],
+    np.float64,
+)
+AT = np.array(
+    [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+    np.float64,
+)
+
+ROUNDINGS = 24
+"""Roundings along one path besides the channel sum (for ``conv_winograd.error_bound``): input
+transform 2 x 4 (a row of B^T has at most 4 non-zeros: 3 additions, and the product by 5 is not
+exact), filter transform 2 x 4 (1/6, 1/12, 1/24 rounded, one product, 2 additions), output
+transform 2 x 4 (4 additions; 2, 4 and 8 are exact)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# The 1-D transforms (inlined into every kernel)
+# ------------------------------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _bt(d0, d1, d2, d3, d4, d5):
+    """B^T d: the input transform of 6 values."""
+    return (
+        4 * d0 - 5 * d2 + d4,
+        d3 + d4 - 4 * (d1 + d2),
+        d4 - d3 + 4 * (d1 - d2),
+        d4 - d2 + 2 * (d3 - d1),
+        d4 - d2 + 2 * (d1 - d3),
+        4 * d1 - 5 * d3 + d5,
+    )
+
+
+@njit(inline="always", cache=True)
+def _b(q0, q1, q2, q3, q4, q5):
+    """B q: the transpose of ``_bt`` (the data gradient's input transform adjoint)."""
+    return (
+        4 * q0,
+        4 * (q2 - q1) + 2 * (q4 - q3) + 4 * q5,
+        -5 * q0 - 4 * (q1 + q2) - q3 - q4,
+        q1 - q2 + 2 * (q3 - q4) - 5 * q5,
+        q0 + q1 + q2 + q3 + q4,
+        q5,
+    )
+
+
+@njit(inline="always", cache=True)
+def _at(m0, m1, m2, m3, m4, m5):
+    """A^T m: the output transform of 6 values (4 outputs)."""
+    p, q = m1 + m2, m1 - m2
+    r, s = m3 + m4, m3 - m4
+    return m0 + p + r, q + 2 * s, p + 4 * r, q + 8 * s + m5
+
+
+@njit(inline="always", cache=True)
+def _a(a0, a1, a2, a3):
+    """A a: the transpose of ``_at`` (the output gradient's transform, 4 values -> 6)."""
+    even, odd = a0 + a2, a1 + a3
+    even4, odd2 = a0 + 4 * a2, 2 * a1 + 8 * a3
+    return a0, even + odd, even - odd, even4 + odd2, even4 - odd2, a3
+
+
+# ------------------------------------------------------------------------------------------------
+# The four 2-D transforms, with ops/conv_winograd.py's signatures and layouts
+# ------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _padded_row(x, base, iy, h, w, pw, row):
+    """row[k] = x[iy, k - pw] (0 outside the image), for k < len(row)."""
+    n_cols = row.shape[0]
+    if iy < 0 or iy >= h:
+        row[:] = 0
+        return
+    lo = min(pw, n_cols)
+    hi = max(lo, min(n_cols, w + pw))
+    row[:lo] = 0
+    src = base + iy * w - pw
+    for k in range(lo, hi):
+        row[k] = x[src + k]
+    row[hi:] = 0
+
+
+@njit(parallel=True, cache=True)
+def input_transform(x, v, tiles, n0, ty0, ph, pw):
+    """x (N, C, H, W) -> v[k, c, p] = (B^T d B)[k // 6, k % 6] for every tile p of the chunk
+    (one (image, channel) plane per iteration, tiles contiguous).
+
+    Columns first, over the whole row of tiles: u = B^T d combines the 6 input rows pixel by
+    pixel (contiguous, vectorised), then each tile's 6 columns of u give its 6 values of u B,
+    stored contiguously along the tiles. Per tile (B^T d) B, the other order, ran 2x slower."""
+    _, C, H, W = x.shape
+    B, TR, tw = tiles
+    xf, vf = x.reshape(-1), v.reshape(-1)
+    stride, P = v.shape[1], B * TR * tw
+    wp = 4 * tw + 2
+    for job in prange(C * B):
+        c, b = job // B, job % B
+        base = ((n0 + b) * C + c) * H * W
+        d = np.empty((6, wp), x.dtype)  # the tile row's 6 padded input rows
+        u = np.empty((6, wp), x.dtype)  # u = B^T d
+        for r in range(TR):
+            for i in range(6):
+                _padded_row(xf, base, 4 * (ty0 + r) - ph + i, H, W, pw, d[i])
+            d0, d1, d2, d3, d4, d5 = d[0], d[1], d[2], d[3], d[4], d[5]
+            u0, u1, u2, u3, u4, u5 = u[0], u[1], u[2], u[3], u[4], u[5]
+            for col in range(wp):
+                u0[col], u1[col], u2[col], u3[col], u4[col], u5[col] = _bt(
+                    d0[col], d1[col], d2[col], d3[col], d4[col], d5[col]
+                )
+            out = c * P + (b * TR + r) * tw
+            for xi in range(6):
+                row = u[xi]
+                at = 6 * xi * stride + out
+                v0, v1, v2 = (
+                    vf[at : at + tw],
+                    vf[at + stride : at + stride + tw],
+                    vf[at + 2 * stride : at + 2 * stride + tw],
+                )
+                at += 3 * stride
+                v3, v4, v5 = (
+                    vf[at : at + tw],
+                    vf[at + stride : at + stride + tw],
+                    vf[at + 2 * stride : at + 2 * stride + tw],
+                )
+                for tx in range(tw):
+                    j = 4 * tx
+                    v0[tx], v1[tx], v2[tx], v3[tx], v4[tx], v5[tx] = _bt(
+                        row[j], row[j + 1], row[j + 2], row[j + 3], row[j + 4], row[j + 5]
+                    )
+
+
+@njit(parallel=True, cache=True)
+def output_transform(m, tiles, y, bias, n0, ty0):
+    """m[k, o, p] -> y (N, O, Ho, Wo): the 4x4 tiles A^T M A + bias (O,), cut to the output
+    (one (image, channel) plane per iteration). Columns first, as ``input_transform``: s = A^T M
+    combines the 6 slices of each column of M, contiguous along the tiles, then each tile's row
+    of s gives its 4 output pixels."""
+    _, O, Ho, Wo = y.shape
+    B, TR, tw = tiles
+    mf, yf = m.reshape(-1), y.reshape(-1)
+    stride, P = m.shape[1], B * TR * tw
+    for job in prange(O * B):
+        o, b = job // B, job % B
+        s = np.empty((4, 6, tw), y.dtype)  # s[i, nu, tx] = (A^T M)[i, nu] of tile tx
+        row = np.empty(4 * tw, y.dtype)
+        add = bias[o]
+        for r in range(TR):
+            out = o * P + (b * TR + r) * tw
+            for nu in range(6):
+                at = nu * stride + out
+                m0, m1, m2 = (
+                    mf[at : at + tw],
+                    mf[at + 6 * stride : at + 6 * stride + tw],
+                    mf[at + 12 * stride : at + 12 * stride + tw],
+                )
+                at += 18 * stride
+                m3, m4, m5 = (
+                    mf[at : at + tw],
+                    mf[at + 6 * stride : at + 6 * stride + tw],
+                    mf[at + 12 * stride : at + 12 * stride + tw],
+                )
+                s0, s1, s2, s3 = s[0, nu], s[1, nu], s[2, nu], s[3, nu]
+                for tx in range(tw):
+                    s0[tx], s1[tx], s2[tx], s3[tx] = _at(
+                        m0[tx], m1[tx], m2[tx], m3[tx], m4[tx], m5[tx]
+                    )
+            oy = 4 * (ty0 + r)
+            for i in range(min(4, Ho - oy)):
+                a0, a1, a2, a3, a4, a5 = s[i, 0], s[i, 1], s[i, 2], s[i, 3], s[i, 4], s[i, 5]
+                for tx in range(tw):
+                    j = 4 * tx
+                    row[j], row[j + 1], row[j + 2], row[j + 3] = _at(
+                        a0[tx], a1[tx], a2[tx], a3[tx], a4[tx], a5[tx]
+                    )
+                dst = (((n0 + b) * O + o) * Ho + oy + i) * Wo
+                for col in range(Wo):
+                    yf[dst + col] = row[col] + add
+
+
+@njit(parallel=True, cache=True)
+def output_transform_adjoint(dy, z, tiles, n0, ty0):
+    """dy (N, O, Ho, Wo) -> z[k, o, p] = (A dY A^T)[k // 6, k % 6] (dY read as 0 beyond the
+    output; one (image, channel) plane per iteration). Columns first: u = A dY from the 4
+    output-gradient rows pixel by pixel, then each tile's 4 columns of u give its 6 values of
+    u A^T, stored contiguously along the tiles."""
+    _, O, Ho, Wo = dy.shape
+    B, TR, tw = tiles
+    df, zf = dy.reshape(-1), z.reshape(-1)
+    stride, P = z.shape[1], B * TR * tw
+    wt = 4 * tw
+    for job in prange(O * B):
+        o, b = job // B, job % B
+        a = np.zeros((4, wt), dy.dtype)  # the tile row's 4 output-gradient rows, 0-extended
+        u = np.empty((6, wt), dy.dtype)  # u = A dY
+        for r in range(TR):
+            oy = 4 * (ty0 + r)
+            for i in range(4):
+                if oy + i < Ho:
+                    row0 = (((n0 + b) * O + o) * Ho + oy + i) * Wo
+                    a[i, :Wo] = df[row0 : row0 + Wo]
+                else:
+                    a[i, :] = 0
+            a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
+            u0, u1, u2, u3, u4, u5 = u[0], u[1], u[2], u[3], u[4], u[5]
+            for col in range(wt):
+                u0[col], u1[col], u2[col], u3[col], u4[col], u5[col] = _a(
+                    a0[col], a1[col], a2[col], a3[col]
+                )
+            out = o * P + (b * TR + r) * tw
+            for xi in range(6):
+                row = u[xi]
+                at = 6 * xi * stride + out
+                z0, z1, z2 = (
+                    zf[at : at + tw],
+                    zf[at + stride : at + stride + tw],
+                    zf[at + 2 * stride : at + 2 * stride + tw],
+                )
+                at += 3 * stride
+                z3, z4, z5 = (
+                    zf[at : at + tw],
+                    zf[at + stride : at + stride + tw],
+                    zf[at + 2 * stride : at + 2 * stride + tw],
+                )
+                for tx in range(tw):
+                    j = 4 * tx
+                    z0[tx], z1[tx], z2[tx], z3[tx], z4[tx], z5[tx] = _a(
+                        row[j], row[j + 1], row[j + 2], row[j + 3]
+                    )
+
+
+@njit(parallel=True, cache=True)
+def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw):
+    """q[k, c, p] -> dx (N, C, H, W): the sum of B Q B^T over the 6x6 tiles (padding dropped);
+    one (image, channel) plane per iteration, its tile rows in order.
+
+    Rows first: each tile's rows Q[xi] give B Q[xi], added onto a row of the whole tile row
+    (neighbouring tiles overlap by 2 columns); then B combines those 6 rows pixel by pixel
+    into the tile row's 6 rows of dx (contiguous, vectorised). Tile rows overlap by 2 rows:
+    the last 2 rows are carried into the next tile row, so each row of dx is stored once
+    (``=``: dx need not be zeroed first) -- except the first 2 rows of a band that starts
+    below the image's first tile row (ty0 > 0), which the previous band stored: added."""
+    _, C, H, W = dx.shape
+    B, TR, tw = tiles
+    qf, xf = q.reshape(-1), dx.reshape(-1)
+    stride, P = q.shape[1], B * TR * tw
+    wp = 4 * tw + 2
+    lo = min(pw, wp)
+    hi = max(lo, min(wp, W + pw))
+    for job in prange(C * B):
+        c, b = job // B, job % B
+        base = ((n0 + b) * C + c) * H * W
+        e = np.empty((6, wp), dx.dtype)  # e[xi] = the tiles' (Q B^T)[xi], overlapping ones added
+        g = np.empty((6, wp), dx.dtype)  # g = B e: the tile row's 6 rows of dx (padded)
+        carry = np.zeros((2, wp), dx.dtype)  # rows 4, 5 of the previous tile row
+        for r in range(TR):
+            out = c * P + (b * TR + r) * tw
+            for xi in range(6):
+                at = 6 * xi * stride + out
+                q0, q1, q2 = (
+                    qf[at : at + tw],
+                    qf[at + stride : at + stride + tw],
+                    qf[at + 2 * stride : at + 2 * stride + tw],
+                )
+                at += 3 * stride
+                q3, q4, q5 = (
+                    qf[at : at + tw],
+                    qf[at + stride : at + stride + tw],
+                    qf[at + 2 * stride : at + 2 * stride + tw],
+                )
+                row = e[xi]
+                row[:] = 0
+                for tx in range(tw):
+                    j = 4 * tx
+                    d0, d1, d2, d3, d4, d5 = _b(q0[tx], q1[tx], q2[tx], q3[tx], q4[tx], q5[tx])
+                    row[j] += d0
+                    row[j + 1] += d1
+                    row[j + 2] += d2
+                    row[j + 3] += d3
+                    row[j + 4] += d4
+                    row[j + 5] += d5
+            e0, e1, e2, e3, e4, e5 = e[0], e[1], e[2], e[3], e[4], e[5]
+            g0, g1, g2, g3, g4, g5 = g[0], g[1], g[2], g[3], g[4], g[5]
+            c0, c1 = carry[0], carry[1]
+            for col in range(lo, hi):
+                g0[col], g1[col], g2[col], g3[col], g4[col], g5[col] = _b(
+                    e0[col], e1[col], e2[col], e3[col], e4[col], e5[col]
+                )
+                g0[col] += c0[col]
+                g1[col] += c1[col]
+            last = r == TR - 1
+            for i in range(6 if last else 4):  # rows 4, 5 of a last tile row: nobody adds more here
+                iy = 4 * (ty0 + r) - ph + i
+                if 0 <= iy < H:
+                    dst = base + iy * W - pw
+                    gi = g[i]
+                    if r == 0 and ty0 > 0 and i < 2:
+                        for col in range(lo, hi):
+                            xf[dst + col] += gi[col]
+                    else:
+                        for col in range(lo, hi):
+                            xf[dst + col] = gi[col]
+            c0[:] = g4
+            c1[:] = g5
