@@ -97,6 +97,9 @@ def test_reference_and_kernels_equal_direct_convolution_in_float64(problem):
                 cw.conv2d_data_grad(dy, w, size, padding, f=f),
                 cw.conv2d_weight_grad(x, dy, padding, f=f),
             )),
+            ("numba, both gradients in one pass", (
+                cw.conv2d_forward(x, w, padding, bias, f=f), *cw.conv2d_grads(x, dy, w, padding, f=f),
+            )),
         ):  # fmt: skip
             for what, a, b in zip(("y", "dx", "dw"), got, want):
                 msg = f"F{f.m} {name} {what}"
@@ -247,7 +250,9 @@ def test_dilated_subgrids_equal_direct_dilated_convolution(problem):
         (cw.conv2d_weight_grad(x, dy, padding, (d, d)),
          conv._weight_grad_by_images(x, dy, (3, 3), *geometry)),
     ]  # fmt: skip
-    for what, (got, want) in zip(("y", "dx", "dw"), pairs):
+    both = cw.conv2d_grads(x, dy, w, padding, (d, d))
+    pairs += [(both[0], pairs[1][1]), (both[1], pairs[2][1])]
+    for what, (got, want) in zip(("y", "dx", "dw", "dx (one pass)", "dw (one pass)"), pairs):
         assert got.shape == want.shape, what
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=what)
 

@@ -93,7 +93,8 @@ from minisegnet.ops.geometry import conv_output_size, conv_output_size_2d
 
 __all__ = [
     "Conv2d", "conv_output_size", "im2col_ref", "col2im_ref", "im2col_numba", "col2im_numba",
-    "conv2d_gemm", "conv2d_data_grad", "conv2d_weight_grad", "bias_grad", "CUDA_IMPLICIT_GEMM",
+    "conv2d_gemm", "conv2d_data_grad", "conv2d_weight_grad", "conv2d_grads", "bias_grad",
+    "CUDA_IMPLICIT_GEMM",
     "cuda_implicit_gemm", "GPU_CHUNK_BYTES",
 ]  # fmt: skip
 
@@ -320,6 +321,14 @@ def _weight_grad_cuda(x, dy, kernel, stride, padding, dilation, groups):
     return ig.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups)
 
 
+def _grads_one_by_one(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw):
+    """Both gradients by the two functions below (each dispatched by backend)."""
+    geometry = (stride, padding, dilation, groups)
+    dx = conv2d_data_grad(dy, w, x.shape[2:], *geometry) if need_dx else None
+    dw = conv2d_weight_grad(x, dy, w.shape[2:], *geometry) if need_dw else None
+    return dx, dw
+
+
 # ------------------------------------------------------------------------------------------------
 # The kernel table and the three products
 # ------------------------------------------------------------------------------------------------
@@ -344,6 +353,10 @@ _KERNELS = {
     "conv2d_weight_grad": {
         "numpy": _weight_grad_by_images, "numba": conv_engine.conv2d_weight_grad,
         "cuda": _weight_grad_cuda,
+    },
+    "conv2d_grads": {  # both gradients; numba shares work between them (Winograd)
+        "numpy": _grads_one_by_one, "numba": conv_engine.conv2d_grads,
+        "cuda": _grads_one_by_one,
     },
 }  # fmt: skip
 
@@ -374,6 +387,14 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
         shape = (dy.shape[1], x.shape[1] // groups) + tuple(kernel)
         return array_module(x).zeros(shape, x.dtype)
     return _impl("conv2d_weight_grad")(x, dy, kernel, stride, padding, dilation, groups)
+
+
+def conv2d_grads(dy, x, w, stride, padding, dilation, groups, need_dx=True, need_dw=True):
+    """(dx or None, dw or None): ``conv2d_data_grad`` and ``conv2d_weight_grad`` of the same
+    convolution, computed together where the backend shares work between them."""
+    if x.shape[0] == 0:  # an empty batch: the one-by-one functions know what to return
+        return _grads_one_by_one(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw)
+    return _impl("conv2d_grads")(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -411,9 +432,5 @@ class Conv2d(Function):
         s = self.saved
         dy = array_module(dy).ascontiguousarray(dy)
         geometry = (s.stride, s.padding, s.dilation, s.groups)
-        dx = dw = None
-        if self.needs_grad[0]:
-            dx = conv2d_data_grad(dy, s.w, s.x.shape[2:], *geometry)
-        if self.needs_grad[1]:
-            dw = conv2d_weight_grad(s.x, dy, s.w.shape[2:], *geometry)
+        dx, dw = conv2d_grads(dy, s.x, s.w, *geometry, self.needs_grad[0], self.needs_grad[1])
         return with_bias_grad(self, dy, dx, dw)

@@ -121,6 +121,22 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
     return _weight_grad_by_bands(x, dy, kernel, stride, padding, dilation, groups)
 
 
+def conv2d_grads(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw):
+    """(dx or None, dw or None). Both at once through ``conv_winograd.conv2d_grads`` where the
+    Winograd path applies (the output gradient is transformed once for both), else one by one."""
+    kernel = w.shape[2:]
+    if need_dx and need_dw:
+        if conv_winograd.applies(
+            x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:]
+        ):
+            return conv_winograd.conv2d_grads(x, dy, w, padding, dilation)
+    dx = (
+        conv2d_data_grad(dy, w, x.shape[2:], stride, padding, dilation, groups) if need_dx else None
+    )
+    dw = conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups) if need_dw else None
+    return dx, dw
+
+
 # ------------------------------------------------------------------------------------------------
 # The band engine
 # ------------------------------------------------------------------------------------------------

@@ -288,25 +288,27 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw):
     """q[k, c, p] -> dx (N, C, H, W): the sum of B Q B^T over the 6x6 tiles (padding dropped);
     one (image, channel) plane per iteration, its tile rows in order.
 
-    Rows first: each tile's rows Q[xi] give B Q[xi], added onto a row of the whole tile row
-    (neighbouring tiles overlap by 2 columns); then B combines those 6 rows pixel by pixel
-    into the tile row's 6 rows of dx (contiguous, vectorised). Tile rows overlap by 2 rows:
-    the last 2 rows are carried into the next tile row, so each row of dx is stored once
+    Rows first: each tile's rows Q[xi] give B Q[xi] (6 columns), and the tiles of a tile row
+    overlap by 2 columns, so columns 4 and 5 of tile t are added onto columns 0 and 1 of tile
+    t + 1. The row is kept by phase, e[xi, s, t] = column 4t + s, so that every loop reads and
+    writes contiguously (stored interleaved, 4t + s, the same loop ran 1.6x slower); then B
+    combines the 6 rows pixel by pixel into the tile row's 6 rows of dx. Tile rows overlap by
+    2 rows: the last 2 are carried into the next tile row, so each row of dx is stored once
     (``=``: dx need not be zeroed first) -- except the first 2 rows of a band that starts
     below the image's first tile row (ty0 > 0), which the previous band stored: added."""
     _, C, H, W = dx.shape
     B, TR, tw = tiles
     qf, xf = q.reshape(-1), dx.reshape(-1)
     stride, P = q.shape[1], B * TR * tw
-    wp = 4 * tw + 2
-    lo = min(pw, wp)
-    hi = max(lo, min(wp, W + pw))
+    nt = tw + 1
     for job in prange(C * B):
         c, b = job // B, job % B
         base = ((n0 + b) * C + c) * H * W
-        e = np.empty((6, wp), dx.dtype)  # e[xi] = the tiles' (Q B^T)[xi], overlapping ones added
-        g = np.empty((6, wp), dx.dtype)  # g = B e: the tile row's 6 rows of dx (padded)
-        carry = np.zeros((2, wp), dx.dtype)  # rows 4, 5 of the previous tile row
+        e = np.zeros((6, 4, nt), dx.dtype)  # e[xi, s, t]: column 4t + s of (Q B^T)[xi], summed
+        g = np.empty((6, 4, nt), dx.dtype)  # g = B e
+        carry = np.zeros((2, 4, nt), dx.dtype)  # rows 4, 5 of the previous tile row
+        t4 = np.zeros(nt, dx.dtype)  # columns 4, 5 of tile t - 1, at t
+        t5 = np.zeros(nt, dx.dtype)
         for r in range(TR):
             out = c * P + (b * TR + r) * tw
             for xi in range(6):
@@ -322,37 +324,43 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw):
                     qf[at + stride : at + stride + tw],
                     qf[at + 2 * stride : at + 2 * stride + tw],
                 )
-                row = e[xi]
-                row[:] = 0
+                e0, e1, e2, e3 = e[xi, 0], e[xi, 1], e[xi, 2], e[xi, 3]
                 for tx in range(tw):
-                    j = 4 * tx
-                    d0, d1, d2, d3, d4, d5 = _b(q0[tx], q1[tx], q2[tx], q3[tx], q4[tx], q5[tx])
-                    row[j] += d0
-                    row[j + 1] += d1
-                    row[j + 2] += d2
-                    row[j + 3] += d3
-                    row[j + 4] += d4
-                    row[j + 5] += d5
-            e0, e1, e2, e3, e4, e5 = e[0], e[1], e[2], e[3], e[4], e[5]
-            g0, g1, g2, g3, g4, g5 = g[0], g[1], g[2], g[3], g[4], g[5]
-            c0, c1 = carry[0], carry[1]
-            for col in range(lo, hi):
-                g0[col], g1[col], g2[col], g3[col], g4[col], g5[col] = _b(
-                    e0[col], e1[col], e2[col], e3[col], e4[col], e5[col]
-                )
-                g0[col] += c0[col]
-                g1[col] += c1[col]
+                    e0[tx], e1[tx], e2[tx], e3[tx], t4[tx + 1], t5[tx + 1] = _b(
+                        q0[tx], q1[tx], q2[tx], q3[tx], q4[tx], q5[tx]
+                    )
+                e0[tw] = 0
+                e1[tw] = 0
+                e2[tw] = 0
+                e3[tw] = 0
+                for t in range(nt):  # columns 4 and 5 of tile t - 1 are columns 0 and 1 of tile t
+                    e0[t] += t4[t]
+                    e1[t] += t5[t]
+            for s in range(4):
+                e0, e1, e2, e3, e4, e5 = e[0, s], e[1, s], e[2, s], e[3, s], e[4, s], e[5, s]
+                g0, g1, g2, g3, g4, g5 = g[0, s], g[1, s], g[2, s], g[3, s], g[4, s], g[5, s]
+                c0, c1 = carry[0, s], carry[1, s]
+                for t in range(nt):
+                    g0[t], g1[t], g2[t], g3[t], g4[t], g5[t] = _b(
+                        e0[t], e1[t], e2[t], e3[t], e4[t], e5[t]
+                    )
+                    g0[t] += c0[t]
+                    g1[t] += c1[t]
             last = r == TR - 1
-            for i in range(6 if last else 4):  # rows 4, 5 of a last tile row: nobody adds more here
+            for i in range(6 if last else 4):
                 iy = 4 * (ty0 + r) - ph + i
                 if 0 <= iy < H:
-                    dst = base + iy * W - pw
-                    gi = g[i]
-                    if r == 0 and ty0 > 0 and i < 2:
-                        for col in range(lo, hi):
-                            xf[dst + col] += gi[col]
-                    else:
-                        for col in range(lo, hi):
-                            xf[dst + col] = gi[col]
-            c0[:] = g4
-            c1[:] = g5
+                    dst = base + iy * W
+                    add = r == 0 and ty0 > 0 and i < 2
+                    for s in range(4):
+                        gi = g[i, s]
+                        t_lo = max(0, (pw - s + 3) // 4)  # first t with 4t + s - pw >= 0
+                        t_hi = min(nt, (W + pw - s + 3) // 4)  # past the last with 4t + s - pw < W
+                        if add:
+                            for t in range(t_lo, t_hi):
+                                xf[dst + 4 * t + s - pw] += gi[t]
+                        else:
+                            for t in range(t_lo, t_hi):
+                                xf[dst + 4 * t + s - pw] = gi[t]
+            carry[0] = g[4]
+            carry[1] = g[5]
