@@ -190,7 +190,7 @@ def test_gradients_through_conv2d_by_finite_differences(f):
     x = ms.tensor(rng.normal(size=(2, 3, 5, 6)), requires_grad=True, dtype=np.float64)
     w = ms.tensor(rng.normal(size=(4, 3, 3, 3)), requires_grad=True, dtype=np.float64)
     b = ms.tensor(rng.normal(size=4), requires_grad=True, dtype=np.float64)
-    with ms.backend.use("numba"), cw.winograd(True, min_channels=1, variant=f):
+    with ms.backend.use("numba"), cw.winograd(True, min_channels=1, variant=f, any_size=True):
         gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=1), [x, w, b])
 
 
@@ -214,7 +214,7 @@ def test_conv2d_dispatch_and_fallback(monkeypatch, geometry, taken):
     groups = geometry.get("groups", 1)
     x = rng.normal(size=(2, 4, 13, 12)).astype(np.float32)
     w = rng.normal(size=(6, 4 // groups, 3, 3)).astype(np.float32)
-    with ms.backend.use("numba"), cw.winograd(True, min_channels=1, dilated=True):
+    with ms.backend.use("numba"), cw.winograd(True, min_channels=1, dilated=True, any_size=True):
         y = F.conv2d(ms.tensor(x), ms.tensor(w), **geometry)
     assert bool(calls) == taken
     with ms.backend.use("numpy"):
@@ -312,6 +312,12 @@ def test_variant_and_path_follow_the_measured_size_rule():
         assert not cw.applies(256, 256, (3, 3), (1, 1), (2, 2), 1, (60, 60))
     with cw.winograd(True, variant=cw.F2):
         assert cw._variant(None, (128, 128), 64, 64) is cw.F2
+    # the direct convolution's work: 2 N C O 9 Ho Wo against MIN_FLOPS (40 MFLOP)
+    assert cw.applies(32, 32, (3, 3), (1, 1), (1, 1), 1, (40, 40), 4)  # 118 MFLOP
+    assert not cw.applies(16, 16, (3, 3), (1, 1), (1, 1), 1, (32, 32), 4)  # 19 MFLOP
+    with cw.winograd(True, any_size=True):
+        assert cw.applies(16, 16, (3, 3), (1, 1), (1, 1), 1, (32, 32), 4)
+        assert cw.applies(512, 512, (3, 3), (1, 1), (1, 1), 1, (16, 16), 1)
 
 
 def test_few_channels_keep_the_direct_path():

@@ -128,11 +128,13 @@ def winograd(
     min_channels: int | None = None,
     dilated: bool | None = None,
     variant: Variant | None = None,
+    any_size: bool = False,
 ):
     """Temporarily allow or forbid the path, optionally from ``min_channels`` on (tests use 1),
-    with or without the dilated sub-grids, and with the F2 or F4 variant."""
-    global ENABLED, MIN_CHANNELS, DILATED, VARIANT
-    previous = ENABLED, MIN_CHANNELS, DILATED, VARIANT
+    with or without the dilated sub-grids, with the F2 or F4 variant, and (``any_size``) on
+    problems of any size (``MIN_FLOPS`` and ``MIN_PIXELS_PER_CHANNEL`` 0: tests use tiny ones)."""
+    global ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_FLOPS, MIN_PIXELS_PER_CHANNEL
+    previous = ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_FLOPS, MIN_PIXELS_PER_CHANNEL
     ENABLED = bool(enabled)
     if min_channels is not None:
         MIN_CHANNELS = int(min_channels)
@@ -140,10 +142,12 @@ def winograd(
         DILATED = bool(dilated)
     if variant is not None:
         VARIANT = variant
+    if any_size:
+        MIN_FLOPS = MIN_PIXELS_PER_CHANNEL = 0
     try:
         yield
     finally:
-        ENABLED, MIN_CHANNELS, DILATED, VARIANT = previous
+        ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_FLOPS, MIN_PIXELS_PER_CHANNEL = previous
 
 
 DILATED = True
@@ -158,15 +162,22 @@ which a loaded machine punishes most).
 ``winograd(True, dilated=False)`` restores the other path."""
 
 
-def applies(channels, out_channels, kernel, stride, dilation, groups, out_size=None) -> bool:
-    """True where the numba backend computes the convolution with this file (with the output
-    size (Ho, Wo) given, only where it has ``MIN_PIXELS_PER_CHANNEL``; each of the d*d
-    sub-grids of a dilated one has 1/d^2 of them)."""
+def applies(
+    channels, out_channels, kernel, stride, dilation, groups, out_size=None, batch=None
+) -> bool:
+    """True where the numba backend computes the convolution with this file. With the output
+    size (Ho, Wo) given, only where it has ``MIN_PIXELS_PER_CHANNEL`` (each of the d*d sub-grids
+    of a dilated one has 1/d^2 of them); with the batch size too, only where the direct
+    convolution would take ``MIN_FLOPS``."""
     dh, dw = dilation
     if out_size is not None:
         per_channel = out_size[0] * out_size[1] / (dh * dw) / max(channels, out_channels)
         if per_channel < MIN_PIXELS_PER_CHANNEL:
             return False
+        if batch is not None:
+            flops = 2 * batch * channels * out_channels * 9 * out_size[0] * out_size[1]
+            if flops < MIN_FLOPS:
+                return False
     return (
         ENABLED
         and tuple(kernel) == (3, 3)
@@ -222,6 +233,16 @@ MIN_PIXELS_PER_CHANNEL = 4
 measurement as above)."""
 
 
+MIN_FLOPS = 40e6
+"""Below this many floating-point operations of the direct convolution (2 N C O 9 Ho Wo) the
+path is not taken: its fixed cost per call (filter transform, buffers, 6 parallel launches, 3
+rounds of threaded products) is not earned back. Measured on the 3x3 convolutions of the
+small presets (segnet, deconvnet, fcn8s; forward + both gradients, min of 7 interleaved runs,
+ms, best Winograd variant / im2col path): 4x16x80x80->16 (118 MFLOP) 6.2 / 7.2; 4x32x40x40->32
+(118) 4.1 / 5.6; 4x32x20x20->64 (59) 2.4 / 2.8; 4x16x40x40->32 (59) 2.7 / 3.6; 4x16x32x32->16
+(19) 1.7 / 1.1; 4x32x16x16->32 (19) 1.5 / 1.1; 4x16x16x16->32 (9.4) 1.4 / 0.7."""
+
+
 def choose_variant(out_size, channels, out_channels):
     """F4 or F2 for an undilated problem with output (Ho, Wo) (``F4_MIN_PIXELS_PER_CHANNEL``)."""
     per_channel = out_size[0] * out_size[1] / max(channels, out_channels)
@@ -246,9 +267,11 @@ def _tiles(ho, wo, m=2):
 def filter_transform_ref(w, f=F2):
     """w (O, C, 3, 3) -> U (a*a, O, C), U[a xi + nu, o, c] = (G w[o, c] G^T)[xi, nu]."""
     g = f.G.astype(w.dtype)
-    # optimize: two contractions instead of one loop over all indices (1.6 -> 0.4 ms, 64x64)
-    u = np.einsum("ai,ocij,bj->aboc", g, w, g, optimize=True)
-    return np.ascontiguousarray(u.reshape(f.a * f.a, *w.shape[:2]))
+    # = np.einsum("ai,ocij,bj->aboc", g, w, g), as two products: one einsum loop over all the
+    # indices took 1.6 ms for 64x64 filters, einsum's own path search 0.2 ms per call
+    t = np.tensordot(w, g, axes=([3], [1]))  # (O, C, 3, a): w G^T
+    u = np.tensordot(g, t, axes=([1], [2])).transpose(0, 3, 1, 2)  # (a, a, O, C): G w G^T
+    return np.ascontiguousarray(u).reshape(f.a * f.a, *w.shape[:2])
 
 
 def input_tiles_ref(x, padding, tiles, f=F2):
@@ -642,6 +665,16 @@ def _filter_transform(w, f):
     return filter_transform_ref(w, f)  # (K, O, C): small, once per call; NumPy is fast enough
 
 
+def _filter_transform_adjoint(s_t, f):
+    """S^T (K, C, O) -> dw (O, C, 3, 3) = G^T S[:, o, c] G, i.e. np.einsum("ai,abco,bj->ocij",
+    G, S^T, G) as two products (the single einsum loop took 4.5 ms for F4 and 64x64)."""
+    a, (_, C, O) = f.a, s_t.shape
+    g = f.G.astype(s_t.dtype)
+    t = np.tensordot(g, s_t.reshape(a, a, C, O), axes=([0], [0]))  # (3, a, C, O): G^T S
+    dw = np.tensordot(t, g, axes=([1], [0]))  # (3, C, O, 3): G^T S G
+    return np.ascontiguousarray(dw.transpose(2, 1, 0, 3))
+
+
 def _input_transform_adjoint_f2(q, tiles, dx, n0, ty0, ph, pw):
     for parity in (0, 1):  # tile rows two apart do not overlap: two passes, each race-free
         _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity)
@@ -763,9 +796,7 @@ def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
             _gemm_view(v, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part
         )  # (C, P) @ (P, O)
         s_t += part
-    g = f.G.astype(x.dtype)
-    # optimize: two contractions instead of one loop over all indices (4.5 -> 0.1 ms, F4 64x64)
-    return np.einsum("ai,abco,bj->ocij", g, s_t.reshape(f.a, f.a, C, O), g, optimize=True)
+    return _filter_transform_adjoint(s_t, f)
 
 
 def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
@@ -810,6 +841,4 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
         input_transform(x, qv, tiles, n0, ty0, *padding)
         _products(_gemm_view(qv, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part)
         s_t += part
-    g = f.G.astype(x.dtype)
-    dw = np.einsum("ai,abco,bj->ocij", g, s_t.reshape(f.a, f.a, C, O), g, optimize=True)
-    return dx, dw
+    return dx, _filter_transform_adjoint(s_t, f)
