@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from minisegnet.ops import blas_threads
 
@@ -40,3 +41,28 @@ def test_a_forked_child_builds_its_own_pool():
     assert blas_threads._pool is None
     executor, workers = blas_threads.pool()
     assert workers >= 1 and (executor is None) == (workers == 1)
+
+
+def test_workers_get_one_blas_thread_and_the_process_gets_its_count_back():
+    """OpenBLAS's thread count is process-wide: ``run`` must set 1 only while its workers run
+    (a worker that set it once left every later product of the process on one thread)."""
+    executor, workers = blas_threads.pool()
+    lib = blas_threads._openblas()
+    if executor is None or lib is None:
+        pytest.skip("no worker pool here (one thread, or no NumPy OpenBLAS)")
+    count = next(
+        (getattr(lib, n) for n in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads")
+         if hasattr(lib, n)),
+        None,
+    )  # fmt: skip
+    if count is None:
+        pytest.skip("this OpenBLAS does not report its thread count")
+    blas_threads._forget_pool()  # fresh workers: whatever they set on starting counts too
+    previous = lib.openblas_set_num_threads_local(2)
+    try:
+        inside = []
+        blas_threads.run(lambda i, workers: inside.append(count()))
+        assert inside == [1] * workers
+        assert count() == 2
+    finally:
+        lib.openblas_set_num_threads_local(previous)

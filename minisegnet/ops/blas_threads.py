@@ -5,12 +5,17 @@ each call. On a machine shared with other work, a barrier waits for whichever of
 scheduler has put aside, so a convolution made of many small products (Winograd's 16 per chunk)
 pays that wait again and again. Splitting the *work* instead --
 each of ``workers`` Python threads computes its own share of the products with a one-thread
-BLAS (``openblas_set_num_threads_local(1)``, set once in each worker), and the caller joins them
-once -- leaves one wait per chunk. NumPy's matmul releases the GIL, so the threads run in
+BLAS, and the caller joins them once -- leaves one wait per chunk. NumPy's matmul releases the GIL, so the threads run in
 parallel. Measured on the 2-core machine under load 10-12 (busy, noisy): Winograd's forward and
 both gradients of 3x3 64->64 on 8x64x128x128 went from 12.7 s to 1.4 s (min of 4). The
 row-shift path's fewer, larger products (7x7 64->64 on 4x64x96x128) gained nothing from it
 (3.28 s shared vs 3.16 s BLAS-threaded, same load), so only Winograd uses it.
+
+OpenBLAS's thread count is one number for the whole process: ``openblas_set_num_threads_local``,
+despite its name, sets it for every thread and returns the previous value (a worker that set it
+to 1 once left every later product of the process on one thread: sgemm 1024^3 fell from 365 to
+191 GFLOP/s on the 2-core machine after the first Winograd convolution). So ``run`` sets 1 for
+the time the workers run and restores the previous count when they have all finished.
 
 Without NumPy's OpenBLAS (another BLAS, or an OpenBLAS without the per-thread setting) or with
 one thread, ``pool`` returns no executor and callers run the products in the calling thread.
@@ -51,8 +56,9 @@ def _openblas():
 
 
 def pool():
-    """(executor, workers): ``workers`` threads with one-thread BLAS each, as many as Numba's
-    threads; (None, 1) when switched off, on one thread, or without a suitable OpenBLAS."""
+    """(executor, workers): ``workers`` threads, as many as Numba's (``run`` gives them a
+    one-thread BLAS); (None, 1) when switched off, on one thread, or without a suitable
+    OpenBLAS."""
     global _pool
     if not ENABLED:
         return None, 1
@@ -63,12 +69,8 @@ def pool():
 
         lib = _openblas()
         workers = min(numba.get_num_threads(), 16) if lib is not None else 1
-        if workers > 1:
-            init = lambda: lib.openblas_set_num_threads_local(1)  # noqa: E731
-            _pool = (ThreadPoolExecutor(workers, initializer=init), workers)
-        else:
-            _pool = (None, 1)
-    return _pool
+        _pool = (ThreadPoolExecutor(workers), workers, lib) if workers > 1 else (None, 1, None)
+    return _pool[:2]
 
 
 def run(task):
@@ -78,5 +80,10 @@ def run(task):
     if executor is None:
         task(0, 1)
         return
-    for job in [executor.submit(task, i, workers) for i in range(workers)]:
-        job.result()
+    lib = _pool[2]
+    previous = lib.openblas_set_num_threads_local(1)  # process-wide: restored below
+    try:
+        for job in [executor.submit(task, i, workers) for i in range(workers)]:
+            job.result()
+    finally:
+        lib.openblas_set_num_threads_local(previous)
