@@ -303,21 +303,20 @@ def test_numba_subgrid_copies_equal_the_numpy_definitions(n, c, h, w, d, ph, pw)
     )
 
 
-def test_variant_and_path_follow_the_measured_size_rule():
-    assert cw.choose_variant((128, 128), 64, 64) is cw.F4  # 256 pixels per channel
-    assert cw.choose_variant((30, 40), 128, 128) is cw.F2  # 9.4
-    assert cw.applies(512, 512, (3, 3), (1, 1), (1, 1), 1, (60, 80))  # 9.4 per channel
-    assert not cw.applies(512, 512, (3, 3), (1, 1), (1, 1), 1, (30, 40))  # 2.3: im2col
+def test_path_follows_the_measured_size_rule():
+    """Winograd (F4 by default) for 64+ channels on images with 100+ pixels per channel."""
+    assert cw.VARIANT is cw.F4 and cw._variant(None) is cw.F4
+    assert cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (128, 128))  # 256 pixels per channel
+    assert cw.applies(128, 128, (3, 3), (1, 1), (1, 1), 1, (120, 160))  # 150
+    assert not cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (64, 64))  # 64: im2col
+    assert not cw.applies(256, 256, (3, 3), (1, 1), (1, 1), 1, (60, 80))  # 19
+    assert not cw.applies(32, 32, (3, 3), (1, 1), (1, 1), 1, (96, 128))  # too few channels
     with cw.winograd(True, dilated=True):  # each of the 4 sub-grids has a quarter of the pixels
-        assert not cw.applies(256, 256, (3, 3), (1, 1), (2, 2), 1, (60, 60))
-    with cw.winograd(True, variant=cw.F2):
-        assert cw._variant(None, (128, 128), 64, 64) is cw.F2
-    # the direct convolution's work: 2 N C O 9 Ho Wo against MIN_FLOPS (40 MFLOP)
-    assert cw.applies(32, 32, (3, 3), (1, 1), (1, 1), 1, (40, 40), 4)  # 118 MFLOP
-    assert not cw.applies(16, 16, (3, 3), (1, 1), (1, 1), 1, (32, 32), 4)  # 19 MFLOP
-    with cw.winograd(True, any_size=True):
-        assert cw.applies(16, 16, (3, 3), (1, 1), (1, 1), 1, (32, 32), 4)
-        assert cw.applies(512, 512, (3, 3), (1, 1), (1, 1), 1, (16, 16), 1)
+        assert cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1, (256, 256))
+        assert not cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1, (128, 128))
+    with cw.winograd(True, variant=cw.F2, any_size=True):
+        assert cw._variant(None) is cw.F2
+        assert cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (8, 8))
 
 
 def test_few_channels_keep_the_direct_path():

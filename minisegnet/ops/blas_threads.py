@@ -2,10 +2,10 @@
 
 OpenBLAS parallelises every product on its own: its threads meet at a barrier at the end of
 each call. On a machine shared with other work, a barrier waits for whichever of its threads the
-scheduler has put aside, so a convolution made of many small products (Winograd's 16 per chunk)
-pays that wait again and again. Splitting the *work* instead --
-each of ``workers`` Python threads computes its own share of the products with a one-thread
-BLAS, and the caller joins them once -- leaves one wait per chunk. NumPy's matmul releases the GIL, so the threads run in
+scheduler has put aside, so a convolution made of many small products (Winograd's 36 per chunk)
+pays that wait again and again. Splitting the *work* instead -- each of ``workers`` Python
+threads computes its own share of the products with a one-thread BLAS, and the caller joins
+them once -- leaves one wait per chunk. NumPy's matmul releases the GIL, so the threads run in
 parallel. Measured on the 2-core machine under load 10-12 (busy, noisy): Winograd's forward and
 both gradients of 3x3 64->64 on 8x64x128x128 went from 12.7 s to 1.4 s (min of 4). The
 row-shift path's fewer, larger products (7x7 64->64 on 4x64x96x128) gained nothing from it

@@ -88,7 +88,7 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
         x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) for i in range(2)
     )  # stride 1: the only case the Winograd path takes
     if conv_winograd.applies(
-        x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size, x.shape[0]
+        x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size
     ):
         return conv_winograd.conv2d_forward(x, w, padding, bias, dilation)
     if _uses_row_shift(w.shape[2:], stride, padding, groups):
@@ -100,7 +100,7 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
     """dx (N, C, H, W) from dy (N, O, Ho, Wo)."""
     kernel = w.shape[2:]
     if conv_winograd.applies(
-        w.shape[1] * groups, w.shape[0], kernel, stride, dilation, groups, dy.shape[2:], dy.shape[0]
+        w.shape[1] * groups, w.shape[0], kernel, stride, dilation, groups, dy.shape[2:]
     ):
         return conv_winograd.conv2d_data_grad(dy, w, in_size, padding, dilation)
     if _uses_row_shift(kernel, stride, padding, groups) and conv_row_shift.applies_to_data_grad(
@@ -113,7 +113,7 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
 def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
     """dw (O, C/G, kh, kw) from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
     if conv_winograd.applies(
-        x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:], dy.shape[0]
+        x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:]
     ):
         return conv_winograd.conv2d_weight_grad(x, dy, padding, dilation)
     if _uses_row_shift(kernel, stride, padding, groups):
@@ -127,7 +127,7 @@ def conv2d_grads(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw):
     kernel = w.shape[2:]
     if need_dx and need_dw:
         if conv_winograd.applies(
-            x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:], dy.shape[0]
+            x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:]
         ):
             return conv_winograd.conv2d_grads(x, dy, w, padding, dilation)
     dx = (

@@ -42,11 +42,12 @@ Two tile sizes. This file's matrices are F(2x2, 3x3); ops/conv_winograd_f4.py ha
 (6x6 input tiles, 36 products: 2.25 multiplications per output instead of 4, and transformed
 tiles 2.25x the input instead of 4x, at about 20x the float32 error: 6.5e-6 of max |y| on 64
 channels). The NumPy references below take either (``f=F2`` or ``f=F4``), and so do the
-drivers, which share the chunks, buffers and products. ``choose_variant`` picks F4 where the
-image has many pixels per channel, F2 elsewhere (``F4_MIN_PIXELS_PER_CHANNEL`` has the
-measurements); ``winograd(..., variant=F2)`` forces one. What F4 bought on the benchmark case
-(forward + both gradients of 3x3 64->64 on 8x64x128x128, interleaved with PyTorch, min of 7):
-F2 215 ms, F4 187 ms, PyTorch 163 ms; dilation 2: F2 275, F4 234, PyTorch 172.
+drivers, which share the chunks, buffers and products. The numba backend uses F4
+(``VARIANT``); ``winograd(..., variant=F2)`` forces the other. What F4 bought on the benchmark
+case (forward + both gradients of 3x3 64->64 on 8x64x128x128, interleaved with PyTorch, min of
+7): F2 215 ms, F4 187 ms, PyTorch 163 ms; with the backward pass's shared transform
+(``conv2d_grads``) and the adjoint transform by phase, F4 138 ms against PyTorch's 228 and
+the im2col/row-shift path's 188 in one run of benchmarks/bench_fast_paths.py.
 
 Float32 error bound. Every number is a short sum of products, so with u = 2^-24 and
 gamma_k = k u / (1 - k u), the computed y satisfies, elementwise,
@@ -54,41 +55,25 @@ gamma_k = k u / (1 - k u), the computed y satisfies, elementwise,
     |y_winograd - y| <= gamma_{C+13} * T,
     T = sum over c of  |A^T| ( (|G| |w[o,c]| |G^T|) * (|B^T| |d[c]| |B|) ) |A|
 
-(input transform: 4 additions along each path; filter transform: 4 (the halves are exact);
-the product: 1 rounding plus C - 1 additions in the channel sum; output transform: 4; so 13
-plus C; F4 counts 24 plus C, ``conv_winograd_f4.ROUNDINGS``). T is the Winograd evaluation itself with every matrix and datum replaced by its
-absolute value: it exceeds the direct convolution's sum of |w| |x| (the transforms add and
-subtract), so the bound is looser than the direct path's; ``error_bound`` evaluates it in
-float64 and the tests check the float32 result against it on hypothesis-drawn shapes. The
-error itself is no worse than the direct path's: 64->64 channels on 2x64x32x32 N(0, 1) data,
-max error 2.8e-7 of max |y| against 4.8e-7 for the im2col float32 convolution (whose channel
-sums have 576 terms, not 64); benchmarks/results/fast_paths.md states it per benchmarked case.
+(input transform: 4 additions along each path; filter transform: 4 (the halves are exact); the
+product: 1 rounding plus C - 1 additions in the channel sum; output transform: 4; so 13 plus C; F4
+counts 24 plus C, ``conv_winograd_f4.ROUNDINGS``). T is the Winograd evaluation itself with every
+matrix and datum replaced by its absolute value: it exceeds the direct convolution's sum of |w| |x|
+(the transforms add and subtract), so the bound is looser than the direct path's; ``error_bound``
+evaluates it in float64 and the tests check the float32 result against it on hypothesis-drawn
+shapes. F2's error itself is no worse than the direct path's (F4's is about 20x larger): 64->64
+channels on 2x64x32x32 N(0, 1) data, max error 2.8e-7 of max |y| against 4.8e-7 for the im2col
+float32 convolution (whose channel sums have 576 terms, not 64); benchmarks/results/fast_paths.md
+states it per benchmarked case.
 
-Speed. All measured on the 2-core machine while other jobs kept it loaded (load average 4-12,
-so every number is noisy), float32. Forward + both gradients of 3x3 64->64 on 8x64x128x128,
-interleaved runs in one process, min / median of 4, ms:
-    im2col/row-shift path                         3291 / 4166    (load 11-12)
-    Winograd, 16 products each on 2 BLAS threads  12665 / 16253
-    the same, 128 MB chunks (fewer products)      4795 / 7524
-    im2col/row-shift path                         1365 / 1436    (load ~10, a later run)
-    Winograd, products shared by 2 Python threads 1410 / 1521    (single-threaded BLAS each)
-    im2col/row-shift path                         1101 / 1262    (load 12-14, later still)
-    the same Winograd, 16 MB chunks               929 / 1052
-and through ``F.conv2d`` beside PyTorch (load 7-10, min / median of 6 interleaved runs, ms):
-Winograd 932 / 1402, the im2col/row-shift path 1064 / 1247, PyTorch 1125 / 1162 -- ratios
-0.83 / 1.21 and 0.95 / 1.07. The minimum (the least disturbed run) favours Winograd in every
-interleaved comparison; its median suffers more from the load (more sync points per call), and
-sequential runs (benchmarks/results/fast_paths.md) came out either way. A quiet machine decides;
-``ENABLED = False`` restores the previous path.
-On a loaded machine every thread barrier waits for a descheduled thread, and Winograd has 16
-products (16 barriers) per chunk: sharing them among threads with one join per chunk is what
-made it usable here (``_products``). On a quiet moment (load ~1), the parts for one 128x128
-image of 64 channels: input transform 2 ms, the 16 products 3.6 ms (the products have only
-C = 64 terms, where the direct GEMM's 576 run faster per FLOP), output transform 2.2 ms,
-against 11 ms for the direct path. The gain is in the products (2.25x fewer multiplications)
-and is eaten partly by the transforms, which move 4x the input's bytes. With few channels
-(3->64, the first layer) the
-transforms dominate, so the path starts at ``MIN_CHANNELS``. Rerun: benchmarks/bench_fast_paths.py.
+Speed. Where the path pays is measured in ``MIN_PIXELS_PER_CHANNEL`` and ``MIN_CHANNELS``:
+large images with 64 or more channels. Elsewhere the im2col/row-shift path's larger GEMMs win.
+(Measurements taken before ops/blas_threads.py restored NumPy's BLAS threads after each
+Winograd call compared Winograd with a direct path that had silently lost one of its two BLAS
+threads, and chose smaller thresholds; they are superseded.) On a loaded machine every thread
+barrier waits for a descheduled thread, and Winograd has 36 products per chunk: sharing them
+among Python threads with one join per chunk (``_products``) is what made the path usable
+on the busy shared machine this was first written on. Rerun: benchmarks/bench_fast_paths.py.
 """
 
 from __future__ import annotations
@@ -110,13 +95,15 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 ENABLED = True
 """Let the numba backend take this path where it applies (tests switch it off and on)."""
 
-MIN_CHANNELS = 16
-"""Smallest input and output channel count that takes the path (measured: module docstring)."""
+MIN_CHANNELS = 64
+"""Smallest input and output channel count that takes the path (measured: module docstring and
+``MIN_PIXELS_PER_CHANNEL``)."""
 
 BUDGET_BYTES = None
 """Transformed tiles of one chunk (two (16, channels, tiles) buffers) stay under this many
 bytes; None: ops/conv_chunks.py's CHUNK_BYTES (16 MB, and ``conv_chunks.chunk_bytes``), the
-budget of the band engine's column buffers, so the path keeps the convolution's peak memory where it was. Measured (busy
+budget of the band engine's column buffers, so the path keeps the convolution's peak memory
+where it was. Measured (busy
 machine, load 12-14, forward + both gradients of 3x3 64->64 on 8x64x128x128, min / median of 4
 interleaved runs): 16 MB 929 / 1052 ms, 32 MB 964 / 1359 ms, the im2col/row-shift path
 1101 / 1262 ms. The products are shared among threads, so more, smaller chunks cost little."""
@@ -132,9 +119,9 @@ def winograd(
 ):
     """Temporarily allow or forbid the path, optionally from ``min_channels`` on (tests use 1),
     with or without the dilated sub-grids, with the F2 or F4 variant, and (``any_size``) on
-    problems of any size (``MIN_FLOPS`` and ``MIN_PIXELS_PER_CHANNEL`` 0: tests use tiny ones)."""
-    global ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_FLOPS, MIN_PIXELS_PER_CHANNEL
-    previous = ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_FLOPS, MIN_PIXELS_PER_CHANNEL
+    images of any size (``MIN_PIXELS_PER_CHANNEL`` 0: tests use tiny ones)."""
+    global ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_PIXELS_PER_CHANNEL
+    previous = ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_PIXELS_PER_CHANNEL
     ENABLED = bool(enabled)
     if min_channels is not None:
         MIN_CHANNELS = int(min_channels)
@@ -143,11 +130,11 @@ def winograd(
     if variant is not None:
         VARIANT = variant
     if any_size:
-        MIN_FLOPS = MIN_PIXELS_PER_CHANNEL = 0
+        MIN_PIXELS_PER_CHANNEL = 0
     try:
         yield
     finally:
-        ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_FLOPS, MIN_PIXELS_PER_CHANNEL = previous
+        ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_PIXELS_PER_CHANNEL = previous
 
 
 DILATED = True
@@ -162,22 +149,15 @@ which a loaded machine punishes most).
 ``winograd(True, dilated=False)`` restores the other path."""
 
 
-def applies(
-    channels, out_channels, kernel, stride, dilation, groups, out_size=None, batch=None
-) -> bool:
-    """True where the numba backend computes the convolution with this file. With the output
-    size (Ho, Wo) given, only where it has ``MIN_PIXELS_PER_CHANNEL`` (each of the d*d sub-grids
-    of a dilated one has 1/d^2 of them); with the batch size too, only where the direct
-    convolution would take ``MIN_FLOPS``."""
+def applies(channels, out_channels, kernel, stride, dilation, groups, out_size=None) -> bool:
+    """True where the numba backend computes the convolution with this file (with the output
+    size (Ho, Wo) given, only where it has ``MIN_PIXELS_PER_CHANNEL``; each of the d*d
+    sub-grids of a dilated one has 1/d^2 of them)."""
     dh, dw = dilation
     if out_size is not None:
         per_channel = out_size[0] * out_size[1] / (dh * dw) / max(channels, out_channels)
         if per_channel < MIN_PIXELS_PER_CHANNEL:
             return False
-        if batch is not None:
-            flops = 2 * batch * channels * out_channels * 9 * out_size[0] * out_size[1]
-            if flops < MIN_FLOPS:
-                return False
     return (
         ENABLED
         and tuple(kernel) == (3, 3)
@@ -213,46 +193,25 @@ F2 = Variant(BT, G, AT, 13)
 F4 = Variant(f4.BT, f4.G, f4.AT, f4.ROUNDINGS)
 """F(4x4, 3x3): ops/conv_winograd_f4.py."""
 
-VARIANT = None
-"""None: each call picks F2 or F4 by ``choose_variant``; F2 or F4 forces one (``winograd(...,
-variant=...)``; tests and benchmarks)."""
+VARIANT = F4
+"""The variant the drivers use when not told (``winograd(..., variant=F2)`` forces the other).
+F4 ran faster than F2 on every shape that takes the path (``MIN_PIXELS_PER_CHANNEL``); F2 won
+only where neither beats the im2col path (1x256x60x80: F2 1.32x PyTorch, F4 1.50x)."""
 
-F4_MIN_PIXELS_PER_CHANNEL = 48
-"""F4 where the output has at least this many pixels per image per channel (max of C and O),
-else F2. Measured (2 threads, forward + both gradients through F.conv2d, interleaved with
-PyTorch, min of 4-7 runs, ratio to PyTorch F4 / F2 / im2col-row-shift path; pixels per
-channel in brackets): 8x64x128x128 (256) 1.16 / 1.31; 1x128x120x160 (150) 0.86 / 1.10 / 2.21;
-4x32x48x64 (96) 1.93 / 2.45; 1x256x60x80 (19) 1.50 / 1.32 / 2.38; 2x64x30x40 (19) 1.64 /
-1.75 / 1.60; 1x512x60x80 (9.4) 1.62 / 1.36 / 2.26; 2x128x30x40 (9.4) 2.05 / 1.66 / 2.50. F4 loses
-where the transformed filters (36 x C x O) outweigh the tiles that reuse them: they are
-streamed once per chunk, and the filter transform and dw's back-transform cost C x O each."""
-
-MIN_PIXELS_PER_CHANNEL = 4
-"""Below this many output pixels per image per channel the path is not taken (``applies``):
-1x512x30x40 (2.3) F2 2.94, im2col 2.55; 1x512x16x16 (0.5) F2 9.3, F4 16.8, im2col 3.6 (same
-measurement as above)."""
+MIN_PIXELS_PER_CHANNEL = 100
+"""Below this many output pixels per image per channel (Ho Wo / max(C, O)) the path is not
+taken (``applies``). Measured once NumPy's BLAS kept its 2 threads (ops/blas_threads.py; forward
++ both gradients through F.conv2d, min of 9 interleaved runs, ms, F4 / im2col-row-shift path,
+pixels per channel in brackets): 8x64x128x128 (256) 189 / 246; 1x128x120x160 (150) 82 / 114;
+1x64x96x128 (192) 15.6 / 16.8; 4x64x64x64 (64) 33 / 25; 1x256x60x80 (19) 165 / 110;
+1x512x60x80 (9.4) 346 / 285; and with 32 channels (``MIN_CHANNELS``) 4x32x96x128 (384) 37 / 29,
+4x32x40x40 (50) 6.8 / 5.2; with 16, 4x16x80x80 (400) 10.9 / 7.6. Where the transformed filters
+(36 C O) and the transforms' traffic outweigh what the 2.25x fewer multiplications save, the
+direct path's larger GEMMs win: few pixels per filter, or few channels per product."""
 
 
-MIN_FLOPS = 40e6
-"""Below this many floating-point operations of the direct convolution (2 N C O 9 Ho Wo) the
-path is not taken: its fixed cost per call (filter transform, buffers, 6 parallel launches, 3
-rounds of threaded products) is not earned back. Measured on the 3x3 convolutions of the
-small presets (segnet, deconvnet, fcn8s; forward + both gradients, min of 7 interleaved runs,
-ms, best Winograd variant / im2col path): 4x16x80x80->16 (118 MFLOP) 6.2 / 7.2; 4x32x40x40->32
-(118) 4.1 / 5.6; 4x32x20x20->64 (59) 2.4 / 2.8; 4x16x40x40->32 (59) 2.7 / 3.6; 4x16x32x32->16
-(19) 1.7 / 1.1; 4x32x16x16->32 (19) 1.5 / 1.1; 4x16x16x16->32 (9.4) 1.4 / 0.7."""
-
-
-def choose_variant(out_size, channels, out_channels):
-    """F4 or F2 for an undilated problem with output (Ho, Wo) (``F4_MIN_PIXELS_PER_CHANNEL``)."""
-    per_channel = out_size[0] * out_size[1] / max(channels, out_channels)
-    return F4 if per_channel >= F4_MIN_PIXELS_PER_CHANNEL else F2
-
-
-def _variant(f, out_size, channels, out_channels):
-    if f is not None:
-        return f
-    return VARIANT if VARIANT is not None else choose_variant(out_size, channels, out_channels)
+def _variant(f):
+    return VARIANT if f is None else f
 
 
 def _tiles(ho, wo, m=2):
@@ -295,7 +254,7 @@ def input_transform_ref(x, padding, tiles, f=F2):
 
 
 def output_transform_ref(m, n, out_size, f=F2):
-    """M (a*a, O, N*th*tw) -> y (N, O, Ho, Wo): the m x m tile A^T M[:, o, p] A, cut to the output."""
+    """M (a*a, O, N*th*tw) -> y (N, O, Ho, Wo): the m x m tiles A^T M[:, o, p] A, cut to size."""
     ho, wo = out_size
     th, tw = _tiles(ho, wo, f.m)
     at = f.AT.astype(m.dtype)
@@ -711,7 +670,7 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
     O = w.shape[0]
     ph, pw = padding
     Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
-    f = _variant(f, (Ho, Wo), C, O)
+    f = _variant(f)
     K = f.a * f.a
     th, tw = _tiles(Ho, Wo, f.m)
     ut = np.ascontiguousarray(_filter_transform(w, f).transpose(0, 2, 1))  # (K, C, O)
@@ -743,7 +702,7 @@ def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
         return dilated.scatter_subgrids(dx_sub, d, dy.shape[0], in_size, padding)
     dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
     N, O, Ho, Wo = dy.shape
-    f = _variant(f, (Ho, Wo), w.shape[1], O)
+    f = _variant(f)
     C, K = w.shape[1], f.a * f.a
     th, tw = _tiles(Ho, Wo, f.m)
     u = _filter_transform(w, f)  # (K, O, C)
@@ -777,7 +736,7 @@ def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     N, C = x.shape[:2]
     O, Ho, Wo = dy.shape[1:]
-    f = _variant(f, (Ho, Wo), C, O)
+    f = _variant(f)
     K = f.a * f.a
     th, tw = _tiles(Ho, Wo, f.m)
     chunks = _chunks(N, th, tw, K * (C + O) * x.itemsize)
@@ -815,7 +774,7 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
     x, dy, w = np.ascontiguousarray(x), np.ascontiguousarray(dy), np.ascontiguousarray(w)
     N, C = x.shape[:2]
     O, Ho, Wo = dy.shape[1:]
-    f = _variant(f, (Ho, Wo), C, O)
+    f = _variant(f)
     K = f.a * f.a
     th, tw = _tiles(Ho, Wo, f.m)
     u = _filter_transform(w, f)  # (K, O, C)
