@@ -87,6 +87,7 @@ from numba import njit, prange
 from minisegnet.ops import blas_threads, conv_chunks
 from minisegnet.ops import conv_winograd_dilated as dilated
 from minisegnet.ops import conv_winograd_f4 as f4
+from minisegnet.ops.conv_winograd_f4 import _padded_row  # shared by both tiles' kernels
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
@@ -349,22 +350,6 @@ def _gather16(flat, stride, p):
         flat[12 * stride + p], flat[13 * stride + p], flat[14 * stride + p],
         flat[15 * stride + p],
     )  # fmt: skip
-
-
-@njit(cache=True)
-def _padded_row(x, base, iy, h, w, pw, row):
-    """row[k] = x[iy, k - pw] (0 outside the image), for k < len(row)."""
-    n_cols = row.shape[0]
-    if iy < 0 or iy >= h:
-        row[:] = 0
-        return
-    lo = min(pw, n_cols)
-    hi = max(lo, min(n_cols, w + pw))
-    row[:lo] = 0
-    src = base + iy * w - pw
-    for k in range(lo, hi):
-        row[k] = x[src + k]
-    row[hi:] = 0
 
 
 @njit(inline="always", cache=True)
