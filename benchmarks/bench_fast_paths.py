@@ -7,8 +7,9 @@ One process, minisegnet's numba backend and PyTorch CPU with the same number of 
 fewer on a smaller machine) and passive OpenMP waiting on both sides (OMP_WAIT_POLICY=PASSIVE is
 set before NumPy, Numba or PyTorch load), forward + backward from a fixed output gradient,
 the frameworks interleaved within every repetition (``interleaved``), min and median of the
-timed repetitions after warm-ups. The convolutions and the cross-entropy are also timed with their fast path switched off
-(``conv_winograd.winograd(False)``, ``loss_fused.ENABLED = False``) in the same run, so what
+timed repetitions after warm-ups. The convolutions and the cross-entropy are also timed with
+their fast path switched off (``conv_winograd.winograd(False)``, the 7x7 row products one per
+kernel row, ``loss_fused.ENABLED = False``) in the same run, so what
 each path buys is a ratio taken under the same load. The report states the machine's load and
 the CPU share other processes took: on a shared machine every number is inflated, and the
 ratios are the part to read.
@@ -63,10 +64,12 @@ def _switched_off(name):
     """Context with the fast path of op case ``name`` off (None: the case has none)."""
     import contextlib
 
-    from minisegnet.ops import conv_winograd, loss_fused
+    from minisegnet.ops import conv_engine, conv_winograd, loss_fused
 
     if name == "conv2d":
         return conv_winograd.winograd(False)
+    if name == "conv2d_7x7":  # the row-shift path's readable form: one product per kernel row
+        return conv_engine.row_shift(True, products="per_row")
     if name == "cross_entropy":
 
         @contextlib.contextmanager

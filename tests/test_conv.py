@@ -175,13 +175,18 @@ CHUNK_BUDGETS = [1, 300, conv_chunks.CHUNK_BYTES]  # one row per chunk, a few ro
 
 @pytest.mark.parametrize("op", sorted(STRATEGIES))
 @given(data=st.data(), dtype=st.sampled_from([np.float32, np.float64]),
-       budget=st.sampled_from(CHUNK_BUDGETS), row_shift=st.booleans())  # fmt: skip
+       budget=st.sampled_from(CHUNK_BUDGETS),
+       row_shift=st.sampled_from([None, "per_row", "stacked", "auto"]))  # fmt: skip
 def test_numba_matches_reference(op, data, dtype, budget, row_shift):
-    """Both numba paths (row shifts where they apply, and bands) against the reference."""
+    """Every numba path against the reference: bands (row_shift None), and row shifts where
+    they apply, as per-row products, stacked products, or the engine's choice between them."""
     case = data.draw(STRATEGIES[op](max_batch=3, max_extra=5), "case")
     x, w, b = getattr(case, f"{op}_arrays")(dtype)
     expected = run("numpy", op, case, x, w, b)
-    with conv_chunks.chunk_bytes(budget), conv_engine.row_shift(row_shift, min_kh=2):
+    shift = conv_engine.row_shift(
+        row_shift is not None, min_kh=2, products=row_shift, min_channels=1
+    )
+    with conv_chunks.chunk_bytes(budget), shift:
         actual = run("numba", op, case, x, w, b)
     assert_runs_match(actual, expected, dtype)
 
@@ -469,12 +474,61 @@ def _escape(words):
 
 
 def test_row_shift_path_is_taken_where_it_applies():
-    """Vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group, not 1x1: the row-shift path."""
+    """Vertical stride 1, kh >= ROW_SHIFT_MIN_KH, ROW_SHIFT_MIN_CHANNELS input channels, one
+    group, not 1x1: the row-shift path."""
     uses = conv_engine._uses_row_shift
-    k = max(2, conv_engine.ROW_SHIFT_MIN_KH)
-    assert uses((k, 3), (1, 2), (1, 1), 1)
-    assert not uses((k, 3), (2, 1), (1, 1), 1)  # vertical stride 2
-    assert not uses((k, 3), (1, 1), (1, 1), 2)  # groups
-    assert not uses((1, 1), (1, 1), (0, 0), 1)  # pointwise
+    k, c = max(2, conv_engine.ROW_SHIFT_MIN_KH), conv_engine.ROW_SHIFT_MIN_CHANNELS
+    assert uses((k, 3), (1, 2), (1, 1), 1, c)
+    assert not uses((k, 3), (1, 2), (1, 1), 1, c - 1)  # an RGB-like input: bands
+    assert not uses((k, 3), (2, 1), (1, 1), 1, c)  # vertical stride 2
+    assert not uses((k, 3), (1, 1), (1, 1), 2, c)  # groups
+    assert not uses((1, 1), (1, 1), (0, 0), 1, c)  # pointwise
     with conv_engine.row_shift(False):
-        assert not uses((k, 3), (1, 1), (1, 1), 1)
+        assert not uses((k, 3), (1, 1), (1, 1), 1, c)
+
+
+@pytest.mark.parametrize("budget", [1, 700, 5000, conv_chunks.CHUNK_BYTES])
+def test_stacked_rows_stream_across_image_boundaries(budget):
+    """conv_row_stack walks the images' padded rows as one strip in blocks of nb rows (at least
+    dilation*(kh-1), the two-block reach of the shifted sum); whatever nb the budget gives, and
+    however blocks straddle images, the three products equal the reference's."""
+    from minisegnet.ops import conv_row_stack
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 11, 9))
+    w = rng.standard_normal((5, 4, 4, 3))
+    b = rng.standard_normal(5)
+    stride, padding, dilation = (1, 2), (2, 1), (2, 1)
+    expected = conv_op._gemm_by_images(x, w, stride, padding, dilation, 1, b)
+    dy = rng.standard_normal(expected.shape)
+    expected_dw = conv_op._weight_grad_by_images(x, dy, (4, 3), stride, padding, dilation, 1)
+    dy1 = rng.standard_normal((3, 5, 11 + 4 - 6, 9))  # a stride-1 output gradient
+    expected_dx = conv_op._data_grad_by_images(dy1, w, (11, 9), (1, 1), padding, dilation, 1)
+    with conv_chunks.chunk_bytes(budget):
+        y = conv_row_stack.conv2d_forward(x, w, stride, padding, dilation, b)
+        dw = conv_row_stack.conv2d_weight_grad(x, dy, (4, 3), stride, padding, dilation)
+        dx = conv_row_stack.conv2d_data_grad(dy1, w, (11, 9), (1, 1), padding, dilation)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, expected_dw, rtol=1e-12, atol=1e-11)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
+
+
+def test_row_products_choice():
+    """The "auto" choice stacks the forward and data-gradient products always, the weight
+    gradient's from STACKED_WEIGHT_GRAD_MIN_DEPTH deep width-columns on (C*kw); "per_row" and
+    "stacked" force one form."""
+    from minisegnet.ops import conv_row_shift, conv_row_stack
+
+    pick, deep = conv_engine._row_module, conv_engine.STACKED_WEIGHT_GRAD_MIN_DEPTH
+    with conv_engine.row_shift(True, products="auto"):
+        assert pick("forward", 8, (3, 3)) is conv_row_stack
+        assert pick("data_grad", 8, (3, 3)) is conv_row_stack
+        assert pick("weight_grad", deep // 3 - 1, (3, 3)) is conv_row_shift
+        assert pick("weight_grad", deep // 3, (5, 3)) is conv_row_stack
+    with conv_engine.row_shift(True, products="per_row"):
+        assert pick("forward", 64, (7, 7)) is conv_row_shift
+    with conv_engine.row_shift(True, products="stacked"):
+        assert pick("weight_grad", 8, (3, 3)) is conv_row_stack
+    with pytest.raises(ValueError, match="products must be 'per_row', 'stacked' or 'auto'"):
+        with conv_engine.row_shift(True, products="fast"):
+            pass

@@ -3,11 +3,13 @@
 ``ops/conv.py`` states the math and holds the readable drivers; its kernel table sends the numba
 backend's three products here. Each product takes the first path that applies:
 
-    Winograd F(2x2, 3x3)   stride-1 3x3 convolutions with enough channels (``conv_winograd``),
+    Winograd F(4x4, 3x3)   stride-1 3x3 convolutions with enough channels (``conv_winograd``),
                            dilated ones on the d*d sub-grids (``conv_winograd.DILATED``)
-    row shifts             vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group
-                           (``conv_row_shift``: im2col along the width only, kh products over
-                           shifted views, 7x fewer copies for 7x7)
+    row shifts             vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group: im2col along
+                           the width only, 7x fewer copies for 7x7 (``conv_row_shift``, the
+                           readable form: one product per kernel row over shifted views), run
+                           as one product of all kernel rows stacked and a shifted sum
+                           (``conv_row_stack``, ``ROW_PRODUCTS``)
     bands                  everything else: the chunked im2col / GEMM / col2im below
 
 The band engine. The batch is walked in chunks (``conv_chunks.plan_chunks``): several small
@@ -27,7 +29,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from minisegnet.ops import conv_chunks, conv_row_shift, conv_winograd
+from minisegnet.ops import conv_chunks, conv_row_shift, conv_row_stack, conv_winograd
 from minisegnet.ops.conv_chunks import (
     col2im_chunk_numba,
     im2col_chunk_numba,
@@ -38,7 +40,7 @@ from minisegnet.ops.geometry import conv_output_size_2d
 
 __all__ = [
     "conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "row_shift", "ROW_SHIFT",
-    "ROW_SHIFT_MIN_KH",
+    "ROW_SHIFT_MIN_KH", "ROW_SHIFT_MIN_CHANNELS", "ROW_PRODUCTS", "STACKED_WEIGHT_GRAD_MIN_DEPTH",
 ]  # fmt: skip
 
 ROW_SHIFT = True
@@ -47,24 +49,70 @@ ROW_SHIFT = True
 ROW_SHIFT_MIN_KH = 3
 """Smallest kernel height that takes the row-shift path (measured: see ``conv_row_shift``)."""
 
+ROW_SHIFT_MIN_CHANNELS = 8
+"""Fewest input channels that take the row-shift path. With fewer (an RGB input layer) its
+products are too thin -- depth C*kw for the forward and the weight gradient, kh*C rows for the
+data gradient -- and the band path's full im2col, kh times deeper, wins. Measured on the 2-core
+machine (float32, 4 images, min of 7, ms, forward / data gradient / weight gradient, bands
+against row shifts): 7x7 3->64 on 96x128 4.96 / 4.54 / 5.74 against 8.60 / 12.67 / 13.34;
+FCN's first layer (3x3 3->8, padding 49, 64x64) 4.13 / 2.31 / 4.78 against 8.89 / 2.35 / 7.36;
+3x3 4->64 on 64x64 0.77 / 0.75 / 1.11 against 1.55 / 2.00 / 2.04; 3x3 8->8 on 64x64
+0.70 / 0.61 / 0.62 against 0.37 / 0.37 / 0.35; 3x3 8->16 0.80 / 0.90 / 0.89 against
+0.64 / 0.69 / 1.09. (Between 8 and 16 input channels it depends on the output channels: 3x3
+12->64 on 64x64 ran 2.25 / 2.20 / 2.95 on bands against 2.43 / 2.96 / 3.10; the networks'
+layers past the input have 8 or more channels, and as many outputs as inputs or twice as
+many.)"""
+
+ROW_PRODUCTS = "auto"
+"""How the row-shift path runs its products: "per_row" (``conv_row_shift``, kh products of O
+rows each), "stacked" (``conv_row_stack``, one product of kh*O rows and a shifted sum), or
+"auto": stacked for the forward and the data gradient, and for the weight gradient where the
+width-columns are at least STACKED_WEIGHT_GRAD_MIN_DEPTH deep (C*kw).
+
+Measured on the 2-core machine, float32, 4 images, min of 7, ms per-row -> stacked, forward /
+data gradient / weight gradient: 7x7 64->64 on 96x128 97.3 -> 76.2 / 96.6 -> 75.1 /
+92.5 -> 85.4; on 12x16 2.52 -> 1.96 / 2.65 -> 2.07 / 2.22 -> 2.24; 7x7 16->16 on 64x64
+5.39 -> 2.96 / 5.34 -> 3.01 / 4.84 -> 4.26; 3x3 64->64 on 32x32 2.10 -> 1.77 / 2.12 -> 1.79 /
+2.17 -> 2.05; on 8x8 0.33 -> 0.32 / 0.36 -> 0.35 / 0.36 -> 0.31; 3x3 32->32 on 64x64
+2.87 -> 2.27 / 2.95 -> 2.24 / 2.91 -> 2.89; 3x3 16->16 on 32x32 0.28 -> 0.29 / 0.30 -> 0.28 /
+0.36 -> 0.41; 3x3 8->8 on 64x64 0.48 -> 0.46 / 0.50 -> 0.45 / 0.47 -> 0.81. The stacked
+weight gradient copies the output gradient kh times (once per kernel row, shifted), which the
+product repays only when it is deep enough."""
+
+STACKED_WEIGHT_GRAD_MIN_DEPTH = 96
+"""Under "auto", the weight gradient takes the stacked products from C*kw >= this on (it tied
+at 96 -- 3x3 over 32 channels -- and won from 112 on in the measurements above)."""
+
 _GROUP_IMAGES_BELOW = 1024
 """Images with fewer output positions than this are batched into one GEMM (a per-image product
 would be too thin to run BLAS well); larger ones run one image (or one band of rows) at a time."""
 
 
 @contextmanager
-def row_shift(enabled: bool, min_kh: int | None = None):
+def row_shift(
+    enabled: bool,
+    min_kh: int | None = None,
+    products: str | None = None,
+    min_channels: int | None = None,
+):
     """Temporarily allow or forbid the row-shift path, optionally from kernel height ``min_kh``
-    on (tests compare both paths, on small kernels too)."""
-    global ROW_SHIFT, ROW_SHIFT_MIN_KH
-    previous = ROW_SHIFT, ROW_SHIFT_MIN_KH
+    and ``min_channels`` input channels on, with ``products`` ("per_row", "stacked" or "auto",
+    see ROW_PRODUCTS) (tests compare every path, on small kernels and few channels too)."""
+    global ROW_SHIFT, ROW_SHIFT_MIN_KH, ROW_PRODUCTS, ROW_SHIFT_MIN_CHANNELS
+    if products is not None and products not in ("per_row", "stacked", "auto"):
+        raise ValueError(f"products must be 'per_row', 'stacked' or 'auto', got {products!r}")
+    previous = ROW_SHIFT, ROW_SHIFT_MIN_KH, ROW_PRODUCTS, ROW_SHIFT_MIN_CHANNELS
     ROW_SHIFT = bool(enabled)
     if min_kh is not None:
         ROW_SHIFT_MIN_KH = int(min_kh)
+    if products is not None:
+        ROW_PRODUCTS = products
+    if min_channels is not None:
+        ROW_SHIFT_MIN_CHANNELS = int(min_channels)
     try:
         yield
     finally:
-        ROW_SHIFT, ROW_SHIFT_MIN_KH = previous
+        ROW_SHIFT, ROW_SHIFT_MIN_KH, ROW_PRODUCTS, ROW_SHIFT_MIN_CHANNELS = previous
 
 
 # ------------------------------------------------------------------------------------------------
@@ -72,14 +120,25 @@ def row_shift(enabled: bool, min_kh: int | None = None):
 # ------------------------------------------------------------------------------------------------
 
 
-def _uses_row_shift(kernel, stride, padding, groups) -> bool:
+def _uses_row_shift(kernel, stride, padding, groups, channels) -> bool:
+    """Whether a convolution over ``channels`` input channels takes the row-shift path."""
     return (
         ROW_SHIFT
         and stride[0] == 1
         and kernel[0] >= max(2, ROW_SHIFT_MIN_KH)
+        and channels >= ROW_SHIFT_MIN_CHANNELS
         and groups == 1
         and not is_pointwise(kernel, stride, padding)
     )
+
+
+def _row_module(product: str, channels: int, kernel):
+    """conv_row_stack or conv_row_shift (ROW_PRODUCTS) for ``product`` ("forward", "data_grad",
+    "weight_grad") of a convolution over ``channels`` input channels."""
+    if ROW_PRODUCTS != "auto":
+        return conv_row_stack if ROW_PRODUCTS == "stacked" else conv_row_shift
+    deep = channels * kernel[1] >= STACKED_WEIGHT_GRAD_MIN_DEPTH
+    return conv_row_stack if product != "weight_grad" or deep else conv_row_shift
 
 
 def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
@@ -91,8 +150,9 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
         x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size
     ):
         return conv_winograd.conv2d_forward(x, w, padding, bias, dilation)
-    if _uses_row_shift(w.shape[2:], stride, padding, groups):
-        return conv_row_shift.conv2d_forward(x, w, stride, padding, dilation, bias)
+    if _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1]):
+        module = _row_module("forward", x.shape[1], w.shape[2:])
+        return module.conv2d_forward(x, w, stride, padding, dilation, bias)
     return _forward_by_bands(x, w, stride, padding, dilation, groups, bias)
 
 
@@ -103,10 +163,12 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
         w.shape[1] * groups, w.shape[0], kernel, stride, dilation, groups, dy.shape[2:]
     ):
         return conv_winograd.conv2d_data_grad(dy, w, in_size, padding, dilation)
-    if _uses_row_shift(kernel, stride, padding, groups) and conv_row_shift.applies_to_data_grad(
-        kernel, stride, padding, dilation
-    ):
-        return conv_row_shift.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
+    channels = w.shape[1] * groups
+    if _uses_row_shift(
+        kernel, stride, padding, groups, channels
+    ) and conv_row_shift.applies_to_data_grad(kernel, stride, padding, dilation):
+        module = _row_module("data_grad", channels, kernel)
+        return module.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
     return _data_grad_by_bands(dy, w, in_size, stride, padding, dilation, groups)
 
 
@@ -116,8 +178,9 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
         x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:]
     ):
         return conv_winograd.conv2d_weight_grad(x, dy, padding, dilation)
-    if _uses_row_shift(kernel, stride, padding, groups):
-        return conv_row_shift.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)
+    if _uses_row_shift(kernel, stride, padding, groups, x.shape[1]):
+        module = _row_module("weight_grad", x.shape[1], kernel)
+        return module.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)
     return _weight_grad_by_bands(x, dy, kernel, stride, padding, dilation, groups)
 
 

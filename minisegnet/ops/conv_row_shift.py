@@ -35,10 +35,13 @@ backward-weight): 7x7 64->64 on 4x64x96x128: 137 -> 99 / 108 -> 101 / 128 -> 101
 on 8x16x40x40: 7.4 -> 4.3 / 6.2 -> 4.4 / 5.7 -> 3.8; 3x3 64->64 on 8x64x128x128: 84 -> 60 /
 69 -> 64 / 67 -> 67.
 
-Used by the numba backend (``ops/conv_engine.py``) for convolutions with vertical stride 1,
-kh >= conv_engine.ROW_SHIFT_MIN_KH and one group (``conv_engine.ROW_SHIFT`` switches it off); the
-result equals the im2col path up to float rounding, which the tests check for both paths against
-the NumPy reference.
+This file is the path's readable form. The numba backend (``ops/conv_engine.py``) takes the
+path for convolutions with vertical stride 1, kh >= conv_engine.ROW_SHIFT_MIN_KH and one group
+(``conv_engine.ROW_SHIFT`` switches it off) and, by default, runs the same sums in another order:
+``ops/conv_row_stack.py`` stacks the kh row weights into one matrix, so one well-shaped product
+replaces the kh thin ones here (7x7 64->64 forward 75 -> 60 ms); ``conv_engine.ROW_PRODUCTS``
+says which form each product takes. The results equal the im2col path up to float rounding,
+which the tests check for every form against the NumPy reference.
 """
 
 from __future__ import annotations
