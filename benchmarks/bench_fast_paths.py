@@ -90,12 +90,19 @@ def interleaved(runs, warmup, reps):
     within minutes (sgemm 1024^3 measured 302 then 194 GFLOP/s); timed one after the other, a
     framework's whole block can land in a slow phase and the ratio with it. Interleaved, every
     repetition sees both under the same conditions, and the minimum (the least disturbed
-    repetition) and the median both make a ratio."""
+    repetition) and the median both make a ratio.
+
+    Each timed call follows an untimed call of the same run. A framework leaves its threads
+    busy for a while after its last call: OpenBLAS's workers spin (yielding) for up to 2^28
+    cycles, about 0.1 s, before they sleep, and on two cores that took PyTorch's next step
+    from 29 to 87 ms (SegNet small). Timed straight after the other framework, each would pay
+    for the other's threads; after its own call it runs as it does in a training loop."""
     samples = {name: [] for name in runs}
     with bench_common.quiet_gc():
         for rep in range(warmup + reps):
             for name, (context, fn) in runs.items():
                 with context():
+                    fn()  # settles the threads that the previous run left behind
                     t0 = time.perf_counter()
                     fn()
                     seconds = time.perf_counter() - t0
@@ -251,8 +258,9 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
         + (" --quick (tiny shapes: a smoke run, not a measurement)" if quick else "")
         + f" on {env['date']}. minisegnet numba backend and PyTorch {env.get('torch')} CPU in one "
         f"process, {env['threads']} threads each, OMP_WAIT_POLICY=PASSIVE, forward + backward, "
-        "median ms, the frameworks interleaved within every repetition (`interleaved`: this "
-        "machine's speed drifts within minutes). Ratio = minisegnet / PyTorch (lower is better), "
+        "median ms, the frameworks interleaved within every repetition, each timed call after an "
+        "untimed one of the same run (`interleaved`: this machine's speed drifts within minutes, "
+        "and a framework's idle threads slow the other's next call). Ratio = minisegnet / PyTorch (lower is better), "
         "of the medians and of the minima (the least disturbed repetitions); 'fast path off' is "
         "the same op with its new path switched off, in the same repetitions.",
         "",
