@@ -115,8 +115,9 @@ def _add_threads_option(p) -> None:
     p.add_argument(
         "--threads",
         type=_positive_int,
-        help="Numba threads (BLAS gets 1, so Numba x BLAS never exceeds the cores; default: "
-        "every core this process may use, or NUMBA_NUM_THREADS when set)",
+        help="threads of Numba's kernels and of OpenBLAS's products, which take turns "
+        "(default: every core this process may use, or NUMBA_NUM_THREADS / "
+        "OPENBLAS_NUM_THREADS when set)",
     )
 
 

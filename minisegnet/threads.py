@@ -1,22 +1,24 @@
 """How many threads the two CPU pools get: Numba's kernels and OpenBLAS's matrix products.
 
-The rule: **Numba threads x BLAS threads <= cores**. The two pools take turns (a Numba kernel,
-then a matrix product, ...) but each keeps its threads; with both on every core, a product
-started while Numba's workers still hold the cores (or the reverse) runs on a machine with
-twice as many runnable threads as cores. Measured on the 2-core machine (SegNet-Basic small,
-one training step on 8 CamVid crops of 128x128, median of 3; busy machine, shared with other
-jobs, so the absolute times are high):
+The rule: **each pool gets the cores**. The two take turns -- a Numba kernel, then a matrix
+product, then a kernel -- and never run at once in this library's code, so both can have every
+core. ``import minisegnet`` makes Numba's idle OpenMP workers sleep (OMP_WAIT_POLICY=PASSIVE,
+``tune_threads``) rather than spin while OpenBLAS works; OpenBLAS's idle workers yield the CPU
+while they wait for the next product. Measured on the 2-core machine (SegNet-Basic small, one
+training step of 8 images, median of 8 runs of 3 steps, the settings alternated in one process,
+ms, BLAS on 1 thread against 2, Numba on 2):
 
-    Numba 2 x BLAS 2 (both on every core) 6.8 s
-    Numba 1 x BLAS 2                      3.2 s
-    Numba 2 x BLAS 1 (the default)        1.1 s
-    Numba 1 x BLAS 1                      0.7 s   (fastest on the busy machine: the other jobs
-                                                    held the second core)
+    quiet machine        40x40  29.7 -> 21.1    64x64  65.7 -> 39.5    128x128  219.8 -> 137.1
+    one busy process     40x40  31.1 -> 32.2    64x64  71.2 -> 75.4
+    beside it
 
-So the default gives the cores to Numba (the convolutions and pooling, most of the work) and one
-thread to BLAS; ``--threads N`` sets Numba's count (BLAS stays at 1). Variables the user set
+and ``minisegnet train --epochs 1`` (the README's job, one epoch) took 34 s of compute with one
+BLAS thread and 24 s with two. The convolutions are matrix products for the most part, so a
+second BLAS thread is nearly a second core for them; on a machine whose other core is taken it
+costs a few percent. ``--threads N`` gives both pools N threads. Variables the user set
 (``NUMBA_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``) are respected when no
-``--threads`` is given. ``benchmarks/camvid.py --measure-threads`` repeats the measurement.
+``--threads`` is given: ``NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`` runs
+two small trainings side by side on two cores (``accuracy.py --jobs 2``).
 
 OpenBLAS reads its thread count when NumPy is imported; to change it afterwards this calls
 OpenBLAS's own ``*_set_num_threads`` through ctypes, found among the libraries this process has
@@ -91,8 +93,8 @@ def set_blas_threads(n: int) -> bool:
 
 
 def configure(threads: int | None = None) -> dict:
-    """Apply the rule above; ``threads``: Numba's count (``--threads``), None for the default.
-    Returns ``{"cores", "numba", "blas"}`` (blas None when unknown)."""
+    """Apply the rule above; ``threads``: both pools' count (``--threads``), None for the
+    default. Returns ``{"cores", "numba", "blas"}`` (blas None when unknown)."""
     global _state
     import numba
 
@@ -104,12 +106,12 @@ def configure(threads: int | None = None) -> dict:
     limit = numba.config.NUMBA_NUM_THREADS  # Numba cannot grow past its launch size
     if threads is not None:
         numba.set_num_threads(min(threads, limit))
-        set_blas_threads(1)
+        set_blas_threads(min(threads, cores))
     else:
         if not user_numba:
             numba.set_num_threads(min(cores, limit))
         if not user_blas:
-            set_blas_threads(1)
+            set_blas_threads(cores)
     _state = {"cores": cores, "numba": numba.get_num_threads(), "blas": blas_threads()}
     return dict(_state)
 
