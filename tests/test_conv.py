@@ -532,3 +532,36 @@ def test_row_products_choice():
     with pytest.raises(ValueError, match="products must be 'per_row', 'stacked' or 'auto'"):
         with conv_engine.row_shift(True, products="fast"):
             pass
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, dilation",
+    [
+        ((16, 16), (8, 8), (0, 0), (1, 1)),
+        ((3, 5), (1, 2), (2, 1), (2, 1)),
+        ((4, 4), (2, 2), (1, 1), (1, 1)),
+    ],
+)
+def test_depthwise_path_matches_the_reference(kernel, stride, padding, dilation):
+    """groups = C = O (FCN's fixed bilinear upsamplers run transposed): conv_depthwise's direct
+    loops give the reference's forward, data gradient (the transposed convolution) and weight
+    gradient."""
+    from minisegnet.ops import conv_depthwise
+
+    rng = np.random.default_rng(3)
+    C = 5
+    x = rng.standard_normal((2, C, 19, 17))
+    w = rng.standard_normal((C, 1, *kernel))
+    b = rng.standard_normal(C)
+    args = (stride, padding, dilation, C)
+    expected = conv_op._gemm_by_images(x, w, *args, b)
+    dy = rng.standard_normal(expected.shape)
+    expected_dx = conv_op._data_grad_by_images(dy, w, (19, 17), *args)
+    expected_dw = conv_op._weight_grad_by_images(x, dy, kernel, *args)
+    assert conv_depthwise.applies(C, C, C) and not conv_depthwise.applies(C, 2 * C, C)
+    with ms.backend.use("numba"):
+        y = conv_op.conv2d_gemm(x, w, *args, b)
+        dx, dw = conv_op.conv2d_grads(dy, x, w, *args)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, expected_dw, rtol=1e-12, atol=1e-11)

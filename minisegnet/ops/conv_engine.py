@@ -3,6 +3,8 @@
 ``ops/conv.py`` states the math and holds the readable drivers; its kernel table sends the numba
 backend's three products here. Each product takes the first path that applies:
 
+    depthwise              one input and one output channel per group (``conv_depthwise``:
+                           direct loops, e.g. FCN's fixed bilinear upsamplers)
     Winograd F(4x4, 3x3)   stride-1 3x3 convolutions with enough channels (``conv_winograd``),
                            dilated ones on the d*d sub-grids (``conv_winograd.DILATED``)
     row shifts             vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group: im2col along
@@ -29,7 +31,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from minisegnet.ops import conv_chunks, conv_row_shift, conv_row_stack, conv_winograd
+from minisegnet.ops import (
+    conv_chunks,
+    conv_depthwise,
+    conv_row_shift,
+    conv_row_stack,
+    conv_winograd,
+)
 from minisegnet.ops.conv_chunks import (
     col2im_chunk_numba,
     im2col_chunk_numba,
@@ -143,6 +151,9 @@ def _row_module(product: str, channels: int, kernel):
 
 def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
     """y (N, O, Ho, Wo) = conv2d(x, w) (+ bias), N >= 1, arguments checked and normalised."""
+    if conv_depthwise.applies(x.shape[1], w.shape[0], groups):
+        size = conv_output_size_2d(x.shape[2:], w.shape[2:], stride, padding, dilation)
+        return conv_depthwise.conv2d_forward(x, w, stride, padding, dilation, size, bias)
     out_size = tuple(
         x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) for i in range(2)
     )  # stride 1: the only case the Winograd path takes
@@ -159,6 +170,8 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
 def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
     """dx (N, C, H, W) from dy (N, O, Ho, Wo)."""
     kernel = w.shape[2:]
+    if conv_depthwise.applies(w.shape[1] * groups, w.shape[0], groups):
+        return conv_depthwise.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
     if conv_winograd.applies(
         w.shape[1] * groups, w.shape[0], kernel, stride, dilation, groups, dy.shape[2:]
     ):
@@ -174,6 +187,8 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
 
 def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
     """dw (O, C/G, kh, kw) from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
+    if conv_depthwise.applies(x.shape[1], dy.shape[1], groups):
+        return conv_depthwise.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)
     if conv_winograd.applies(
         x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:]
     ):
