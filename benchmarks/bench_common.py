@@ -60,6 +60,39 @@ def time_call(fn, warmup: int, reps: int, sync=lambda: None) -> list[float]:
     return samples
 
 
+IDLE_S = 0.15
+"""Pause before each timed call of ``interleaved``: longer than OpenBLAS's ~0.1 s of spinning."""
+
+
+def interleaved(runs, warmup, reps):
+    """Milliseconds of each run, taken in turn within every repetition: runs is name ->
+    (context factory, fn). The 2-core machine this was written on changes speed by up to 2x
+    within minutes (sgemm 1024^3 measured 302 then 194 GFLOP/s); timed one after the other, a
+    framework's whole block can land in a slow phase and the ratio with it. Interleaved, every
+    repetition sees both under the same conditions, and the minimum (the least disturbed
+    repetition) and the median both make a ratio.
+
+    Each timed call follows an untimed call of the same run and a pause of ``IDLE_S``. A
+    framework leaves its threads busy for a while after its last call: OpenBLAS's workers spin
+    (yielding) for up to 2^28 cycles, about 0.1 s, before they sleep, and on two cores that
+    took PyTorch's next SegNet-small step from 29 to 87 ms. The pause lets them sleep, so
+    neither framework pays for the other's threads; the untimed call warms its own caches, as
+    the previous step of a training loop would."""
+    samples = {name: [] for name in runs}
+    with quiet_gc():
+        for rep in range(warmup + reps):
+            for name, (context, fn) in runs.items():
+                with context():
+                    fn()  # warms this run's caches and threads
+                    time.sleep(IDLE_S)  # lets every thread pool go idle
+                    t0 = time.perf_counter()
+                    fn()
+                    seconds = time.perf_counter() - t0
+                if rep >= warmup:
+                    samples[name].append(1000 * seconds)
+    return {name: (float(np.min(v)), float(np.median(v))) for name, v in samples.items()}
+
+
 # ----------------------------------------------------------------------------- frameworks
 def torch_or_none():
     """The ``torch`` module, or None when PyTorch is not installed (it is optional)."""

@@ -6,11 +6,11 @@
 One process, minisegnet's numba backend and PyTorch CPU with the same number of threads (2, or
 fewer on a smaller machine) and passive OpenMP waiting on both sides (OMP_WAIT_POLICY=PASSIVE is
 set before NumPy, Numba or PyTorch load), forward + backward from a fixed output gradient,
-the frameworks interleaved within every repetition (``interleaved``), min and median of the
-timed repetitions after warm-ups. The convolutions and the cross-entropy are also timed with
-their fast path switched off (``conv_winograd.winograd(False)``, the 7x7 row products one per
-kernel row, ``loss_fused.ENABLED = False``) in the same run, so what
-each path buys is a ratio taken under the same load. The report states the machine's load and
+the frameworks interleaved within every repetition (``bench_common.interleaved``), min and
+median of the timed repetitions after warm-ups. The convolutions and the cross-entropy are also
+timed with their fast path switched off (``conv_winograd.winograd(False)``, the 7x7 row
+products one per kernel row, ``loss_fused.ENABLED = False``) in the same run, so what each path
+buys is a ratio taken under the same load. The report states the machine's load and
 the CPU share other processes took: on a shared machine every number is inflated, and the
 ratios are the part to read.
 
@@ -84,33 +84,6 @@ def _switched_off(name):
     return None
 
 
-def interleaved(runs, warmup, reps):
-    """Milliseconds of each run, taken in turn within every repetition: runs is name ->
-    (context factory, fn). The 2-core machine this was written on changes speed by up to 2x
-    within minutes (sgemm 1024^3 measured 302 then 194 GFLOP/s); timed one after the other, a
-    framework's whole block can land in a slow phase and the ratio with it. Interleaved, every
-    repetition sees both under the same conditions, and the minimum (the least disturbed
-    repetition) and the median both make a ratio.
-
-    Each timed call follows an untimed call of the same run. A framework leaves its threads
-    busy for a while after its last call: OpenBLAS's workers spin (yielding) for up to 2^28
-    cycles, about 0.1 s, before they sleep, and on two cores that took PyTorch's next step
-    from 29 to 87 ms (SegNet small). Timed straight after the other framework, each would pay
-    for the other's threads; after its own call it runs as it does in a training loop."""
-    samples = {name: [] for name in runs}
-    with bench_common.quiet_gc():
-        for rep in range(warmup + reps):
-            for name, (context, fn) in runs.items():
-                with context():
-                    fn()  # settles the threads that the previous run left behind
-                    t0 = time.perf_counter()
-                    fn()
-                    seconds = time.perf_counter() - t0
-                if rep >= warmup:
-                    samples[name].append(1000 * seconds)
-    return {name: (float(np.min(v)), float(np.median(v))) for name, v in samples.items()}
-
-
 def time_ops(quick, warmup, reps, log):
     """Rows: op, title, (min, median) ms of numba / numba without its fast path / torch."""
     import contextlib
@@ -140,7 +113,7 @@ def time_ops(quick, warmup, reps, log):
                 runner = bench_ops.CaseRunner(fw, case, arrays)  # fwd+bwd once: JIT compiles
             runs[key] = (context, lambda runner=runner: runner.once())
         row = {"op": name, "label": label, "title": case.title}
-        row.update(interleaved(runs, warmup, reps))
+        row.update(bench_common.interleaved(runs, warmup, reps))
         times = "  ".join(f"{k} {row[k][1]:8.2f} ms" for k in ("numba", "off", "torch") if k in row)
         log(f"  {name:22s} {times}  (median)")
         rows.append(row)
@@ -167,7 +140,7 @@ def time_training_step(quick, warmup, reps, log):
     row = {"op": "segnet_basic", "label": f"SegNet-Basic training step ({entry['label']})"}
     n, (h, w) = entry["batch"], entry["size"]
     row["title"] = f"{n}x3x{h}x{w}, SGD momentum"
-    row.update(interleaved(runs, warmup, reps))
+    row.update(bench_common.interleaved(runs, warmup, reps))
     log(
         "  segnet_basic           "
         + "  ".join(f"{k} {v[1]:8.2f} ms" for k, v in row.items() if k in runs)

@@ -8,7 +8,10 @@ For each model:
   This is how we know the two timings compare the same network.
 * **train step**: forward, cross-entropy (+ 0.4 x auxiliary loss for PSPNet), zero_grad,
   backward, SGD(momentum 0.9) step; median of several steps after warm-up; images/s = N / time.
-* **inference**: eval mode, no gradient recording; images/s.
+  With PyTorch present the two frameworks take turns within every repetition and each timed
+  step follows an untimed one of its own (``bench_common.interleaved``: the machine's speed
+  drifts, and a framework's idle threads slow the other's next step).
+* **inference**: eval mode, no gradient recording; images/s; timed the same way.
 * **held for backward**: after the training forward, walk the autograd graph from the loss and
   add up the arrays each Function saved for its backward (``fn.saved``), de-duplicated by the
   buffer they live in, weights, buffers and the input batch excluded. Integer arrays are the
@@ -25,6 +28,7 @@ For each model:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -41,7 +45,7 @@ if str(HERE) not in sys.path:
 if (HERE.parent / "minisegnet" / "__init__.py").is_file() and str(HERE.parent) not in sys.path:
     sys.path.insert(1, str(HERE.parent))
 
-from bench_common import median_ms, short_error, time_call  # noqa: E402
+from bench_common import interleaved, median_ms, short_error, time_call  # noqa: E402
 
 
 def plan(quick: bool) -> list[dict]:
@@ -376,6 +380,13 @@ def time_fn(fn, warmup, reps) -> float:
     return median_ms(time_call(fn, 0, reps))
 
 
+def _reps_for(fn, reps: int) -> int:
+    """``reps``, or 3 when one call takes over a second (three timed runs are enough)."""
+    t0 = time.perf_counter()
+    fn()
+    return min(reps, 3) if time.perf_counter() - t0 > 1.0 else reps
+
+
 def run(settings, have_torch: bool, log) -> list[dict]:
     from bench_common import numba_threads
 
@@ -408,8 +419,22 @@ def run(settings, have_torch: bool, log) -> list[dict]:
                     tmodel = build_torch(entry)
                     row["mirror"] = mirror_check(model, tmodel, entry)
                 r = MsRunner(entry, model)
-                row["train_ms"] = time_fn(r.train_step, warmup, reps)
-                row["infer_ms"] = time_fn(r.infer, warmup, reps)
+                if have_torch:
+                    tr = TorchRunner(entry, tmodel)
+                    for what, ms_fn, torch_fn in (
+                        ("train", r.train_step, tr.train_step),
+                        ("infer", r.infer, tr.infer),
+                    ):
+                        runs = {
+                            "numba": (lambda: ms.backend.use("numba"), ms_fn),
+                            "torch": (contextlib.nullcontext, torch_fn),
+                        }
+                        times = interleaved(runs, warmup, _reps_for(ms_fn, reps))
+                        row[f"{what}_ms"] = times["numba"][1]  # medians
+                        row[f"torch_{what}_ms"] = times["torch"][1]
+                else:
+                    row["train_ms"] = time_fn(r.train_step, warmup, reps)
+                    row["infer_ms"] = time_fn(r.infer, warmup, reps)
                 if "profile" in settings.sections:
                     from bench_ops import profile_callable
 
@@ -426,9 +451,6 @@ def run(settings, have_torch: bool, log) -> list[dict]:
                 f"infer {row['infer_ms']:8.1f} ms"
             )
             if have_torch:
-                tr = TorchRunner(entry, tmodel)
-                row["torch_train_ms"] = time_fn(tr.train_step, warmup, reps)
-                row["torch_infer_ms"] = time_fn(tr.infer, warmup, reps)
                 row["torch_saved"] = torch_saved_bytes(tr)
                 row["ratio_train"] = row["train_ms"] / row["torch_train_ms"]
                 row["ratio_infer"] = row["infer_ms"] / row["torch_infer_ms"]

@@ -565,3 +565,28 @@ def test_depthwise_path_matches_the_reference(kernel, stride, padding, dilation)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, expected_dw, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, out_size",
+    [((4, 4), (2, 2), (0, 0), (12, 14)), ((4, 4), (2, 2), (1, 1), (11, 13)),
+     ((6, 4), (3, 2), (2, 1), (12, 8)), ((4, 2), (2, 2), (0, 0), (9, 7))],
+)  # fmt: skip
+def test_stride_phases_data_gradient_matches_the_reference(kernel, stride, padding, out_size):
+    """conv_stride_phases: a strided data gradient (a transposed convolution's forward) as one
+    stride-1 product for all stride phases; odd output sizes (output_padding) included."""
+    from minisegnet.ops import conv_stride_phases
+
+    rng = np.random.default_rng(5)
+    O, C = 3, 4
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    out = [(out_size[i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in (0, 1)]
+    dy = rng.standard_normal((2, O, *out))
+    w = rng.standard_normal((O, C, kh, kw))
+    args = (stride, padding, (1, 1), 1)
+    expected = conv_op._data_grad_by_images(dy, w, out_size, *args)
+    assert conv_stride_phases.applies(kernel, stride, (1, 1), 1)
+    for budget in (1, conv_chunks.CHUNK_BYTES):
+        with conv_chunks.chunk_bytes(budget), ms.backend.use("numba"):
+            dx = conv_op.conv2d_data_grad(dy, w, out_size, *args)
+        np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)

@@ -7,6 +7,8 @@ backend's three products here. Each product takes the first path that applies:
                            direct loops, e.g. FCN's fixed bilinear upsamplers)
     Winograd F(4x4, 3x3)   stride-1 3x3 convolutions with enough channels (``conv_winograd``),
                            dilated ones on the d*d sub-grids (``conv_winograd.DILATED``)
+    stride phases          data gradients (transposed convolutions) of stride > 1, kernel a
+                           multiple of the stride, one group (``conv_stride_phases``)
     row shifts             vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group: im2col along
                            the width only, 7x fewer copies for 7x7 (``conv_row_shift``, the
                            readable form: one product per kernel row over shifted views), run
@@ -36,6 +38,7 @@ from minisegnet.ops import (
     conv_depthwise,
     conv_row_shift,
     conv_row_stack,
+    conv_stride_phases,
     conv_winograd,
 )
 from minisegnet.ops.conv_chunks import (
@@ -182,6 +185,8 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
     ) and conv_row_shift.applies_to_data_grad(kernel, stride, padding, dilation):
         module = _row_module("data_grad", channels, kernel)
         return module.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
+    if conv_stride_phases.applies(kernel, stride, dilation, groups):
+        return conv_stride_phases.conv2d_data_grad(dy, w, in_size, stride, padding)
     return _data_grad_by_bands(dy, w, in_size, stride, padding, dilation, groups)
 
 
