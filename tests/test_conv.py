@@ -579,7 +579,7 @@ def test_stride_phases_data_gradient_matches_the_reference(kernel, stride, paddi
 
     rng = np.random.default_rng(5)
     O, C = 3, 4
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    kh, kw = kernel
     out = [(out_size[i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in (0, 1)]
     dy = rng.standard_normal((2, O, *out))
     w = rng.standard_normal((O, C, kh, kw))
@@ -590,3 +590,23 @@ def test_stride_phases_data_gradient_matches_the_reference(kernel, stride, paddi
         with conv_chunks.chunk_bytes(budget), ms.backend.use("numba"):
             dx = conv_op.conv2d_data_grad(dy, w, out_size, *args)
         np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize(
+    "stride, padding, groups", [((2, 2), (0, 0), 1), ((1, 1), (1, 1), 1), ((2, 1), (1, 0), 2)]
+)
+def test_forward_and_weight_grad_in_one_pass(backend, stride, padding, groups):
+    """conv2d_forward_and_weight_grad (a transposed convolution's backward) equals the forward
+    and the weight gradient computed apart, on the band path's shared im2col and elsewhere."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 4, 11, 10))
+    w = rng.standard_normal((6, 4 // groups, 4, 3))
+    args = (stride, padding, (1, 1), groups)
+    expected_y = conv_op._gemm_by_images(x, w, *args, None)
+    g = rng.standard_normal(expected_y.shape)
+    expected_dw = conv_op._weight_grad_by_images(x, g, (4, 3), *args)
+    with conv_chunks.chunk_bytes(500), ms.backend.use(backend):
+        y, dw = conv_op.conv2d_forward_and_weight_grad(x, w, g, *args)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, expected_dw, rtol=1e-12, atol=1e-11)

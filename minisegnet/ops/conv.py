@@ -94,7 +94,8 @@ from minisegnet.ops.geometry import conv_output_size, conv_output_size_2d
 
 __all__ = [
     "Conv2d", "conv_output_size", "im2col_ref", "col2im_ref", "im2col_numba", "col2im_numba",
-    "conv2d_gemm", "conv2d_data_grad", "conv2d_weight_grad", "conv2d_grads", "bias_grad",
+    "conv2d_gemm", "conv2d_data_grad", "conv2d_weight_grad", "conv2d_grads",
+    "conv2d_forward_and_weight_grad", "bias_grad",
     "CUDA_IMPLICIT_GEMM",
     "cuda_implicit_gemm", "GPU_CHUNK_BYTES",
 ]  # fmt: skip
@@ -334,6 +335,12 @@ def _grads_one_by_one(dy, x, w, stride, padding, dilation, groups, need_dx, need
 # The kernel table and the three products
 # ------------------------------------------------------------------------------------------------
 # Every implementation of each product, by backend: the table a reader (and grep) reads. The
+def _forward_and_weight_grad_one_by_one(x, w, g, stride, padding, dilation, groups):
+    """(conv2d(x, w), the weight gradient from x and g), as two calls of the current backend."""
+    geometry = (stride, padding, dilation, groups)
+    return conv2d_gemm(x, w, *geometry), conv2d_weight_grad(x, g, tuple(w.shape[2:]), *geometry)
+
+
 # numba engine (Winograd, row shifts, bands) is in ops/conv_engine.py.
 _KERNELS = {
     "im2col": {
@@ -358,6 +365,12 @@ _KERNELS = {
     "conv2d_grads": {  # both gradients; numba shares work between them (Winograd)
         "numpy": _grads_one_by_one, "numba": conv_engine.conv2d_grads,
         "cuda": _grads_one_by_one,
+    },
+    "conv2d_forward_and_weight_grad": {  # a transposed convolution's backward; numba shares
+        # the im2col of the band path between the two products
+        "numpy": _forward_and_weight_grad_one_by_one,
+        "numba": conv_engine.conv2d_forward_and_weight_grad,
+        "cuda": _forward_and_weight_grad_one_by_one,
     },
 }  # fmt: skip
 
@@ -401,6 +414,13 @@ def conv2d_grads(dy, x, w, stride, padding, dilation, groups, need_dx=True, need
 # ------------------------------------------------------------------------------------------------
 # The autograd Function
 # ------------------------------------------------------------------------------------------------
+
+
+def conv2d_forward_and_weight_grad(x, w, g, stride, padding, dilation, groups):
+    """(conv2d(x, w) without bias, the weight gradient of a convolution of x whose output
+    gradient is g): both halves of a transposed convolution's backward, in one pass where the
+    backend can share work (``_KERNELS``)."""
+    return _impl("conv2d_forward_and_weight_grad")(x, w, g, stride, padding, dilation, groups)
 
 
 def bias_grad(dy):

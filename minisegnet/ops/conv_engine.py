@@ -52,6 +52,7 @@ from minisegnet.ops.geometry import conv_output_size_2d
 __all__ = [
     "conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "row_shift", "ROW_SHIFT",
     "ROW_SHIFT_MIN_KH", "ROW_SHIFT_MIN_CHANNELS", "ROW_PRODUCTS", "STACKED_WEIGHT_GRAD_MIN_DEPTH",
+    "conv2d_forward_and_weight_grad",
 ]  # fmt: skip
 
 ROW_SHIFT = True
@@ -202,6 +203,26 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
         module = _row_module("weight_grad", x.shape[1], kernel)
         return module.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)
     return _weight_grad_by_bands(x, dy, kernel, stride, padding, dilation, groups)
+
+
+def conv2d_forward_and_weight_grad(x, w, g, stride, padding, dilation, groups):
+    """(conv2d(x, w), the weight gradient from x and g): a transposed convolution's backward,
+    whose input gradient is the convolution of its output gradient x and whose weight gradient
+    pairs x with its input g. On the band path both products read one im2col of each chunk of
+    x (for FCN's k4 s2 upsampler that im2col was a third of the backward); elsewhere one by
+    one."""
+    out_size = conv_output_size_2d(x.shape[2:], w.shape[2:], stride, padding, dilation)
+    on_bands = (
+        not conv_depthwise.applies(x.shape[1], w.shape[0], groups)
+        and not conv_winograd.applies(
+            x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size
+        )
+        and not _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1])
+    )
+    if on_bands:
+        return _forward_and_weight_grad_by_bands(x, w, g, stride, padding, dilation, groups)
+    y = conv2d_forward(x, w, stride, padding, dilation, groups, None)
+    return y, conv2d_weight_grad(x, g, w.shape[2:], stride, padding, dilation, groups)
 
 
 def conv2d_grads(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw):
@@ -362,3 +383,29 @@ def _weight_grad_by_bands(x, dy, kernel, stride, padding, dilation, groups):
         np.matmul(cols.reshape(groups, Cg * kh * kw, P), dy_t, out=part)
         dw_t += part
     return np.ascontiguousarray(dw_t.transpose(0, 2, 1)).reshape(O, Cg, kh, kw)
+
+
+def _forward_and_weight_grad_by_bands(x, w, g, stride, padding, dilation, groups):
+    """``_forward_by_bands`` and ``_weight_grad_by_bands`` in one pass over the chunks: each
+    chunk's columns of x feed both products."""
+    x, w, g = np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(g)
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    out_size = conv_output_size_2d((H, W), (kh, kw), stride, padding, dilation)
+    bands = _Bands(N, C, out_size, (kh, kw), stride, padding, dilation, x.dtype)
+    depth = Cg * kh * kw
+    wg = w.reshape(groups, O // groups, depth)  # (G, O/G, C/G*kh*kw)
+    y = np.empty((N, O) + out_size, dtype=x.dtype)
+    dw_t = np.zeros((groups, depth, O // groups), dtype=x.dtype)
+    part = np.empty_like(dw_t)
+    for n0, B, oy0, R in bands.chunks:
+        cols = bands.columns(x, n0, B, oy0, R)
+        out = _output_positions(y, n0, B, oy0, R)  # (O, B*R*Wo)
+        P = out.shape[1]
+        cols_g = cols.reshape(groups, depth, P)
+        np.matmul(wg, cols_g, out=out.reshape(groups, O // groups, P, copy=False))
+        _store_positions(y, out, n0, B)
+        gc = _read_positions(g, n0, B, oy0, R)  # (O, P)
+        np.matmul(cols_g, gc.reshape(groups, O // groups, P).transpose(0, 2, 1), out=part)
+        dw_t += part
+    return y, np.ascontiguousarray(dw_t.transpose(0, 2, 1)).reshape(O, Cg, kh, kw)

@@ -42,7 +42,13 @@ from __future__ import annotations
 
 from minisegnet.arrays import array_module
 from minisegnet.autograd import Function
-from minisegnet.ops.conv import conv2d_data_grad, conv2d_gemm, conv2d_weight_grad, with_bias_grad
+from minisegnet.ops.conv import (
+    conv2d_data_grad,
+    conv2d_forward_and_weight_grad,
+    conv2d_gemm,
+    conv2d_weight_grad,
+    with_bias_grad,
+)
 from minisegnet.ops.geometry import (
     conv_output_size_2d,
     conv_transpose_output_size,
@@ -85,13 +91,15 @@ class ConvTranspose2d(Function):
         dy = xp.ascontiguousarray(dy)
         geometry = (s.stride, s.padding, s.dilation, s.groups)
         dx = dw = None
-        if self.needs_grad[0]:
+        # dw is conv2d's weight gradient with the roles swapped: dy is the convolution's input,
+        # x the gradient of its output; the result has the shape of w, (C, O/G, kh, kw).
+        if self.needs_grad[0] and self.needs_grad[1]:
+            dx, dw = conv2d_forward_and_weight_grad(dy, s.w, s.x, *geometry)
+        elif self.needs_grad[0]:
             dx = conv2d_gemm(dy, s.w, *geometry)  # (N, C, grid h, grid w)
-            H, W = s.in_size
-            if dx.shape[2:] != (H, W):
-                dx = xp.ascontiguousarray(dx[:, :, :H, :W])
-        if self.needs_grad[1]:
-            # conv2d's weight gradient with the roles swapped: dy is the convolution's input,
-            # x the gradient of its output; the result has the shape of w, (C, O/G, kh, kw).
+        elif self.needs_grad[1]:
             dw = conv2d_weight_grad(dy, s.x, tuple(s.w.shape[2:]), *geometry)
+        if dx is not None and dx.shape[2:] != tuple(s.in_size):
+            H, W = s.in_size
+            dx = xp.ascontiguousarray(dx[:, :, :H, :W])
         return with_bias_grad(self, dy, dx, dw)
