@@ -9,7 +9,8 @@ set before NumPy, Numba or PyTorch load), forward + backward from a fixed output
 the frameworks interleaved within every repetition (``bench_common.interleaved``), min and
 median of the timed repetitions after warm-ups. The convolutions and the cross-entropy are also
 timed with their fast path switched off (``conv_winograd.winograd(False)``, the 7x7 row
-products one per kernel row, ``loss_fused.ENABLED = False``) in the same run, so what each path
+products one per kernel row, the transposed convolution's stride phases off,
+``loss_fused.ENABLED = False``) in the same run, so what each path
 buys is a ratio taken under the same load. The report states the machine's load and
 the CPU share other processes took: on a shared machine every number is inflated, and the
 ratios are the part to read.
@@ -25,6 +26,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before NumPy/Numba/PyTorch start threads
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -62,32 +64,32 @@ TARGETS = {  # issue 19: fwd+bwd at most this x PyTorch
 
 def _switched_off(name):
     """Context with the fast path of op case ``name`` off (None: the case has none)."""
-    import contextlib
-
-    from minisegnet.ops import conv_engine, conv_winograd, loss_fused
+    from minisegnet.ops import conv_engine, conv_stride_phases, conv_winograd, loss_fused
 
     if name == "conv2d":
         return conv_winograd.winograd(False)
     if name == "conv2d_7x7":  # the row-shift path's readable form: one product per kernel row
         return conv_engine.row_shift(True, products="per_row")
+    if name == "conv_transpose2d_up2":  # the band path's GEMM + col2im for the forward
+        return _flag_off(conv_stride_phases, "ENABLED")
     if name == "cross_entropy":
-
-        @contextlib.contextmanager
-        def fused_off():
-            previous, loss_fused.ENABLED = loss_fused.ENABLED, False
-            try:
-                yield
-            finally:
-                loss_fused.ENABLED = previous
-
-        return fused_off()
+        return _flag_off(loss_fused, "ENABLED")
     return None
+
+
+@contextlib.contextmanager
+def _flag_off(module, flag):
+    """``module.flag`` set to False for the duration."""
+    previous = getattr(module, flag)
+    setattr(module, flag, False)
+    try:
+        yield
+    finally:
+        setattr(module, flag, previous)
 
 
 def time_ops(quick, warmup, reps, log):
     """Rows: op, title, (min, median) ms of numba / numba without its fast path / torch."""
-    import contextlib
-
     cases = {c.name: c for c in bench_ops.op_cases(quick)}
     numba, torch_fw = bench_common.Framework("numba"), bench_common.Framework("torch")
     have_torch = bench_common.torch_or_none() is not None
@@ -123,8 +125,6 @@ def time_ops(quick, warmup, reps, log):
 def time_training_step(quick, warmup, reps, log):
     """SegNet-Basic (width 1, 4x3x96x128; tiny in quick mode) training step, both frameworks,
     interleaved."""
-    import contextlib
-
     import minisegnet as ms
 
     entries = bench_models.plan(quick)
