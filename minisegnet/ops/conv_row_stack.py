@@ -180,8 +180,8 @@ class _Strip:
     (3 rows instead of 6 for a 7x7 convolution with padding 3), and the product multiplies them.
 
     The buffers are in the thread's kept scratch memory (``conv_chunks``): width-columns
-    (C*kw, nb, Wo) and ``z_blocks`` blocks of (kh*O, nb, Wo), all within CHUNK_BYTES unless one
-    block of dh*(kh-1) rows is larger."""
+    (C*kw, nb, Wo) and ``z_blocks`` blocks of (kh*O, nb, Wo), all within what the per-row form
+    keeps (``_budget``) unless one block of dh*(kh-1) rows is larger."""
 
     def __init__(self, x_shape, w_shape, stride, padding, dilation, dtype, z_blocks):
         N, C, H, W = x_shape
@@ -197,11 +197,21 @@ class _Strip:
         self.width_args = (self.gap, self.period, kw, sw, pw, dw)
         itemsize = np.dtype(dtype).itemsize
         row_bytes = (self.k + z_blocks * self.m) * self.wo * itemsize
-        self.nb = min(self.total, max(self.extra, 1, conv_chunks.CHUNK_BYTES // row_bytes))
+        self.nb = min(self.total, max(self.extra, 1, self._budget(N, itemsize) // row_bytes))
         sizes = [self.k] + [self.m] * z_blocks
         self.slices = [s * self.nb * self.wo for s in sizes]
         memory = conv_chunks.scratch_memory(sum(self.slices) * itemsize)
         self.flat = memory[: sum(self.slices) * itemsize].view(dtype)
+
+    def _budget(self, n, itemsize):
+        """Bytes for the buffers: what the per-row form (``conv_row_shift``) keeps for its
+        width-columns, so that this path needs no more scratch memory than it (at most
+        CHUNK_BYTES; for a small batch, the columns of the whole batch)."""
+        width_row = self.k * self.wo * itemsize
+        chunks = conv_chunks.plan_chunks(
+            n, self.ho, width_row, conv_chunks.CHUNK_BYTES, extra=self.extra
+        )
+        return width_row * max(B * (R + self.extra) for _, B, _, R in chunks)
 
     def blocks(self):
         """(g0, b): the strip in blocks of nb rows (the last one shorter)."""
