@@ -114,6 +114,25 @@ def _inside(offset, step, size, n_out):
     return lo, hi
 
 
+@njit(cache=True, inline="always")
+def copy_row(xf, cf, src, dst, lo, hi, n_out, step):
+    """One row of columns: cf[dst + o] = xf[src + (o - lo)*step] for o in [lo, hi), zero for the
+    other o < n_out (those read padding). Shared by the im2col kernels (here and
+    ``conv_row_stack``), inlined into each caller's loop (as a call it made im2col ~30% slower)."""
+    for o in range(np.uint64(lo)):
+        cf[dst + o] = 0
+    d = dst + np.uint64(lo)
+    if step == 1:  # contiguous: the copy LLVM vectorises
+        for j in range(np.uint64(hi - lo)):
+            cf[d + j] = xf[src + j]
+    else:
+        stride = np.uint64(step)
+        for j in range(np.uint64(hi - lo)):
+            cf[d + j] = xf[src + j * stride]
+    for o in range(np.uint64(hi), np.uint64(n_out)):
+        cf[dst + o] = 0
+
+
 @njit(parallel=True, cache=True)
 def im2col_chunk_numba(x, cols, n0, oy0, kh, kw, sh, sw, ph, pw, dh, dw):
     """Fill cols (C*kh*kw, B, R, Wo) from x (N, C, H, W): one prange iteration per cols row."""
@@ -131,23 +150,11 @@ def im2col_chunk_numba(x, cols, n0, oy0, kh, kw, sh, sw, ph, pw, dh, dw):
                 iy = (oy0 + r) * sh - ph + ky * dh  # input row read by output row oy0 + r
                 dst = np.uint64(((row * B + b) * R + r) * Wo)
                 if iy < 0 or iy >= H:  # the whole row reads padding
-                    for ox in range(np.uint64(Wo)):
-                        cf[dst + ox] = 0
+                    copy_row(xf, cf, np.uint64(0), dst, Wo, Wo, Wo, sw)
                     continue
-                for ox in range(np.uint64(lo)):
-                    cf[dst + ox] = 0
                 # input column of output column ox: ox*sw - pw + kx*dw
                 src = np.uint64((((n0 + b) * C + c) * H + iy) * W + lo * sw + kx * dw - pw)
-                d = dst + np.uint64(lo)
-                if sw == 1:
-                    for j in range(np.uint64(hi - lo)):
-                        cf[d + j] = xf[src + j]
-                else:
-                    step = np.uint64(sw)
-                    for j in range(np.uint64(hi - lo)):
-                        cf[d + j] = xf[src + j * step]
-                for ox in range(np.uint64(hi), np.uint64(Wo)):
-                    cf[dst + ox] = 0
+                copy_row(xf, cf, src, dst, lo, hi, Wo, sw)
 
 
 @njit(parallel=True, cache=True)

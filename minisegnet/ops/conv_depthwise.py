@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from minisegnet.ops.conv_chunks import _inside  # [lo, hi): the outputs whose source is inside
+
 __all__ = ["ENABLED", "applies", "conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad"]
 
 ENABLED = True
@@ -39,16 +41,6 @@ ENABLED = True
 def applies(channels: int, out_channels: int, groups: int) -> bool:
     """One input and one output channel per group (and the path enabled)."""
     return ENABLED and groups > 1 and channels == groups and out_channels == groups
-
-
-@njit(cache=True)
-def _columns(offset, step, size, n_out):
-    """Outputs [lo, hi) of o in [0, n_out) whose column o*step + offset lies in [0, size)."""
-    lo = 0
-    if offset < 0:
-        lo = min(n_out, (-offset + step - 1) // step)
-    hi = max(lo, min(n_out, (size - offset + step - 1) // step))
-    return lo, hi
 
 
 # Inner loops index flat arrays with unsigned offsets: with signed ones Numba must handle Python's
@@ -113,7 +105,7 @@ def _data_grad(dy, w, dx, sh, sw, ph, pw, dh, dw):
                 for ox in range(Wo):
                     g = gf[np.uint64((i * Ho + oy) * Wo + ox)]
                     start = ox * sw - pw  # dx column of tap 0; tap kx lands kx*dw further
-                    lo, hi = _columns(start, dw, W, kw)  # taps that land inside the row
+                    lo, hi = _inside(start, dw, W, kw)  # taps that land inside the row
                     dst = plane + np.uint64(h * W + start + lo * dw)
                     step = np.uint64(dw)
                     for j in range(np.uint64(hi - lo)):  # contiguous when dw == 1
@@ -131,7 +123,7 @@ def _weight_grad(x, dy, dw_out, sh, sw, ph, pw, dh, dw):
         ky = i % kh
         for kx in range(kw):
             offset = kx * dw - pw
-            lo, hi = _columns(offset, sw, W, Wo)
+            lo, hi = _inside(offset, sw, W, Wo)
             total = 0.0  # float64: sums over the whole batch
             for n in range(N):
                 for oy in range(Ho):

@@ -58,6 +58,7 @@ import numpy as np
 from numba import njit, prange
 
 from minisegnet.ops import conv_chunks, conv_row_shift
+from minisegnet.ops.conv_chunks import _inside, copy_row
 from minisegnet.ops.geometry import conv_output_size_2d
 
 __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "stacked_weights"]
@@ -80,32 +81,17 @@ def width_columns(x, cols, g0, gap, period, kw, sw, pw, dw):
     for row in prange(k_rows):  # row = c*kw + kx
         c = row // kw
         offset = (row % kw) * dw - pw  # input column of output column 0
-        lo = 0  # output columns [lo, hi) read inside the image
-        if offset < 0:
-            lo = min(Wo, (-offset + sw - 1) // sw)
-        hi = max(lo, min(Wo, (W - offset + sw - 1) // sw))
+        lo, hi = _inside(offset, sw, W, Wo)  # output columns that read inside the image
         for j in range(nb):
             t = g0 + j - gap
             n = t // period
             iy = t - n * period
             dst = np.uint64((row * nb + j) * Wo)
             if t < 0 or iy >= H:  # a row of a gap
-                for ox in range(np.uint64(Wo)):
-                    cf[dst + ox] = 0
+                copy_row(xf, cf, np.uint64(0), dst, Wo, Wo, Wo, sw)
                 continue
-            for ox in range(np.uint64(lo)):
-                cf[dst + ox] = 0
             src = np.uint64(((n * C + c) * H + iy) * W + lo * sw + offset)
-            d = dst + np.uint64(lo)
-            if sw == 1:
-                for q in range(np.uint64(hi - lo)):
-                    cf[d + q] = xf[src + q]
-            else:
-                step = np.uint64(sw)
-                for q in range(np.uint64(hi - lo)):
-                    cf[d + q] = xf[src + q * step]
-            for ox in range(np.uint64(hi), np.uint64(Wo)):
-                cf[dst + ox] = 0
+            copy_row(xf, cf, src, dst, lo, hi, Wo, sw)
 
 
 @njit(parallel=True, cache=True)
