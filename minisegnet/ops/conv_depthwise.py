@@ -35,7 +35,8 @@ from minisegnet.ops.conv_chunks import _inside  # [lo, hi): the outputs whose so
 __all__ = ["ENABLED", "applies", "conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad"]
 
 ENABLED = True
-"""Let the numba backend take this path for depthwise convolutions (tests switch it off)."""
+"""Let the numba backend take this path for depthwise convolutions (off: the band path runs
+them, e.g. to time the two side by side)."""
 
 
 def applies(channels: int, out_channels: int, groups: int) -> bool:

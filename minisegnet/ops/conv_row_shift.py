@@ -39,7 +39,7 @@ This file is the path's readable form. The numba backend (``ops/conv_engine.py``
 path for convolutions with vertical stride 1, kh >= conv_engine.ROW_SHIFT_MIN_KH and one group
 (``conv_engine.ROW_SHIFT`` switches it off) and, by default, runs the same sums in another order:
 ``ops/conv_row_stack.py`` stacks the kh row weights into one matrix, so one well-shaped product
-replaces the kh thin ones here (7x7 64->64 forward 75 -> 60 ms); ``conv_engine.ROW_PRODUCTS``
+replaces the kh thin ones here (7x7 64->64 forward 97 -> 76 ms); ``conv_engine.ROW_PRODUCTS``
 says which form each product takes. The results equal the im2col path up to float rounding,
 which the tests check for every form against the NumPy reference.
 """

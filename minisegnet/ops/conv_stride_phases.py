@@ -26,7 +26,8 @@ min of 7, one process): the transposed convolution's forward 10.95 ms on the ban
 here (per chunk of 4 images: im2col 0.27, product 1.38, placing the phases 0.43 ms).
 
 Taken by the numba backend (``conv_engine``) for one group, dilation 1, stride > 1 and kernels
-an exact multiple of the stride (FCN's upsamplers: k4 s2, k32 s16 ...).
+an exact multiple of the stride (FCN's learned upsamplers: k4 s2, and k16 s8 ... when
+``learnable``; the fixed ones are depthwise, ``conv_depthwise``).
 """
 
 from __future__ import annotations
