@@ -230,6 +230,12 @@ def test_an_empty_batch_leaves_running_statistics_and_gives_zero_parameter_gradi
         conv = nn.Conv2d(3, 2, 3, padding=1)
         conv(x).sum().backward()
         assert np.all(np.asarray(conv.weight.grad) == 0) and np.all(np.asarray(conv.bias.grad) == 0)
+        # both gradients of a transposed convolution come from one kernel-table row
+        # (conv2d_forward_and_weight_grad), whose chunk planner needs N >= 1
+        for stride in (1, 2):
+            up = nn.ConvTranspose2d(3, 2, 4, stride=stride, padding=1)
+            up(x).sum().backward()
+            assert np.all(np.asarray(up.weight.grad) == 0) and np.all(np.asarray(up.bias.grad) == 0)
 
 
 def test_the_mean_cross_entropy_of_an_empty_batch_is_0_like_a_fully_ignored_one(any_backend):

@@ -331,16 +331,16 @@ def _grads_one_by_one(dy, x, w, stride, padding, dilation, groups, need_dx, need
     return dx, dw
 
 
-# ------------------------------------------------------------------------------------------------
-# The kernel table and the three products
-# ------------------------------------------------------------------------------------------------
-# Every implementation of each product, by backend: the table a reader (and grep) reads. The
 def _forward_and_weight_grad_one_by_one(x, w, g, stride, padding, dilation, groups):
     """(conv2d(x, w), the weight gradient from x and g), as two calls of the current backend."""
     geometry = (stride, padding, dilation, groups)
     return conv2d_gemm(x, w, *geometry), conv2d_weight_grad(x, g, tuple(w.shape[2:]), *geometry)
 
 
+# ------------------------------------------------------------------------------------------------
+# The kernel table and the three products
+# ------------------------------------------------------------------------------------------------
+# Every implementation of each product, by backend: the table a reader (and grep) reads. The
 # numba engine (Winograd, row shifts, bands) is in ops/conv_engine.py.
 _KERNELS = {
     "im2col": {
@@ -420,6 +420,8 @@ def conv2d_forward_and_weight_grad(x, w, g, stride, padding, dilation, groups):
     """(conv2d(x, w) without bias, the weight gradient of a convolution of x whose output
     gradient is g): both halves of a transposed convolution's backward, in one pass where the
     backend can share work (``_KERNELS``)."""
+    if x.shape[0] == 0:  # an empty batch: the one-by-one functions know what to return
+        return _forward_and_weight_grad_one_by_one(x, w, g, stride, padding, dilation, groups)
     return _impl("conv2d_forward_and_weight_grad")(x, w, g, stride, padding, dilation, groups)
 
 
