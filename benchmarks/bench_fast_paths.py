@@ -66,7 +66,7 @@ def _switched_off(name):
     """Context with the fast path of op case ``name`` off (None: the case has none)."""
     from minisegnet.ops import conv_engine, conv_stride_phases, conv_winograd, loss_fused
 
-    if name == "conv2d":
+    if name in ("conv2d", "conv2d_dilated"):
         return conv_winograd.winograd(False)
     if name == "conv2d_7x7":  # the row-shift path's readable form: one product per kernel row
         return conv_engine.row_shift(True, products="per_row")
@@ -281,9 +281,10 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
         "The bound is `conv_winograd.error_bound` (gamma_{C+13} for F2, gamma_{C+24} for F4, "
         "times the absolute-value Winograd evaluation, ops/conv_winograd.py), largest entry over "
         "max |y|. The numba backend's Winograd path is F4 and takes 3x3 convolutions with 64+ "
-        "channels and 100+ output pixels per channel (`conv_winograd.MIN_PIXELS_PER_CHANNEL`): "
-        "the undilated case above; the dilated one (64 pixels per channel on each of its 4 "
-        "sub-grids) takes the row-shift path.",
+        "channels and 100+ output pixels per channel per image "
+        "(`conv_winograd.MIN_PIXELS_PER_CHANNEL`), or dilated ones with 200+ over the batch "
+        "(`DILATED_MIN_PIXELS_PER_CHANNEL`): both 3x3 cases above, the dilated one reading its "
+        "4 sub-grids in place; 'fast path off' is the row-shift path.",
         "",
     ]
     return "\n".join(lines)

@@ -455,6 +455,8 @@ def profile_callable(step, module_names=(), reps: int = 2) -> dict:
     ``module_names``) and NumPy's matmul/dot/einsum when called by name are wrapped for the
     duration. Returns {total_ms, parts: [{function, ms, calls, share}], other_ms, other_share}.
     """
+    step()  # compiles every kernel first: a kernel compiled while its helpers are wrapped
+    # would find a Python function where it expects a Numba one, and fail to type
     prof = Profiler()
     patched = []  # (owner, attribute, original)
     modules = []

@@ -162,25 +162,32 @@ def test_chunking_by_bands_changes_nothing(monkeypatch, f):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_f4_data_gradient_stores_every_pixel_once_band_by_band():
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_f4_data_gradient_stores_every_pixel_once_band_by_band(d):
     """The F4 adjoint input transform writes dx with ``=`` (the driver does not zero it): run
-    band by band onto NaN-filled memory, every pixel must still come out right."""
+    band by band onto NaN-filled memory, every pixel must still come out right; with dilation
+    d, plane by plane over the d*d sub-grids of each image, which share no pixel."""
+    from minisegnet.ops import conv_winograd_dilated as cwd
     from minisegnet.ops import conv_winograd_f4 as f4
 
     rng = np.random.default_rng(8)
     n, c, o, h, w_, pad = 2, 3, 2, 17, 10, (1, 2)
-    w, dy = rng.normal(size=(o, c, 3, 3)), rng.normal(size=(n, o, h + 2 - 2, w_ + 4 - 2))
-    th, tw = cw._tiles(*dy.shape[2:], 4)
-    q = cw.filter_transform_ref(w, cw.F4).transpose(0, 2, 1) @ cw.output_transform_adjoint_ref(
-        dy, cw.F4
-    )
-    q = q.reshape(36, c, n, th, tw)
+    w = rng.normal(size=(o, c, 3, 3))
+    dy = rng.normal(size=(n, o, h + 2 * pad[0] - 2 * d, w_ + 2 * pad[1] - 2 * d))
+    hs, ws = cwd.subgrid_size((h, w_), pad, d)
+    # the planes in the kernels' order, image-major (f4._subgrid): plane n*d*d + ra*d + rb
+    dy_planes = cwd.output_grad_subgrids(dy, (h, w_), pad, d)
+    dy_planes = dy_planes.reshape(d * d, n, *dy_planes.shape[1:]).swapaxes(0, 1)
+    dy_planes = dy_planes.reshape(d * d * n, *dy_planes.shape[2:])
+    th, tw = cw._tiles(hs - 2, ws - 2, 4)
+    u_t = cw.filter_transform_ref(w, cw.F4).transpose(0, 2, 1)
+    q = (u_t @ cw.output_transform_adjoint_ref(dy_planes, cw.F4)).reshape(36, c, -1, th, tw)
     dx = np.full((n, c, h, w_), np.nan)
-    for b in range(n):
+    for b in range(d * d * n):
         for ty0 in range(th):  # one tile row per band, as the smallest budget makes them
             band = np.ascontiguousarray(q[:, :, b : b + 1, ty0 : ty0 + 1].reshape(36, -1))
-            f4.input_transform_adjoint(band, (1, 1, tw), dx, b, ty0, *pad)
-    want = direct_data_grad(dy, w, (h, w_), pad)
+            f4.input_transform_adjoint(band, (1, 1, tw), dx, b, ty0, *pad, d)
+    want = conv._data_grad_by_images(dy, w, (h, w_), (1, 1), pad, (d, d), 1)
     np.testing.assert_allclose(dx, want, rtol=1e-10, atol=1e-10)
 
 
@@ -233,28 +240,36 @@ def dilated_problems(draw):
     x, wt = rng.normal(size=(n, c, h, w)), rng.normal(size=(o, c, 3, 3))
     bias = rng.normal(size=o) if draw(st.booleans()) else None
     dy = rng.normal(size=(n, o, h + 2 * ph - 2 * d, w + 2 * pw - 2 * d))
-    return x, wt, bias, (ph, pw), d, dy
+    f = draw(st.sampled_from([cw.F2, cw.F4]))  # F2 copies the sub-grids, F4 reads them in place
+    budget = draw(st.sampled_from([None, 1]))  # 1: one tile row of one sub-grid per chunk
+    return x, wt, bias, (ph, pw), d, dy, f, budget
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(problem=dilated_problems())
 def test_dilated_subgrids_equal_direct_dilated_convolution(problem):
-    x, w, bias, padding, d, dy = problem
+    x, w, bias, padding, d, dy, f, budget = problem
     geometry = ((1, 1), padding, (d, d), 1)
     size = x.shape[2:]
-    pairs = [
-        (cw.conv2d_forward(x, w, padding, bias, (d, d)),
-         conv._gemm_by_images(x, w, *geometry, bias)),
-        (cw.conv2d_data_grad(dy, w, size, padding, (d, d)),
-         conv._data_grad_by_images(dy, w, size, *geometry)),
-        (cw.conv2d_weight_grad(x, dy, padding, (d, d)),
-         conv._weight_grad_by_images(x, dy, (3, 3), *geometry)),
-    ]  # fmt: skip
-    both = cw.conv2d_grads(x, dy, w, padding, (d, d))
-    pairs += [(both[0], pairs[1][1]), (both[1], pairs[2][1])]
-    for what, (got, want) in zip(("y", "dx", "dw", "dx (one pass)", "dw (one pass)"), pairs):
-        assert got.shape == want.shape, what
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=what)
+    kept, cw.BUDGET_BYTES = cw.BUDGET_BYTES, budget
+    try:
+        got = [
+            cw.conv2d_forward(x, w, padding, bias, (d, d), f=f),
+            cw.conv2d_data_grad(dy, w, size, padding, (d, d), f=f),
+            cw.conv2d_weight_grad(x, dy, padding, (d, d), f=f),
+            *cw.conv2d_grads(x, dy, w, padding, (d, d), f=f),
+        ]
+    finally:
+        cw.BUDGET_BYTES = kept
+    want = [
+        conv._gemm_by_images(x, w, *geometry, bias),
+        conv._data_grad_by_images(dy, w, size, *geometry),
+        conv._weight_grad_by_images(x, dy, (3, 3), *geometry),
+    ]
+    pairs = list(zip(got, want + want[1:]))
+    for what, (result, expected) in zip(("y", "dx", "dw", "dx (1 pass)", "dw (1 pass)"), pairs):
+        assert result.shape == expected.shape, what
+        np.testing.assert_allclose(result, expected, rtol=1e-10, atol=1e-10, err_msg=what)
 
 
 def test_space_to_batch_round_trip():
@@ -304,16 +319,20 @@ def test_numba_subgrid_copies_equal_the_numpy_definitions(n, c, h, w, d, ph, pw)
 
 
 def test_path_follows_the_measured_size_rule():
-    """Winograd (F4 by default) for 64+ channels on images with 100+ pixels per channel."""
+    """Winograd (F4 by default) for 64+ channels on images with 100+ pixels per channel, and
+    dilated ones with 200+ pixels per channel over the batch."""
     assert cw.VARIANT is cw.F4 and cw._variant(None) is cw.F4
     assert cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (128, 128))  # 256 pixels per channel
     assert cw.applies(128, 128, (3, 3), (1, 1), (1, 1), 1, (120, 160))  # 150
     assert not cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (64, 64))  # 64: im2col
     assert not cw.applies(256, 256, (3, 3), (1, 1), (1, 1), 1, (60, 80))  # 19
     assert not cw.applies(32, 32, (3, 3), (1, 1), (1, 1), 1, (96, 128))  # too few channels
-    with cw.winograd(True, dilated=True):  # each of the 4 sub-grids has a quarter of the pixels
-        assert cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1, (256, 256))
-        assert not cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1, (128, 128))
+    with cw.winograd(True, dilated=True):  # dilated: 200+ pixels per channel over the batch
+        assert cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1, (128, 128), batch=8)  # 2048
+        assert cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1, (64, 64), batch=4)  # 256
+        assert not cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1, (60, 80), batch=1)  # 75
+        assert not cw.applies(128, 128, (3, 3), (1, 1), (2, 2), 1, (120, 160))  # 150
+        assert not cw.applies(512, 512, (3, 3), (1, 1), (4, 4), 1, (60, 80))  # 9.4
     with cw.winograd(True, variant=cw.F2, any_size=True):
         assert cw._variant(None) is cw.F2
         assert cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (8, 8))

@@ -162,7 +162,7 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
         x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) for i in range(2)
     )  # stride 1: the only case the Winograd path takes
     if conv_winograd.applies(
-        x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size
+        x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size, x.shape[0]
     ):
         return conv_winograd.conv2d_forward(x, w, padding, bias, dilation)
     if _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1]):
@@ -177,7 +177,7 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
     if conv_depthwise.applies(w.shape[1] * groups, w.shape[0], groups):
         return conv_depthwise.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
     if conv_winograd.applies(
-        w.shape[1] * groups, w.shape[0], kernel, stride, dilation, groups, dy.shape[2:]
+        w.shape[1] * groups, w.shape[0], kernel, stride, dilation, groups, dy.shape[2:], dy.shape[0]
     ):
         return conv_winograd.conv2d_data_grad(dy, w, in_size, padding, dilation)
     channels = w.shape[1] * groups
@@ -196,7 +196,7 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
     if conv_depthwise.applies(x.shape[1], dy.shape[1], groups):
         return conv_depthwise.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)
     if conv_winograd.applies(
-        x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:]
+        x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:], x.shape[0]
     ):
         return conv_winograd.conv2d_weight_grad(x, dy, padding, dilation)
     if _uses_row_shift(kernel, stride, padding, groups, x.shape[1]):
@@ -215,7 +215,7 @@ def conv2d_forward_and_weight_grad(x, w, g, stride, padding, dilation, groups):
     on_bands = (
         not conv_depthwise.applies(x.shape[1], w.shape[0], groups)
         and not conv_winograd.applies(
-            x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size
+            x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size, x.shape[0]
         )
         and not _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1])
     )
@@ -231,7 +231,7 @@ def conv2d_grads(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw):
     kernel = w.shape[2:]
     if need_dx and need_dw:
         if conv_winograd.applies(
-            x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:]
+            x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:], x.shape[0]
         ):
             return conv_winograd.conv2d_grads(x, dy, w, padding, dilation)
     dx = (

@@ -34,7 +34,7 @@ the same matrices and the same 16 products; with dY the 2x2 output-gradient tile
 
 Any zero padding works (the input tiles read it as zeros; the data gradient drops what falls
 into it). Dilation (d, d) goes through the same code on the d*d dilated sub-grids
-(ops/conv_winograd_dilated.py). Not taken (``applies`` is False; ``ops/conv_engine.py`` uses
+(ops/conv_winograd_dilated.py), which F4's kernels read and write in place (``_planes``). Not taken (``applies`` is False; ``ops/conv_engine.py`` uses
 its im2col/row-shift path): stride != 1, unequal dilations, kernels other than 3x3, groups > 1, and
 shapes where the measurements below show no gain (few channels; few pixels per channel).
 
@@ -120,9 +120,13 @@ def winograd(
 ):
     """Temporarily allow or forbid the path, optionally from ``min_channels`` on (tests use 1),
     with or without the dilated sub-grids, with the F2 or F4 variant, and (``any_size``) on
-    images of any size (``MIN_PIXELS_PER_CHANNEL`` 0: tests use tiny ones)."""
+    images of any size (both pixel thresholds 0: tests use tiny ones)."""
     global ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_PIXELS_PER_CHANNEL
-    previous = ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_PIXELS_PER_CHANNEL
+    global DILATED_MIN_PIXELS_PER_CHANNEL
+    previous = (
+        ENABLED, MIN_CHANNELS, DILATED, VARIANT,
+        MIN_PIXELS_PER_CHANNEL, DILATED_MIN_PIXELS_PER_CHANNEL,
+    )  # fmt: skip
     ENABLED = bool(enabled)
     if min_channels is not None:
         MIN_CHANNELS = int(min_channels)
@@ -131,11 +135,14 @@ def winograd(
     if variant is not None:
         VARIANT = variant
     if any_size:
-        MIN_PIXELS_PER_CHANNEL = 0
+        MIN_PIXELS_PER_CHANNEL = DILATED_MIN_PIXELS_PER_CHANNEL = 0
     try:
         yield
     finally:
-        ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_PIXELS_PER_CHANNEL = previous
+        (
+            ENABLED, MIN_CHANNELS, DILATED, VARIANT,
+            MIN_PIXELS_PER_CHANNEL, DILATED_MIN_PIXELS_PER_CHANNEL,
+        ) = previous  # fmt: skip
 
 
 DILATED = True
@@ -150,14 +157,17 @@ which a loaded machine punishes most).
 ``winograd(True, dilated=False)`` restores the other path."""
 
 
-def applies(channels, out_channels, kernel, stride, dilation, groups, out_size=None) -> bool:
-    """True where the numba backend computes the convolution with this file (with the output
-    size (Ho, Wo) given, only where it has ``MIN_PIXELS_PER_CHANNEL``; each of the d*d
-    sub-grids of a dilated one has 1/d^2 of them)."""
+def applies(channels, out_channels, kernel, stride, dilation, groups, out_size=None, batch=1):
+    """True where the numba backend computes the convolution with this file. With the output
+    size (Ho, Wo) given, only where there are enough pixels per channel: per image
+    (``MIN_PIXELS_PER_CHANNEL``) for an undilated convolution, over the batch of ``batch``
+    images (``DILATED_MIN_PIXELS_PER_CHANNEL``) for a dilated one."""
     dh, dw = dilation
     if out_size is not None:
-        per_channel = out_size[0] * out_size[1] / (dh * dw) / max(channels, out_channels)
-        if per_channel < MIN_PIXELS_PER_CHANNEL:
+        pixels = out_size[0] * out_size[1] / max(channels, out_channels)
+        if dh == dw == 1 and pixels < MIN_PIXELS_PER_CHANNEL:
+            return False
+        if (dh, dw) != (1, 1) and batch * pixels < DILATED_MIN_PIXELS_PER_CHANNEL:
             return False
     return (
         ENABLED
@@ -209,6 +219,20 @@ pixels per channel in brackets): 8x64x128x128 (256) 189 / 246; 1x128x120x160 (15
 4x32x40x40 (50) 6.8 / 5.2; with 16, 4x16x80x80 (400) 10.9 / 7.6. Where the transformed filters
 (36 C O) and the transforms' traffic outweigh what the 2.25x fewer multiplications save, the
 direct path's larger GEMMs win: few pixels per filter, or few channels per product."""
+
+
+DILATED_MIN_PIXELS_PER_CHANNEL = 200
+"""Below this many output pixels per channel over the whole batch (N Ho Wo / max(C, O)) a
+dilated convolution keeps the row-shift path (``applies``). Measured with the sub-grids read in
+place (``_copies_subgrids``; forward + both gradients through F.conv2d, median of 5 interleaved
+runs, Winograd / row-shift path, ms, the batch's pixels per channel in brackets): dilation 2:
+8x64x128x128 (2048) 132 / 164; 4x64x64x64 (256) 19.3 / 22.2; 1x64x60x80 (75) 8.9 / 8.4;
+1x64x32x32 (16) 7.1 / 6.0; 1x128x120x160 (150) 88 / 67; 1x256x60x80 (19) 87 / 71; dilation 4:
+2x64x96x128 (384) 32.0 / 37.5; 2x64x48x64 (96) 14.2 / 12.7; 1x512x60x80 (9.4) 396 / 308.
+Two identical runs differed by up to 12% in the same measurement, so the threshold sits in the
+gap between the three clear wins and the losses. The per-image rule above did not fit these:
+the three wins have 16-64 pixels per channel on each sub-grid. (The dilated row-shift path's
+products, K = 3 C, run slower than the undilated path's at 64 channels.)"""
 
 
 def _variant(f):
@@ -378,7 +402,7 @@ def _input_transform(x, v, tiles, n0, ty0, ph, pw):
         r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
         for r in range(TR):
             for i in range(4):
-                _padded_row(xf, base, 2 * (ty0 + r) - ph + i, H, W, pw, rows[i])
+                _padded_row(xf, base, 2 * (ty0 + r) - ph + i, H, W, pw, 1, rows[i])
             out = c * B * TR * tw + (b * TR + r) * tw
             for tx in range(tw):
                 j = 2 * tx
@@ -619,32 +643,77 @@ def _filter_transform_adjoint(s_t, f):
     return np.ascontiguousarray(dw.transpose(2, 1, 0, 3))
 
 
-def _input_transform_adjoint_f2(q, tiles, dx, n0, ty0, ph, pw):
+def _undilated(dilation, name):
+    if dilation != 1:  # the drivers give F2 copied sub-grids (``_copies_subgrids``)
+        raise ValueError(f"{name}: F(2x2, 3x3)'s kernels take undilated planes, got {dilation}")
+
+
+def _input_transform_f2(x, v, tiles, n0, ty0, ph, pw, dilation):
+    _undilated(dilation, "input transform")
+    _input_transform(x, v, tiles, n0, ty0, ph, pw)
+
+
+def _output_transform_f2(m, tiles, y, bias, n0, ty0, dilation):
+    _undilated(dilation, "output transform")
+    _output_transform(m, tiles, y, bias, n0, ty0)
+
+
+def _output_transform_adjoint_f2(dy, z, tiles, n0, ty0, dilation):
+    _undilated(dilation, "output transform adjoint")
+    _output_transform_adjoint(dy, z, tiles, n0, ty0)
+
+
+def _input_transform_adjoint_f2(q, tiles, dx, n0, ty0, ph, pw, dilation):
+    _undilated(dilation, "input transform adjoint")
     for parity in (0, 1):  # tile rows two apart do not overlap: two passes, each race-free
         _input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, parity)
 
 
 def _kernels(f):
-    """The Numba transforms of variant f (input, output, output adjoint, input adjoint) and
-    whether its products keep channels as rows ((O, P) outputs, F4) or as columns ((P, O), F2;
-    module docstring: OpenBLAS ran (P, C) @ (C, O) faster for F2's 2048-tile chunks, and the
-    two ran alike for F4's 512-tile ones, whose transforms want tiles contiguous)."""
+    """The Numba transforms of variant f (input, output, output adjoint, input adjoint), all
+    with F4's signatures, and whether its products keep channels as rows ((O, P) outputs, F4)
+    or as columns ((P, O), F2; module docstring: OpenBLAS ran (P, C) @ (C, O) faster for F2's
+    2048-tile chunks, and the two ran alike for F4's 512-tile ones, whose transforms want tiles
+    contiguous)."""
     if f is F4:
         return (
             f4.input_transform, f4.output_transform,
             f4.output_transform_adjoint, f4.input_transform_adjoint, True,
         )  # fmt: skip
     return (
-        _input_transform, _output_transform,
-        _output_transform_adjoint, _input_transform_adjoint_f2, False,
+        _input_transform_f2, _output_transform_f2,
+        _output_transform_adjoint_f2, _input_transform_adjoint_f2, False,
     )  # fmt: skip
+
+
+def _copies_subgrids(dilation, f) -> bool:
+    """True where a dilated convolution's sub-grids are copied into planes of their own
+    (ops/conv_winograd_dilated.py's gather and scatter) before the undilated driver runs: F2,
+    whose kernels read whole planes. F4's kernels read and write the sub-grids in place
+    (``conv_winograd_f4._subgrid``), which saves the five copies of a forward and backward pass.
+    Measured (3x3 dilation 2 64->64 on 8x64x128x128, forward + both gradients through
+    F.conv2d, interleaved with PyTorch, median of 5 and of 7 in two runs, ms): copies 189 / 183,
+    in place 157 / 155, PyTorch 154 / 157, the row-shift path 189 / 200. What is left above the
+    undilated case (about 15 ms) is in the transforms: strided reads and writes, and planes a
+    quarter the size, whose tile rows are shorter."""
+    return tuple(dilation) != (1, 1) and f is not F4
+
+
+def _planes(n, in_size, padding, d):
+    """(planes, (rows, cols)): the planes the kernels walk and each one's output size. With
+    d = 1 the N images, each padded by ``padding``; with dilation d the d*d sub-grids of each
+    padded image (``conv_winograd_f4._subgrid``), each an undilated problem with output
+    (Hs - 2, Ws - 2), Hs = ceil((H + 2 ph) / d), cut to the real output by the kernels."""
+    hs, ws = dilated.subgrid_size(in_size, padding, d)
+    return d * d * n, (hs - 2, ws - 2)
 
 
 def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
     """y (N, O, Ho, Wo) of a 3x3, stride-1 convolution with zero padding ``padding`` = (ph, pw)
-    (dilation (d, d): on the sub-grids, ops/conv_winograd_dilated.py), by variant f (None:
-    ``VARIANT`` or ``choose_variant``)."""
-    if tuple(dilation) != (1, 1):  # each sub-grid is an undilated problem without padding
+    and dilation (d, d) (on the sub-grids, ops/conv_winograd_dilated.py), by variant f (None:
+    ``VARIANT``)."""
+    f = _variant(f)
+    if _copies_subgrids(dilation, f):  # each sub-grid copied out: an undilated problem
         d, (n, _, h, wd) = dilation[0], x.shape
         out_size = (h + 2 * padding[0] - 2 * d, wd + 2 * padding[1] - 2 * d)
         x_sub = dilated.gather_subgrids(x, d, dilated.subgrid_size((h, wd), padding, d), padding)
@@ -654,65 +723,69 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
     N, C, H, W = x.shape
     O = w.shape[0]
     ph, pw = padding
-    Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
-    f = _variant(f)
+    d = dilation[0]
+    Ho, Wo = H + 2 * ph - 2 * d, W + 2 * pw - 2 * d
     K = f.a * f.a
-    th, tw = _tiles(Ho, Wo, f.m)
+    planes, plane_out = _planes(N, (H, W), padding, d)
+    th, tw = _tiles(*plane_out, f.m)
     ut = np.ascontiguousarray(_filter_transform(w, f).transpose(0, 2, 1))  # (K, C, O)
     y = np.empty((N, O, Ho, Wo), x.dtype)
-    chunks = _chunks(N, th, tw, K * (C + O) * x.itemsize)
+    chunks = _chunks(planes, th, tw, K * (C + O) * x.itemsize)
     buffers = _Buffers(K, chunks, tw, C, O, x.dtype)
     b = np.zeros(O, x.dtype) if bias is None else np.ascontiguousarray(bias)
     input_transform, output_transform, _, _, channel_rows = _kernels(f)
     for n0, B, ty0, TR in chunks:
         v, m = buffers.get(B, TR)
         tiles = (B, TR, tw)
-        input_transform(x, v, tiles, n0, ty0, ph, pw)
+        input_transform(x, v, tiles, n0, ty0, ph, pw, d)
         P = B * TR * tw
         if channel_rows:  # (O, C) @ (C, P)
             _products(ut.transpose(0, 2, 1), _gemm_view(v, C, P), _gemm_view(m, O, P))
         else:  # (P, C) @ (C, O)
             _products(_gemm_view(v, C, P).transpose(0, 2, 1), ut, _gemm_view(m, P, O))
-        output_transform(m, tiles, y, b, n0, ty0)
+        output_transform(m, tiles, y, b, n0, ty0, d)
     return y
 
 
 def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
     """dx (N, C, H, W) of ``conv2d_forward`` from dy (N, O, Ho, Wo)."""
-    if tuple(dilation) != (1, 1):  # the adjoint of the sub-grid rearrangement above
+    f = _variant(f)
+    if _copies_subgrids(dilation, f):  # the adjoint of the sub-grid rearrangement above
         d = dilation[0]
         hs, ws = dilated.subgrid_size(in_size, padding, d)
         dy_sub = dilated.gather_subgrids(dy, d, (hs - 2, ws - 2))
         dx_sub = conv2d_data_grad(dy_sub, w, (hs, ws), (0, 0), f=f)
         return dilated.scatter_subgrids(dx_sub, d, dy.shape[0], in_size, padding)
     dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
-    N, O, Ho, Wo = dy.shape
-    f = _variant(f)
+    N, O = dy.shape[:2]
+    d = dilation[0]
     C, K = w.shape[1], f.a * f.a
-    th, tw = _tiles(Ho, Wo, f.m)
+    planes, plane_out = _planes(N, in_size, padding, d)
+    th, tw = _tiles(*plane_out, f.m)
     u = _filter_transform(w, f)  # (K, O, C)
     # F4 stores every pixel of dx once (band by band, in order); F2 adds tiles onto zeros
     dx = (np.empty if f is F4 else np.zeros)((N, C) + tuple(in_size), dy.dtype)
-    chunks = _chunks(N, th, tw, K * (C + O) * dy.itemsize)
+    chunks = _chunks(planes, th, tw, K * (C + O) * dy.itemsize)
     buffers = _Buffers(K, chunks, tw, O, C, dy.dtype)
     _, _, output_transform_adjoint, input_transform_adjoint, channel_rows = _kernels(f)
     ut = np.ascontiguousarray(u.transpose(0, 2, 1)) if channel_rows else u
     for n0, B, ty0, TR in chunks:
         z, q = buffers.get(B, TR)
         tiles = (B, TR, tw)
-        output_transform_adjoint(dy, z, tiles, n0, ty0)
+        output_transform_adjoint(dy, z, tiles, n0, ty0, d)
         P = B * TR * tw
         if channel_rows:  # (C, O) @ (O, P)
             _products(ut, _gemm_view(z, O, P), _gemm_view(q, C, P))
         else:  # (P, O) @ (O, C)
             _products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(q, P, C))
-        input_transform_adjoint(q, tiles, dx, n0, ty0, *padding)
+        input_transform_adjoint(q, tiles, dx, n0, ty0, *padding, d)
     return dx
 
 
 def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
     """dw (O, C, 3, 3) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
-    if tuple(dilation) != (1, 1):
+    f = _variant(f)
+    if _copies_subgrids(dilation, f):
         d = dilation[0]
         hs, ws = dilated.subgrid_size(x.shape[2:], padding, d)
         x_sub = dilated.gather_subgrids(x, d, (hs, ws), padding)
@@ -720,11 +793,12 @@ def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
         return conv2d_weight_grad(x_sub, dy_sub, (0, 0), f=f)
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     N, C = x.shape[:2]
-    O, Ho, Wo = dy.shape[1:]
-    f = _variant(f)
+    O = dy.shape[1]
+    d = dilation[0]
     K = f.a * f.a
-    th, tw = _tiles(Ho, Wo, f.m)
-    chunks = _chunks(N, th, tw, K * (C + O) * x.itemsize)
+    planes, plane_out = _planes(N, x.shape[2:], padding, d)
+    th, tw = _tiles(*plane_out, f.m)
+    chunks = _chunks(planes, th, tw, K * (C + O) * x.itemsize)
     buffers = _Buffers(K, chunks, tw, C, O, x.dtype)
     input_transform, _, output_transform_adjoint, _, _ = _kernels(f)
     # Accumulated transposed, S^T = sum V @ Z^T (K, C, O), as ops/conv_engine.py does for its dw.
@@ -733,8 +807,8 @@ def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
     for n0, B, ty0, TR in chunks:
         v, z = buffers.get(B, TR)
         tiles = (B, TR, tw)
-        input_transform(x, v, tiles, n0, ty0, *padding)
-        output_transform_adjoint(dy, z, tiles, n0, ty0)
+        input_transform(x, v, tiles, n0, ty0, *padding, d)
+        output_transform_adjoint(dy, z, tiles, n0, ty0, d)
         P = B * TR * tw
         _products(
             _gemm_view(v, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part
@@ -749,7 +823,8 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
     and the input transform V reuses the buffer of Q once dx has been taken from it. What that
     buys (3x3 64->64, 8x64x128x128, F4): one of the four transforms of the backward pass, about
     16 ms of 130."""
-    if tuple(dilation) != (1, 1):
+    f = _variant(f)
+    if _copies_subgrids(dilation, f):
         d, (n, _, h, wd) = dilation[0], x.shape
         hs, ws = dilated.subgrid_size((h, wd), padding, d)
         x_sub = dilated.gather_subgrids(x, d, (hs, ws), padding)
@@ -758,13 +833,14 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
         return dilated.scatter_subgrids(dx_sub, d, n, (h, wd), padding), dw
     x, dy, w = np.ascontiguousarray(x), np.ascontiguousarray(dy), np.ascontiguousarray(w)
     N, C = x.shape[:2]
-    O, Ho, Wo = dy.shape[1:]
-    f = _variant(f)
+    O = dy.shape[1]
+    d = dilation[0]
     K = f.a * f.a
-    th, tw = _tiles(Ho, Wo, f.m)
+    planes, plane_out = _planes(N, x.shape[2:], padding, d)
+    th, tw = _tiles(*plane_out, f.m)
     u = _filter_transform(w, f)  # (K, O, C)
     dx = (np.empty if f is F4 else np.zeros)(x.shape, x.dtype)  # as conv2d_data_grad
-    chunks = _chunks(N, th, tw, K * (C + O) * x.itemsize)
+    chunks = _chunks(planes, th, tw, K * (C + O) * x.itemsize)
     buffers = _Buffers(K, chunks, tw, O, C, x.dtype)
     input_transform, _, output_transform_adjoint, input_transform_adjoint, channel_rows = _kernels(
         f
@@ -775,14 +851,14 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
     for n0, B, ty0, TR in chunks:
         z, qv = buffers.get(B, TR)  # qv holds Q, then V (both C rows)
         tiles = (B, TR, tw)
-        output_transform_adjoint(dy, z, tiles, n0, ty0)
+        output_transform_adjoint(dy, z, tiles, n0, ty0, d)
         P = B * TR * tw
         if channel_rows:  # (C, O) @ (O, P)
             _products(ut, _gemm_view(z, O, P), _gemm_view(qv, C, P))
         else:  # (P, O) @ (O, C)
             _products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(qv, P, C))
-        input_transform_adjoint(qv, tiles, dx, n0, ty0, *padding)
-        input_transform(x, qv, tiles, n0, ty0, *padding)
+        input_transform_adjoint(qv, tiles, dx, n0, ty0, *padding, d)
+        input_transform(x, qv, tiles, n0, ty0, *padding, d)
         _products(_gemm_view(qv, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part)
         s_t += part
     return dx, _filter_transform_adjoint(s_t, f)

@@ -32,6 +32,13 @@ sub-grids 22 -> 6.5, output from sub-grids 21 -> 6, input gradient from sub-grid
 + both gradients of the dilated 3x3 64->64 convolution, interleaved with PyTorch in one process:
 351 -> 271 ms against PyTorch's 158 (2.22x -> 1.71x); the undilated one takes 213 on the same
 machine, so the copies now cost about a quarter of the product instead of two thirds.
+
+The third step: no copies at all. F4's transforms (ops/conv_winograd_f4.py) read each sub-grid
+straight from x and write straight into y and dx, with the residues and the stride d in their
+index arithmetic (``conv_winograd_f4._subgrid``); the copies above remain F2's route and the
+reference the in-place planes are tested against (183-189 -> 155-157 ms on the case above,
+``conv_winograd._copies_subgrids``). The planes are ordered image-major there (n*d*d + ra*d + rb),
+not sub-grid-major as here, so that one chunk of planes reads few images.
 """
 
 from __future__ import annotations

@@ -119,26 +119,46 @@ def _a(a0, a1, a2, a3):
 # ------------------------------------------------------------------------------------------------
 
 
+@njit(inline="always", cache=True)
+def _subgrid(image, dilation):
+    """(n, ra, rb) of plane ``image`` of a convolution with dilation d: the kernels take a
+    dilated convolution as d*d undilated ones on the sub-grids of the padded input
+    (ops/conv_winograd_dilated.py), plane n*d*d + ra*d + rb reading the rows ra, ra + d, ...
+    and the columns rb, rb + d, ... of image n (and writing those of its output). The d*d
+    planes of one image are neighbours, so a chunk of planes touches few images. d = 1: the
+    image itself, (image, 0, 0)."""
+    per_image = dilation * dilation
+    s = image % per_image
+    return image // per_image, s // dilation, s % dilation
+
+
 @njit(cache=True)
-def _padded_row(x, base, iy, h, w, pw, row):
-    """row[k] = x[iy, k - pw] (0 outside the image), for k < len(row)."""
+def _padded_row(x, base, iy, h, w, left, dilation, row):
+    """row[k] = x[iy, k*d - left] (0 outside the image), for k < len(row): a row of the input
+    padded by ``left`` columns (d = 1), or of one of its sub-grids (d > 1, left = the padding
+    minus the sub-grid's column residue)."""
     n_cols = row.shape[0]
     if iy < 0 or iy >= h:
         row[:] = 0
         return
-    lo = min(pw, n_cols)
-    hi = max(lo, min(n_cols, w + pw))
+    lo = min(n_cols, max(0, -(-left // dilation)))  # first k with k*d - left >= 0
+    hi = max(lo, min(n_cols, (w - 1 + left) // dilation + 1))  # past the last with < w
     row[:lo] = 0
-    src = base + iy * w - pw
-    for k in range(lo, hi):
-        row[k] = x[src + k]
+    src = base + iy * w - left
+    if dilation == 1:  # contiguous: the loop vectorises
+        for k in range(lo, hi):
+            row[k] = x[src + k]
+    else:
+        for k in range(lo, hi):
+            row[k] = x[src + k * dilation]
     row[hi:] = 0
 
 
 @njit(parallel=True, cache=True)
-def input_transform(x, v, tiles, n0, ty0, ph, pw):
+def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
     """x (N, C, H, W) -> v[k, c, p] = (B^T d B)[k // 6, k % 6] for every tile p of the chunk
-    (one (image, channel) plane per iteration, tiles contiguous).
+    (one (image, channel) plane per iteration, tiles contiguous; with dilation d the planes
+    are the sub-grids of ``_subgrid``, d*d per image).
 
     Columns first, over the whole row of tiles: u = B^T d combines the 6 input rows pixel by
     pixel (contiguous, vectorised), then each tile's 6 columns of u give its 6 values of u B,
@@ -150,12 +170,14 @@ def input_transform(x, v, tiles, n0, ty0, ph, pw):
     wp = 4 * tw + 2
     for job in prange(C * B):
         c, b = job // B, job % B
-        base = ((n0 + b) * C + c) * H * W
+        n, ra, rb = _subgrid(n0 + b, dilation)
+        base = (n * C + c) * H * W
         d = np.empty((6, wp), x.dtype)  # the tile row's 6 padded input rows
         u = np.empty((6, wp), x.dtype)  # u = B^T d
         for r in range(TR):
             for i in range(6):
-                _padded_row(xf, base, 4 * (ty0 + r) - ph + i, H, W, pw, d[i])
+                iy = (4 * (ty0 + r) + i) * dilation + ra - ph
+                _padded_row(xf, base, iy, H, W, pw - rb, dilation, d[i])
             d0, d1, d2, d3, d4, d5 = d[0], d[1], d[2], d[3], d[4], d[5]
             u0, u1, u2, u3, u4, u5 = u[0], u[1], u[2], u[3], u[4], u[5]
             for col in range(wp):
@@ -185,9 +207,10 @@ def input_transform(x, v, tiles, n0, ty0, ph, pw):
 
 
 @njit(parallel=True, cache=True)
-def output_transform(m, tiles, y, bias, n0, ty0):
+def output_transform(m, tiles, y, bias, n0, ty0, dilation):
     """m[k, o, p] -> y (N, O, Ho, Wo): the 4x4 tiles A^T M A + bias (O,), cut to the output
-    (one (image, channel) plane per iteration). Columns first, as ``input_transform``: s = A^T M
+    (one (image, channel) plane per iteration; with dilation d, one sub-grid of the output, whose
+    pixels are d apart). Columns first, as ``input_transform``: s = A^T M
     combines the 6 slices of each column of M, contiguous along the tiles, then each tile's row
     of s gives its 4 output pixels."""
     _, O, Ho, Wo = y.shape
@@ -196,6 +219,9 @@ def output_transform(m, tiles, y, bias, n0, ty0):
     stride, P = m.shape[1], B * TR * tw
     for job in prange(O * B):
         o, b = job // B, job % B
+        n, ra, rb = _subgrid(n0 + b, dilation)
+        rows_out = (Ho - ra + dilation - 1) // dilation  # this plane's output rows, columns
+        cols_out = (Wo - rb + dilation - 1) // dilation
         s = np.empty((4, 6, tw), y.dtype)  # s[i, nu, tx] = (A^T M)[i, nu] of tile tx
         row = np.empty(4 * tw, y.dtype)
         add = bias[o]
@@ -220,22 +246,27 @@ def output_transform(m, tiles, y, bias, n0, ty0):
                         m0[tx], m1[tx], m2[tx], m3[tx], m4[tx], m5[tx]
                     )
             oy = 4 * (ty0 + r)
-            for i in range(min(4, Ho - oy)):
+            for i in range(min(4, rows_out - oy)):
                 a0, a1, a2, a3, a4, a5 = s[i, 0], s[i, 1], s[i, 2], s[i, 3], s[i, 4], s[i, 5]
                 for tx in range(tw):
                     j = 4 * tx
                     row[j], row[j + 1], row[j + 2], row[j + 3] = _at(
                         a0[tx], a1[tx], a2[tx], a3[tx], a4[tx], a5[tx]
                     )
-                dst = (((n0 + b) * O + o) * Ho + oy + i) * Wo
-                for col in range(Wo):
-                    yf[dst + col] = row[col] + add
+                dst = ((n * O + o) * Ho + (oy + i) * dilation + ra) * Wo + rb
+                if dilation == 1:
+                    for col in range(Wo):
+                        yf[dst + col] = row[col] + add
+                else:
+                    for col in range(cols_out):
+                        yf[dst + col * dilation] = row[col] + add
 
 
 @njit(parallel=True, cache=True)
-def output_transform_adjoint(dy, z, tiles, n0, ty0):
+def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
     """dy (N, O, Ho, Wo) -> z[k, o, p] = (A dY A^T)[k // 6, k % 6] (dY read as 0 beyond the
-    output; one (image, channel) plane per iteration). Columns first: u = A dY from the 4
+    output; one (image, channel) plane per iteration, or with dilation d one sub-grid of it,
+    as ``output_transform`` writes them). Columns first: u = A dY from the 4
     output-gradient rows pixel by pixel, then each tile's 4 columns of u give its 6 values of
     u A^T, stored contiguously along the tiles."""
     _, O, Ho, Wo = dy.shape
@@ -245,14 +276,21 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0):
     wt = 4 * tw
     for job in prange(O * B):
         o, b = job // B, job % B
+        n, ra, rb = _subgrid(n0 + b, dilation)
+        rows_in = (Ho - ra + dilation - 1) // dilation  # this plane's rows and columns of dy
+        cols_in = (Wo - rb + dilation - 1) // dilation
         a = np.zeros((4, wt), dy.dtype)  # the tile row's 4 output-gradient rows, 0-extended
         u = np.empty((6, wt), dy.dtype)  # u = A dY
         for r in range(TR):
             oy = 4 * (ty0 + r)
             for i in range(4):
-                if oy + i < Ho:
-                    row0 = (((n0 + b) * O + o) * Ho + oy + i) * Wo
-                    a[i, :Wo] = df[row0 : row0 + Wo]
+                if oy + i < rows_in:
+                    row0 = ((n * O + o) * Ho + (oy + i) * dilation + ra) * Wo + rb
+                    if dilation == 1:
+                        a[i, :Wo] = df[row0 : row0 + Wo]
+                    else:
+                        for col in range(cols_in):
+                            a[i, col] = df[row0 + col * dilation]
                 else:
                     a[i, :] = 0
             a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
@@ -284,9 +322,10 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0):
 
 
 @njit(parallel=True, cache=True)
-def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw):
+def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, dilation):
     """q[k, c, p] -> dx (N, C, H, W): the sum of B Q B^T over the 6x6 tiles (padding dropped);
-    one (image, channel) plane per iteration, its tile rows in order.
+    one (image, channel) plane per iteration, its tile rows in order (with dilation d, one
+    sub-grid of it: the sub-grids of an image share no pixel, so each is still stored once).
 
     Rows first: each tile's rows Q[xi] give B Q[xi] (6 columns), and the tiles of a tile row
     overlap by 2 columns, so columns 4 and 5 of tile t are added onto columns 0 and 1 of tile
@@ -303,7 +342,11 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw):
     nt = tw + 1
     for job in prange(C * B):
         c, b = job // B, job % B
-        base = ((n0 + b) * C + c) * H * W
+        n, ra, rb = _subgrid(n0 + b, dilation)
+        base = (n * C + c) * H * W
+        left = pw - rb  # plane column k is column k*d - left of dx
+        k_lo = max(0, -(-left // dilation))  # the plane's first and last column inside dx
+        k_last = (W - 1 + left) // dilation
         e = np.zeros((6, 4, nt), dx.dtype)  # e[xi, s, t]: column 4t + s of (Q B^T)[xi], summed
         g = np.empty((6, 4, nt), dx.dtype)  # g = B e
         carry = np.zeros((2, 4, nt), dx.dtype)  # rows 4, 5 of the previous tile row
@@ -348,19 +391,21 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw):
                     g1[t] += c1[t]
             last = r == TR - 1
             for i in range(6 if last else 4):
-                iy = 4 * (ty0 + r) - ph + i
+                iy = (4 * (ty0 + r) + i) * dilation + ra - ph
                 if 0 <= iy < H:
-                    dst = base + iy * W
+                    dst = base + iy * W - left
                     add = r == 0 and ty0 > 0 and i < 2
                     for s in range(4):
                         gi = g[i, s]
-                        t_lo = max(0, (pw - s + 3) // 4)  # first t with 4t + s - pw >= 0
-                        t_hi = min(nt, (W + pw - s + 3) // 4)  # past the last with 4t + s - pw < W
+                        t_lo = max(0, -((s - k_lo) // 4))  # first t with 4t + s >= k_lo
+                        t_hi = min(nt, (k_last - s) // 4 + 1)  # past the last with <= k_last
+                        step = 4 * dilation
+                        at = dst + s * dilation
                         if add:
                             for t in range(t_lo, t_hi):
-                                xf[dst + 4 * t + s - pw] += gi[t]
+                                xf[at + step * t] += gi[t]
                         else:
                             for t in range(t_lo, t_hi):
-                                xf[dst + 4 * t + s - pw] = gi[t]
+                                xf[at + step * t] = gi[t]
             carry[0] = g[4]
             carry[1] = g[5]
