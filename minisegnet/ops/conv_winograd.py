@@ -49,6 +49,14 @@ case (forward + both gradients of 3x3 64->64 on 8x64x128x128, interleaved with P
 (``conv2d_grads``) and the adjoint transform by phase, F4 138 ms against PyTorch's 228 and
 the im2col/row-shift path's 188 in one run of benchmarks/bench_fast_paths.py.
 
+A third tile, F(6x6, 3x3) (8x8 input tiles on the points 0, +-1, +-2, +-1/2, infinity: 1.78
+multiplications per output, tiles 1.78x the input, float32 error 8.6e-6 of max |y| against
+F4's 6.0e-6 on the same data), was written with F4's kernels and measured on the benchmark case
+(2026-12-06, forward + both gradients, two rounds, ms, F4 / F6): 150 / 166 and 230 / 222. Its
+products took about 10% less time than F4's, and its transforms, whose rows have 6-7 terms
+instead of 4, about 40% more: these transforms are bound by their arithmetic (scalar Numba
+code), not by the bytes they move, so the larger tile does not pay here and was not kept.
+
 Float32 error bound. Every number is a short sum of products, so with u = 2^-24 and
 gamma_k = k u / (1 - k u), the computed y satisfies, elementwise,
 
