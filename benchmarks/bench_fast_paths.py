@@ -166,7 +166,11 @@ def measure_errors(quick):
         "dw": conv._weight_grad_by_images(x, dy, (3, 3), *geometry),
     }
     x32, w32, dy32 = (a.astype(np.float32) for a in (x, w, dy))
-    variants = {"Winograd F(2x2,3x3)": conv_winograd.F2, "Winograd F(4x4,3x3)": conv_winograd.F4}
+    variants = {
+        "Winograd F(2x2,3x3)": conv_winograd.F2,
+        "Winograd F(4x4,3x3)": conv_winograd.F4,
+        "Winograd F(6x6,3x3)": conv_winograd.F6,
+    }
     paths = {
         path: (
             conv_winograd.conv2d_forward(x32, w32, (1, 1), f=f),
@@ -279,12 +283,13 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
     lines += [
         "",
         "The bound is `conv_winograd.error_bound` (gamma_{C+13} for F2, gamma_{C+24} for F4, "
-        "times the absolute-value Winograd evaluation, ops/conv_winograd.py), largest entry over "
-        "max |y|. The numba backend's Winograd path is F4 and takes 3x3 convolutions with 64+ "
-        "channels and 100+ output pixels per channel per image "
+        "gamma_{C+32} for F6, times the absolute-value Winograd evaluation, "
+        "ops/conv_winograd.py), largest entry over max |y|. The numba backend's Winograd path "
+        "takes 3x3 convolutions with 64+ channels and 100+ output pixels per channel per image "
         "(`conv_winograd.MIN_PIXELS_PER_CHANNEL`), or dilated ones with 200+ over the batch "
-        "(`DILATED_MIN_PIXELS_PER_CHANNEL`): both 3x3 cases above, the dilated one reading its "
-        "4 sub-grids in place; 'fast path off' is the row-shift path.",
+        "(`DILATED_MIN_PIXELS_PER_CHANNEL`): both 3x3 cases above, the undilated one with F6 "
+        "(64k+ output pixels over the batch, `F6_MIN_PIXELS`), the dilated one with F4 reading "
+        "its 4 sub-grids in place; 'fast path off' is the row-shift path.",
         "",
     ]
     return "\n".join(lines)

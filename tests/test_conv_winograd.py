@@ -1,10 +1,12 @@
-"""Winograd F(2x2, 3x3) and F(4x4, 3x3) (ops/conv_winograd.py, ops/conv_winograd_f4.py): each
-NumPy transform against its definition, the reference and the Numba path of both variants
+"""Winograd F(2x2, 3x3), F(4x4, 3x3) and F(6x6, 3x3) (ops/conv_winograd.py, conv_winograd_f4.py,
+conv_winograd_f6.py): each NumPy transform against its definition, the reference and the Numba
+path of every variant
 against the direct convolution (float64 to 1e-10; float32 within the stated error bound), the
 gradients by finite differences, and the dispatch of ops/conv.py."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -29,7 +31,7 @@ def direct_weight_grad(x, dy, padding):
     return conv._weight_grad_by_images(x, dy, (3, 3), (1, 1), padding, (1, 1), 1)
 
 
-VARIANTS = pytest.mark.parametrize("f", [cw.F2, cw.F4], ids=["F2", "F4"])
+VARIANTS = pytest.mark.parametrize("f", [cw.F2, cw.F4, cw.F6], ids=["F2", "F4", "F6"])
 
 
 @VARIANTS
@@ -41,16 +43,26 @@ def test_transform_matrices_give_the_1d_minimal_filter(f):
     np.testing.assert_allclose(y, [d[i : i + 3] @ g for i in range(f.m)], rtol=1e-13)
 
 
-def test_f4_one_dimensional_kernels_are_the_matrices():
-    """The inlined 1-D transforms of ops/conv_winograd_f4.py against B^T, B, A^T, A."""
-    from minisegnet.ops import conv_winograd_f4 as f4
+@pytest.mark.parametrize("name", ["conv_winograd_f4", "conv_winograd_f6"])
+def test_one_dimensional_kernels_are_the_matrices(name):
+    """The inlined 1-D transforms of ops/conv_winograd_f4.py and _f6.py against B^T, B, A^T, A,
+    on float64 and on float32 data (which they keep in float32: their constants are float32)."""
+    import importlib
 
+    tile = importlib.import_module(f"minisegnet.ops.{name}")
     rng = np.random.default_rng(7)
-    six, four = rng.normal(size=6), rng.normal(size=4)
+    a, m = tile.BT.shape[0], tile.AT.shape[0]
+    long, short = rng.normal(size=a), rng.normal(size=m)
     for kernel, matrix, arg in (
-        (f4._bt, f4.BT, six), (f4._b, f4.BT.T, six), (f4._at, f4.AT, six), (f4._a, f4.AT.T, four)
+        (tile._bt, tile.BT, long), (tile._b, tile.BT.T, long),
+        (tile._at, tile.AT, long), (tile._a, tile.AT.T, short),
     ):  # fmt: skip
         np.testing.assert_allclose(kernel.py_func(*arg), matrix @ arg, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(
+            kernel(*arg.astype(np.float32)), matrix @ arg, rtol=1e-5, atol=1e-4
+        )
+        compiled = kernel.overloads[(numba.float32,) * len(arg)].signature.return_type
+        assert set(compiled.types) == {numba.float32}, compiled  # no float64 on float32 data
 
 
 def test_each_transform_matches_its_definition():
@@ -86,7 +98,7 @@ def test_reference_and_kernels_equal_direct_convolution_in_float64(problem):
     size = x.shape[2:]
     want = direct(x, w, padding, bias), direct_data_grad(dy, w, size, padding)
     want += (direct_weight_grad(x, dy, padding),)
-    for f in (cw.F2, cw.F4):
+    for f in (cw.F2, cw.F4, cw.F6):
         for name, got in (
             ("reference", (
                 cw.conv2d_ref(x, w, padding, bias, f), cw.conv2d_data_grad_ref(dy, w, size, padding, f),
@@ -114,7 +126,7 @@ def test_float32_error_stays_within_the_stated_bound(problem):
     x32, w32 = x.astype(np.float32), w.astype(np.float32)
     # the bound is for the float32 inputs' exact product: compare with those inputs in float64
     exact = direct(x32.astype(np.float64), w32.astype(np.float64), padding)
-    for f in (cw.F2, cw.F4):
+    for f in (cw.F2, cw.F4, cw.F6):
         got = cw.conv2d_forward(x32, w32, padding, f=f)
         assert got.dtype == np.float32
         bound = cw.error_bound(x32, w32, padding, f)
@@ -125,11 +137,13 @@ def test_float32_error_stays_within_the_stated_bound(problem):
 
 
 @pytest.mark.parametrize(
-    "f, bound_at_most, error_at_most", [(cw.F2, 1e-3, 1e-5), (cw.F4, 1e-2, 3e-5)]
+    "f, bound_at_most, error_at_most",
+    [(cw.F2, 1e-3, 1e-5), (cw.F4, 1e-2, 3e-5), (cw.F6, 2e-2, 5e-5)],
 )
 def test_bound_is_not_vacuous_and_float32_error_is_small(f, bound_at_most, error_at_most):
-    """Relative to max |y| on 64 channels: F2 errs 2.9e-7 (bound 1.3e-4), F4 6.5e-6 (bound 5.3e-3);
-    the larger tile's transforms (entries up to 8 and 1/24) cost about 20x in float32."""
+    """Relative to max |y| on 64 channels: F2 errs 3.4e-7 (bound 1.3e-4), F4 5.8e-6 (bound
+    5.3e-3), F6 1.1e-5 (bound 1.1e-2); the larger tiles' transforms (entries up to 8 and 1/24,
+    then 32 and 1/360) cost about 20x, then 2x more, in float32."""
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 64, 20, 20)).astype(np.float32)
     w = (rng.normal(size=(64, 64, 3, 3)) / 24).astype(np.float32)
@@ -163,12 +177,12 @@ def test_chunking_by_bands_changes_nothing(monkeypatch, f):
 
 
 @pytest.mark.parametrize("d", [1, 2, 3])
-def test_f4_data_gradient_stores_every_pixel_once_band_by_band(d):
-    """The F4 adjoint input transform writes dx with ``=`` (the driver does not zero it): run
+@pytest.mark.parametrize("f", [cw.F4, cw.F6], ids=["F4", "F6"])
+def test_data_gradient_stores_every_pixel_once_band_by_band(f, d):
+    """The F4/F6 adjoint input transform writes dx with ``=`` (the driver does not zero it): run
     band by band onto NaN-filled memory, every pixel must still come out right; with dilation
     d, plane by plane over the d*d sub-grids of each image, which share no pixel."""
     from minisegnet.ops import conv_winograd_dilated as cwd
-    from minisegnet.ops import conv_winograd_f4 as f4
 
     rng = np.random.default_rng(8)
     n, c, o, h, w_, pad = 2, 3, 2, 17, 10, (1, 2)
@@ -179,14 +193,16 @@ def test_f4_data_gradient_stores_every_pixel_once_band_by_band(d):
     dy_planes = cwd.output_grad_subgrids(dy, (h, w_), pad, d)
     dy_planes = dy_planes.reshape(d * d, n, *dy_planes.shape[1:]).swapaxes(0, 1)
     dy_planes = dy_planes.reshape(d * d * n, *dy_planes.shape[2:])
-    th, tw = cw._tiles(hs - 2, ws - 2, 4)
-    u_t = cw.filter_transform_ref(w, cw.F4).transpose(0, 2, 1)
-    q = (u_t @ cw.output_transform_adjoint_ref(dy_planes, cw.F4)).reshape(36, c, -1, th, tw)
+    th, tw = cw._tiles(hs - 2, ws - 2, f.m)
+    k = f.a * f.a
+    u_t = cw.filter_transform_ref(w, f).transpose(0, 2, 1)
+    q = (u_t @ cw.output_transform_adjoint_ref(dy_planes, f)).reshape(k, c, -1, th, tw)
+    input_transform_adjoint = cw._kernels(f)[3]
     dx = np.full((n, c, h, w_), np.nan)
     for b in range(d * d * n):
         for ty0 in range(th):  # one tile row per band, as the smallest budget makes them
-            band = np.ascontiguousarray(q[:, :, b : b + 1, ty0 : ty0 + 1].reshape(36, -1))
-            f4.input_transform_adjoint(band, (1, 1, tw), dx, b, ty0, *pad, d)
+            band = np.ascontiguousarray(q[:, :, b : b + 1, ty0 : ty0 + 1].reshape(k, -1))
+            input_transform_adjoint(band, (1, 1, tw), dx, b, ty0, *pad, d)
     want = conv._data_grad_by_images(dy, w, (h, w_), (1, 1), pad, (d, d), 1)
     np.testing.assert_allclose(dx, want, rtol=1e-10, atol=1e-10)
 
@@ -240,7 +256,7 @@ def dilated_problems(draw):
     x, wt = rng.normal(size=(n, c, h, w)), rng.normal(size=(o, c, 3, 3))
     bias = rng.normal(size=o) if draw(st.booleans()) else None
     dy = rng.normal(size=(n, o, h + 2 * ph - 2 * d, w + 2 * pw - 2 * d))
-    f = draw(st.sampled_from([cw.F2, cw.F4]))  # F2 copies the sub-grids, F4 reads them in place
+    f = draw(st.sampled_from([cw.F2, cw.F4, cw.F6]))  # F2 copies the sub-grids, F4/F6 read in place
     budget = draw(st.sampled_from([None, 1]))  # 1: one tile row of one sub-grid per chunk
     return x, wt, bias, (ph, pw), d, dy, f, budget
 
@@ -319,9 +335,14 @@ def test_numba_subgrid_copies_equal_the_numpy_definitions(n, c, h, w, d, ph, pw)
 
 
 def test_path_follows_the_measured_size_rule():
-    """Winograd (F4 by default) for 64+ channels on images with 100+ pixels per channel, and
-    dilated ones with 200+ pixels per channel over the batch."""
-    assert cw.VARIANT is cw.F4 and cw._variant(None) is cw.F4
+    """Winograd for 64+ channels on images with 100+ pixels per channel, and dilated ones with
+    200+ pixels per channel over the batch; F6 on 64k+ output pixels over the batch (undilated),
+    else F4."""
+    assert cw.VARIANT is None
+    assert cw._variant(None, (1, 1), 8 * 128 * 128) is cw.F6
+    assert cw._variant(None, (1, 1), 1 * 120 * 160) is cw.F4
+    assert cw._variant(None, (2, 2), 8 * 128 * 128) is cw.F4
+    assert cw._variant(cw.F2, (1, 1), 8 * 128 * 128) is cw.F2
     assert cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (128, 128))  # 256 pixels per channel
     assert cw.applies(128, 128, (3, 3), (1, 1), (1, 1), 1, (120, 160))  # 150
     assert not cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (64, 64))  # 64: im2col

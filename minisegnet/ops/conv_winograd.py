@@ -34,28 +34,26 @@ the same matrices and the same 16 products; with dY the 2x2 output-gradient tile
 
 Any zero padding works (the input tiles read it as zeros; the data gradient drops what falls
 into it). Dilation (d, d) goes through the same code on the d*d dilated sub-grids
-(ops/conv_winograd_dilated.py), which F4's kernels read and write in place (``_planes``). Not taken (``applies`` is False; ``ops/conv_engine.py`` uses
-its im2col/row-shift path): stride != 1, unequal dilations, kernels other than 3x3, groups > 1, and
+(ops/conv_winograd_dilated.py), which F4's and F6's kernels read and write in place
+(``_planes``). Not taken (``applies`` is False; ``ops/conv_engine.py`` uses its im2col/row-shift
+path): stride != 1, unequal dilations, kernels other than 3x3, groups > 1, and
 shapes where the measurements below show no gain (few channels; few pixels per channel).
 
-Two tile sizes. This file's matrices are F(2x2, 3x3); ops/conv_winograd_f4.py has F(4x4, 3x3)
+Three tile sizes. This file's matrices are F(2x2, 3x3); ops/conv_winograd_f4.py has F(4x4, 3x3)
 (6x6 input tiles, 36 products: 2.25 multiplications per output instead of 4, and transformed
 tiles 2.25x the input instead of 4x, at about 20x the float32 error: 6.5e-6 of max |y| on 64
-channels). The NumPy references below take either (``f=F2`` or ``f=F4``), and so do the
-drivers, which share the chunks, buffers and products. The numba backend uses F4
-(``VARIANT``); ``winograd(..., variant=F2)`` forces the other. What F4 bought on the benchmark
-case (forward + both gradients of 3x3 64->64 on 8x64x128x128, interleaved with PyTorch, min of
-7): F2 215 ms, F4 187 ms, PyTorch 163 ms; with the backward pass's shared transform
-(``conv2d_grads``) and the adjoint transform by phase, F4 138 ms against PyTorch's 228 and
-the im2col/row-shift path's 188 in one run of benchmarks/bench_fast_paths.py.
-
-A third tile, F(6x6, 3x3) (8x8 input tiles on the points 0, +-1, +-2, +-1/2, infinity: 1.78
-multiplications per output, tiles 1.78x the input, float32 error 8.6e-6 of max |y| against
-F4's 6.0e-6 on the same data), was written with F4's kernels and measured on the benchmark case
-(2026-12-06, forward + both gradients, two rounds, ms, F4 / F6): 150 / 166 and 230 / 222. Its
-products took about 10% less time than F4's, and its transforms, whose rows have 6-7 terms
-instead of 4, about 40% more: these transforms are bound by their arithmetic (scalar Numba
-code), not by the bytes they move, so the larger tile does not pay here and was not kept.
+channels), and ops/conv_winograd_f6.py F(6x6, 3x3) (8x8 input tiles, 64 products: 1.78
+multiplications per output, tiles 1.78x the input, float32 error about 1.4x F4's). The NumPy
+references below take any of them (``f=F2``, ``F4``, ``F6``), and so do the drivers, which
+share the chunks, buffers and products. The numba backend picks F6 for large undilated problems
+and F4 elsewhere (``VARIANT``, ``F6_MIN_PIXELS``); ``winograd(..., variant=F2)`` forces one.
+What F4 bought on the benchmark case (forward + both gradients of 3x3 64->64 on 8x64x128x128,
+interleaved with PyTorch, min of 7): F2 215 ms, F4 187 ms, PyTorch 163 ms; with the backward
+pass's shared transform (``conv2d_grads``) and the adjoint transform by phase, F4 138 ms against
+PyTorch's 228 and the im2col/row-shift path's 188 in one run of benchmarks/bench_fast_paths.py.
+F6 takes 0.75-0.79x F4's time there, but only once the transforms compute in float32
+(``conv_winograd_f4.K4``): with Python literals they ran in float64, and F6's rows, with more
+and larger entries, then took 40% longer than F4's and the tile did not pay.
 
 Float32 error bound. Every number is a short sum of products, so with u = 2^-24 and
 gamma_k = k u / (1 - k u), the computed y satisfies, elementwise,
@@ -65,7 +63,7 @@ gamma_k = k u / (1 - k u), the computed y satisfies, elementwise,
 
 (input transform: 4 additions along each path; filter transform: 4 (the halves are exact); the
 product: 1 rounding plus C - 1 additions in the channel sum; output transform: 4; so 13 plus C; F4
-counts 24 plus C, ``conv_winograd_f4.ROUNDINGS``). T is the Winograd evaluation itself with every
+counts 24 plus C, ``conv_winograd_f4.ROUNDINGS``, F6 32 plus C). T is the Winograd evaluation itself with every
 matrix and datum replaced by its absolute value: it exceeds the direct convolution's sum of |w| |x|
 (the transforms add and subtract), so the bound is looser than the direct path's; ``error_bound``
 evaluates it in float64 and the tests check the float32 result against it on hypothesis-drawn
@@ -95,6 +93,7 @@ from numba import njit, prange
 from minisegnet.ops import blas_threads, conv_chunks
 from minisegnet.ops import conv_winograd_dilated as dilated
 from minisegnet.ops import conv_winograd_f4 as f4
+from minisegnet.ops import conv_winograd_f6 as f6
 from minisegnet.ops.conv_winograd_f4 import _padded_row  # shared by both tiles' kernels
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
@@ -127,7 +126,8 @@ def winograd(
     any_size: bool = False,
 ):
     """Temporarily allow or forbid the path, optionally from ``min_channels`` on (tests use 1),
-    with or without the dilated sub-grids, with the F2 or F4 variant, and (``any_size``) on
+    with or without the dilated sub-grids, with one variant forced (F2, F4 or F6), and
+    (``any_size``) on
     images of any size (both pixel thresholds 0: tests use tiny ones)."""
     global ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_PIXELS_PER_CHANNEL
     global DILATED_MIN_PIXELS_PER_CHANNEL
@@ -211,11 +211,24 @@ F2 = Variant(BT, G, AT, 13)
 """F(2x2, 3x3): this file's matrices (13 roundings: module docstring)."""
 F4 = Variant(f4.BT, f4.G, f4.AT, f4.ROUNDINGS)
 """F(4x4, 3x3): ops/conv_winograd_f4.py."""
+F6 = Variant(f6.BT, f6.G, f6.AT, f6.ROUNDINGS)
+"""F(6x6, 3x3): ops/conv_winograd_f6.py."""
 
-VARIANT = F4
-"""The variant the drivers use when not told (``winograd(..., variant=F2)`` forces the other).
-F4 ran faster than F2 on every shape that takes the path (``MIN_PIXELS_PER_CHANNEL``); F2 won
-only where neither beats the im2col path (1x256x60x80: F2 1.32x PyTorch, F4 1.50x)."""
+VARIANT = None
+"""The variant the drivers use when not told; None: the measured choice (``_variant``), F6 on
+large undilated problems and F4 elsewhere (``winograd(..., variant=F2)`` forces one). F4 ran
+faster than F2 on every shape that takes the path (``MIN_PIXELS_PER_CHANNEL``); F2 won only
+where neither beats the im2col path (1x256x60x80: F2 1.32x PyTorch, F4 1.50x)."""
+
+F6_MIN_PIXELS = 65536
+"""From this many output pixels over the batch (N Ho Wo) an undilated convolution takes F6
+instead of F4. Measured 2026-12-06 (forward + both gradients through F.conv2d, interleaved,
+median of 5-9, F6 / F4): 8x64x128x128 (131k pixels) 0.75, 0.77, and 0.75-0.85 in a profile of
+the drivers alone; 2x64x96x128 (24.6k) 0.97; 1x64x120x160 (19.2k) 1.08-1.12; 4x64x64x64 (16.4k)
+0.93 and 1.10; 1x128x120x160 (19.2k) 0.85 and 1.20. The machine's drift made the smaller
+shapes disagree between runs; only the large batch won in every run, and the threshold keeps
+F6 to problems of that size. Dilated convolutions stay on F4: F6 on the sub-grids ran 1.2-1.7x
+F4's time on four shapes (8x64x128x128 d2 to 1x128x120x160 d2)."""
 
 MIN_PIXELS_PER_CHANNEL = 100
 """Below this many output pixels per image per channel (Ho Wo / max(C, O)) the path is not
@@ -243,8 +256,14 @@ the three wins have 16-64 pixels per channel on each sub-grid. (The dilated row-
 products, K = 3 C, run slower than the undilated path's at 64 channels.)"""
 
 
-def _variant(f):
-    return VARIANT if f is None else f
+def _variant(f, dilation=(1, 1), out_pixels=0):
+    """f, or when None the measured choice (``VARIANT``): F6 for an undilated convolution with
+    ``F6_MIN_PIXELS`` output pixels over the batch (N Ho Wo), else F4."""
+    if f is not None:
+        return f
+    if VARIANT is not None:
+        return VARIANT
+    return F6 if tuple(dilation) == (1, 1) and out_pixels >= F6_MIN_PIXELS else F4
 
 
 def _tiles(ho, wo, m=2):
@@ -683,10 +702,11 @@ def _kernels(f):
     or as columns ((P, O), F2; module docstring: OpenBLAS ran (P, C) @ (C, O) faster for F2's
     2048-tile chunks, and the two ran alike for F4's 512-tile ones, whose transforms want tiles
     contiguous)."""
-    if f is F4:
+    if f is F4 or f is F6:
+        tile = f4 if f is F4 else f6
         return (
-            f4.input_transform, f4.output_transform,
-            f4.output_transform_adjoint, f4.input_transform_adjoint, True,
+            tile.input_transform, tile.output_transform,
+            tile.output_transform_adjoint, tile.input_transform_adjoint, True,
         )  # fmt: skip
     return (
         _input_transform_f2, _output_transform_f2,
@@ -697,14 +717,14 @@ def _kernels(f):
 def _copies_subgrids(dilation, f) -> bool:
     """True where a dilated convolution's sub-grids are copied into planes of their own
     (ops/conv_winograd_dilated.py's gather and scatter) before the undilated driver runs: F2,
-    whose kernels read whole planes. F4's kernels read and write the sub-grids in place
+    whose kernels read whole planes. F4's and F6's kernels read and write the sub-grids in place
     (``conv_winograd_f4._subgrid``), which saves the five copies of a forward and backward pass.
     Measured (3x3 dilation 2 64->64 on 8x64x128x128, forward + both gradients through
     F.conv2d, interleaved with PyTorch, median of 5 and of 7 in two runs, ms): copies 189 / 183,
     in place 157 / 155, PyTorch 154 / 157, the row-shift path 189 / 200. What is left above the
     undilated case (about 15 ms) is in the transforms: strided reads and writes, and planes a
     quarter the size, whose tile rows are shorter."""
-    return tuple(dilation) != (1, 1) and f is not F4
+    return tuple(dilation) != (1, 1) and f is F2
 
 
 def _planes(n, in_size, padding, d):
@@ -720,7 +740,8 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
     """y (N, O, Ho, Wo) of a 3x3, stride-1 convolution with zero padding ``padding`` = (ph, pw)
     and dilation (d, d) (on the sub-grids, ops/conv_winograd_dilated.py), by variant f (None:
     ``VARIANT``)."""
-    f = _variant(f)
+    out_pixels = x.shape[0] * (x.shape[2] + 2 * padding[0] - 2 * dilation[0])
+    f = _variant(f, dilation, out_pixels * (x.shape[3] + 2 * padding[1] - 2 * dilation[1]))
     if _copies_subgrids(dilation, f):  # each sub-grid copied out: an undilated problem
         d, (n, _, h, wd) = dilation[0], x.shape
         out_size = (h + 2 * padding[0] - 2 * d, wd + 2 * padding[1] - 2 * d)
@@ -757,7 +778,7 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
 
 def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
     """dx (N, C, H, W) of ``conv2d_forward`` from dy (N, O, Ho, Wo)."""
-    f = _variant(f)
+    f = _variant(f, dilation, dy.shape[0] * dy.shape[2] * dy.shape[3])
     if _copies_subgrids(dilation, f):  # the adjoint of the sub-grid rearrangement above
         d = dilation[0]
         hs, ws = dilated.subgrid_size(in_size, padding, d)
@@ -771,8 +792,8 @@ def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
     planes, plane_out = _planes(N, in_size, padding, d)
     th, tw = _tiles(*plane_out, f.m)
     u = _filter_transform(w, f)  # (K, O, C)
-    # F4 stores every pixel of dx once (band by band, in order); F2 adds tiles onto zeros
-    dx = (np.empty if f is F4 else np.zeros)((N, C) + tuple(in_size), dy.dtype)
+    # F4 and F6 store every pixel of dx once (band by band, in order); F2 adds onto zeros
+    dx = (np.zeros if f is F2 else np.empty)((N, C) + tuple(in_size), dy.dtype)
     chunks = _chunks(planes, th, tw, K * (C + O) * dy.itemsize)
     buffers = _Buffers(K, chunks, tw, O, C, dy.dtype)
     _, _, output_transform_adjoint, input_transform_adjoint, channel_rows = _kernels(f)
@@ -792,7 +813,7 @@ def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
 
 def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
     """dw (O, C, 3, 3) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
-    f = _variant(f)
+    f = _variant(f, dilation, dy.shape[0] * dy.shape[2] * dy.shape[3])
     if _copies_subgrids(dilation, f):
         d = dilation[0]
         hs, ws = dilated.subgrid_size(x.shape[2:], padding, d)
@@ -831,7 +852,7 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
     and the input transform V reuses the buffer of Q once dx has been taken from it. What that
     buys (3x3 64->64, 8x64x128x128, F4): one of the four transforms of the backward pass, about
     16 ms of 130."""
-    f = _variant(f)
+    f = _variant(f, dilation, dy.shape[0] * dy.shape[2] * dy.shape[3])
     if _copies_subgrids(dilation, f):
         d, (n, _, h, wd) = dilation[0], x.shape
         hs, ws = dilated.subgrid_size((h, wd), padding, d)
@@ -847,7 +868,7 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
     planes, plane_out = _planes(N, x.shape[2:], padding, d)
     th, tw = _tiles(*plane_out, f.m)
     u = _filter_transform(w, f)  # (K, O, C)
-    dx = (np.empty if f is F4 else np.zeros)(x.shape, x.dtype)  # as conv2d_data_grad
+    dx = (np.zeros if f is F2 else np.empty)(x.shape, x.dtype)  # as conv2d_data_grad
     chunks = _chunks(planes, th, tw, K * (C + O) * x.itemsize)
     buffers = _Buffers(K, chunks, tw, O, C, x.dtype)
     input_transform, _, output_transform_adjoint, input_transform_adjoint, channel_rows = _kernels(
