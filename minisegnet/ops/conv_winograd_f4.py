@@ -126,6 +126,20 @@ def _a(a0, a1, a2, a3):
     return a0, even + odd, even - odd, even4 + odd2, even4 - odd2, a3
 
 
+@njit(inline="always", cache=True)
+def _six_slices(flat, at, spacing, length):
+    """The 6 views flat[at + k*spacing : ... + length], k < 6: one row of tiles of 6 slices of a
+    transformed-tile buffer."""
+    return (
+        flat[at : at + length],
+        flat[at + spacing : at + spacing + length],
+        flat[at + 2 * spacing : at + 2 * spacing + length],
+        flat[at + 3 * spacing : at + 3 * spacing + length],
+        flat[at + 4 * spacing : at + 4 * spacing + length],
+        flat[at + 5 * spacing : at + 5 * spacing + length],
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # The four 2-D transforms, with ops/conv_winograd.py's signatures and layouts
 # ------------------------------------------------------------------------------------------------
@@ -166,6 +180,65 @@ def _padded_row(x, base, iy, h, w, left, dilation, row):
     row[hi:] = 0
 
 
+@njit(inline="always", cache=True)
+def _plane_size(size, residue, dilation):
+    """Rows (or columns) of an output of ``size`` that one plane covers: those at residue,
+    residue + d, ... (all of them for d = 1)."""
+    return (size - residue + dilation - 1) // dilation
+
+
+@njit(inline="always", cache=True)
+def _store_output_row(yf, dst, row, add, width, dilation):
+    """yf[dst + col*d] = row[col] + add for col < width: one output row of a plane."""
+    if dilation == 1:  # contiguous: the loop vectorises
+        for col in range(width):
+            yf[dst + col] = row[col] + add
+    else:
+        for col in range(width):
+            yf[dst + col * dilation] = row[col] + add
+
+
+@njit(inline="always", cache=True)
+def _load_gradient_row(df, src, row, width, dilation):
+    """row[col] = df[src + col*d] for col < width: one output-gradient row of a plane."""
+    if dilation == 1:
+        row[:width] = df[src : src + width]
+    else:
+        for col in range(width):
+            row[col] = df[src + col * dilation]
+
+
+@njit(inline="always", cache=True)
+def _store_input_gradient(xf, g, rows, first_row, base, shape, placement, dilation, add_first):
+    """Rows i < ``rows`` of one tile row of the input transform adjoint, kept by phase
+    (g[i, s, t] = plane column m t + s, m = g.shape[1]), stored into dx: plane row first_row + i
+    is row (first_row + i) d + ra - ph of dx and plane column k its column k d - left, where
+    placement = (ra, ph, left); rows and columns outside dx are dropped. The first two rows are
+    added instead of stored when ``add_first`` (the previous band stored them)."""
+    H, W = shape
+    ra, ph, left = placement
+    m, nt = g.shape[1], g.shape[2]
+    k_lo = max(0, -(-left // dilation))  # the plane's first and last column inside dx
+    k_last = (W - 1 + left) // dilation
+    step = m * dilation
+    for i in range(rows):
+        iy = (first_row + i) * dilation + ra - ph
+        if 0 <= iy < H:
+            dst = base + iy * W - left
+            add = add_first and i < 2
+            for s in range(m):
+                gi = g[i, s]
+                t_lo = max(0, -((s - k_lo) // m))  # first t with m t + s >= k_lo
+                t_hi = min(nt, (k_last - s) // m + 1)  # past the last with <= k_last
+                at = dst + s * dilation
+                if add:
+                    for t in range(t_lo, t_hi):
+                        xf[at + step * t] += gi[t]
+                else:
+                    for t in range(t_lo, t_hi):
+                        xf[at + step * t] = gi[t]
+
+
 @njit(parallel=True, cache=True)
 def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
     """x (N, C, H, W) -> v[k, c, p] = (B^T d B)[k // 6, k % 6] for every tile p of the chunk
@@ -200,17 +273,7 @@ def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
             for xi in range(6):
                 row = u[xi]
                 at = 6 * xi * stride + out
-                v0, v1, v2 = (
-                    vf[at : at + tw],
-                    vf[at + stride : at + stride + tw],
-                    vf[at + 2 * stride : at + 2 * stride + tw],
-                )
-                at += 3 * stride
-                v3, v4, v5 = (
-                    vf[at : at + tw],
-                    vf[at + stride : at + stride + tw],
-                    vf[at + 2 * stride : at + 2 * stride + tw],
-                )
+                v0, v1, v2, v3, v4, v5 = _six_slices(vf, at, stride, tw)
                 for tx in range(tw):
                     j = 4 * tx
                     v0[tx], v1[tx], v2[tx], v3[tx], v4[tx], v5[tx] = _bt(
@@ -232,8 +295,8 @@ def output_transform(m, tiles, y, bias, n0, ty0, dilation):
     for job in prange(O * B):
         o, b = job // B, job % B
         n, ra, rb = _subgrid(n0 + b, dilation)
-        rows_out = (Ho - ra + dilation - 1) // dilation  # this plane's output rows, columns
-        cols_out = (Wo - rb + dilation - 1) // dilation
+        rows_out = _plane_size(Ho, ra, dilation)  # this plane's output rows and columns
+        cols_out = _plane_size(Wo, rb, dilation)
         s = np.empty((4, 6, tw), y.dtype)  # s[i, nu, tx] = (A^T M)[i, nu] of tile tx
         row = np.empty(4 * tw, y.dtype)
         add = bias[o]
@@ -241,17 +304,7 @@ def output_transform(m, tiles, y, bias, n0, ty0, dilation):
             out = o * P + (b * TR + r) * tw
             for nu in range(6):
                 at = nu * stride + out
-                m0, m1, m2 = (
-                    mf[at : at + tw],
-                    mf[at + 6 * stride : at + 6 * stride + tw],
-                    mf[at + 12 * stride : at + 12 * stride + tw],
-                )
-                at += 18 * stride
-                m3, m4, m5 = (
-                    mf[at : at + tw],
-                    mf[at + 6 * stride : at + 6 * stride + tw],
-                    mf[at + 12 * stride : at + 12 * stride + tw],
-                )
+                m0, m1, m2, m3, m4, m5 = _six_slices(mf, at, 6 * stride, tw)
                 s0, s1, s2, s3 = s[0, nu], s[1, nu], s[2, nu], s[3, nu]
                 for tx in range(tw):
                     s0[tx], s1[tx], s2[tx], s3[tx] = _at(
@@ -266,12 +319,7 @@ def output_transform(m, tiles, y, bias, n0, ty0, dilation):
                         a0[tx], a1[tx], a2[tx], a3[tx], a4[tx], a5[tx]
                     )
                 dst = ((n * O + o) * Ho + (oy + i) * dilation + ra) * Wo + rb
-                if dilation == 1:
-                    for col in range(Wo):
-                        yf[dst + col] = row[col] + add
-                else:
-                    for col in range(cols_out):
-                        yf[dst + col * dilation] = row[col] + add
+                _store_output_row(yf, dst, row, add, cols_out, dilation)
 
 
 @njit(parallel=True, cache=True)
@@ -289,8 +337,8 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
     for job in prange(O * B):
         o, b = job // B, job % B
         n, ra, rb = _subgrid(n0 + b, dilation)
-        rows_in = (Ho - ra + dilation - 1) // dilation  # this plane's rows and columns of dy
-        cols_in = (Wo - rb + dilation - 1) // dilation
+        rows_in = _plane_size(Ho, ra, dilation)  # this plane's rows and columns of dy
+        cols_in = _plane_size(Wo, rb, dilation)
         a = np.zeros((4, wt), dy.dtype)  # the tile row's 4 output-gradient rows, 0-extended
         u = np.empty((6, wt), dy.dtype)  # u = A dY
         for r in range(TR):
@@ -298,11 +346,7 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
             for i in range(4):
                 if oy + i < rows_in:
                     row0 = ((n * O + o) * Ho + (oy + i) * dilation + ra) * Wo + rb
-                    if dilation == 1:
-                        a[i, :Wo] = df[row0 : row0 + Wo]
-                    else:
-                        for col in range(cols_in):
-                            a[i, col] = df[row0 + col * dilation]
+                    _load_gradient_row(df, row0, a[i], cols_in, dilation)
                 else:
                     a[i, :] = 0
             a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
@@ -315,17 +359,7 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
             for xi in range(6):
                 row = u[xi]
                 at = 6 * xi * stride + out
-                z0, z1, z2 = (
-                    zf[at : at + tw],
-                    zf[at + stride : at + stride + tw],
-                    zf[at + 2 * stride : at + 2 * stride + tw],
-                )
-                at += 3 * stride
-                z3, z4, z5 = (
-                    zf[at : at + tw],
-                    zf[at + stride : at + stride + tw],
-                    zf[at + 2 * stride : at + 2 * stride + tw],
-                )
+                z0, z1, z2, z3, z4, z5 = _six_slices(zf, at, stride, tw)
                 for tx in range(tw):
                     j = 4 * tx
                     z0[tx], z1[tx], z2[tx], z3[tx], z4[tx], z5[tx] = _a(
@@ -356,9 +390,7 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, dilation):
         c, b = job // B, job % B
         n, ra, rb = _subgrid(n0 + b, dilation)
         base = (n * C + c) * H * W
-        left = pw - rb  # plane column k is column k*d - left of dx
-        k_lo = max(0, -(-left // dilation))  # the plane's first and last column inside dx
-        k_last = (W - 1 + left) // dilation
+        placement = (ra, ph, pw - rb)  # where the plane lies in dx (_store_input_gradient)
         e = np.zeros((6, 4, nt), dx.dtype)  # e[xi, s, t]: column 4t + s of (Q B^T)[xi], summed
         g = np.empty((6, 4, nt), dx.dtype)  # g = B e
         carry = np.zeros((2, 4, nt), dx.dtype)  # rows 4, 5 of the previous tile row
@@ -368,17 +400,7 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, dilation):
             out = c * P + (b * TR + r) * tw
             for xi in range(6):
                 at = 6 * xi * stride + out
-                q0, q1, q2 = (
-                    qf[at : at + tw],
-                    qf[at + stride : at + stride + tw],
-                    qf[at + 2 * stride : at + 2 * stride + tw],
-                )
-                at += 3 * stride
-                q3, q4, q5 = (
-                    qf[at : at + tw],
-                    qf[at + stride : at + stride + tw],
-                    qf[at + 2 * stride : at + 2 * stride + tw],
-                )
+                q0, q1, q2, q3, q4, q5 = _six_slices(qf, at, stride, tw)
                 e0, e1, e2, e3 = e[xi, 0], e[xi, 1], e[xi, 2], e[xi, 3]
                 for tx in range(tw):
                     e0[tx], e1[tx], e2[tx], e3[tx], t4[tx + 1], t5[tx + 1] = _b(
@@ -402,22 +424,11 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, dilation):
                     g0[t] += c0[t]
                     g1[t] += c1[t]
             last = r == TR - 1
-            for i in range(6 if last else 4):
-                iy = (4 * (ty0 + r) + i) * dilation + ra - ph
-                if 0 <= iy < H:
-                    dst = base + iy * W - left
-                    add = r == 0 and ty0 > 0 and i < 2
-                    for s in range(4):
-                        gi = g[i, s]
-                        t_lo = max(0, -((s - k_lo) // 4))  # first t with 4t + s >= k_lo
-                        t_hi = min(nt, (k_last - s) // 4 + 1)  # past the last with <= k_last
-                        step = 4 * dilation
-                        at = dst + s * dilation
-                        if add:
-                            for t in range(t_lo, t_hi):
-                                xf[at + step * t] += gi[t]
-                        else:
-                            for t in range(t_lo, t_hi):
-                                xf[at + step * t] = gi[t]
+            rows = 6 if last else 4  # the last 2 rows are the next tile row's first 2
+            add_first = r == 0 and ty0 > 0
+            first_row = 4 * (ty0 + r)
+            _store_input_gradient(
+                xf, g, rows, first_row, base, (H, W), placement, dilation, add_first
+            )
             carry[0] = g[4]
             carry[1] = g[5]

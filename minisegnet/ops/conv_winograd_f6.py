@@ -38,7 +38,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minisegnet.ops.conv_winograd_f4 import _padded_row, _subgrid
+from minisegnet.ops.conv_winograd_f4 import (
+    _load_gradient_row,
+    _padded_row,
+    _plane_size,
+    _store_input_gradient,
+    _store_output_row,
+    _subgrid,
+)
 
 BT = np.array(
     [
@@ -168,6 +175,22 @@ def _a(a0, a1, a2, a3, a4, a5):
     )
 
 
+@njit(inline="always", cache=True)
+def _eight_slices(flat, at, spacing, length):
+    """The 8 views flat[at + k*spacing : ... + length], k < 8: one row of tiles of 8 slices of a
+    transformed-tile buffer."""
+    return (
+        flat[at : at + length],
+        flat[at + spacing : at + spacing + length],
+        flat[at + 2 * spacing : at + 2 * spacing + length],
+        flat[at + 3 * spacing : at + 3 * spacing + length],
+        flat[at + 4 * spacing : at + 4 * spacing + length],
+        flat[at + 5 * spacing : at + 5 * spacing + length],
+        flat[at + 6 * spacing : at + 6 * spacing + length],
+        flat[at + 7 * spacing : at + 7 * spacing + length],
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # The four 2-D transforms, with ops/conv_winograd_f4.py's signatures and layouts
 # ------------------------------------------------------------------------------------------------
@@ -202,19 +225,7 @@ def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
             for xi in range(8):
                 row = u[xi]
                 at = 8 * xi * stride + out
-                v0, v1, v2, v3 = (
-                    vf[at : at + tw],
-                    vf[at + stride : at + stride + tw],
-                    vf[at + 2 * stride : at + 2 * stride + tw],
-                    vf[at + 3 * stride : at + 3 * stride + tw],
-                )
-                at += 4 * stride
-                v4, v5, v6, v7 = (
-                    vf[at : at + tw],
-                    vf[at + stride : at + stride + tw],
-                    vf[at + 2 * stride : at + 2 * stride + tw],
-                    vf[at + 3 * stride : at + 3 * stride + tw],
-                )
+                v0, v1, v2, v3, v4, v5, v6, v7 = _eight_slices(vf, at, stride, tw)
                 for tx in range(tw):
                     j = 6 * tx
                     v0[tx], v1[tx], v2[tx], v3[tx], v4[tx], v5[tx], v6[tx], v7[tx] = _bt(
@@ -234,8 +245,8 @@ def output_transform(m, tiles, y, bias, n0, ty0, dilation):
     for job in prange(O * B):
         o, b = job // B, job % B
         n, ra, rb = _subgrid(n0 + b, dilation)
-        rows_out = (Ho - ra + dilation - 1) // dilation  # this plane's output rows, columns
-        cols_out = (Wo - rb + dilation - 1) // dilation
+        rows_out = _plane_size(Ho, ra, dilation)  # this plane's output rows and columns
+        cols_out = _plane_size(Wo, rb, dilation)
         s = np.empty((6, 8, tw), y.dtype)  # s[i, nu, tx] = (A^T M)[i, nu] of tile tx
         row = np.empty(6 * tw, y.dtype)
         add = bias[o]
@@ -243,19 +254,7 @@ def output_transform(m, tiles, y, bias, n0, ty0, dilation):
             out = o * P + (b * TR + r) * tw
             for nu in range(8):
                 at = nu * stride + out
-                m0, m1, m2, m3 = (
-                    mf[at : at + tw],
-                    mf[at + 8 * stride : at + 8 * stride + tw],
-                    mf[at + 16 * stride : at + 16 * stride + tw],
-                    mf[at + 24 * stride : at + 24 * stride + tw],
-                )
-                at += 32 * stride
-                m4, m5, m6, m7 = (
-                    mf[at : at + tw],
-                    mf[at + 8 * stride : at + 8 * stride + tw],
-                    mf[at + 16 * stride : at + 16 * stride + tw],
-                    mf[at + 24 * stride : at + 24 * stride + tw],
-                )
+                m0, m1, m2, m3, m4, m5, m6, m7 = _eight_slices(mf, at, 8 * stride, tw)
                 s0, s1, s2, s3, s4, s5 = s[0, nu], s[1, nu], s[2, nu], s[3, nu], s[4, nu], s[5, nu]
                 for tx in range(tw):
                     s0[tx], s1[tx], s2[tx], s3[tx], s4[tx], s5[tx] = _at(
@@ -271,12 +270,7 @@ def output_transform(m, tiles, y, bias, n0, ty0, dilation):
                         a0[tx], a1[tx], a2[tx], a3[tx], a4[tx], a5[tx], a6[tx], a7[tx]
                     )
                 dst = ((n * O + o) * Ho + (oy + i) * dilation + ra) * Wo + rb
-                if dilation == 1:
-                    for col in range(Wo):
-                        yf[dst + col] = row[col] + add
-                else:
-                    for col in range(cols_out):
-                        yf[dst + col * dilation] = row[col] + add
+                _store_output_row(yf, dst, row, add, cols_out, dilation)
 
 
 @njit(parallel=True, cache=True)
@@ -291,8 +285,8 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
     for job in prange(O * B):
         o, b = job // B, job % B
         n, ra, rb = _subgrid(n0 + b, dilation)
-        rows_in = (Ho - ra + dilation - 1) // dilation  # this plane's rows and columns of dy
-        cols_in = (Wo - rb + dilation - 1) // dilation
+        rows_in = _plane_size(Ho, ra, dilation)  # this plane's rows and columns of dy
+        cols_in = _plane_size(Wo, rb, dilation)
         a = np.zeros((6, wt), dy.dtype)  # the tile row's 6 output-gradient rows, 0-extended
         u = np.empty((8, wt), dy.dtype)  # u = A dY
         for r in range(TR):
@@ -300,11 +294,7 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
             for i in range(6):
                 if oy + i < rows_in:
                     row0 = ((n * O + o) * Ho + (oy + i) * dilation + ra) * Wo + rb
-                    if dilation == 1:
-                        a[i, :Wo] = df[row0 : row0 + Wo]
-                    else:
-                        for col in range(cols_in):
-                            a[i, col] = df[row0 + col * dilation]
+                    _load_gradient_row(df, row0, a[i], cols_in, dilation)
                 else:
                     a[i, :] = 0
             a0, a1, a2, a3, a4, a5 = a[0], a[1], a[2], a[3], a[4], a[5]
@@ -317,19 +307,7 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
             for xi in range(8):
                 row = u[xi]
                 at = 8 * xi * stride + out
-                z0, z1, z2, z3 = (
-                    zf[at : at + tw],
-                    zf[at + stride : at + stride + tw],
-                    zf[at + 2 * stride : at + 2 * stride + tw],
-                    zf[at + 3 * stride : at + 3 * stride + tw],
-                )
-                at += 4 * stride
-                z4, z5, z6, z7 = (
-                    zf[at : at + tw],
-                    zf[at + stride : at + stride + tw],
-                    zf[at + 2 * stride : at + 2 * stride + tw],
-                    zf[at + 3 * stride : at + 3 * stride + tw],
-                )
+                z0, z1, z2, z3, z4, z5, z6, z7 = _eight_slices(zf, at, stride, tw)
                 for tx in range(tw):
                     j = 6 * tx
                     z0[tx], z1[tx], z2[tx], z3[tx], z4[tx], z5[tx], z6[tx], z7[tx] = _a(
@@ -353,9 +331,7 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, dilation):
         c, b = job // B, job % B
         n, ra, rb = _subgrid(n0 + b, dilation)
         base = (n * C + c) * H * W
-        left = pw - rb  # plane column k is column k*d - left of dx
-        k_lo = max(0, -(-left // dilation))  # the plane's first and last column inside dx
-        k_last = (W - 1 + left) // dilation
+        placement = (ra, ph, pw - rb)  # where the plane lies in dx (_store_input_gradient)
         e = np.zeros((8, 6, nt), dx.dtype)  # e[xi, s, t]: column 6t + s of (Q B^T)[xi], summed
         g = np.empty((8, 6, nt), dx.dtype)  # g = B e
         carry = np.zeros((2, 6, nt), dx.dtype)  # rows 6, 7 of the previous tile row
@@ -365,19 +341,7 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, dilation):
             out = c * P + (b * TR + r) * tw
             for xi in range(8):
                 at = 8 * xi * stride + out
-                q0, q1, q2, q3 = (
-                    qf[at : at + tw],
-                    qf[at + stride : at + stride + tw],
-                    qf[at + 2 * stride : at + 2 * stride + tw],
-                    qf[at + 3 * stride : at + 3 * stride + tw],
-                )
-                at += 4 * stride
-                q4, q5, q6, q7 = (
-                    qf[at : at + tw],
-                    qf[at + stride : at + stride + tw],
-                    qf[at + 2 * stride : at + 2 * stride + tw],
-                    qf[at + 3 * stride : at + 3 * stride + tw],
-                )
+                q0, q1, q2, q3, q4, q5, q6, q7 = _eight_slices(qf, at, stride, tw)
                 e0, e1, e2, e3, e4, e5 = e[xi, 0], e[xi, 1], e[xi, 2], e[xi, 3], e[xi, 4], e[xi, 5]
                 for tx in range(tw):
                     e0[tx], e1[tx], e2[tx], e3[tx], e4[tx], e5[tx], t6[tx + 1], t7[tx + 1] = _b(
@@ -405,22 +369,11 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, dilation):
                     g0[t] += c0[t]
                     g1[t] += c1[t]
             last = r == TR - 1
-            for i in range(8 if last else 6):
-                iy = (6 * (ty0 + r) + i) * dilation + ra - ph
-                if 0 <= iy < H:
-                    dst = base + iy * W - left
-                    add = r == 0 and ty0 > 0 and i < 2
-                    for s in range(6):
-                        gi = g[i, s]
-                        t_lo = max(0, -((s - k_lo) // 6))  # first t with 6t + s >= k_lo
-                        t_hi = min(nt, (k_last - s) // 6 + 1)  # past the last with <= k_last
-                        step = 6 * dilation
-                        at = dst + s * dilation
-                        if add:
-                            for t in range(t_lo, t_hi):
-                                xf[at + step * t] += gi[t]
-                        else:
-                            for t in range(t_lo, t_hi):
-                                xf[at + step * t] = gi[t]
+            rows = 8 if last else 6  # the last 2 rows are the next tile row's first 2
+            add_first = r == 0 and ty0 > 0
+            first_row = 6 * (ty0 + r)
+            _store_input_gradient(
+                xf, g, rows, first_row, base, (H, W), placement, dilation, add_first
+            )
             carry[0] = g[6]
             carry[1] = g[7]
