@@ -55,6 +55,7 @@ def _forward(x, w, y, sh, sw, ph, pw, dh, dw):
     kh, kw = w.shape[2], w.shape[3]
     xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
     reach = (kw - 1) * dw
+    zero = np.zeros(1, y.dtype)[0]  # typed like the arrays: ``wf[0] * 0`` would be float64
     for i in prange(N * C * Ho):
         c = (i // Ho) % C
         oy = i % Ho
@@ -69,7 +70,8 @@ def _forward(x, w, y, sh, sw, ph, pw, dh, dw):
             taps = np.uint64((c * kh + ky) * kw)
             for ox in range(Wo):
                 start = ox * sw - pw
-                acc = wf[0] * 0  # in the arrays' precision
+                acc = zero  # sums in the arrays' precision (a literal 0 is an int64 and 0.0 a
+                # float64, and either would make the float32 sum run in float64)
                 if start >= 0 and start + reach < W:  # the whole kernel row inside: a dot product
                     src = row + np.uint64(start)
                     if dw == 1:  # unit stride: a loop LLVM vectorises
