@@ -164,7 +164,7 @@ def command(args) -> int:
     blas = "?" if counts["blas"] is None else counts["blas"]
     print(
         f"threads: Numba {counts['numba']} x BLAS {blas} on {counts['cores']} cores "
-        "(--threads sets Numba's)"
+        "(--threads N sets both)"
     )
     print(f"results go to {trainer.run_dir}/")
     try:
