@@ -43,7 +43,7 @@ Three tile sizes. This file's matrices are F(2x2, 3x3); ops/conv_winograd_f4.py 
 (6x6 input tiles, 36 products: 2.25 multiplications per output instead of 4, and transformed
 tiles 2.25x the input instead of 4x, at about 20x the float32 error: 6.5e-6 of max |y| on 64
 channels), and ops/conv_winograd_f6.py F(6x6, 3x3) (8x8 input tiles, 64 products: 1.78
-multiplications per output, tiles 1.78x the input, float32 error about 1.4x F4's). The NumPy
+multiplications per output, tiles 1.78x the input, float32 error 1.4-2x F4's). The NumPy
 references below take any of them (``f=F2``, ``F4``, ``F6``), and so do the drivers, which
 share the chunks, buffers and products. The numba backend picks F6 for large undilated problems
 and F4 elsewhere (``VARIANT``, ``F6_MIN_PIXELS``); ``winograd(..., variant=F2)`` forces one.
@@ -62,12 +62,12 @@ gamma_k = k u / (1 - k u), the computed y satisfies, elementwise,
     T = sum over c of  |A^T| ( (|G| |w[o,c]| |G^T|) * (|B^T| |d[c]| |B|) ) |A|
 
 (input transform: 4 additions along each path; filter transform: 4 (the halves are exact); the
-product: 1 rounding plus C - 1 additions in the channel sum; output transform: 4; so 13 plus C; F4
-counts 24 plus C, ``conv_winograd_f4.ROUNDINGS``, F6 32 plus C). T is the Winograd evaluation itself with every
-matrix and datum replaced by its absolute value: it exceeds the direct convolution's sum of |w| |x|
-(the transforms add and subtract), so the bound is looser than the direct path's; ``error_bound``
-evaluates it in float64 and the tests check the float32 result against it on hypothesis-drawn
-shapes. F2's error itself is no worse than the direct path's (F4's is about 20x larger): 64->64
+product: 1 rounding plus C - 1 additions in the channel sum; output transform: 4; so 13 plus C;
+F4 counts 24 plus C, ``conv_winograd_f4.ROUNDINGS``, and F6 32 plus C). T is the Winograd
+evaluation itself with every matrix and datum replaced by its absolute value: it exceeds the
+direct convolution's sum of |w| |x| (the transforms add and subtract), so the bound is looser
+than the direct path's; ``error_bound`` evaluates it in float64 and the tests check the float32
+result against it on hypothesis-drawn shapes. F2's error itself is no worse than the direct path's (F4's is about 20x larger): 64->64
 channels on 2x64x32x32 N(0, 1) data, max error 2.8e-7 of max |y| against 4.8e-7 for the im2col
 float32 convolution (whose channel sums have 576 terms, not 64); benchmarks/results/fast_paths.md
 states it per benchmarked case.
@@ -127,8 +127,7 @@ def winograd(
 ):
     """Temporarily allow or forbid the path, optionally from ``min_channels`` on (tests use 1),
     with or without the dilated sub-grids, with one variant forced (F2, F4 or F6), and
-    (``any_size``) on
-    images of any size (both pixel thresholds 0: tests use tiny ones)."""
+    (``any_size``) on images of any size (both pixel thresholds 0: tests use tiny ones)."""
     global ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_PIXELS_PER_CHANNEL
     global DILATED_MIN_PIXELS_PER_CHANNEL
     previous = (
@@ -249,8 +248,8 @@ place (``_copies_subgrids``; forward + both gradients through F.conv2d, median o
 runs, Winograd / row-shift path, ms, the batch's pixels per channel in brackets): dilation 2:
 8x64x128x128 (2048) 132 / 164; 4x64x64x64 (256) 19.3 / 22.2; 1x64x60x80 (75) 8.9 / 8.4;
 1x64x32x32 (16) 7.1 / 6.0; 1x128x120x160 (150) 88 / 67; 1x256x60x80 (19) 87 / 71; dilation 4:
-2x64x96x128 (384) 32.0 / 37.5; 2x64x48x64 (96) 14.2 / 12.7; 1x512x60x80 (9.4) 396 / 308.
-Two identical runs differed by up to 12% in the same measurement, so the threshold sits in the
+2x64x96x128 (384) 32.0 / 37.5; 2x64x48x64 (96) 14.2 / 12.7; 1x512x60x80 (9.4) 396 / 308
+(before the transforms computed in float32, which made Winograd faster still). Two identical runs differed by up to 12% in the same measurement, so the threshold sits in the
 gap between the three clear wins and the losses. The per-image rule above did not fit these:
 the three wins have 16-64 pixels per channel on each sub-grid. (The dilated row-shift path's
 products, K = 3 C, run slower than the undilated path's at 64 channels.)"""
