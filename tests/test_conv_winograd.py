@@ -335,9 +335,9 @@ def test_numba_subgrid_copies_equal_the_numpy_definitions(n, c, h, w, d, ph, pw)
 
 
 def test_path_follows_the_measured_size_rule():
-    """Winograd for 64+ channels on images with 100+ pixels per channel, and dilated ones with
-    200+ pixels per channel over the batch; F6 on 64k+ output pixels over the batch (undilated),
-    else F4."""
+    """Winograd for 32+ channels on images with 40+ pixels per channel, and dilated ones with
+    64+ channels and 200+ pixels per channel over the batch; F6 on 64k+ output pixels over the
+    batch (undilated), else F4."""
     assert cw.VARIANT is None
     assert cw._variant(None, (1, 1), 8 * 128 * 128) is cw.F6
     assert cw._variant(None, (1, 1), 1 * 120 * 160) is cw.F4
@@ -345,15 +345,18 @@ def test_path_follows_the_measured_size_rule():
     assert cw._variant(cw.F2, (1, 1), 8 * 128 * 128) is cw.F2
     assert cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (128, 128))  # 256 pixels per channel
     assert cw.applies(128, 128, (3, 3), (1, 1), (1, 1), 1, (120, 160))  # 150
-    assert not cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (64, 64))  # 64: im2col
+    assert cw.applies(256, 256, (3, 3), (1, 1), (1, 1), 1, (90, 120))  # 42
+    assert not cw.applies(128, 128, (3, 3), (1, 1), (1, 1), 1, (60, 80))  # 38: row shifts
     assert not cw.applies(256, 256, (3, 3), (1, 1), (1, 1), 1, (60, 80))  # 19
-    assert not cw.applies(32, 32, (3, 3), (1, 1), (1, 1), 1, (96, 128))  # too few channels
+    assert cw.applies(32, 32, (3, 3), (1, 1), (1, 1), 1, (40, 40))  # 32 channels, 50
+    assert not cw.applies(16, 16, (3, 3), (1, 1), (1, 1), 1, (96, 128))  # too few channels
     with cw.winograd(True, dilated=True):  # dilated: 200+ pixels per channel over the batch
         assert cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1, (128, 128), batch=8)  # 2048
         assert cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1, (64, 64), batch=4)  # 256
         assert not cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1, (60, 80), batch=1)  # 75
         assert not cw.applies(128, 128, (3, 3), (1, 1), (2, 2), 1, (120, 160))  # 150
         assert not cw.applies(512, 512, (3, 3), (1, 1), (4, 4), 1, (60, 80))  # 9.4
+        assert not cw.applies(32, 32, (3, 3), (1, 1), (2, 2), 1, (96, 128), batch=4)  # 32 ch
     with cw.winograd(True, variant=cw.F2, any_size=True):
         assert cw._variant(None) is cw.F2
         assert cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1, (8, 8))

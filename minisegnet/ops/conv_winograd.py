@@ -72,8 +72,9 @@ channels on 2x64x32x32 N(0, 1) data, max error 2.8e-7 of max |y| against 4.8e-7 
 float32 convolution (whose channel sums have 576 terms, not 64); benchmarks/results/fast_paths.md
 states it per benchmarked case.
 
-Speed. Where the path pays is measured in ``MIN_PIXELS_PER_CHANNEL`` and ``MIN_CHANNELS``:
-large images with 64 or more channels. Elsewhere the im2col/row-shift path's larger GEMMs win.
+Speed. Where the path pays is measured in ``MIN_PIXELS_PER_CHANNEL`` and ``MIN_CHANNELS``
+(and their dilated counterparts): 32 or more channels with 40 or more output pixels per channel
+(64 channels for a dilated one). Elsewhere the im2col/row-shift path's larger GEMMs win.
 (Measurements taken before ops/blas_threads.py restored NumPy's BLAS threads after each
 Winograd call compared Winograd with a direct path that had silently lost one of its two BLAS
 threads, and chose smaller thresholds; they are superseded.) On a loaded machine every thread
@@ -103,9 +104,15 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 ENABLED = True
 """Let the numba backend take this path where it applies (tests switch it off and on)."""
 
-MIN_CHANNELS = 64
-"""Smallest input and output channel count that takes the path (measured: module docstring and
-``MIN_PIXELS_PER_CHANNEL``)."""
+MIN_CHANNELS = 32
+"""Smallest input and output channel count that takes the path when undilated (measured:
+``MIN_PIXELS_PER_CHANNEL``); ``DILATED_MIN_CHANNELS`` for a dilated one."""
+
+DILATED_MIN_CHANNELS = 64
+"""The same for dilated convolutions. With 32 channels Winograd on the sub-grids tied with the
+row-shift path (2026-12-06, forward + both gradients through F.conv2d, dilation 2, median of 5
+interleaved runs, three rounds, Winograd / row-shift: 8x32x64x64 0.96, 1.01, 1.01;
+4x32x96x128 0.81, 0.91, 0.93; 4x32x40x40 0.80, 1.09, 1.05)."""
 
 BUDGET_BYTES = None
 """Transformed tiles of one chunk (two (16, channels, tiles) buffers) stay under this many
@@ -129,14 +136,14 @@ def winograd(
     with or without the dilated sub-grids, with one variant forced (F2, F4 or F6), and
     (``any_size``) on images of any size (both pixel thresholds 0: tests use tiny ones)."""
     global ENABLED, MIN_CHANNELS, DILATED, VARIANT, MIN_PIXELS_PER_CHANNEL
-    global DILATED_MIN_PIXELS_PER_CHANNEL
+    global DILATED_MIN_PIXELS_PER_CHANNEL, DILATED_MIN_CHANNELS
     previous = (
         ENABLED, MIN_CHANNELS, DILATED, VARIANT,
-        MIN_PIXELS_PER_CHANNEL, DILATED_MIN_PIXELS_PER_CHANNEL,
+        MIN_PIXELS_PER_CHANNEL, DILATED_MIN_PIXELS_PER_CHANNEL, DILATED_MIN_CHANNELS,
     )  # fmt: skip
     ENABLED = bool(enabled)
     if min_channels is not None:
-        MIN_CHANNELS = int(min_channels)
+        MIN_CHANNELS = DILATED_MIN_CHANNELS = int(min_channels)
     if dilated is not None:
         DILATED = bool(dilated)
     if variant is not None:
@@ -148,7 +155,7 @@ def winograd(
     finally:
         (
             ENABLED, MIN_CHANNELS, DILATED, VARIANT,
-            MIN_PIXELS_PER_CHANNEL, DILATED_MIN_PIXELS_PER_CHANNEL,
+            MIN_PIXELS_PER_CHANNEL, DILATED_MIN_PIXELS_PER_CHANNEL, DILATED_MIN_CHANNELS,
         ) = previous  # fmt: skip
 
 
@@ -170,19 +177,20 @@ def applies(channels, out_channels, kernel, stride, dilation, groups, out_size=N
     (``MIN_PIXELS_PER_CHANNEL``) for an undilated convolution, over the batch of ``batch``
     images (``DILATED_MIN_PIXELS_PER_CHANNEL``) for a dilated one."""
     dh, dw = dilation
+    undilated = dh == dw == 1
     if out_size is not None:
         pixels = out_size[0] * out_size[1] / max(channels, out_channels)
-        if dh == dw == 1 and pixels < MIN_PIXELS_PER_CHANNEL:
+        if undilated and pixels < MIN_PIXELS_PER_CHANNEL:
             return False
-        if (dh, dw) != (1, 1) and batch * pixels < DILATED_MIN_PIXELS_PER_CHANNEL:
+        if not undilated and batch * pixels < DILATED_MIN_PIXELS_PER_CHANNEL:
             return False
     return (
         ENABLED
         and tuple(kernel) == (3, 3)
         and tuple(stride) == (1, 1)
-        and (dh == dw == 1 or (DILATED and dh == dw))
+        and (undilated or (DILATED and dh == dw))
         and groups == 1
-        and min(channels, out_channels) >= MIN_CHANNELS
+        and min(channels, out_channels) >= (MIN_CHANNELS if undilated else DILATED_MIN_CHANNELS)
     )
 
 
@@ -229,16 +237,19 @@ shapes disagree between runs; only the large batch won in every run, and the thr
 F6 to problems of that size. Dilated convolutions stay on F4: F6 on the sub-grids ran 1.2-1.7x
 F4's time on four shapes (8x64x128x128 d2 to 1x128x120x160 d2)."""
 
-MIN_PIXELS_PER_CHANNEL = 100
-"""Below this many output pixels per image per channel (Ho Wo / max(C, O)) the path is not
-taken (``applies``). Measured once NumPy's BLAS kept its 2 threads (ops/blas_threads.py; forward
-+ both gradients through F.conv2d, min of 9 interleaved runs, ms, F4 / im2col-row-shift path,
-pixels per channel in brackets): 8x64x128x128 (256) 189 / 246; 1x128x120x160 (150) 82 / 114;
-1x64x96x128 (192) 15.6 / 16.8; 4x64x64x64 (64) 33 / 25; 1x256x60x80 (19) 165 / 110;
-1x512x60x80 (9.4) 346 / 285; and with 32 channels (``MIN_CHANNELS``) 4x32x96x128 (384) 37 / 29,
-4x32x40x40 (50) 6.8 / 5.2; with 16, 4x16x80x80 (400) 10.9 / 7.6. Where the transformed filters
-(36 C O) and the transforms' traffic outweigh what the 2.25x fewer multiplications save, the
-direct path's larger GEMMs win: few pixels per filter, or few channels per product."""
+MIN_PIXELS_PER_CHANNEL = 40
+"""Below this many output pixels per image per channel (Ho Wo / max(C, O)) an undilated
+convolution is not taken (``applies``). Measured 2026-12-06, once the transforms computed in
+float32 (forward + both gradients through F.conv2d, median of 5 interleaved runs, three rounds,
+Winograd / row-shift path, pixels per channel per image in brackets): 4x256x90x120 (42) 0.77,
+0.73, 0.76; 1x256x120x160 (75) 0.76, 0.80, 0.80; 1x64x60x80 (75) 0.80, 0.75, 0.88; 2x128x60x80
+(38) 0.97, 1.01, 1.01; 4x128x60x80 (38) 0.98, 0.96, 0.96; with 32 channels (``MIN_CHANNELS``)
+8x32x64x64 (128) 0.85, 0.81, 0.81; 4x32x96x128 (384) 0.69, 0.70, 0.71; 4x32x40x40 (50) 0.93,
+0.86, 0.79. Earlier the same day, in single rounds: 1x256x60x80 (19) 1.26, 4x64x64x64 (64)
+0.72; and before the float32 transforms, 1x512x60x80 (9.4) 346 / 285 ms. The rule was 100
+pixels and 64 channels while the transforms ran in float64 (``conv_winograd_f4.K4``); where the
+transformed filters (36 C O) and the transforms' traffic outweigh what the fewer
+multiplications save, the direct path's larger GEMMs win: few pixels per filter."""
 
 
 DILATED_MIN_PIXELS_PER_CHANNEL = 200
