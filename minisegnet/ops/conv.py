@@ -64,7 +64,7 @@ Worked example (one channel, 3x3 input, 2x2 kernel, stride 1, no padding):
 Implementations, by backend (the same algorithm everywhere: im2col/col2im around matmuls), all
 listed in the kernel table ``_KERNELS`` below:
     numpy     im2col_ref / col2im_ref (the definitions) inside the image-chunk driver of this file
-    numba     the engine in ops/conv_engine.py: Winograd F(4x4, 3x3) for stride-1 3x3
+    numba     the engine in ops/conv_engine.py: Winograd F(4x4)/F(6x6) for stride-1 3x3
               convolutions (ops/conv_winograd.py), the row-shift variant for vertical stride 1
               (ops/conv_row_shift.py: im2col along the width only, 7x fewer copies for 7x7; run
               as one product of all kernel rows by ops/conv_row_stack.py), and

@@ -5,7 +5,7 @@ backend's three products here. Each product takes the first path that applies:
 
     depthwise              one input and one output channel per group (``conv_depthwise``:
                            direct loops, e.g. FCN's fixed bilinear upsamplers)
-    Winograd F(4x4, 3x3)   stride-1 3x3 convolutions with enough channels (``conv_winograd``),
+    Winograd F(4x4)/F(6x6) stride-1 3x3 convolutions with enough channels (``conv_winograd``),
                            dilated ones on the d*d sub-grids (``conv_winograd.DILATED``)
     stride phases          data gradients (transposed convolutions) of stride > 1, kernel a
                            multiple of the stride, one group (``conv_stride_phases``)

@@ -95,7 +95,7 @@ from minisegnet.ops import blas_threads, conv_chunks
 from minisegnet.ops import conv_winograd_dilated as dilated
 from minisegnet.ops import conv_winograd_f4 as f4
 from minisegnet.ops import conv_winograd_f6 as f6
-from minisegnet.ops.conv_winograd_f4 import _padded_row  # shared by both tiles' kernels
+from minisegnet.ops.conv_winograd_f4 import _padded_row  # shared by every tile's kernels
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
