@@ -279,6 +279,7 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_average": load_average(),
+        "openmp_wakeup_us": openmp_wakeup_us(),
     }
 
 
@@ -315,6 +316,37 @@ class CpuShare:
             self.start = now
         cores = os.cpu_count() or 1
         return max(0.0, (busy - own) / (wall * cores)) if wall > 0 else None
+
+
+def openmp_wakeup_us(launches: int = 300) -> float | None:
+    """Median microseconds of one empty parallel Numba kernel on all of Numba's threads: the time
+    to wake sleeping OpenMP workers (passive waiting) and join them, which every parallel region
+    of either framework pays. It is this machine's most variable figure: 58-65 us on the 2-core
+    machine on 2026-12-06 afternoon, when PyTorch's SegNet-Basic small training step took 27-35 ms
+    (16 ms with spinning threads, which pay no wake-up); its small models' times, and so the
+    small-model ratios, move with it more than minisegnet's (whose step took 28 ms on one Numba
+    thread against 29-31 on two that afternoon). None without Numba's parallel layer."""
+    try:
+        from numba import njit, prange
+    except ImportError:
+        return None
+
+    @njit(parallel=True)
+    def touch(a):
+        for i in prange(a.shape[0]):
+            a[i] += 1.0
+
+    a = np.zeros(64)
+    try:
+        touch(a)
+    except Exception:  # no threading layer
+        return None
+    times = []
+    for _ in range(launches):
+        t0 = time.perf_counter()
+        touch(a)
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1e6, 1)
 
 
 def load_average() -> list[float] | None:

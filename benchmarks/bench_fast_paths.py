@@ -242,7 +242,11 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
         "the same op with its new path switched off, in the same repetitions.",
         "",
         f"Load average {env['load_average']}; other processes took "
-        f"{'unknown' if others is None else f'{100 * others:.0f}%'} of the CPU during the run."
+        f"{'unknown' if others is None else f'{100 * others:.0f}%'} of the CPU during the run. "
+        "OpenMP wake-up (an empty two-thread Numba kernel, `bench_common.openmp_wakeup_us`) at "
+        "start / end: "
+        + " / ".join("-" if v is None else f"{v:.0f} us" for v in env["openmp_wakeup_us"])
+        + " (PyTorch's small-model times move with it more than minisegnet's: see there)."
         + (
             " **Busy machine: every time is inflated and noisy (a two-thread kernel waits for "
             "the thread the scheduler put aside); read the ratios, and rerun on a quiet machine.**"
@@ -311,6 +315,7 @@ def main(argv=None) -> int:
     warmup, reps = (1, 1) if args.quick else (2, args.reps)
     log = print
     share = bench_common.CpuShare()
+    wakeup_start = bench_common.openmp_wakeup_us()
     t0 = time.perf_counter()
     ops = time_ops(args.quick, warmup, reps, log)
     step = time_training_step(args.quick, warmup, 1 if args.quick else 5, log)
@@ -321,6 +326,7 @@ def main(argv=None) -> int:
         "torch": getattr(bench_common.torch_or_none(), "__version__", None),
         "threads": threads,
         "load_average": bench_common.load_average(),
+        "openmp_wakeup_us": (wakeup_start, bench_common.openmp_wakeup_us()),
     }
     text = report(ops, step, errors, shapes, env, others, args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)

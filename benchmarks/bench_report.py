@@ -142,6 +142,14 @@ def markdown(results: dict) -> str:
                 ["CPU", f"{env['cpu']} ({env['cpu_count']} logical cores; {env['cpu_flags']})"],
                 ["load average (1/5/15 min) at start / end", load_text(results)],
                 ["CPU taken by other processes during the run", contention_text(results)],
+                [
+                    "OpenMP wake-up (empty two-thread Numba kernel, `openmp_wakeup_us`) at start"
+                    " / end",
+                    " / ".join(
+                        "-" if v is None else f"{v:.0f} us"
+                        for v in (env.get("openmp_wakeup_us"), results.get("openmp_wakeup_end_us"))
+                    ),
+                ],
                 ["Python / NumPy / BLAS", f"{env['python']} / {env['numpy']} / {env['blas']}"],
                 ["Numba (threads)", f"{env['numba']} ({env['numba_threads']})"],
                 [

@@ -206,7 +206,10 @@ def run_from_args(args, command: str = "minisegnet bench") -> int:
             for key, value in kept.items():
                 if key in stale or key in results:
                     continue
-                if key in ("elapsed_s", "other_cpu_share", "section_seconds", "load_end"):
+                if key in (
+                    "elapsed_s", "other_cpu_share", "section_seconds", "load_end",
+                    "openmp_wakeup_end_us",
+                ):  # fmt: skip
                     continue
                 results[key] = value
             results["runs"] = runs + [{"command": command, "date": results["environment"]["date"],
@@ -329,6 +332,7 @@ def run_from_args(args, command: str = "minisegnet bench") -> int:
         section_done("models")
 
     results["load_end"] = bench_common.load_average()
+    results["openmp_wakeup_end_us"] = bench_common.openmp_wakeup_us()
     contention["whole run"] = whole_run.others()
     results["accuracy_md"] = find_accuracy(out)
     results["elapsed_s"] = time.perf_counter() - started

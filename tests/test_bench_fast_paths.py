@@ -24,6 +24,7 @@ def test_quick_run_writes_the_table_and_the_errors(tmp_path):
     for _, label in bench.OP_NAMES:
         assert f"| {label} |" in text, label
     assert "SegNet-Basic training step" in text
+    assert re.search(r"OpenMP wake-up .* at start / end: [0-9]+ us / [0-9]+ us", text)
     assert "## Error of each fast path" in text
     table = text.split("## Error of each fast path")[1]
     rows = [line for line in table.splitlines() if re.match(r"\| [A-Za-z]", line)][1:]

@@ -77,6 +77,10 @@ def test_quick_suite_writes_report_and_plots(tmp_path):
         assert f"]({name})" in report, name
 
     results = json.loads((tmp_path / "results.json").read_text())
+    # The machine's OpenMP wake-up time is measured at both ends and shown beside the load.
+    wakeups = [results["environment"]["openmp_wakeup_us"], results["openmp_wakeup_end_us"]]
+    assert all(isinstance(v, float) and v > 0 for v in wakeups), wakeups
+    assert "| OpenMP wake-up (empty two-thread Numba kernel" in report
     cases = [c.name for c in _load("bench_ops").op_cases(quick=True)]
     # Every op case ran on the numba backend (and on PyTorch when installed) without an error.
     frameworks = ["numba"] + (["torch"] if _have_torch() else [])
