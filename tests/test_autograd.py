@@ -43,6 +43,91 @@ def test_tensor_used_twice_accumulates():
     np.testing.assert_allclose(x.grad, [2 + 6])
 
 
+def test_a_leaf_feeding_many_branches_is_summed_without_touching_any_ops_gradient():
+    """Four branches of one leaf (as PSPNet's pooling bins): the sum is right, the gradients the
+    ops returned are left as they were (the engine adds in place only into sums it made), and a
+    ``.grad`` from an earlier pass that the user still holds is not modified."""
+    x = ms.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    returned = []
+
+    class Keep(Function):  # identity whose backward records the arrays it hands back
+        def forward(self, a):
+            return a.copy()
+
+        def backward(self, dy):
+            returned.append((dy, dy.copy()))
+            return dy
+
+    loss = sum((Keep.apply(x) * float(k + 1)).sum() for k in range(4))
+    loss.backward()
+    np.testing.assert_allclose(x.grad, np.full((2, 3), 1.0 + 2 + 3 + 4))
+    assert len(returned) == 4
+    for array, copy in returned:
+        np.testing.assert_array_equal(array, copy)
+    first = x.grad
+    kept = first.copy()
+    sum((Keep.apply(x) * 1.0).sum() for _ in range(3)).backward()
+    np.testing.assert_allclose(x.grad, kept + 3)
+    np.testing.assert_array_equal(first, kept)  # the earlier .grad, held here, is unchanged
+
+
+def test_x_plus_x_plus_x_gives_three():
+    """Add hands the same dy to both inputs: summing it into a leaf must not double it in
+    place."""
+    x = ms.tensor([1.0, -2.0], requires_grad=True)
+    (x + x + x).sum().backward()
+    np.testing.assert_allclose(x.grad, [3.0, 3.0])
+
+
+def test_backward_of_several_tensors_is_one_pass_with_their_gradients():
+    """autograd.backward([a, b], [ga, gb]) gives the gradients of sum(a*ga) + sum(b*gb), goes
+    through a shared function once, and takes a leaf among the roots."""
+    calls = []
+
+    class Shared(Function):
+        def forward(self, a):
+            return a * 2.0
+
+        def backward(self, dy):
+            calls.append(dy.copy())
+            return dy * 2.0
+
+    x = ms.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    h = Shared.apply(x)
+    a, b = h * 3.0, h * h
+    ga, gb = np.array([1.0, 0.0, 2.0]), np.array([0.5, 1.0, 0.0])
+    ms.autograd.backward([a, b, x], [ga, gb, np.ones(3)])
+    h_value = 2.0 * x.data
+    np.testing.assert_allclose(x.grad, 2.0 * (3.0 * ga + 2.0 * h_value * gb) + 1.0)
+    assert len(calls) == 1  # the shared part ran once, with the summed gradient
+    np.testing.assert_allclose(calls[0], 3.0 * ga + 2.0 * h_value * gb)
+
+    s1, s2 = (x * 2.0).sum(), (x * x).sum()  # scalars: grad may be omitted
+    x.zero_grad()
+    ms.autograd.backward((s1, s2))
+    np.testing.assert_allclose(x.grad, 2.0 + 2.0 * x.data)
+
+
+def test_backward_of_several_tensors_reports_bad_arguments():
+    x = ms.tensor([1.0, 2.0], requires_grad=True)
+    y, z = x * 2.0, (x * 3.0).sum()
+    with pytest.raises(ValueError, match="empty list of tensors"):
+        ms.autograd.backward([])
+    with pytest.raises(TypeError, match="expected a list of tensors, got ndarray"):
+        ms.autograd.backward([y, np.ones(2)])
+    with pytest.raises(ValueError, match="a list of 2 gradients, one per tensor, got 1 of them"):
+        ms.autograd.backward([y, z], [np.ones(2)])
+    with pytest.raises(ValueError, match="a list of 2 gradients, one per tensor, got ndarray"):
+        ms.autograd.backward([y, z], np.ones(2))
+    with pytest.raises(RuntimeError, match=r"non-scalar output \(tensor 0, shape \(2,\)\)"):
+        ms.autograd.backward([y, z])
+    with pytest.raises(ValueError, match=r"shape \(2,\), got \(3,\) \(tensor 0\)"):
+        ms.autograd.backward([y, z], [np.ones(3), None])
+    with pytest.raises(RuntimeError, match="tensor 1 does not require grad"):
+        ms.autograd.backward([y, ms.tensor([1.0])], [np.ones(2), None])
+    assert x.grad is None  # nothing ran
+
+
 def test_leaf_grad_accumulates_across_backward_calls_until_zeroed():
     x = ms.tensor([1.0, 2.0], requires_grad=True)
     (x * 3).sum().backward()
