@@ -34,13 +34,12 @@ if sys.argv and (sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == "minise
 # Numba's OpenMP worker threads and OpenBLAS's threads both spin-wait after a job by default; on
 # a 2-core machine every switch between a Numba kernel and a matrix product then waits for the
 # other pool to stop spinning (measured: 1-28 ms per switch instead of 0.35 ms). Passive waiting
-# makes idle threads sleep. It must be set before OpenMP is loaded (Numba loads it at its first
-# parallel kernel); if another library loaded it first, with spinning threads, Numba's kernels
-# run on one thread instead and a warning says why (``threads.note_openmp_at_import``).
-from minisegnet import threads as _threads  # noqa: E402
+# makes idle threads sleep. It must be chosen before OpenMP is loaded (Numba loads it at its
+# first parallel kernel); if another library loaded it first, with spinning threads, Numba's
+# kernels run on one thread instead and a warning says why (``openmp.py``).
+from minisegnet import openmp as _openmp  # noqa: E402
 
-_threads.note_openmp_at_import()
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_openmp.choose_passive_waiting()
 
 # Importing ``tensor_methods`` attaches Tensor's operator methods (``a + b``, ``t.sum()``, ...),
 # before any tensor exists: see ``tensor.py``'s docstring.

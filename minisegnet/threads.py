@@ -20,15 +20,8 @@ costs a few percent. ``--threads N`` gives both pools N threads. Variables the u
 ``--threads`` is given: ``NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`` runs
 two small trainings side by side on two cores (``accuracy.py --jobs 2``).
 
-OpenMP loaded before minisegnet. ``import minisegnet`` can only choose the waiting policy if it
-comes first: GNU OpenMP (libgomp, shared by Numba's kernels and PyTorch) reads
-``OMP_WAIT_POLICY`` once, when it is loaded. After ``import torch`` (which loads it) with no
-policy set, Numba's idle workers spin against OpenBLAS's threads, and a SegNet-Basic small
-training step took 788-835 ms instead of 30 ms (measured on the 2-core machine). The import
-notices this (:func:`note_openmp_at_import`) and runs Numba's kernels on one thread, which
-creates no worker to spin: 28 ms, as fast as two passive threads on that machine (the
-products keep their BLAS threads). It warns once, naming the two ways to get both pools back:
-import minisegnet first, or set ``OMP_WAIT_POLICY=PASSIVE`` before starting Python.
+OpenMP loaded before minisegnet (``import torch`` first) with spinning idle threads: the policy
+can no longer be chosen, and Numba's kernels run on one thread (``minisegnet/openmp.py``).
 
 OpenBLAS reads its thread count when NumPy is imported; to change it afterwards this calls
 OpenBLAS's own ``*_set_num_threads`` through ctypes, found among the libraries this process has
@@ -41,61 +34,15 @@ from __future__ import annotations
 import ctypes
 import os
 
+from minisegnet import openmp
+
 __all__ = [
     "cpu_cores", "blas_threads", "set_blas_threads", "configure", "current", "tune_threads",
-    "note_openmp_at_import", "openmp_spinning", "SPINNING_OPENMP_WARNING",
 ]  # fmt: skip
 
 _PREFIXES = ("scipy_openblas", "openblas")
 _SUFFIXES = ("64_", "")
 _state: dict | None = None
-_spinning_openmp = False  # set by note_openmp_at_import
-
-SPINNING_OPENMP_WARNING = (
-    "minisegnet: OpenMP (libgomp) was loaded before minisegnet, e.g. by `import torch`, with no "
-    "OMP_WAIT_POLICY set, so its idle threads spin; Numba's kernels run on 1 thread so that they "
-    "do not spin against OpenBLAS's (with 2 spinning threads a training step was 28x slower). "
-    "For both thread pools, import minisegnet before torch, or set OMP_WAIT_POLICY=PASSIVE in "
-    "the environment before starting Python."
-)
-
-
-def _libgomp_loaded() -> bool:
-    """Whether GNU OpenMP is mapped into this process (Linux; False where /proc is absent)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            return any("libgomp" in line for line in maps)
-    except OSError:
-        return False
-
-
-def note_openmp_at_import() -> bool:
-    """Called by ``import minisegnet`` before it sets ``OMP_WAIT_POLICY``: whether libgomp is
-    already loaded with spinning idle threads (no policy in the environment, and
-    ``GOMP_SPINCOUNT`` not 0), in which case the policy can no longer be changed. Then, unless
-    the user chose Numba's thread count (``NUMBA_NUM_THREADS``) or Numba is already loaded, the
-    count becomes 1 for the whole process; :func:`configure` keeps it at 1 for the calling
-    thread in any case; and one ``RuntimeWarning`` says so. Returns the finding."""
-    global _spinning_openmp
-    spinning = (
-        "OMP_WAIT_POLICY" not in os.environ
-        and os.environ.get("GOMP_SPINCOUNT", "").strip() != "0"
-        and _libgomp_loaded()
-    )
-    _spinning_openmp = spinning
-    if spinning:
-        import sys
-        import warnings
-
-        if "NUMBA_NUM_THREADS" not in os.environ and "numba" not in sys.modules:
-            os.environ["NUMBA_NUM_THREADS"] = "1"  # read when Numba is imported: every thread
-        warnings.warn(SPINNING_OPENMP_WARNING, RuntimeWarning, stacklevel=2)
-    return spinning
-
-
-def openmp_spinning() -> bool:
-    """What :func:`note_openmp_at_import` found: OpenMP's idle threads spin in this process."""
-    return _spinning_openmp
 
 
 def cpu_cores() -> int:
@@ -163,10 +110,10 @@ def configure(threads: int | None = None) -> dict:
     user_blas = "OPENBLAS_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ
     limit = numba.config.NUMBA_NUM_THREADS  # Numba cannot grow past its launch size
     if threads is not None:
-        numba.set_num_threads(1 if _spinning_openmp else min(threads, limit))
+        numba.set_num_threads(1 if openmp.spinning() else min(threads, limit))
         set_blas_threads(min(threads, cores))
     else:
-        if _spinning_openmp:
+        if openmp.spinning():
             numba.set_num_threads(1)
         elif not user_numba:
             numba.set_num_threads(min(cores, limit))

@@ -28,10 +28,12 @@ FLOORS: list[tuple[str, list[str]]] = [
     # Backends, where arrays live (the one device rule), the shape formulas, and the CUDA
     # toolchain the backends ask whether they can run (g++ for cuda-emu, NVRTC for cuda).
     # The permutohedral lattice imports nothing of the package: the Numba CRF (ops.crf) and
-    # the CUDA CRF (cuda.crf) both build their filters on it.
+    # the CUDA CRF (cuda.crf) both build their filters on it. OpenMP's waiting policy is
+    # chosen at ``import minisegnet``, before anything else loads.
     (
         "foundations",
-        "backend arrays ops.geometry ops.crf_lattice cuda cuda.source cuda.gpu cuda.emulator".split(),
+        """backend arrays openmp ops.geometry ops.crf_lattice cuda cuda.source cuda.gpu
+        cuda.emulator""".split(),
     ),
     # The autograd engine: Tensor and Function (the one allowed circle).
     ("engine", "autograd tensor".split()),

@@ -1,4 +1,4 @@
-"""threads.note_openmp_at_import: OpenMP loaded before minisegnet (as ``import torch`` does) with
+"""openmp.choose_passive_waiting: OpenMP loaded before minisegnet (as ``import torch`` does) with
 spinning idle threads is noticed at import, Numba's kernels then run on one thread, and one
 warning says why and what to do; with a passive policy, or with OpenMP not yet loaded, nothing
 changes. Each case runs in a fresh Python, since the finding is made once per process."""
@@ -24,10 +24,10 @@ if sys.argv[1] == "gomp-first":
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import minisegnet
-    from minisegnet import threads
+    from minisegnet import openmp, threads
     state = threads.configure()
 print(json.dumps({
-    "spinning": threads.openmp_spinning(),
+    "spinning": openmp.spinning(),
     "numba": state["numba"],
     "env_numba": os.environ.get("NUMBA_NUM_THREADS"),
     "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
