@@ -103,3 +103,20 @@ def any_backend(request):
 def cpu_backend(request):
     """The reference and numba (no compiler needed), the test running inside it: its name."""
     yield from _inside(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _restore_thread_counts():
+    """A test that sets the thread counts (``--threads 1``) must not leave every later test on
+    one thread: Numba's count is per calling thread and OpenBLAS's per process, and both
+    outlive the test (test_blas_threads skipped its pool test after test_benchmarks' run)."""
+    import numba
+
+    from minisegnet import threads
+
+    numba_before, blas_before = numba.get_num_threads(), threads.blas_threads()
+    yield
+    if numba.get_num_threads() != numba_before:
+        numba.set_num_threads(numba_before)
+    if blas_before is not None and threads.blas_threads() != blas_before:
+        threads.set_blas_threads(blas_before)
