@@ -284,16 +284,21 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
         cells = [f"{v:.1e}" for v in r["errors"]] + [""] * (3 - len(r["errors"]))
         cells.append("" if r["bound"] is None else f"{r['bound']:.1e}")
         lines.append(f"| {r['path']} | " + " | ".join(cells) + " |")
+    from minisegnet.ops import conv_winograd as cw
+
     lines += [
         "",
         "The bound is `conv_winograd.error_bound` (gamma_{C+13} for F2, gamma_{C+24} for F4, "
         "gamma_{C+32} for F6, times the absolute-value Winograd evaluation, "
         "ops/conv_winograd.py), largest entry over max |y|. The numba backend's Winograd path "
-        "takes 3x3 convolutions with 64+ channels and 100+ output pixels per channel per image "
-        "(`conv_winograd.MIN_PIXELS_PER_CHANNEL`), or dilated ones with 200+ over the batch "
-        "(`DILATED_MIN_PIXELS_PER_CHANNEL`): both 3x3 cases above, the undilated one with F6 "
-        "(64k+ output pixels over the batch, `F6_MIN_PIXELS`), the dilated one with F4 reading "
-        "its 4 sub-grids in place; 'fast path off' is the row-shift path.",
+        f"takes 3x3 convolutions with {cw.MIN_CHANNELS}+ channels and "
+        f"{cw.MIN_PIXELS_PER_CHANNEL}+ output pixels per channel per image "
+        f"(`conv_winograd.MIN_CHANNELS`, `MIN_PIXELS_PER_CHANNEL`), or dilated ones with "
+        f"{cw.DILATED_MIN_CHANNELS}+ channels and {cw.DILATED_MIN_PIXELS_PER_CHANNEL}+ pixels per "
+        "channel over the batch (`DILATED_MIN_CHANNELS`, `DILATED_MIN_PIXELS_PER_CHANNEL`): both "
+        f"3x3 cases above, the undilated one with F6 ({cw.F6_MIN_PIXELS}+ output pixels over the "
+        "batch, `F6_MIN_PIXELS`), the dilated one with F4 reading its 4 sub-grids in place; "
+        "'fast path off' is the row-shift path.",
         "",
     ]
     return "\n".join(lines)

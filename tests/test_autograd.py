@@ -102,6 +102,14 @@ def test_backward_of_several_tensors_is_one_pass_with_their_gradients():
     assert len(calls) == 1  # the shared part ran once, with the summed gradient
     np.testing.assert_allclose(calls[0], 3.0 * ga + 2.0 * h_value * gb)
 
+    x.zero_grad()  # a root that another root was computed from: its own gradient and b's
+    h = x * 2.0
+    b = h * 3.0
+    h.retain_grad()
+    ms.autograd.backward([b, h], [ga, gb])
+    np.testing.assert_allclose(h.grad, 3.0 * ga + gb)
+    np.testing.assert_allclose(x.grad, 2.0 * (3.0 * ga + gb))
+
     s1, s2 = (x * 2.0).sum(), (x * x).sum()  # scalars: grad may be omitted
     x.zero_grad()
     ms.autograd.backward((s1, s2))
