@@ -71,6 +71,50 @@ def test_a_leaf_feeding_many_branches_is_summed_without_touching_any_ops_gradien
     np.testing.assert_array_equal(first, kept)  # the earlier .grad, held here, is unchanged
 
 
+def test_fresh_gradients_take_the_sum_in_place_and_nothing_else_changes():
+    """Functions that declare ``fresh_gradients`` let the engine sum into the arrays they
+    return: the sums are right in every order of arrival, an op's non-fresh gradient (a view the
+    op also keeps) is left as it was, and a retained ``.grad`` keeps its own value."""
+    kept_views = []
+
+    class Fresh(Function):  # y = k * a, backward allocates
+        fresh_gradients = True
+
+        def forward(self, a, k):
+            self.save(k=k)
+            return a * k
+
+        def backward(self, dy):
+            return dy * self.saved.k
+
+    class Shared(Function):  # identity whose backward hands out an array it also keeps
+        def forward(self, a):
+            return a.copy()
+
+        def backward(self, dy):
+            kept_views.append((dy, dy.copy()))
+            return dy
+
+    x = ms.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    h = x * 1.0  # a non-leaf that receives every branch's gradient
+    h.retain_grad()
+    parts = [Shared.apply(h), Fresh.apply(h, 2.0), Fresh.apply(h, 3.0), Shared.apply(h)]
+    sum(p.sum() for p in parts).backward()
+    np.testing.assert_allclose(h.grad, np.full(3, 1.0 + 2 + 3 + 1))
+    np.testing.assert_allclose(x.grad, np.full(3, 7.0))
+    for array, copy in kept_views:
+        np.testing.assert_array_equal(array, copy)
+
+    h2 = x * 1.0  # retained, and only fresh gradients arrive: the first is .grad itself
+    h2.retain_grad()
+    (Fresh.apply(h2, 2.0).sum() + Fresh.apply(h2, 5.0).sum()).backward()
+    np.testing.assert_allclose(h2.grad, np.full(3, 7.0))
+
+    y = ms.tensor([1.0, -1.0], requires_grad=True)  # a leaf, fresh ones first
+    (Fresh.apply(y, 2.0).sum() + Fresh.apply(y, 5.0).sum() + Shared.apply(y).sum()).backward()
+    np.testing.assert_allclose(y.grad, [8.0, 8.0])
+
+
 def test_x_plus_x_plus_x_gives_three():
     """Add hands the same dy to both inputs: summing it into a leaf must not double it in
     place."""
