@@ -48,8 +48,9 @@ def choose_passive_waiting() -> bool:
     """Run once by ``import minisegnet``. If libgomp is already loaded with spinning idle threads
     (no ``OMP_WAIT_POLICY`` in the environment, ``GOMP_SPINCOUNT`` not 0), the policy can no
     longer be changed: unless the user chose Numba's thread count (``NUMBA_NUM_THREADS``) or
-    Numba is already loaded, the count becomes 1 for the whole process
-    (``threads.configure`` keeps the calling thread at 1 in any case), and one
+    Numba is already loaded, the count becomes 1 for the whole process (through the
+    environment, so child processes started afterwards inherit it; ``threads.configure`` keeps
+    the calling thread at 1 in any case), and one
     ``RuntimeWarning`` says so. Otherwise sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set a
     policy. Returns whether OpenMP was found spinning."""
     global _spinning
