@@ -322,11 +322,12 @@ class CpuShare:
 def openmp_wakeup_us(launches: int = 300) -> float | None:
     """Median microseconds of one empty parallel Numba kernel on all of Numba's threads: the time
     to wake sleeping OpenMP workers (passive waiting) and join them, which every parallel region
-    of either framework pays. It is this machine's most variable figure: 58-65 us on the 2-core
-    machine on 2026-12-06 afternoon, when PyTorch's SegNet-Basic small training step took 27-35 ms
-    (16 ms with spinning threads, which pay no wake-up); its small models' times, and so the
-    small-model ratios, move with it more than minisegnet's (whose step took 28 ms on one Numba
-    thread against 29-31 on two that afternoon). None without Numba's parallel layer."""
+    of either framework pays. It is this machine's most variable figure: 58-86 us on the 2-core
+    machine on 2026-12-06 afternoon (4 us at the end of one run), when PyTorch's SegNet-Basic
+    small training step took 27-37 ms (16-17 ms with spinning threads, which pay no wake-up);
+    its small models' times, and so the small-model ratios, move with it more than
+    minisegnet's (whose step took 26-28 ms on one Numba thread against 28-32 on two that
+    afternoon). None without Numba's parallel layer."""
     try:
         from numba import njit, prange
     except ImportError:

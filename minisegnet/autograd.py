@@ -281,15 +281,16 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
             if t._retains_grad:  # before any sum below changes g: .grad gets g's value now
                 t._accumulate_grad(g)
             sums, key = pending, (id(t.creator), t.output_index)
-        if fresh:
-            own_sums[id(g)] = g
         if key not in sums:
             sums[key] = g
+            if fresh:
+                own_sums[id(g)] = g
         elif id(sums[key]) in own_sums:
-            sums[key] += g
+            sums[key] += g  # g itself is dropped here, fresh or not
         elif fresh:  # a + b == b + a exactly: the fresh array takes the sum
             g += sums[key]
             sums[key] = g
+            own_sums[id(g)] = g
         else:
             total = sums[key] + g
             own_sums[id(total)] = total
