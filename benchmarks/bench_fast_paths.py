@@ -8,8 +8,8 @@ fewer on a smaller machine) and passive OpenMP waiting on both sides (OMP_WAIT_P
 set before NumPy, Numba or PyTorch load), forward + backward from a fixed output gradient,
 the frameworks interleaved within every repetition (``bench_common.interleaved``), min and
 median of the timed repetitions after warm-ups. The convolutions and the cross-entropy are also
-timed with their fast path switched off (``conv_winograd.winograd(False)``, the 7x7 row
-products one per kernel row, the transposed convolution's stride phases off,
+timed with their fast path switched off (``conv_winograd.winograd(False)``,
+``conv_winograd_7x7.winograd_7x7(False)``, the transposed convolution's stride phases off,
 ``loss_fused.ENABLED = False``) in the same run, so what each path
 buys is a ratio taken under the same load. The report states the machine's load and
 the CPU share other processes took: on a shared machine every number is inflated, and the
@@ -64,12 +64,12 @@ TARGETS = {  # issue 19: fwd+bwd at most this x PyTorch
 
 def _switched_off(name):
     """Context with the fast path of op case ``name`` off (None: the case has none)."""
-    from minisegnet.ops import conv_engine, conv_stride_phases, conv_winograd, loss_fused
+    from minisegnet.ops import conv_stride_phases, conv_winograd, conv_winograd_7x7, loss_fused
 
     if name in ("conv2d", "conv2d_dilated"):
         return conv_winograd.winograd(False)
-    if name == "conv2d_7x7":  # the row-shift path's readable form: one product per kernel row
-        return conv_engine.row_shift(True, products="per_row")
+    if name == "conv2d_7x7":  # the stacked row-shift path (ops/conv_row_stack.py)
+        return conv_winograd_7x7.winograd_7x7(False)
     if name == "conv_transpose2d_up2":  # the band path's GEMM + col2im for the forward
         return _flag_off(conv_stride_phases, "ENABLED")
     if name == "cross_entropy":
@@ -196,6 +196,7 @@ def measure_errors(quick):
             bound = conv_winograd.error_bound(x32, w32, (1, 1), variants[path]).max()
             bound /= np.abs(exact["y"]).max()
         rows.append({"path": path, "errors": errors, "bound": bound})
+    rows += _errors_7x7(rng, n, c, s)
     # cross-entropy: fused pass against the float64 reference
     k, hw = (5, 6) if quick else (21, 64)
     z = rng.normal(0, 3, (n, k, hw, hw))
@@ -219,6 +220,42 @@ def measure_errors(quick):
     )
     del ms, F
     return rows, (n, c, s), (n, k, hw)
+
+
+def _errors_7x7(rng, n, c, s):
+    """The same rows for 7x7 filters (padding 3): Winograd F(2x2, 7x7) and the stacked row-shift
+    path, each against the float64 direct convolution."""
+    from minisegnet.ops import conv, conv_engine, conv_winograd, conv_winograd_7x7
+
+    x = rng.standard_normal((n, c, s, s))
+    w = rng.standard_normal((c, c, 7, 7)) / np.sqrt(49 * c)
+    dy = rng.standard_normal((n, c, s, s))
+    geometry = ((1, 1), (3, 3), (1, 1), 1)
+    exact = (
+        conv._gemm_by_images(x, w, *geometry, None),
+        conv._data_grad_by_images(dy, w, (s, s), *geometry),
+        conv._weight_grad_by_images(x, dy, (7, 7), *geometry),
+    )
+    x32, w32, dy32 = (a.astype(np.float32) for a in (x, w, dy))
+    winograd = (
+        conv_winograd_7x7.conv2d_forward(x32, w32, (3, 3)),
+        *conv_winograd_7x7.conv2d_grads(x32, dy32, w32, (3, 3)),
+    )
+    with conv_winograd_7x7.winograd_7x7(False):
+        stacked = (
+            conv_engine.conv2d_forward(x32, w32, *geometry, None),
+            conv_engine.conv2d_data_grad(dy32, w32, (s, s), *geometry),
+            conv_engine.conv2d_weight_grad(x32, dy32, (7, 7), *geometry),
+        )
+    bound = conv_winograd.error_bound(x32, w32, (3, 3), conv_winograd_7x7.F2_7X7).max()
+    rows = []
+    for path, results, b in (
+        ("Winograd F(2x2,7x7)", winograd, bound / np.abs(exact[0]).max()),
+        ("direct 7x7 (stacked row-shift)", stacked, None),
+    ):
+        errors = [float(np.abs(g - e).max() / np.abs(e).max()) for g, e in zip(results, exact)]
+        rows.append({"path": path, "errors": errors, "bound": b})
+    return rows
 
 
 def fmt(v, digits=2):
@@ -273,8 +310,9 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
         "",
         "## Error of each fast path",
         "",
-        f"float32 against the same computation in float64: convolution 3x3 {c}->{c} on "
-        f"{n}x{c}x{s}x{s} (N(0, 1) data, weights N(0, 1/(9C))), cross-entropy {k} classes on "
+        f"float32 against the same computation in float64: convolution 3x3 (and 7x7, padding 3) "
+        f"{c}->{c} on {n}x{c}x{s}x{s} (N(0, 1) data, weights N(0, 1/(9C)), N(0, 1/(49C))), "
+        f"cross-entropy {k} classes on "
         f"{cn}x{k}x{hw}x{hw} logits N(0, 3^2), 5% ignored. max |error| / max |exact|.",
         "",
         "| path | y (or loss) | dx (or dlogits) | dw | stated bound on y |",
@@ -285,11 +323,13 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
         cells.append("" if r["bound"] is None else f"{r['bound']:.1e}")
         lines.append(f"| {r['path']} | " + " | ".join(cells) + " |")
     from minisegnet.ops import conv_winograd as cw
+    from minisegnet.ops import conv_winograd_7x7 as w7
 
     lines += [
         "",
         "The bound is `conv_winograd.error_bound` (gamma_{C+13} for F2, gamma_{C+24} for F4, "
-        "gamma_{C+32} for F6, times the absolute-value Winograd evaluation, "
+        f"gamma_{{C+32}} for F6, gamma_{{C+{w7.ROUNDINGS}}} for F(2x2,7x7), times the "
+        "absolute-value Winograd evaluation, "
         "ops/conv_winograd.py), largest entry over max |y|. The numba backend's Winograd path "
         f"takes 3x3 convolutions with {cw.MIN_CHANNELS}+ channels and "
         f"{cw.MIN_PIXELS_PER_CHANNEL}+ output pixels per channel per image "
@@ -298,7 +338,12 @@ def report(ops, step, errors, shapes, env, others, quick) -> str:
         "channel over the batch (`DILATED_MIN_CHANNELS`, `DILATED_MIN_PIXELS_PER_CHANNEL`): both "
         f"3x3 cases above, the undilated one with F6 ({cw.F6_MIN_PIXELS}+ output pixels over the "
         "batch, `F6_MIN_PIXELS`), the dilated one with F4 reading its 4 sub-grids in place; "
-        "'fast path off' is the row-shift path.",
+        "'fast path off' is the row-shift path. 7x7 convolutions take F(2x2, 7x7) "
+        f"(ops/conv_winograd_7x7.py) with {w7.MIN_CHANNELS}+ channels and "
+        f"{w7.MIN_PIXELS_PER_CHANNEL}+ output pixels per channel per image "
+        "(`conv_winograd_7x7.MIN_CHANNELS`, `MIN_PIXELS_PER_CHANNEL`), each worker thread "
+        "running its own chunks; 'fast path off' is the stacked row-shift path "
+        "(ops/conv_row_stack.py).",
         "",
     ]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 import time
 import traceback
 from collections import defaultdict
@@ -416,26 +417,45 @@ def check_targets(cases, rows, backend: str = "numba") -> list[dict]:
 
 # ----------------------------------------------------------------------------- profiling
 class Profiler:
-    """Exclusive wall time per wrapped function (a child's time is not counted in its parent)."""
+    """Exclusive wall time per wrapped function (a child's time is not counted in its parent).
 
-    def __init__(self):
+    Functions that worker threads run (ops/blas_threads.py: Winograd's products, the 7x7
+    path's chunks) are timed on their own thread's stack and counted divided by the number of
+    workers, their share of the wall time when the workers are busy alike; ``blas_threads.run``,
+    which waits for them, keeps only what is left of its wall time (the wait for the slowest)."""
+
+    def __init__(self, workers: int = 1):
         self.totals = defaultdict(float)
         self.calls = defaultdict(int)
-        self._stack: list[float] = []
+        self.workers = max(1, workers)
+        self.in_workers = 0.0  # the scaled time counted from worker threads
+        self._main = threading.get_ident()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _stack(self) -> list[float]:
+        if not hasattr(self._local, "stack"):
+            self._local.stack = []
+        return self._local.stack
 
     def wrap(self, label: str, fn):
         def wrapped(*args, **kwargs):
-            self._stack.append(0.0)
+            stack = self._stack()
+            stack.append(0.0)
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 dt = time.perf_counter() - t0
-                child = self._stack.pop()
-                self.totals[label] += dt - child
-                self.calls[label] += 1
-                if self._stack:
-                    self._stack[-1] += dt
+                child = stack.pop()
+                scale = 1.0 if threading.get_ident() == self._main else 1.0 / self.workers
+                with self._lock:
+                    self.totals[label] += (dt - child) * scale
+                    self.calls[label] += 1
+                    if scale != 1.0:
+                        self.in_workers += (dt - child) * scale
+                if stack:
+                    stack[-1] += dt
 
         wrapped.__wrapped__ = fn
         return wrapped
@@ -457,7 +477,9 @@ def profile_callable(step, module_names=(), reps: int = 2) -> dict:
     """
     step()  # compiles every kernel first: a kernel compiled while its helpers are wrapped
     # would find a Python function where it expects a Numba one, and fail to type
-    prof = Profiler()
+    from minisegnet.ops import blas_threads
+
+    prof = Profiler(blas_threads.pool()[1])
     patched = []  # (owner, attribute, original)
     modules = []
     for name in module_names:
@@ -491,10 +513,15 @@ def profile_callable(step, module_names=(), reps: int = 2) -> dict:
         step()
         prof.totals.clear()
         prof.calls.clear()
+        prof.in_workers = 0.0
         totals = time_call(step, 0, reps)
     finally:
         for owner, name, original in reversed(patched):
             setattr(owner, name, original)
+    if "blas_threads.run" in prof.totals:  # the workers' share of its wall time is theirs
+        prof.totals["blas_threads.run"] = max(
+            0.0, prof.totals["blas_threads.run"] - prof.in_workers
+        )
     total_ms = 1e3 * sum(totals) / reps
     parts = [
         {

@@ -5,6 +5,8 @@ backend's three products here. Each product takes the first path that applies:
 
     depthwise              one input and one output channel per group (``conv_depthwise``:
                            direct loops, e.g. FCN's fixed bilinear upsamplers)
+    Winograd F(2x2, 7x7)   stride-1 undilated 7x7 convolutions with enough channels and pixels
+                           (``conv_winograd_7x7``: SegNet-Basic's)
     Winograd F(4x4)/F(6x6) stride-1 3x3 convolutions with enough channels (``conv_winograd``),
                            dilated ones on the d*d sub-grids (``conv_winograd.DILATED``)
     stride phases          data gradients (transposed convolutions) of stride > 1, kernel a
@@ -40,6 +42,7 @@ from minisegnet.ops import (
     conv_row_stack,
     conv_stride_phases,
     conv_winograd,
+    conv_winograd_7x7,
 )
 from minisegnet.ops.conv_chunks import (
     col2im_chunk_numba,
@@ -160,7 +163,11 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
         return conv_depthwise.conv2d_forward(x, w, stride, padding, dilation, size, bias)
     out_size = tuple(
         x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) for i in range(2)
-    )  # stride 1: the only case the Winograd path takes
+    )  # stride 1: the only case the Winograd paths take
+    if conv_winograd_7x7.applies(
+        x.shape[1], w.shape[0], w.shape[2:], stride, padding, dilation, groups, out_size
+    ):
+        return conv_winograd_7x7.conv2d_forward(x, w, padding, bias)
     if conv_winograd.applies(
         x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size, x.shape[0]
     ):
@@ -176,6 +183,10 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
     kernel = w.shape[2:]
     if conv_depthwise.applies(w.shape[1] * groups, w.shape[0], groups):
         return conv_depthwise.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
+    if conv_winograd_7x7.applies(
+        w.shape[1] * groups, w.shape[0], kernel, stride, padding, dilation, groups, dy.shape[2:]
+    ):
+        return conv_winograd_7x7.conv2d_data_grad(dy, w, in_size, padding)
     if conv_winograd.applies(
         w.shape[1] * groups, w.shape[0], kernel, stride, dilation, groups, dy.shape[2:], dy.shape[0]
     ):
@@ -195,6 +206,10 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
     """dw (O, C/G, kh, kw) from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
     if conv_depthwise.applies(x.shape[1], dy.shape[1], groups):
         return conv_depthwise.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)
+    if conv_winograd_7x7.applies(
+        x.shape[1], dy.shape[1], kernel, stride, padding, dilation, groups, dy.shape[2:]
+    ):
+        return conv_winograd_7x7.conv2d_weight_grad(x, dy, padding)
     if conv_winograd.applies(
         x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:], x.shape[0]
     ):
@@ -217,6 +232,9 @@ def conv2d_forward_and_weight_grad(x, w, g, stride, padding, dilation, groups):
         and not conv_winograd.applies(
             x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size, x.shape[0]
         )
+        and not conv_winograd_7x7.applies(
+            x.shape[1], w.shape[0], w.shape[2:], stride, padding, dilation, groups, out_size
+        )
         and not _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1])
     )
     if on_bands:
@@ -230,6 +248,10 @@ def conv2d_grads(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw):
     Winograd path applies (the output gradient is transformed once for both), else one by one."""
     kernel = w.shape[2:]
     if need_dx and need_dw:
+        if conv_winograd_7x7.applies(
+            x.shape[1], dy.shape[1], kernel, stride, padding, dilation, groups, dy.shape[2:]
+        ):
+            return conv_winograd_7x7.conv2d_grads(x, dy, w, padding)
         if conv_winograd.applies(
             x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:], x.shape[0]
         ):

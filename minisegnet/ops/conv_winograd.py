@@ -195,8 +195,9 @@ def applies(channels, out_channels, kernel, stride, dilation, groups, out_size=N
 
 
 class Variant(NamedTuple):
-    """One algorithm F(m x m, 3x3): its matrices (B^T: a x a, G: a x 3, A^T: m x a, a = m + 2)
-    and the roundings along one path of its float32 evaluation besides the channel sum."""
+    """One algorithm F(m x m, r x r): its matrices (B^T: a x a, G: a x r, A^T: m x a,
+    a = m + r - 1) and the roundings along one path of its float32 evaluation besides the
+    channel sum."""
 
     BT: np.ndarray
     G: np.ndarray
@@ -212,6 +213,11 @@ class Variant(NamedTuple):
     def a(self):
         """Input tile side; a * a products."""
         return self.BT.shape[0]
+
+    @property
+    def r(self):
+        """Filter side (3; 7 for ops/conv_winograd_7x7.py's ``F2_7X7``)."""
+        return self.G.shape[1]
 
 
 F2 = Variant(BT, G, AT, 13)
@@ -266,14 +272,19 @@ the three wins have 16-64 pixels per channel on each sub-grid. (The dilated row-
 products, K = 3 C, run slower than the undilated path's at 64 channels.)"""
 
 
-def _variant(f, dilation=(1, 1), out_pixels=0):
+def _variant(f, dilation=(1, 1), out_pixels=0, r=3):
     """f, or when None the measured choice (``VARIANT``): F6 for an undilated convolution with
-    ``F6_MIN_PIXELS`` output pixels over the batch (N Ho Wo), else F4."""
-    if f is not None:
-        return f
-    if VARIANT is not None:
-        return VARIANT
-    return F6 if tuple(dilation) == (1, 1) and out_pixels >= F6_MIN_PIXELS else F4
+    ``F6_MIN_PIXELS`` output pixels over the batch (N Ho Wo), else F4. These drivers take 3x3
+    filters (7x7 ones go through ops/conv_winograd_7x7.py): f for another filter size r is a
+    ValueError."""
+    f = f if f is not None else VARIANT
+    if f is None:
+        f = F6 if tuple(dilation) == (1, 1) and out_pixels >= F6_MIN_PIXELS else F4
+    if f.r != r:
+        raise ValueError(
+            f"f: a Winograd variant for {r}x{r} filters expected, got one for {f.r}x{f.r}"
+        )
+    return f
 
 
 def _tiles(ho, wo, m=2):
@@ -286,11 +297,11 @@ def _tiles(ho, wo, m=2):
 
 
 def filter_transform_ref(w, f=F2):
-    """w (O, C, 3, 3) -> U (a*a, O, C), U[a xi + nu, o, c] = (G w[o, c] G^T)[xi, nu]."""
+    """w (O, C, r, r) -> U (a*a, O, C), U[a xi + nu, o, c] = (G w[o, c] G^T)[xi, nu]."""
     g = f.G.astype(w.dtype)
     # = np.einsum("ai,ocij,bj->aboc", g, w, g), as two products: one einsum loop over all the
     # indices took 1.6 ms for 64x64 filters, einsum's own path search 0.2 ms per call
-    t = np.tensordot(w, g, axes=([3], [1]))  # (O, C, 3, a): w G^T
+    t = np.tensordot(w, g, axes=([3], [1]))  # (O, C, r, a): w G^T
     u = np.tensordot(g, t, axes=([1], [2])).transpose(0, 3, 1, 2)  # (a, a, O, C): G w G^T
     return np.ascontiguousarray(u).reshape(f.a * f.a, *w.shape[:2])
 
@@ -298,10 +309,10 @@ def filter_transform_ref(w, f=F2):
 def input_tiles_ref(x, padding, tiles, f=F2):
     """x (N, C, H, W) -> d (N, C, th, tw, a, a): tile (ty, tx) is the padded input at rows
     m ty .. m ty + a - 1, columns m tx .. m tx + a - 1 (zeros beyond the padded input)."""
-    (ph, pw), (th, tw), m = padding, tiles, f.m
+    (ph, pw), (th, tw), m, e = padding, tiles, f.m, f.r - 1
     n, c, h, w = x.shape
-    xp = np.zeros((n, c, m * th + 2, m * tw + 2), x.dtype)
-    rows, cols = min(h, m * th + 2 - ph), min(w, m * tw + 2 - pw)
+    xp = np.zeros((n, c, m * th + e, m * tw + e), x.dtype)
+    rows, cols = min(h, m * th + e - ph), min(w, m * tw + e - pw)
     xp[:, :, ph : ph + rows, pw : pw + cols] = x[:, :, :rows, :cols]
     windows = np.lib.stride_tricks.sliding_window_view(xp, (f.a, f.a), axis=(2, 3))
     return windows[:, :, ::m, ::m]
@@ -340,24 +351,24 @@ def output_transform_adjoint_ref(dy, f=F2):
 def input_transform_adjoint_ref(q, n, in_size, padding, f=F2):
     """Q (a*a, C, N*th*tw) -> dx (N, C, H, W): B Q[:, c, p] B^T added onto each a x a input tile
     (overlapping tiles add), the padding cut off."""
-    (h, w), (ph, pw), m = in_size, padding, f.m
-    th, tw = _tiles(h + 2 * ph - 2, w + 2 * pw - 2, m)
+    (h, w), (ph, pw), m, e = in_size, padding, f.m, f.r - 1
+    th, tw = _tiles(h + 2 * ph - e, w + 2 * pw - e, m)
     bt = f.BT.astype(q.dtype)
     tiles = np.einsum("ai,abcnts,bj->nctsij", bt, q.reshape(f.a, f.a, -1, n, th, tw), bt)
-    xp = np.zeros((n, q.shape[1], m * th + 2, m * tw + 2), q.dtype)
+    xp = np.zeros((n, q.shape[1], m * th + e, m * tw + e), q.dtype)
     for i in range(f.a):
         for j in range(f.a):
             xp[:, :, i : i + m * th : m, j : j + m * tw : m] += tiles[..., i, j]
-    rows, cols = min(h, m * th + 2 - ph), min(w, m * tw + 2 - pw)
+    rows, cols = min(h, m * th + e - ph), min(w, m * tw + e - pw)
     dx = np.zeros((n, q.shape[1], h, w), q.dtype)
     dx[:, :, :rows, :cols] = xp[:, :, ph : ph + rows, pw : pw + cols]
     return dx
 
 
 def conv2d_ref(x, w, padding, bias=None, f=F2):
-    """y = conv2d(x, w, padding) (+ bias) by Winograd F(m x m, 3x3), all in NumPy."""
+    """y = conv2d(x, w, padding) (+ bias) by Winograd F(m x m, r x r), all in NumPy."""
     n, _, h, wd = x.shape
-    out = (h + 2 * padding[0] - 2, wd + 2 * padding[1] - 2)
+    out = (h + 2 * padding[0] - f.r + 1, wd + 2 * padding[1] - f.r + 1)
     m = filter_transform_ref(w, f) @ input_transform_ref(x, padding, _tiles(*out, f.m), f)
     y = output_transform_ref(m, n, out, f)
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
@@ -370,7 +381,7 @@ def conv2d_data_grad_ref(dy, w, in_size, padding, f=F2):
 
 
 def conv2d_weight_grad_ref(x, dy, padding, f=F2):
-    """dw (O, C, 3, 3) of conv2d_ref: G^T (sum_p Z V^T) G."""
+    """dw (O, C, r, r) of conv2d_ref: G^T (sum_p Z V^T) G."""
     z = output_transform_adjoint_ref(dy, f)
     v = input_transform_ref(x, padding, _tiles(*dy.shape[2:], f.m), f)
     s = (z @ v.transpose(0, 2, 1)).reshape(f.a, f.a, dy.shape[1], x.shape[1])
@@ -381,7 +392,7 @@ def conv2d_weight_grad_ref(x, dy, padding, f=F2):
 def error_bound(x, w, padding, f=F2):
     """Elementwise bound on |y_float32 - y| (module docstring): gamma_{C+roundings} * T, float64."""
     n, c, h, wd = x.shape
-    out = (h + 2 * padding[0] - 2, wd + 2 * padding[1] - 2)
+    out = (h + 2 * padding[0] - f.r + 1, wd + 2 * padding[1] - f.r + 1)
     ax, aw = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
     absolute = Variant(np.abs(f.BT), np.abs(f.G), np.abs(f.AT), f.roundings)
     u = filter_transform_ref(aw, absolute)
@@ -671,12 +682,12 @@ def _filter_transform(w, f):
 
 
 def _filter_transform_adjoint(s_t, f):
-    """S^T (K, C, O) -> dw (O, C, 3, 3) = G^T S[:, o, c] G, i.e. np.einsum("ai,abco,bj->ocij",
+    """S^T (K, C, O) -> dw (O, C, r, r) = G^T S[:, o, c] G, i.e. np.einsum("ai,abco,bj->ocij",
     G, S^T, G) as two products (the single einsum loop took 4.5 ms for F4 and 64x64)."""
     a, (_, C, O) = f.a, s_t.shape
     g = f.G.astype(s_t.dtype)
-    t = np.tensordot(g, s_t.reshape(a, a, C, O), axes=([0], [0]))  # (3, a, C, O): G^T S
-    dw = np.tensordot(t, g, axes=([1], [0]))  # (3, C, O, 3): G^T S G
+    t = np.tensordot(g, s_t.reshape(a, a, C, O), axes=([0], [0]))  # (r, a, C, O): G^T S
+    dw = np.tensordot(t, g, axes=([1], [0]))  # (r, C, O, r): G^T S G
     return np.ascontiguousarray(dw.transpose(2, 1, 0, 3))
 
 
@@ -737,21 +748,24 @@ def _copies_subgrids(dilation, f) -> bool:
     return tuple(dilation) != (1, 1) and f is F2
 
 
-def _planes(n, in_size, padding, d):
-    """(planes, (rows, cols)): the planes the kernels walk and each one's output size. With
-    d = 1 the N images, each padded by ``padding``; with dilation d the d*d sub-grids of each
-    padded image (``conv_winograd_f4._subgrid``), each an undilated problem with output
-    (Hs - 2, Ws - 2), Hs = ceil((H + 2 ph) / d), cut to the real output by the kernels."""
+def _planes(n, in_size, padding, d, r=3):
+    """(planes, (rows, cols)): the planes the kernels walk and each one's output size, for an
+    r x r filter. With d = 1 the N images, each padded by ``padding``; with dilation d the d*d
+    sub-grids of each padded image (``conv_winograd_f4._subgrid``), each an undilated problem
+    with output (Hs - r + 1, Ws - r + 1), Hs = ceil((H + 2 ph) / d), cut to the real output by
+    the kernels."""
     hs, ws = dilated.subgrid_size(in_size, padding, d)
-    return d * d * n, (hs - 2, ws - 2)
+    return d * d * n, (hs - r + 1, ws - r + 1)
 
 
 def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
     """y (N, O, Ho, Wo) of a 3x3, stride-1 convolution with zero padding ``padding`` = (ph, pw)
     and dilation (d, d) (on the sub-grids, ops/conv_winograd_dilated.py), by variant f (None:
-    ``VARIANT``)."""
-    out_pixels = x.shape[0] * (x.shape[2] + 2 * padding[0] - 2 * dilation[0])
-    f = _variant(f, dilation, out_pixels * (x.shape[3] + 2 * padding[1] - 2 * dilation[1]))
+    ``_variant``'s choice)."""
+    e = w.shape[2] - 1  # the filter's extent beyond one pixel, before dilation
+    out_pixels = x.shape[0] * (x.shape[2] + 2 * padding[0] - e * dilation[0])
+    out_pixels *= x.shape[3] + 2 * padding[1] - e * dilation[1]
+    f = _variant(f, dilation, out_pixels, w.shape[2])
     if _copies_subgrids(dilation, f):  # each sub-grid copied out: an undilated problem
         d, (n, _, h, wd) = dilation[0], x.shape
         out_size = (h + 2 * padding[0] - 2 * d, wd + 2 * padding[1] - 2 * d)
@@ -763,9 +777,9 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
     O = w.shape[0]
     ph, pw = padding
     d = dilation[0]
-    Ho, Wo = H + 2 * ph - 2 * d, W + 2 * pw - 2 * d
+    Ho, Wo = H + 2 * ph - e * d, W + 2 * pw - e * d
     K = f.a * f.a
-    planes, plane_out = _planes(N, (H, W), padding, d)
+    planes, plane_out = _planes(N, (H, W), padding, d, f.r)
     th, tw = _tiles(*plane_out, f.m)
     ut = np.ascontiguousarray(_filter_transform(w, f).transpose(0, 2, 1))  # (K, C, O)
     y = np.empty((N, O, Ho, Wo), x.dtype)
@@ -788,7 +802,7 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
 
 def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
     """dx (N, C, H, W) of ``conv2d_forward`` from dy (N, O, Ho, Wo)."""
-    f = _variant(f, dilation, dy.shape[0] * dy.shape[2] * dy.shape[3])
+    f = _variant(f, dilation, dy.shape[0] * dy.shape[2] * dy.shape[3], w.shape[2])
     if _copies_subgrids(dilation, f):  # the adjoint of the sub-grid rearrangement above
         d = dilation[0]
         hs, ws = dilated.subgrid_size(in_size, padding, d)
@@ -799,7 +813,7 @@ def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
     N, O = dy.shape[:2]
     d = dilation[0]
     C, K = w.shape[1], f.a * f.a
-    planes, plane_out = _planes(N, in_size, padding, d)
+    planes, plane_out = _planes(N, in_size, padding, d, f.r)
     th, tw = _tiles(*plane_out, f.m)
     u = _filter_transform(w, f)  # (K, O, C)
     # F4 and F6 store every pixel of dx once (band by band, in order); F2 adds onto zeros
@@ -822,8 +836,9 @@ def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
 
 
 def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
-    """dw (O, C, 3, 3) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
-    f = _variant(f, dilation, dy.shape[0] * dy.shape[2] * dy.shape[3])
+    """dw (O, C, r, r) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
+    r = (x.shape[2] + 2 * padding[0] - dy.shape[2]) // dilation[0] + 1
+    f = _variant(f, dilation, dy.shape[0] * dy.shape[2] * dy.shape[3], r)
     if _copies_subgrids(dilation, f):
         d = dilation[0]
         hs, ws = dilated.subgrid_size(x.shape[2:], padding, d)
@@ -835,7 +850,7 @@ def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
     O = dy.shape[1]
     d = dilation[0]
     K = f.a * f.a
-    planes, plane_out = _planes(N, x.shape[2:], padding, d)
+    planes, plane_out = _planes(N, x.shape[2:], padding, d, f.r)
     th, tw = _tiles(*plane_out, f.m)
     chunks = _chunks(planes, th, tw, K * (C + O) * x.itemsize)
     buffers = _Buffers(K, chunks, tw, C, O, x.dtype)
@@ -862,7 +877,7 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
     and the input transform V reuses the buffer of Q once dx has been taken from it. What that
     buys (3x3 64->64, 8x64x128x128, F4): one of the four transforms of the backward pass, about
     16 ms of 130."""
-    f = _variant(f, dilation, dy.shape[0] * dy.shape[2] * dy.shape[3])
+    f = _variant(f, dilation, dy.shape[0] * dy.shape[2] * dy.shape[3], w.shape[2])
     if _copies_subgrids(dilation, f):
         d, (n, _, h, wd) = dilation[0], x.shape
         hs, ws = dilated.subgrid_size((h, wd), padding, d)
@@ -875,7 +890,7 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
     O = dy.shape[1]
     d = dilation[0]
     K = f.a * f.a
-    planes, plane_out = _planes(N, x.shape[2:], padding, d)
+    planes, plane_out = _planes(N, x.shape[2:], padding, d, f.r)
     th, tw = _tiles(*plane_out, f.m)
     u = _filter_transform(w, f)  # (K, O, C)
     dx = (np.zeros if f is F2 else np.empty)(x.shape, x.dtype)  # as conv2d_data_grad

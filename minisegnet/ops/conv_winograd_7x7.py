@@ -1,0 +1,665 @@
+"""Winograd F(2x2, 7x7): SegNet-Basic's 7x7 convolutions with 3x fewer multiplications.
+
+The 3x3 tiles (ops/conv_winograd.py, _f4.py, _f6.py) apply to any filter size: Toom-Cook on
+a = m + r - 1 points computes an m x m output tile of an r x r filter from an a x a input tile
+with a*a multiplications. With r = 7 and the 8 points of F(6x6, 3x3) (0, 1, -1, 2, -2, 1/2,
+-1/2 and infinity), m = 2:
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A       (64 multiplications for 4 outputs; direct: 196)
+
+    B^T: F(6x6, 3x3)'s (ops/conv_winograd_f6.py) -- it depends only on the points
+    G   = [[1/4,     0,     0,     0,     0,     0,     0],   row k: its scale (F6's G[k, 0])
+           [1/18,  1/18,  1/18,  1/18,  1/18,  1/18,  1/18],      times (1, p, p^2, ..., p^6)
+           [1/18, -1/18,  1/18, -1/18,  1/18, -1/18,  1/18],      for point p
+           [1/360, 2/360, 4/360, ...                64/360],
+           [1/360, -2/360, ...                      64/360],
+           [16/45, 8/45, 4/45, ...                  16/2880],
+           [16/45, -8/45, ...                       16/2880],
+           [0, 0, 0, 0, 0, 0, 1/4]]
+    A^T = [[1, 1,  1, 1,  1,   1,    1, 0],
+           [0, 1, -1, 2, -2, 1/2, -1/2, 1]]
+
+What it buys, per output pixel and (input, output) channel pair: 16 multiplications against
+the direct convolution's 49, in 64 products of depth C (the stacked row-shift path,
+ops/conv_row_stack.py, makes one product of depth 7 C, which BLAS runs about twice as fast per
+multiplication). What it costs: the transformed tiles are 64/4 = 16x the input (and the output
+gradient), against 1.78x for F(6x6, 3x3), so every transform moves 16 floats per pixel and
+channel, which only pays where they stay in a core's cache (the drivers below); and the float32
+error is about 12x the direct path's, as F(4x4, 3x3)'s: 6.0e-6 of max |y| against 4.7e-7 on
+64 channels (``conv_winograd.error_bound`` states a bound; the tests check it;
+benchmarks/results/fast_paths.md measures it).
+
+Each input row belongs to 4 tile rows and each column to 4 tiles, which the kernels use: the
+columns of a row of tiles are transformed once (a pass over the padded width), and the input
+rows are kept split into their even and odd columns, so that tile tx's 8 columns 2 tx ..
+2 tx + 7 are the positions tx .. tx + 3 of the two halves and every loop reads contiguous
+memory. The kernels are serial (one worker thread runs each call) and release the GIL.
+
+Undilated only, as every 7x7 convolution of the networks here (SegNet-Basic's); the kernels
+raise on another dilation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+
+import numpy as np
+from numba import njit
+
+from minisegnet.ops import blas_threads, conv_chunks, conv_winograd
+from minisegnet.ops.conv_winograd_f4 import _padded_row
+from minisegnet.ops.conv_winograd_f6 import BT, _b, _bt, _eight_slices
+from minisegnet.ops.conv_winograd_f6 import G as G_3X3
+
+POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
+"""The finite points of the construction (the eighth is infinity), F(6x6, 3x3)'s."""
+
+G = np.zeros((8, 7), np.float64)
+for _k, _p in enumerate(POINTS):
+    G[_k] = G_3X3[_k, 0] * _p ** np.arange(7)  # F6's scale of the point times its powers
+G[7, 6] = G_3X3[7, 2]
+del _k, _p
+
+AT = np.array([[1, 1, 1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1 / 2, -1 / 2, 1]], np.float64)
+
+__all__ = ["AT", "BT", "G", "ROUNDINGS"]
+
+ROUNDINGS = 42
+"""Roundings along one path besides the channel sum (for ``conv_winograd.error_bound``): input
+transform 2 x 6 (F6's), filter transform 2 x 8 (a row of G has 7 non-zeros, each a rounded
+scale times a power of 2: one product, 6 additions, the rounded entry), output transform 2 x 7
+(a row of A^T has up to 8 non-zeros: 7 additions; 2 and 1/2 are exact)."""
+
+K2, K1_2 = np.float32(2), np.float32(0.5)
+"""A^T's entries as float32 constants (``conv_winograd_f4.K4`` says why)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# The 1-D output transforms (B^T and B are F(6x6, 3x3)'s ``_bt`` and ``_b``)
+# ------------------------------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _at(m0, m1, m2, m3, m4, m5, m6, m7):
+    """A^T m: the output transform of 8 values (2 outputs)."""
+    return (
+        m0 + (m1 + m2) + (m3 + m4) + (m5 + m6),
+        (m1 - m2) + K2 * (m3 - m4) + K1_2 * (m5 - m6) + m7,
+    )
+
+
+@njit(inline="always", cache=True)
+def _a(a0, a1):
+    """A a: the transpose of ``_at`` (the output gradient's transform, 2 values -> 8)."""
+    twice, half = K2 * a1, K1_2 * a1
+    return a0, a0 + a1, a0 - a1, a0 + twice, a0 - twice, a0 + half, a0 - half, a1
+
+
+# ------------------------------------------------------------------------------------------------
+# Rows split into even and odd columns
+# ------------------------------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _split_padded_row(xf, base, iy, h, w, pw, even, odd):
+    """even[k] = x[iy, 2k - pw], odd[k] = x[iy, 2k + 1 - pw] (0 outside the image): one padded
+    input row, split by column parity."""
+    _padded_row(xf, base, iy, h, w, pw, 2, even)
+    _padded_row(xf, base, iy, h, w, pw - 1, 2, odd)
+
+
+@njit(cache=True)
+def _undilated(dilation):
+    if dilation != 1:
+        raise ValueError("F(2x2, 7x7)'s kernels take undilated convolutions only")
+
+
+# ------------------------------------------------------------------------------------------------
+# The four 2-D transforms, with ops/conv_winograd_f4.py's signatures and layouts
+# ------------------------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
+    """x (N, C, H, W) -> v[k, c, p] = (B^T d B)[k // 8, k % 8] for every tile p of the chunk (one
+    (image, channel) plane per iteration), tile (ty, tx) reading padded rows 2 ty .. 2 ty + 7
+    and columns 2 tx .. 2 tx + 7.
+
+    Columns first, over the whole row of tiles: u = B^T d combines the 8 input rows pixel by
+    pixel, in each half (even, odd columns); then tile tx's row xi of u is
+    (ue[tx], uo[tx], ue[tx+1], uo[tx+1], ..., uo[tx+3]), and its 8 values of u B are stored
+    contiguously along the tiles."""
+    _undilated(dilation)
+    _, C, H, W = x.shape
+    B, TR, tw = tiles
+    xf, vf = x.reshape(-1), v.reshape(-1)
+    stride, P = v.shape[1], B * TR * tw
+    half = tw + 3  # the padded row's 2 tw + 6 columns, split in two
+    for job in range(C * B):
+        c, b = job // B, job % B
+        base = ((n0 + b) * C + c) * H * W
+        d = np.empty((2, 8, half), x.dtype)  # d[parity, i]: the tile row's 8 padded input rows
+        u = np.empty((2, 8, half), x.dtype)  # u = B^T d
+        for r in range(TR):
+            for i in range(8):
+                _split_padded_row(xf, base, 2 * (ty0 + r) + i - ph, H, W, pw, d[0, i], d[1, i])
+            for parity in range(2):
+                d0, d1, d2, d3 = d[parity, 0], d[parity, 1], d[parity, 2], d[parity, 3]
+                d4, d5, d6, d7 = d[parity, 4], d[parity, 5], d[parity, 6], d[parity, 7]
+                u0, u1, u2, u3 = u[parity, 0], u[parity, 1], u[parity, 2], u[parity, 3]
+                u4, u5, u6, u7 = u[parity, 4], u[parity, 5], u[parity, 6], u[parity, 7]
+                for col in range(half):
+                    u0[col], u1[col], u2[col], u3[col], u4[col], u5[col], u6[col], u7[col] = _bt(
+                        d0[col], d1[col], d2[col], d3[col], d4[col], d5[col], d6[col], d7[col]
+                    )
+            out = c * P + (b * TR + r) * tw
+            for xi in range(8):
+                e, o = u[0, xi], u[1, xi]
+                at = 8 * xi * stride + out
+                v0, v1, v2, v3, v4, v5, v6, v7 = _eight_slices(vf, at, stride, tw)
+                for tx in range(tw):
+                    v0[tx], v1[tx], v2[tx], v3[tx], v4[tx], v5[tx], v6[tx], v7[tx] = _bt(
+                        e[tx],
+                        o[tx],
+                        e[tx + 1],
+                        o[tx + 1],
+                        e[tx + 2],
+                        o[tx + 2],
+                        e[tx + 3],
+                        o[tx + 3],
+                    )
+
+
+@njit(nogil=True, cache=True)
+def output_transform(m, tiles, y, bias, n0, ty0, dilation):
+    """m[k, o, p] -> y (N, O, Ho, Wo): the 2x2 tiles A^T M A + bias (O,), cut to the output (one
+    (image, channel) plane per iteration): columns first (s = A^T M, 2 rows of 8 per tile),
+    then each output row's even and odd pixels."""
+    _undilated(dilation)
+    _, O, Ho, Wo = y.shape
+    B, TR, tw = tiles
+    mf, yf = m.reshape(-1), y.reshape(-1)
+    stride, P = m.shape[1], B * TR * tw
+    for job in range(O * B):
+        o, b = job // B, job % B
+        s = np.empty((2, 8, tw), y.dtype)  # s[i, nu, tx] = (A^T M)[i, nu] of tile tx
+        even = np.empty(tw, y.dtype)
+        odd = np.empty(tw, y.dtype)
+        add = bias[o]
+        for r in range(TR):
+            out = o * P + (b * TR + r) * tw
+            for nu in range(8):
+                m0, m1, m2, m3, m4, m5, m6, m7 = _eight_slices(
+                    mf, nu * stride + out, 8 * stride, tw
+                )
+                s0, s1 = s[0, nu], s[1, nu]
+                for tx in range(tw):
+                    s0[tx], s1[tx] = _at(
+                        m0[tx], m1[tx], m2[tx], m3[tx], m4[tx], m5[tx], m6[tx], m7[tx]
+                    )
+            oy = 2 * (ty0 + r)
+            for i in range(min(2, Ho - oy)):
+                a0, a1, a2, a3 = s[i, 0], s[i, 1], s[i, 2], s[i, 3]
+                a4, a5, a6, a7 = s[i, 4], s[i, 5], s[i, 6], s[i, 7]
+                for tx in range(tw):
+                    even[tx], odd[tx] = _at(
+                        a0[tx], a1[tx], a2[tx], a3[tx], a4[tx], a5[tx], a6[tx], a7[tx]
+                    )
+                dst = ((n0 + b) * O + o) * Ho * Wo + (oy + i) * Wo
+                for tx in range(Wo // 2):
+                    yf[dst + 2 * tx] = even[tx] + add
+                    yf[dst + 2 * tx + 1] = odd[tx] + add
+                if Wo % 2:
+                    yf[dst + Wo - 1] = even[tw - 1] + add
+
+
+@njit(nogil=True, cache=True)
+def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
+    """dy (N, O, Ho, Wo) -> z[k, o, p] = (A dY A^T)[k // 8, k % 8] (dY read as 0 beyond the
+    output; one (image, channel) plane per iteration): columns first (u = A dY over the tile
+    row's 2 rows, split into even and odd columns), then each tile's 8 values of u A^T."""
+    _undilated(dilation)
+    _, O, Ho, Wo = dy.shape
+    B, TR, tw = tiles
+    df, zf = dy.reshape(-1), z.reshape(-1)
+    stride, P = z.shape[1], B * TR * tw
+    for job in range(O * B):
+        o, b = job // B, job % B
+        a = np.zeros((2, 2, tw), dy.dtype)  # a[i, parity]: the tile row's 2 gradient rows
+        u = np.empty((8, 2, tw), dy.dtype)  # u = A dY
+        for r in range(TR):
+            oy = 2 * (ty0 + r)
+            for i in range(2):
+                ai_even, ai_odd = a[i, 0], a[i, 1]
+                if oy + i < Ho:
+                    src = ((n0 + b) * O + o) * Ho * Wo + (oy + i) * Wo
+                    for tx in range(Wo // 2):
+                        ai_even[tx] = df[src + 2 * tx]
+                        ai_odd[tx] = df[src + 2 * tx + 1]
+                    if Wo % 2:
+                        ai_even[tw - 1] = df[src + Wo - 1]
+                        ai_odd[tw - 1] = 0
+                else:
+                    a[i, :, :] = 0
+            for parity in range(2):
+                a0, a1 = a[0, parity], a[1, parity]
+                u0, u1, u2, u3 = u[0, parity], u[1, parity], u[2, parity], u[3, parity]
+                u4, u5, u6, u7 = u[4, parity], u[5, parity], u[6, parity], u[7, parity]
+                for tx in range(tw):
+                    u0[tx], u1[tx], u2[tx], u3[tx], u4[tx], u5[tx], u6[tx], u7[tx] = _a(
+                        a0[tx], a1[tx]
+                    )
+            out = o * P + (b * TR + r) * tw
+            for xi in range(8):
+                e, od = u[xi, 0], u[xi, 1]
+                z0, z1, z2, z3, z4, z5, z6, z7 = _eight_slices(
+                    zf, 8 * xi * stride + out, stride, tw
+                )
+                for tx in range(tw):
+                    z0[tx], z1[tx], z2[tx], z3[tx], z4[tx], z5[tx], z6[tx], z7[tx] = _a(
+                        e[tx], od[tx]
+                    )
+
+
+@njit(nogil=True, cache=True)
+def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, carry, seam_end, seam):
+    """q[k, c, p] -> dx (N, C, H, W): the sum of B Q B^T over the 8x8 tiles (padding dropped);
+    one (image, channel) plane at a time, its tile rows in order.
+
+    Rows first: h_j[tx] = (Q B^T)[xi, j] of tile tx, then the column 2 t + j of the tile row
+    sums 4 tiles, h_j[t - j // 2] over j of that parity (contiguous, shifted reads); then the
+    columns: g = B e over the 8 rows. The 8 rows of g are added onto a window ``acc`` of 8
+    padded rows; after tile row r its first 2 rows are complete (no later tile row reaches
+    them) and are stored, and the window moves down 2 rows.
+
+    Bands. A chunk that is a band of one image's tile rows starts its window from ``carry``
+    (C, 6, 2, tw + 3), the 6 unfinished rows the band above left there (when ty0 > 0), and
+    leaves its own 6 there unless it ends the image (then all 8 rows are stored). Padded rows
+    below ``seam_end`` are stored into ``seam`` (C, 6, W) instead of dx, as rows
+    seam_end - 6 .. seam_end - 1: a worker thread that starts in the middle of an image
+    (``_data_grad_share``) lacks the contributions of the tile rows above it to those rows."""
+    _, C, H, W = dx.shape
+    B, TR, tw = tiles
+    qf, xf = q.reshape(-1), dx.reshape(-1)
+    stride, P = q.shape[1], B * TR * tw
+    half = tw + 3
+    th = (H + 2 * ph - 6 + 1) // 2  # the image's tile rows
+    h = np.zeros((8, tw + 6), dx.dtype)  # h[j, 3 + tx]: zeros on both sides
+    e = np.empty((8, 2, half), dx.dtype)  # e[xi, parity, t] = (sum of Q B^T)[xi, 2t + parity]
+    acc = np.empty((8, 2, half), dx.dtype)  # padded rows 2 (ty0 + r) .. + 7, by parity
+    for job in range(C * B):
+        c, b = job // B, job % B
+        base = ((n0 + b) * C + c) * H * W
+        acc[:] = 0
+        if ty0 > 0:
+            acc[:6] = carry[c]
+        for r in range(TR):
+            out = c * P + (b * TR + r) * tw
+            for xi in range(8):
+                q0, q1, q2, q3, q4, q5, q6, q7 = _eight_slices(
+                    qf, 8 * xi * stride + out, stride, tw
+                )
+                h0, h1, h2, h3, h4, h5, h6, h7 = h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]
+                for tx in range(tw):
+                    t = tx + 3
+                    h0[t], h1[t], h2[t], h3[t], h4[t], h5[t], h6[t], h7[t] = _b(
+                        q0[tx], q1[tx], q2[tx], q3[tx], q4[tx], q5[tx], q6[tx], q7[tx]
+                    )
+                ee, eo = e[xi, 0], e[xi, 1]
+                for t in range(half):  # column 2t + j of tile t - j // 2 (h index t + 3 - j // 2)
+                    ee[t] = h0[t + 3] + h2[t + 2] + h4[t + 1] + h6[t]
+                    eo[t] = h1[t + 3] + h3[t + 2] + h5[t + 1] + h7[t]
+            for parity in range(2):
+                e0, e1, e2, e3 = e[0, parity], e[1, parity], e[2, parity], e[3, parity]
+                e4, e5, e6, e7 = e[4, parity], e[5, parity], e[6, parity], e[7, parity]
+                c0, c1, c2, c3 = acc[0, parity], acc[1, parity], acc[2, parity], acc[3, parity]
+                c4, c5, c6, c7 = acc[4, parity], acc[5, parity], acc[6, parity], acc[7, parity]
+                for t in range(half):
+                    g0, g1, g2, g3, g4, g5, g6, g7 = _b(
+                        e0[t], e1[t], e2[t], e3[t], e4[t], e5[t], e6[t], e7[t]
+                    )
+                    c0[t] += g0
+                    c1[t] += g1
+                    c2[t] += g2
+                    c3[t] += g3
+                    c4[t] += g4
+                    c5[t] += g5
+                    c6[t] += g6
+                    c7[t] += g7
+            first = 2 * (ty0 + r)  # padded row of acc[0]
+            rows = 8 if ty0 + r == th - 1 else 2
+            for i in range(rows):
+                row = first + i
+                if row < seam_end:
+                    _store_split_row(seam[c, row - seam_end + 6], 0, row - ph, H, W, pw, acc[i])
+                else:
+                    _store_split_row(xf, base + (row - ph) * W, row - ph, H, W, pw, acc[i])
+            for i in range(6):  # the window moves down 2 rows
+                acc[i] = acc[i + 2]
+            acc[6] = 0
+            acc[7] = 0
+        if ty0 + TR < th:
+            carry[c] = acc[:6]
+
+
+@njit(inline="always", cache=True)
+def _store_split_row(target, dst, iy, h, w, pw, split):
+    """target[dst + col] = column col + pw of one padded row kept split by column parity
+    (split[0][t] is padded column 2t, split[1][t] column 2t + 1), for col < w: row iy of an
+    image of h rows and w columns; nothing for a row outside it (iy < 0 or iy >= h)."""
+    if iy < 0 or iy >= h:
+        return
+    even, odd = split[0], split[1]
+    for col in range(pw % 2, w, 2):  # even padded columns
+        target[dst + col] = even[(col + pw) // 2]
+    for col in range(1 - pw % 2, w, 2):  # odd padded columns
+        target[dst + col] = odd[(col + pw) // 2]
+
+
+# ------------------------------------------------------------------------------------------------
+# Drivers: each worker thread its own chunks, start to end
+# ------------------------------------------------------------------------------------------------
+# The 3x3 drivers (ops/conv_winograd.py) run each transform as one parallel Numba kernel over a
+# chunk and share the chunk's products among the threads: 4 parallel launches and 2 joins per
+# chunk, and every buffer written by one core is read by the other. Here each worker thread of
+# ops/blas_threads.py takes a contiguous share of the chunks and does everything for them
+# itself -- transforms (the serial kernels above, which release the GIL), 64 products in a
+# one-thread BLAS, output transform -- so that a chunk's buffers stay in its core's cache and
+# the workers meet once per convolution. Measured (7x7 64->64 on 4x64x96x128, one process,
+# 2026-12-06, ms): forward alone, min of 5: the 3x3 drivers' scheme 134-178, this one 83-108
+# (the stacked row-shift path 113-146, PyTorch 96-102 in the same runs); forward + both
+# gradients, median of 5 interleaved: this one 251-307, the stacked path 355-461, PyTorch
+# 342-346.
+
+F2_7X7 = conv_winograd.Variant(BT, G, AT, ROUNDINGS)
+"""This algorithm for ``conv_winograd``'s NumPy references and ``error_bound``."""
+
+ENABLED = True
+"""Let the numba backend take this path where it applies (tests and benchmarks switch it off
+with ``winograd_7x7(False)``)."""
+
+MIN_CHANNELS = 32
+"""Smallest input and output channel count that takes the path (``MIN_PIXELS_PER_CHANNEL``
+has the measurements)."""
+
+MIN_PIXELS_PER_CHANNEL = 96
+"""Output pixels per image per channel (Ho Wo / max(C, O)) below which the path is not taken.
+Measured 2026-12-06 (forward + both gradients, median of 5 interleaved runs, ms, this path /
+the stacked row-shift path / PyTorch, pixels per channel in brackets): 4x64x96x128 (192) 251 /
+355 / 342; 1x64x96x128 (192) 89 / 95 / 125; 4x64x64x96 (96) 135 / 172 / 191 and, before the
+segments, 173 / 190 / 186; 4x32x64x64 (128) 34 / 49 / 46; 4x64x48x64 (48) 104-125 / 122-123 /
+125; 4x64x56x72 (63) 139 / 143 / 137; 4x64x40x56 (35) 79 / 68 / 94; 4x64x32x48 (24) 68 / 52 /
+66; 2x128x48x64 (24) 238 / 213 / 194; 4x64x24x32 (12) 31 / 25 / 33. Small images make small
+products (a chunk is at most a few tile rows), which BLAS runs slowly; 16 channels lost at
+every size tried (4x16x64x64: 18 / 11), hence ``MIN_CHANNELS``."""
+
+SEGMENTS_PER_WORKER = 4
+"""The chunks are cut into this many runs per worker thread, which the workers take one by one
+as they finish the last: on this machine two threads running the same products took from the
+same to 1.7x the same time (the two cores are not always equally fast), and fixed halves left
+the faster one idle for the difference."""
+
+BUDGET_BYTES = 4 * 2**20
+"""Transformed tiles of one chunk (two (64, channels, tiles) buffers) of one worker stay under
+this many bytes. Measured (forward + both gradients of 4x64x96x128, median of 5 interleaved
+runs, ms): 1 MB 128, 2 MB 104-300, 4 MB 251-289, 8 MB 300-325, 16 MB 373 (the 3x3 drivers'
+budget, before each worker ran its own chunks); 3 and 6 MB tied with 4 in another run. Two
+such buffers are a core's L2 cache (1 MB here) and more: what fits is one chunk's share of
+the 64 products at a time."""
+
+
+@contextmanager
+def winograd_7x7(enabled: bool, min_channels: int | None = None, any_size: bool = False):
+    """Temporarily allow or forbid the path, optionally from ``min_channels`` on and on images of
+    any size (tests use tiny ones)."""
+    global ENABLED, MIN_CHANNELS, MIN_PIXELS_PER_CHANNEL
+    previous = ENABLED, MIN_CHANNELS, MIN_PIXELS_PER_CHANNEL
+    ENABLED = bool(enabled)
+    if min_channels is not None:
+        MIN_CHANNELS = int(min_channels)
+    if any_size:
+        MIN_PIXELS_PER_CHANNEL = 0
+    try:
+        yield
+    finally:
+        ENABLED, MIN_CHANNELS, MIN_PIXELS_PER_CHANNEL = previous
+
+
+def applies(channels, out_channels, kernel, stride, padding, dilation, groups, out_size=None):
+    """True where the numba backend computes the convolution with this file: 7x7, stride 1,
+    padding at most 6, undilated, one group, ``MIN_CHANNELS`` channels or more on both sides
+    and, with the output size (Ho, Wo) given, ``MIN_PIXELS_PER_CHANNEL`` output pixels per
+    image per channel or more."""
+    if out_size is not None:
+        if out_size[0] * out_size[1] < MIN_PIXELS_PER_CHANNEL * max(channels, out_channels):
+            return False
+    return (
+        ENABLED
+        and tuple(kernel) == (7, 7)
+        and tuple(stride) == (1, 1)
+        and max(padding) <= 6
+        and tuple(dilation) == (1, 1)
+        and groups == 1
+        and min(channels, out_channels) >= MIN_CHANNELS
+    )
+
+
+def _plan(n, out_size, channels, itemsize):
+    """(th, tw, chunks): the output's tile rows and columns, and chunks (n0, B, ty0, TR) whose two
+    buffers of ``channels`` rows (the sum of both buffers' rows) fit ``BUDGET_BYTES``."""
+    th, tw = -(-out_size[0] // 2), -(-out_size[1] // 2)
+    tile_bytes = 64 * channels * itemsize
+    return th, tw, conv_chunks.plan_chunks(n, th, tw * tile_bytes, BUDGET_BYTES)
+
+
+def _segments(chunks, th):
+    """The chunks cut into runs of neighbours, about ``SEGMENTS_PER_WORKER`` per worker thread.
+    A cut inside an image (th tile rows) leaves 3 tile rows or more of it on both sides: a
+    padded row lies in 4 tile rows, so that the rows where two segments meet (a seam,
+    ``_DataGradSegment``) are reached by those two segments only."""
+    count = min(len(chunks), SEGMENTS_PER_WORKER * blas_threads.pool()[1])
+    segments, start = [[]], (-1, 0)  # start: (image, tile row) where the current segment began
+    for k, (n0, B, ty0, TR) in enumerate(chunks):
+        due = k * count >= len(segments) * len(chunks)
+        rows_above = ty0 - (start[1] if start[0] == n0 else 0)  # this segment's, in image n0
+        if segments[-1] and due and (ty0 == 0 or (rows_above >= 3 and th - ty0 >= 3)):
+            segments.append([])
+        if not segments[-1]:
+            start = (n0, ty0)
+        segments[-1].append((n0, B, ty0, TR))
+    return segments
+
+
+def _run(segments, begin, do, end=None):
+    """Each worker thread calls ``state = begin()``, then ``do(state, j)`` for the segments j it
+    takes (the next one not yet taken, until none is left), then ``end(state)``."""
+    taken = itertools.count()  # next() on it is atomic: the GIL holds through the C call
+
+    def work(i, workers):
+        state = begin()
+        for j in iter(lambda: next(taken), None):
+            if j >= len(segments):
+                break
+            do(state, j)
+        if end is not None:
+            end(state)
+
+    blas_threads.run(work)
+
+
+def _products(a, b, out):
+    """out[k] = a[k] @ b[k] for the 64 slices, in this thread (its BLAS has one thread)."""
+    for k in range(len(out)):
+        np.matmul(a[k], b[k], out=out[k])
+
+
+def _filter_transform(w):
+    """U (64, O, C) = G w G^T for each filter (``conv_winograd.filter_transform_ref``)."""
+    return conv_winograd.filter_transform_ref(w, F2_7X7)
+
+
+def _padding_of(padding):
+    ph, pw = padding
+    if ph > 6 or pw > 6:  # the tiles read at most 6 columns of padding on either side
+        raise ValueError(f"padding: at most 6 for a 7x7 Winograd convolution, got {padding}")
+    return ph, pw
+
+
+def conv2d_forward(x, w, padding, bias=None):
+    """y (N, O, Ho, Wo) of a 7x7, stride-1, undilated convolution with zero padding
+    ``padding`` = (ph, pw), Ho = H + 2 ph - 6 (the same for Wo)."""
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    (N, C, H, W), O = x.shape, w.shape[0]
+    ph, pw = _padding_of(padding)
+    Ho, Wo = H + 2 * ph - 6, W + 2 * pw - 6
+    th, tw, chunks = _plan(N, (Ho, Wo), C + O, x.itemsize)
+    segments = _segments(chunks, th)
+    u = np.ascontiguousarray(_filter_transform(w))  # (64, O, C)
+    y = np.empty((N, O, Ho, Wo), x.dtype)
+    b = np.zeros(O, x.dtype) if bias is None else np.ascontiguousarray(bias, x.dtype)
+
+    def do(buffers, j):
+        for n0, B, ty0, TR in segments[j]:
+            v, m = buffers.get(B, TR)
+            tiles, P = (B, TR, tw), B * TR * tw
+            input_transform(x, v, tiles, n0, ty0, ph, pw, 1)
+            _products(u, conv_winograd._gemm_view(v, C, P), conv_winograd._gemm_view(m, O, P))
+            output_transform(m, tiles, y, b, n0, ty0, 1)
+
+    _run(segments, lambda: conv_winograd._Buffers(64, chunks, tw, C, O, x.dtype), do)
+    return y
+
+
+class _DataGradSegment:
+    """A segment's part of a data gradient: its chunks' input-transform adjoints in order, a
+    band continuing from the one above it through ``carry``. Where the segment starts inside
+    an image (tile row t0 > 0), padded rows 2 t0 .. 2 t0 + 5 of that image miss the tile rows
+    above it (another segment's) and go to ``seam``; where it ends inside one, its last band's
+    unfinished rows stay in ``carry``. ``_join_seams`` adds the two halves of each seam
+    together into dx."""
+
+    def __init__(self, chunks, th, tw, C, W, dtype):
+        self.chunks, self.th = chunks, th
+        self.carry = np.zeros((C, 6, 2, tw + 3), dtype)
+        n_first, _, t0, _ = chunks[0]
+        self.first_image, self.seam_end = n_first, 2 * t0 + 6 if t0 > 0 else 0
+        self.seam = np.empty((C, 6, W), dtype)
+        self.no_seam = np.empty((C, 6, W), dtype)  # rows below 0: never written
+
+    def adjoint(self, q, tiles, dx, n0, ty0, ph, pw):
+        starts_inside = n0 == self.first_image and self.seam_end > 0
+        seam_end, seam = (self.seam_end, self.seam) if starts_inside else (0, self.no_seam)
+        input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, self.carry, seam_end, seam)
+
+    def leading(self):
+        """(image, first padded row, rows (C, 6, W)) of the seam above this segment, or None."""
+        return (self.first_image, self.seam_end - 6, self.seam) if self.seam_end > 0 else None
+
+    def trailing(self, W, pw):
+        """(image, first padded row, rows (C, 6, W)) this segment leaves unfinished, or None."""
+        n0, _, ty0, TR = self.chunks[-1]
+        if ty0 + TR == self.th:
+            return None
+        C = self.carry.shape[0]
+        padded = np.empty((C, 6, 2 * self.carry.shape[3]), self.carry.dtype)
+        padded[:, :, 0::2], padded[:, :, 1::2] = self.carry[:, :, 0], self.carry[:, :, 1]
+        return n0, 2 * (ty0 + TR), padded[:, :, pw : pw + W]
+
+
+def _join_seams(dx, segments, ph, pw):
+    """dx rows of every seam = the segment above's unfinished rows + the segment below's partial
+    ones (rows outside dx dropped)."""
+    H, W = dx.shape[2:]
+    for above, below in zip(segments, segments[1:]):
+        top = above.trailing(W, pw)
+        if top is None:
+            continue
+        (n, row, rows), (_, _, partial) = top, below.leading()
+        for j in range(6):
+            iy = row + j - ph
+            if 0 <= iy < H:
+                dx[n, :, iy] = rows[:, j] + partial[:, j]
+
+
+def conv2d_data_grad(dy, w, in_size, padding):
+    """dx (N, C, H, W) of ``conv2d_forward`` from dy (N, O, Ho, Wo)."""
+    return _grads(None, dy, w, in_size, padding, need_dw=False)[0]
+
+
+def conv2d_weight_grad(x, dy, padding):
+    """dw (O, C, 7, 7) of ``conv2d_forward`` from x (N, C, H, W) and dy (N, O, Ho, Wo)."""
+    x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
+    (N, C), (O, Ho, Wo) = x.shape[:2], dy.shape[1:]
+    ph, pw = _padding_of(padding)
+    th, tw, chunks = _plan(N, (Ho, Wo), C + O, x.itemsize)
+    segments = _segments(chunks, th)
+    partial_sums = []
+
+    def begin():
+        buffers = conv_winograd._Buffers(64, chunks, tw, C, O, x.dtype)
+        return buffers, np.zeros((64, C, O), x.dtype), np.empty((64, C, O), x.dtype)
+
+    def do(state, j):
+        buffers, s_t, part = state
+        for n0, B, ty0, TR in segments[j]:
+            v, z = buffers.get(B, TR)
+            tiles, P = (B, TR, tw), B * TR * tw
+            input_transform(x, v, tiles, n0, ty0, ph, pw, 1)
+            output_transform_adjoint(dy, z, tiles, n0, ty0, 1)
+            v_cp, z_op = conv_winograd._gemm_view(v, C, P), conv_winograd._gemm_view(z, O, P)
+            _products(v_cp, z_op.transpose(0, 2, 1), part)  # (C, P) @ (P, O)
+            s_t += part
+
+    _run(segments, begin, do, lambda state: partial_sums.append(state[1]))
+    return conv_winograd._filter_transform_adjoint(sum(partial_sums[1:], partial_sums[0]), F2_7X7)
+
+
+def conv2d_grads(x, dy, w, padding):
+    """(dx, dw) of ``conv2d_forward`` in one pass: each chunk's output-gradient transform Z
+    serves both products (as ``conv_winograd.conv2d_grads``)."""
+    return _grads(x, dy, w, x.shape[2:], padding, need_dw=True)
+
+
+def _grads(x, dy, w, in_size, padding, need_dw):
+    """(dx, dw or None): per chunk the output-gradient transform Z, Q = U^T Z and its input
+    transform adjoint into dx, and with ``need_dw`` the input transform V (in Q's buffer, once
+    dx has been taken from it) and V Z^T summed into dw's transform."""
+    dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
+    x = None if x is None else np.ascontiguousarray(x)
+    N, O, Ho, Wo = dy.shape
+    C, (H, W) = w.shape[1], in_size
+    ph, pw = _padding_of(padding)
+    th, tw, chunks = _plan(N, (Ho, Wo), C + O, dy.itemsize)
+    segments = _segments(chunks, th)
+    parts = [_DataGradSegment(chunks, th, tw, C, W, dy.dtype) for chunks in segments]
+    ut = np.ascontiguousarray(_filter_transform(w).transpose(0, 2, 1))  # (64, C, O)
+    dx = np.empty((N, C, H, W), dy.dtype)  # every pixel stored once (seams: once they join)
+    partial_sums = []
+
+    def begin():
+        buffers = conv_winograd._Buffers(64, chunks, tw, O, C, dy.dtype)
+        if not need_dw:
+            return buffers, None, None
+        return buffers, np.zeros((64, C, O), dy.dtype), np.empty((64, C, O), dy.dtype)
+
+    def do(state, j):
+        buffers, s_t, part = state
+        for n0, B, ty0, TR in segments[j]:
+            z, qv = buffers.get(B, TR)  # qv holds Q, then V (both C rows)
+            tiles, P = (B, TR, tw), B * TR * tw
+            z_op, qv_cp = conv_winograd._gemm_view(z, O, P), conv_winograd._gemm_view(qv, C, P)
+            output_transform_adjoint(dy, z, tiles, n0, ty0, 1)
+            _products(ut, z_op, qv_cp)  # (C, O) @ (O, P)
+            parts[j].adjoint(qv, tiles, dx, n0, ty0, ph, pw)
+            if need_dw:
+                input_transform(x, qv, tiles, n0, ty0, ph, pw, 1)
+                _products(qv_cp, z_op.transpose(0, 2, 1), part)  # (C, P) @ (P, O)
+                s_t += part
+
+    _run(segments, begin, do, lambda state: partial_sums.append(state[1]))
+    _join_seams(dx, parts, ph, pw)
+    if not need_dw:
+        return dx, None
+    s_t = sum(partial_sums[1:], partial_sums[0])
+    return dx, conv_winograd._filter_transform_adjoint(s_t, F2_7X7)
