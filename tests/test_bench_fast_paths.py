@@ -31,5 +31,7 @@ def test_quick_run_writes_the_table_and_the_errors(tmp_path):
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
     errors = [float(v) for row in cells for v in row[1:4] if v]
     bounds = [float(row[4]) for row in cells if row[4]]
-    assert len(errors) >= 14 and max(errors) < 1e-4  # float32 paths: all small
-    assert len(bounds) == 3 and max(bounds) < 2e-2  # F2's, F4's and F6's stated bounds: useful
+    assert len(errors) >= 20 and max(errors) < 1e-4  # float32 paths: all small
+    paths = [row[0] for row in cells]
+    assert "Winograd F(2x2,7x7)" in paths and "direct 7x7 (stacked row-shift)" in paths
+    assert len(bounds) == 4 and max(bounds) < 3e-2  # F2, F4, F6, F(2x2,7x7): useful bounds
