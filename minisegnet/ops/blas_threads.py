@@ -23,6 +23,7 @@ one thread, ``pool`` returns no executor and callers run the products in the cal
 
 from __future__ import annotations
 
+import itertools
 import os
 
 ENABLED = True
@@ -75,15 +76,42 @@ def pool():
 
 def run(task):
     """Call ``task(i, workers)`` for i in range(workers) on the pool (in this thread when there
-    is none: ``task(0, 1)``) and wait for all; ``task`` must split its work by i."""
+    is none: ``task(0, 1)``) and wait for all; ``task`` must split its work by i. On the pool,
+    each worker runs BLAS and Numba's parallel kernels on one thread (Numba's thread count is
+    the calling thread's own), so that the workers' kernels do not split again."""
     executor, workers = pool()
     if executor is None:
         task(0, 1)
         return
     lib = _pool[2]
+
+    def one_thread_each(i):
+        import numba
+
+        numba.set_num_threads(1)  # this worker thread's setting only
+        task(i, workers)
+
     previous = lib.openblas_set_num_threads_local(1)  # process-wide: restored below
     try:
-        for job in [executor.submit(task, i, workers) for i in range(workers)]:
+        for job in [executor.submit(one_thread_each, i) for i in range(workers)]:
             job.result()
     finally:
         lib.openblas_set_num_threads_local(previous)
+
+
+def run_each(count, begin, do, end=None):
+    """Items 0 .. count - 1 shared among the workers as they come free: each worker calls
+    ``state = begin()``, then ``do(state, j)`` for every item j it takes (the next one nobody
+    has taken), then ``end(state)``. Fixed shares would leave a fast worker idle while a slow
+    one finishes (the two cores of this machine ran the same products from the same to 1.7x
+    apart)."""
+    taken = itertools.count()  # next() is one C call: atomic under the GIL
+
+    def task(i, workers):
+        state = begin()
+        while (j := next(taken)) < count:
+            do(state, j)
+        if end is not None:
+            end(state)
+
+    run(task)

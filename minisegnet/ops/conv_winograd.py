@@ -677,6 +677,83 @@ def _products(a, b, out):
     blas_threads.run(share)
 
 
+def _products_here(a, b, out):
+    """out[k] = a[k] @ b[k] for the K slices, in this (worker) thread, whose BLAS has one
+    thread."""
+    for k in range(len(out)):
+        np.matmul(a[k], b[k], out=out[k])
+
+
+# ------------------------------------------------------------------------------------------------
+# Two schedules: each worker thread its own chunks, or every kernel over all threads
+# ------------------------------------------------------------------------------------------------
+
+BY_WORKER = True
+"""F4 and F6 run each chunk start to end in one worker thread of ops/blas_threads.py (its
+transforms with one Numba thread, its products with a one-thread BLAS), the workers taking runs
+of chunks as they come free (``blas_threads.run_each``), as ops/conv_winograd_7x7.py does:
+a chunk's buffers stay in its core's cache, and the threads meet once per convolution instead
+of at 2 kernel launches and 1 join per chunk. Measured (forward of 3x3 64->64 on 8x64x128x128,
+median / min of 5 interleaved runs, ms): F6 all threads per kernel 64-82 / 57-58, by worker
+44-73 / 42-44 (PyTorch 79-124 / 78-79); F4 with dilation 2: 81 / 62 against 52 / 49 (PyTorch
+86 / 78). Off (False), or without the pool (one thread, no NumPy OpenBLAS), every kernel runs
+over all threads and the products are shared chunk by chunk (``_products``)."""
+
+WORKER_BUDGET_BYTES = 4 * 2**20
+"""The chunk budget by worker (``BUDGET_BYTES`` overrides it as it does the other): measured
+as above, F6 2 MB 48-57, 4 MB 42-51, 8 MB 52-65, 16 MB 54-55 ms (min-median), and likewise for
+F4 dilated."""
+
+SEGMENTS_PER_WORKER = 4
+"""Runs of neighbouring chunks per worker thread that the workers take in turn."""
+
+
+def _segments(chunks, whole_planes):
+    """The chunks cut into about ``SEGMENTS_PER_WORKER`` runs per worker; with
+    ``whole_planes`` only where a plane (image or sub-grid) starts: F4's and F6's data gradient
+    adds a band's first rows onto the band above it, which must not be another thread's."""
+    count = min(len(chunks), SEGMENTS_PER_WORKER * blas_threads.pool()[1])
+    segments = [[]]
+    for k, chunk in enumerate(chunks):
+        due = k * count >= len(segments) * len(chunks)
+        if segments[-1] and due and (not whole_planes or chunk[2] == 0):
+            segments.append([])
+        segments[-1].append(chunk)
+    return segments
+
+
+def _plan(f, planes, th, tw, tile_bytes, whole_planes=False):
+    """(chunks, segments): segments for the by-worker schedule, or None for the other (F2, no
+    pool, ``BY_WORKER`` off, or fewer whole planes than workers for a data gradient)."""
+    workers = blas_threads.pool()[1]
+    if BY_WORKER and (f is F4 or f is F6) and workers > 1:
+        budget = WORKER_BUDGET_BYTES if BUDGET_BYTES is None else BUDGET_BYTES
+        chunks = conv_chunks.plan_chunks(planes, th, tw * tile_bytes, budget)
+        segments = _segments(chunks, whole_planes)
+        if len(segments) >= workers:
+            return chunks, segments
+    return _chunks(planes, th, tw, tile_bytes), None
+
+
+def _for_each_chunk(chunks, segments, begin, one_chunk, end=None):
+    """``state = begin()``, ``one_chunk(state, chunk, products)`` for every chunk, ``end(state)``:
+    by worker (each worker its own state, its products in its thread) when ``segments`` is given,
+    else in this thread with the products shared among the pool (``_products``)."""
+    if segments is None:
+        state = begin()
+        for chunk in chunks:
+            one_chunk(state, chunk, _products)
+        if end is not None:
+            end(state)
+        return
+
+    def do(state, j):
+        for chunk in segments[j]:
+            one_chunk(state, chunk, _products_here)
+
+    blas_threads.run_each(len(segments), begin, do, end)
+
+
 def _filter_transform(w, f):
     return filter_transform_ref(w, f)  # (K, O, C): small, once per call; NumPy is fast enough
 
@@ -783,20 +860,23 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
     th, tw = _tiles(*plane_out, f.m)
     ut = np.ascontiguousarray(_filter_transform(w, f).transpose(0, 2, 1))  # (K, C, O)
     y = np.empty((N, O, Ho, Wo), x.dtype)
-    chunks = _chunks(planes, th, tw, K * (C + O) * x.itemsize)
-    buffers = _Buffers(K, chunks, tw, C, O, x.dtype)
+    chunks, segments = _plan(f, planes, th, tw, K * (C + O) * x.itemsize)
     b = np.zeros(O, x.dtype) if bias is None else np.ascontiguousarray(bias)
     input_transform, output_transform, _, _, channel_rows = _kernels(f)
-    for n0, B, ty0, TR in chunks:
+
+    def one_chunk(buffers, chunk, products):
+        n0, B, ty0, TR = chunk
         v, m = buffers.get(B, TR)
         tiles = (B, TR, tw)
         input_transform(x, v, tiles, n0, ty0, ph, pw, d)
         P = B * TR * tw
         if channel_rows:  # (O, C) @ (C, P)
-            _products(ut.transpose(0, 2, 1), _gemm_view(v, C, P), _gemm_view(m, O, P))
+            products(ut.transpose(0, 2, 1), _gemm_view(v, C, P), _gemm_view(m, O, P))
         else:  # (P, C) @ (C, O)
-            _products(_gemm_view(v, C, P).transpose(0, 2, 1), ut, _gemm_view(m, P, O))
+            products(_gemm_view(v, C, P).transpose(0, 2, 1), ut, _gemm_view(m, P, O))
         output_transform(m, tiles, y, b, n0, ty0, d)
+
+    _for_each_chunk(chunks, segments, lambda: _Buffers(K, chunks, tw, C, O, x.dtype), one_chunk)
     return y
 
 
@@ -818,20 +898,23 @@ def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
     u = _filter_transform(w, f)  # (K, O, C)
     # F4 and F6 store every pixel of dx once (band by band, in order); F2 adds onto zeros
     dx = (np.zeros if f is F2 else np.empty)((N, C) + tuple(in_size), dy.dtype)
-    chunks = _chunks(planes, th, tw, K * (C + O) * dy.itemsize)
-    buffers = _Buffers(K, chunks, tw, O, C, dy.dtype)
+    chunks, segments = _plan(f, planes, th, tw, K * (C + O) * dy.itemsize, whole_planes=True)
     _, _, output_transform_adjoint, input_transform_adjoint, channel_rows = _kernels(f)
     ut = np.ascontiguousarray(u.transpose(0, 2, 1)) if channel_rows else u
-    for n0, B, ty0, TR in chunks:
+
+    def one_chunk(buffers, chunk, products):
+        n0, B, ty0, TR = chunk
         z, q = buffers.get(B, TR)
         tiles = (B, TR, tw)
         output_transform_adjoint(dy, z, tiles, n0, ty0, d)
         P = B * TR * tw
         if channel_rows:  # (C, O) @ (O, P)
-            _products(ut, _gemm_view(z, O, P), _gemm_view(q, C, P))
+            products(ut, _gemm_view(z, O, P), _gemm_view(q, C, P))
         else:  # (P, O) @ (O, C)
-            _products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(q, P, C))
+            products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(q, P, C))
         input_transform_adjoint(q, tiles, dx, n0, ty0, *padding, d)
+
+    _for_each_chunk(chunks, segments, lambda: _Buffers(K, chunks, tw, O, C, dy.dtype), one_chunk)
     return dx
 
 
@@ -852,23 +935,31 @@ def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
     K = f.a * f.a
     planes, plane_out = _planes(N, x.shape[2:], padding, d, f.r)
     th, tw = _tiles(*plane_out, f.m)
-    chunks = _chunks(planes, th, tw, K * (C + O) * x.itemsize)
-    buffers = _Buffers(K, chunks, tw, C, O, x.dtype)
+    chunks, segments = _plan(f, planes, th, tw, K * (C + O) * x.itemsize)
     input_transform, _, output_transform_adjoint, _, _ = _kernels(f)
-    # Accumulated transposed, S^T = sum V @ Z^T (K, C, O), as ops/conv_engine.py does for its dw.
-    s_t = np.zeros((K, C, O), x.dtype)
-    part = np.empty_like(s_t)
-    for n0, B, ty0, TR in chunks:
+    # Accumulated transposed, S^T = sum V @ Z^T (K, C, O), as ops/conv_engine.py does for its dw;
+    # by worker, one sum per worker, added at the end.
+    sums = []
+
+    def begin():
+        s_t = np.zeros((K, C, O), x.dtype)
+        return _Buffers(K, chunks, tw, C, O, x.dtype), s_t, np.empty_like(s_t)
+
+    def one_chunk(state, chunk, products):
+        buffers, s_t, part = state
+        n0, B, ty0, TR = chunk
         v, z = buffers.get(B, TR)
         tiles = (B, TR, tw)
         input_transform(x, v, tiles, n0, ty0, *padding, d)
         output_transform_adjoint(dy, z, tiles, n0, ty0, d)
         P = B * TR * tw
-        _products(
+        products(
             _gemm_view(v, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part
         )  # (C, P) @ (P, O)
         s_t += part
-    return _filter_transform_adjoint(s_t, f)
+
+    _for_each_chunk(chunks, segments, begin, one_chunk, lambda state: sums.append(state[1]))
+    return _filter_transform_adjoint(sum(sums[1:], sums[0]), f)
 
 
 def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
@@ -894,25 +985,32 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
     th, tw = _tiles(*plane_out, f.m)
     u = _filter_transform(w, f)  # (K, O, C)
     dx = (np.zeros if f is F2 else np.empty)(x.shape, x.dtype)  # as conv2d_data_grad
-    chunks = _chunks(planes, th, tw, K * (C + O) * x.itemsize)
-    buffers = _Buffers(K, chunks, tw, O, C, x.dtype)
+    chunks, segments = _plan(f, planes, th, tw, K * (C + O) * x.itemsize, whole_planes=True)
     input_transform, _, output_transform_adjoint, input_transform_adjoint, channel_rows = _kernels(
         f
     )
     ut = np.ascontiguousarray(u.transpose(0, 2, 1)) if channel_rows else u
-    s_t = np.zeros((K, C, O), x.dtype)
-    part = np.empty_like(s_t)
-    for n0, B, ty0, TR in chunks:
+    sums = []
+
+    def begin():
+        s_t = np.zeros((K, C, O), x.dtype)
+        return _Buffers(K, chunks, tw, O, C, x.dtype), s_t, np.empty_like(s_t)
+
+    def one_chunk(state, chunk, products):
+        buffers, s_t, part = state
+        n0, B, ty0, TR = chunk
         z, qv = buffers.get(B, TR)  # qv holds Q, then V (both C rows)
         tiles = (B, TR, tw)
         output_transform_adjoint(dy, z, tiles, n0, ty0, d)
         P = B * TR * tw
         if channel_rows:  # (C, O) @ (O, P)
-            _products(ut, _gemm_view(z, O, P), _gemm_view(qv, C, P))
+            products(ut, _gemm_view(z, O, P), _gemm_view(qv, C, P))
         else:  # (P, O) @ (O, C)
-            _products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(qv, P, C))
+            products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(qv, P, C))
         input_transform_adjoint(qv, tiles, dx, n0, ty0, *padding, d)
         input_transform(x, qv, tiles, n0, ty0, *padding, d)
-        _products(_gemm_view(qv, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part)
+        products(_gemm_view(qv, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part)
         s_t += part
-    return dx, _filter_transform_adjoint(s_t, f)
+
+    _for_each_chunk(chunks, segments, begin, one_chunk, lambda state: sums.append(state[1]))
+    return dx, _filter_transform_adjoint(sum(sums[1:], sums[0]), f)

@@ -41,7 +41,6 @@ raise on another dilation.
 
 from __future__ import annotations
 
-import itertools
 from contextlib import contextmanager
 
 import numpy as np
@@ -471,23 +470,6 @@ def _segments(chunks, th):
     return segments
 
 
-def _run(segments, begin, do, end=None):
-    """Each worker thread calls ``state = begin()``, then ``do(state, j)`` for the segments j it
-    takes (the next one not yet taken, until none is left), then ``end(state)``."""
-    taken = itertools.count()  # next() on it is atomic: the GIL holds through the C call
-
-    def work(i, workers):
-        state = begin()
-        for j in iter(lambda: next(taken), None):
-            if j >= len(segments):
-                break
-            do(state, j)
-        if end is not None:
-            end(state)
-
-    blas_threads.run(work)
-
-
 def _products(a, b, out):
     """out[k] = a[k] @ b[k] for the 64 slices, in this thread (its BLAS has one thread)."""
     for k in range(len(out)):
@@ -527,7 +509,9 @@ def conv2d_forward(x, w, padding, bias=None):
             _products(u, conv_winograd._gemm_view(v, C, P), conv_winograd._gemm_view(m, O, P))
             output_transform(m, tiles, y, b, n0, ty0, 1)
 
-    _run(segments, lambda: conv_winograd._Buffers(64, chunks, tw, C, O, x.dtype), do)
+    blas_threads.run_each(
+        len(segments), lambda: conv_winograd._Buffers(64, chunks, tw, C, O, x.dtype), do
+    )
     return y
 
 
@@ -611,7 +595,7 @@ def conv2d_weight_grad(x, dy, padding):
             _products(v_cp, z_op.transpose(0, 2, 1), part)  # (C, P) @ (P, O)
             s_t += part
 
-    _run(segments, begin, do, lambda state: partial_sums.append(state[1]))
+    blas_threads.run_each(len(segments), begin, do, lambda state: partial_sums.append(state[1]))
     return conv_winograd._filter_transform_adjoint(sum(partial_sums[1:], partial_sums[0]), F2_7X7)
 
 
@@ -657,7 +641,7 @@ def _grads(x, dy, w, in_size, padding, need_dw):
                 _products(qv_cp, z_op.transpose(0, 2, 1), part)  # (C, P) @ (P, O)
                 s_t += part
 
-    _run(segments, begin, do, lambda state: partial_sums.append(state[1]))
+    blas_threads.run_each(len(segments), begin, do, lambda state: partial_sums.append(state[1]))
     _join_seams(dx, parts, ph, pw)
     if not need_dw:
         return dx, None

@@ -239,7 +239,7 @@ def _store_input_gradient(xf, g, rows, first_row, base, shape, placement, dilati
                         xf[at + step * t] = gi[t]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
     """x (N, C, H, W) -> v[k, c, p] = (B^T d B)[k // 6, k % 6] for every tile p of the chunk
     (one (image, channel) plane per iteration, tiles contiguous; with dilation d the planes
@@ -281,7 +281,7 @@ def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
                     )
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def output_transform(m, tiles, y, bias, n0, ty0, dilation):
     """m[k, o, p] -> y (N, O, Ho, Wo): the 4x4 tiles A^T M A + bias (O,), cut to the output
     (one (image, channel) plane per iteration; with dilation d, one sub-grid of the output, whose
@@ -322,7 +322,7 @@ def output_transform(m, tiles, y, bias, n0, ty0, dilation):
                 _store_output_row(yf, dst, row, add, cols_out, dilation)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
     """dy (N, O, Ho, Wo) -> z[k, o, p] = (A dY A^T)[k // 6, k % 6] (dY read as 0 beyond the
     output; one (image, channel) plane per iteration, or with dilation d one sub-grid of it,
@@ -367,7 +367,7 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
                     )
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, dilation):
     """q[k, c, p] -> dx (N, C, H, W): the sum of B Q B^T over the 6x6 tiles (padding dropped);
     one (image, channel) plane per iteration, its tile rows in order (with dilation d, one

@@ -196,7 +196,7 @@ def _eight_slices(flat, at, spacing, length):
 # ------------------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
     """x (N, C, H, W) -> v[k, c, p] = (B^T d B)[k // 8, k % 8] for every tile p of the chunk (one
     (image, channel) plane, or sub-grid, per iteration): columns first, as in F(4x4)."""
@@ -234,7 +234,7 @@ def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
                     )  # fmt: skip
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def output_transform(m, tiles, y, bias, n0, ty0, dilation):
     """m[k, o, p] -> y (N, O, Ho, Wo): the 6x6 tiles A^T M A + bias (O,), cut to the output (one
     (image, channel) plane, or sub-grid, per iteration): columns first, as in F(4x4)."""
@@ -273,7 +273,7 @@ def output_transform(m, tiles, y, bias, n0, ty0, dilation):
                 _store_output_row(yf, dst, row, add, cols_out, dilation)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
     """dy (N, O, Ho, Wo) -> z[k, o, p] = (A dY A^T)[k // 8, k % 8] (dY read as 0 beyond the
     output; one (image, channel) plane, or sub-grid, per iteration), columns first."""
@@ -315,7 +315,7 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
                     )
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, dilation):
     """q[k, c, p] -> dx (N, C, H, W): the sum of B Q B^T over the 8x8 tiles (padding dropped);
     one (image, channel) plane, or sub-grid, per iteration, its tile rows in order. As in
