@@ -66,3 +66,36 @@ def test_workers_get_one_blas_thread_and_the_process_gets_its_count_back():
         assert count() == 2
     finally:
         lib.openblas_set_num_threads_local(previous)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_run_each_takes_every_item_once_and_keeps_numba_to_one_thread(monkeypatch, enabled):
+    """Each worker begins once, takes items until none is left, and ends once; in the workers
+    Numba's parallel kernels get one thread (the setting is the thread's own: the caller keeps
+    its count)."""
+    import numba
+
+    monkeypatch.setattr(blas_threads, "ENABLED", enabled)
+    workers = blas_threads.pool()[1]
+    caller = numba.get_num_threads()
+    lock = threading.Lock()
+    taken, states, ended = [], [], []
+
+    def begin():
+        state = {"items": [], "numba_threads": numba.get_num_threads()}
+        with lock:
+            states.append(state)
+        return state
+
+    def do(state, j):
+        state["items"].append(j)
+        with lock:
+            taken.append(j)
+
+    blas_threads.run_each(37, begin, do, lambda state: ended.append(state))
+    assert sorted(taken) == list(range(37))
+    assert len(states) == len(ended) == workers
+    assert sorted(j for s in states for j in s["items"]) == list(range(37))
+    expected = 1 if workers > 1 else caller
+    assert all(s["numba_threads"] == expected for s in states)
+    assert numba.get_num_threads() == caller

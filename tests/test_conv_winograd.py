@@ -373,3 +373,51 @@ def test_few_channels_keep_the_direct_path():
         assert not cw.applies(64, 64, (3, 3), (1, 1), (2, 2), 1)
     with cw.winograd(False):
         assert not cw.applies(64, 64, (3, 3), (1, 1), (1, 1), 1)
+
+
+@pytest.mark.parametrize("d", [1, 2])
+@pytest.mark.parametrize("f", [cw.F4, cw.F6], ids=["F4", "F6"])
+def test_by_worker_schedule_equals_the_shared_one(monkeypatch, f, d):
+    """Small chunks make enough runs for the workers (``_plan``): forward, both gradients and
+    each gradient alone by worker, against the schedule that runs every kernel over all
+    threads; the data gradient's runs start where planes (images, sub-grids) start."""
+    from minisegnet.ops import blas_threads
+
+    if blas_threads.pool()[1] < 2:
+        pytest.skip("one worker: the by-worker schedule is never taken")
+    rng = np.random.default_rng(9)
+    x, w = rng.normal(size=(3, 4, 21, 14)), rng.normal(size=(5, 4, 3, 3))
+    pad = (d, d)
+    dy = rng.normal(size=(3, 5, 21, 14))
+
+    def all_four():
+        return (
+            cw.conv2d_forward(x, w, pad, dilation=(d, d), f=f),
+            *cw.conv2d_grads(x, dy, w, pad, (d, d), f=f),
+            cw.conv2d_data_grad(dy, w, (21, 14), pad, (d, d), f=f),
+            cw.conv2d_weight_grad(x, dy, pad, (d, d), f=f),
+        )
+
+    monkeypatch.setattr(cw, "BUDGET_BYTES", 1)  # one tile row per chunk
+    with monkeypatch.context() as m:
+        m.setattr(cw, "BY_WORKER", False)
+        shared = all_four()
+    runs = []
+    real_run_each = blas_threads.run_each
+    monkeypatch.setattr(
+        blas_threads, "run_each", lambda n, *a: runs.append(n) or real_run_each(n, *a)
+    )
+    by_worker = all_four()
+    assert len(runs) == 4 and min(runs) >= blas_threads.pool()[1], runs  # grads: one schedule
+    for a, b in zip(by_worker, shared):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_data_gradient_runs_start_where_planes_start():
+    chunks = [(n, 1, t, 1) for n in range(3) for t in range(5)]
+    for whole_planes in (True, False):
+        segments = cw._segments(chunks, whole_planes)
+        assert [c for s in segments for c in s] == chunks
+        if whole_planes:
+            assert all(s[0][2] == 0 for s in segments)
+    assert len(cw._segments(chunks, False)) > len(cw._segments(chunks, True))
