@@ -229,8 +229,8 @@ def test_path_follows_the_measured_size_rule():
     ``MIN_PIXELS_PER_CHANNEL`` output pixels per image per channel and ``MIN_CHANNELS`` on."""
     geometry = ((7, 7), (1, 1), (3, 3), (1, 1), 1)
     assert w7.applies(64, 64, *geometry, out_size=(96, 128))
-    assert w7.applies(64, 64, *geometry, out_size=(64, 96))  # 96 per channel
-    assert not w7.applies(64, 64, *geometry, out_size=(48, 64))  # 48: the stacked path won
+    assert w7.applies(64, 64, *geometry, out_size=(48, 64))  # 48 per channel
+    assert not w7.applies(64, 64, *geometry, out_size=(24, 32))  # 12: the stacked path won
     assert not w7.applies(3, 64, *geometry, out_size=(96, 128))  # SegNet-Basic's first layer
     assert not w7.applies(16, 16, *geometry, out_size=(64, 64))
     with w7.winograd_7x7(False):

@@ -91,7 +91,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from minisegnet.ops import blas_threads, conv_chunks
+from minisegnet.ops import blas_threads, conv_chunks, gemm_batch
 from minisegnet.ops import conv_winograd_dilated as dilated
 from minisegnet.ops import conv_winograd_f4 as f4
 from minisegnet.ops import conv_winograd_f6 as f6
@@ -667,21 +667,19 @@ def _products(a, b, out):
     falls back to NumPy's own loops: 50x slower). The products are shared among Python threads
     with single-threaded BLAS (ops/blas_threads.py): one join per chunk instead of a thread
     barrier inside every product, which on a loaded machine (each barrier waits for a
-    descheduled thread) made them 3x slower."""
-    k_all = len(out)
+    descheduled thread) made them 3x slower. Each thread's share is one GIL-free call
+    (ops/gemm_batch.py)."""
 
     def share(i, workers):
-        for k in range(i, k_all, workers):
-            np.matmul(a[k], b[k], out=out[k])
+        gemm_batch.products(a[i::workers], b[i::workers], out[i::workers])
 
     blas_threads.run(share)
 
 
 def _products_here(a, b, out):
     """out[k] = a[k] @ b[k] for the K slices, in this (worker) thread, whose BLAS has one
-    thread."""
-    for k in range(len(out)):
-        np.matmul(a[k], b[k], out=out[k])
+    thread: one GIL-free call (ops/gemm_batch.py)."""
+    gemm_batch.products(a, b, out)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from contextlib import contextmanager
 import numpy as np
 from numba import njit
 
-from minisegnet.ops import blas_threads, conv_chunks, conv_winograd
+from minisegnet.ops import blas_threads, conv_chunks, conv_winograd, gemm_batch
 from minisegnet.ops.conv_winograd_f4 import _padded_row
 from minisegnet.ops.conv_winograd_f6 import BT, _b, _bt, _eight_slices
 from minisegnet.ops.conv_winograd_f6 import G as G_3X3
@@ -382,16 +382,17 @@ MIN_CHANNELS = 32
 """Smallest input and output channel count that takes the path (``MIN_PIXELS_PER_CHANNEL``
 has the measurements)."""
 
-MIN_PIXELS_PER_CHANNEL = 96
+MIN_PIXELS_PER_CHANNEL = 32
 """Output pixels per image per channel (Ho Wo / max(C, O)) below which the path is not taken.
-Measured 2026-12-06 (forward + both gradients, median of 5 interleaved runs, ms, this path /
-the stacked row-shift path / PyTorch, pixels per channel in brackets): 4x64x96x128 (192) 251 /
-355 / 342; 1x64x96x128 (192) 89 / 95 / 125; 4x64x64x96 (96) 135 / 172 / 191 and, before the
-segments, 173 / 190 / 186; 4x32x64x64 (128) 34 / 49 / 46; 4x64x48x64 (48) 104-125 / 122-123 /
-125; 4x64x56x72 (63) 139 / 143 / 137; 4x64x40x56 (35) 79 / 68 / 94; 4x64x32x48 (24) 68 / 52 /
-66; 2x128x48x64 (24) 238 / 213 / 194; 4x64x24x32 (12) 31 / 25 / 33. Small images make small
-products (a chunk is at most a few tile rows), which BLAS runs slowly; 16 channels lost at
-every size tried (4x16x64x64: 18 / 11), hence ``MIN_CHANNELS``."""
+Measured 2026-12-06 with the products in one GIL-free call (ops/gemm_batch.py; forward + both
+gradients, median / min of 5 interleaved runs, ms, this path / the stacked row-shift path /
+PyTorch, pixels per channel in brackets): 4x64x96x128 (192) 215 / 357 / 344; 4x64x64x96 (96)
+128 / 176 / 187; 4x32x48x64 (96) 37 / 39 / 47; 4x64x48x64 (48) 74 / 93 / 120; 2x64x48x64 (48)
+60 / 62 / 72; 4x64x32x48 (24) 47 / 49 / 65, minima 37 / 47; 4x64x24x32 (12) 46 / 34 / 38;
+8x64x24x32 (12) 51 / 53 / 69; 4x64x12x16 (3) 20 / 11 / 8. Small images make small products
+(a chunk is a few tile rows at most), which BLAS runs slowly; 16 channels lost (4x16x64x64:
+21 / 17 / 17), hence ``MIN_CHANNELS``. Before the products left np.matmul, the path lost up
+to 48 pixels per channel (4x64x48x64: 104-125 / 122-123 / 125)."""
 
 SEGMENTS_PER_WORKER = 4
 """The chunks are cut into this many runs per worker thread, which the workers take one by one
@@ -471,9 +472,9 @@ def _segments(chunks, th):
 
 
 def _products(a, b, out):
-    """out[k] = a[k] @ b[k] for the 64 slices, in this thread (its BLAS has one thread)."""
-    for k in range(len(out)):
-        np.matmul(a[k], b[k], out=out[k])
+    """out[k] = a[k] @ b[k] for the 64 slices, in this thread (its BLAS has one thread), in one
+    GIL-free call (ops/gemm_batch.py)."""
+    gemm_batch.products(a, b, out)
 
 
 def _filter_transform(w):
