@@ -128,7 +128,8 @@ def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
     Columns first, over the whole row of tiles: u = B^T d combines the 8 input rows pixel by
     pixel, in each half (even, odd columns); then tile tx's row xi of u is
     (ue[tx], uo[tx], ue[tx+1], uo[tx+1], ..., uo[tx+3]), and its 8 values of u B are stored
-    contiguously along the tiles."""
+    contiguously along the tiles. The split rows are kept in a ring of 8: the next tile row
+    reads 6 of them again and loads 2 (padded row 2 ty + i is in slot (2 ty + i) % 8)."""
     _undilated(dilation)
     _, C, H, W = x.shape
     B, TR, tw = tiles
@@ -138,14 +139,27 @@ def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
     for job in range(C * B):
         c, b = job // B, job % B
         base = ((n0 + b) * C + c) * H * W
-        d = np.empty((2, 8, half), x.dtype)  # d[parity, i]: the tile row's 8 padded input rows
+        d = np.empty((2, 8, half), x.dtype)  # d[parity, slot]: the ring of split input rows
         u = np.empty((2, 8, half), x.dtype)  # u = B^T d
         for r in range(TR):
-            for i in range(8):
-                _split_padded_row(xf, base, 2 * (ty0 + r) + i - ph, H, W, pw, d[0, i], d[1, i])
+            top = 2 * (ty0 + r)  # the tile row's first padded row
+            for i in range(0 if r == 0 else 6, 8):
+                slot = (top + i) % 8
+                _split_padded_row(xf, base, top + i - ph, H, W, pw, d[0, slot], d[1, slot])
             for parity in range(2):
-                d0, d1, d2, d3 = d[parity, 0], d[parity, 1], d[parity, 2], d[parity, 3]
-                d4, d5, d6, d7 = d[parity, 4], d[parity, 5], d[parity, 6], d[parity, 7]
+                ring = d[parity]
+                d0, d1, d2, d3 = (
+                    ring[top % 8],
+                    ring[(top + 1) % 8],
+                    ring[(top + 2) % 8],
+                    ring[(top + 3) % 8],
+                )
+                d4, d5, d6, d7 = (
+                    ring[(top + 4) % 8],
+                    ring[(top + 5) % 8],
+                    ring[(top + 6) % 8],
+                    ring[(top + 7) % 8],
+                )
                 u0, u1, u2, u3 = u[parity, 0], u[parity, 1], u[parity, 2], u[parity, 3]
                 u4, u5, u6, u7 = u[parity, 4], u[parity, 5], u[parity, 6], u[parity, 7]
                 for col in range(half):
@@ -394,11 +408,13 @@ PyTorch, pixels per channel in brackets): 4x64x96x128 (192) 215 / 357 / 344; 4x6
 21 / 17 / 17), hence ``MIN_CHANNELS``. Before the products left np.matmul, the path lost up
 to 48 pixels per channel (4x64x48x64: 104-125 / 122-123 / 125)."""
 
-SEGMENTS_PER_WORKER = 4
+SEGMENTS_PER_WORKER = 16
 """The chunks are cut into this many runs per worker thread, which the workers take one by one
 as they finish the last: on this machine two threads running the same products took from the
 same to 1.7x the same time (the two cores are not always equally fast), and fixed halves left
-the faster one idle for the difference."""
+the faster one idle for the difference. Measured (4x64x96x128, the time between the first and
+the last worker finishing, forward / both gradients, three runs, ms): 4 runs per worker 8-12 /
+17-28, 8: 2-14 / 2-14, 16: 0.3-2 / 2-7. A seam costs its 6 rows' sum."""
 
 BUDGET_BYTES = 4 * 2**20
 """Transformed tiles of one chunk (two (64, channels, tiles) buffers) of one worker stay under
@@ -526,11 +542,12 @@ class _DataGradSegment:
 
     def __init__(self, chunks, th, tw, C, W, dtype):
         self.chunks, self.th = chunks, th
-        self.carry = np.zeros((C, 6, 2, tw + 3), dtype)
+        bands = any(TR < th for _, _, _, TR in chunks)
+        self.carry = np.zeros((C, 6, 2, tw + 3) if bands else (1, 6, 2, 1), dtype)
         n_first, _, t0, _ = chunks[0]
         self.first_image, self.seam_end = n_first, 2 * t0 + 6 if t0 > 0 else 0
-        self.seam = np.empty((C, 6, W), dtype)
-        self.no_seam = np.empty((C, 6, W), dtype)  # rows below 0: never written
+        self.seam = np.empty((C, 6, W) if t0 > 0 else (1, 6, 1), dtype)
+        self.no_seam = np.empty((1, 6, 1), dtype)  # for rows at or past 0: never written
 
     def adjoint(self, q, tiles, dx, n0, ty0, ph, pw):
         starts_inside = n0 == self.first_image and self.seam_end > 0
