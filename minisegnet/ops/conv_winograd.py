@@ -85,6 +85,7 @@ on the busy shared machine this was first written on. Rerun: benchmarks/bench_fa
 
 from __future__ import annotations
 
+import itertools
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -642,14 +643,40 @@ class _Buffers:
     transform reads or writes at once fall into the same cache sets, which made the transforms
     3x slower."""
 
-    def __init__(self, k, chunks, tw, rows_a, rows_b, dtype):
+    def __init__(self, k, chunks, tw, rows_a, rows_b, dtype, memory=None):
         self.k, self.tw, self.dtype = k, tw, np.dtype(dtype)
+        self.slice_a, self.slice_b = self._slices(chunks, tw, rows_a, rows_b, self.dtype)
+        nbytes = self.nbytes(k, chunks, tw, rows_a, rows_b, dtype)
+        memory = conv_chunks.scratch_memory(nbytes) if memory is None else memory
+        self.flat = memory[:nbytes].view(self.dtype)
+
+    @staticmethod
+    def _slices(chunks, tw, rows_a, rows_b, dtype):
         tiles = max(B * TR for _, B, _, TR in chunks) * tw
-        pad = 64 // self.dtype.itemsize
-        self.slice_a, self.slice_b = rows_a * tiles + pad, rows_b * tiles + pad
-        nbytes = k * (self.slice_a + self.slice_b) * self.dtype.itemsize
-        memory = conv_chunks.scratch_memory(nbytes)
-        self.flat = memory.view(self.dtype)
+        pad = 64 // dtype.itemsize
+        return rows_a * tiles + pad, rows_b * tiles + pad
+
+    @classmethod
+    def nbytes(cls, k, chunks, tw, rows_a, rows_b, dtype):
+        """The bytes the two buffers take, a whole number of cache lines."""
+        dtype = np.dtype(dtype)
+        slice_a, slice_b = cls._slices(chunks, tw, rows_a, rows_b, dtype)
+        return -(-k * (slice_a + slice_b) * dtype.itemsize // 64) * 64
+
+    @classmethod
+    def for_workers(cls, k, chunks, tw, rows_a, rows_b, dtype):
+        """A function that gives each worker thread that calls it its own buffers, all in the
+        calling thread's kept scratch memory: the workers' own would stay allocated after the
+        call (4 MB each), while the caller's is idle as they run."""
+        nbytes = cls.nbytes(k, chunks, tw, rows_a, rows_b, dtype)
+        memory = conv_chunks.scratch_memory(nbytes * blas_threads.pool()[1])
+        taken = itertools.count()  # next() is atomic under the GIL
+
+        def own():
+            i = next(taken)
+            return cls(k, chunks, tw, rows_a, rows_b, dtype, memory[i * nbytes : (i + 1) * nbytes])
+
+        return own
 
     def get(self, B, TR):
         """The two buffers, (K, slice) each, for a chunk of B images and TR tile rows."""
@@ -754,6 +781,14 @@ def _for_each_chunk(chunks, segments, begin, one_chunk, end=None):
             one_chunk(state, chunk, _products_here)
 
     blas_threads.run_each(len(segments), begin, do, end)
+
+
+def _buffers(segments, k, chunks, tw, rows_a, rows_b, dtype):
+    """``begin`` of the buffers for ``_for_each_chunk``: by worker, each worker its share of the
+    calling thread's scratch memory (``_Buffers.for_workers``); else the caller's buffers."""
+    if segments is None:
+        return lambda: _Buffers(k, chunks, tw, rows_a, rows_b, dtype)
+    return _Buffers.for_workers(k, chunks, tw, rows_a, rows_b, dtype)
 
 
 def _filter_transform(w, f):
@@ -878,7 +913,7 @@ def conv2d_forward(x, w, padding, bias=None, dilation=(1, 1), f=None):
             products(_gemm_view(v, C, P).transpose(0, 2, 1), ut, _gemm_view(m, P, O))
         output_transform(m, tiles, y, b, n0, ty0, d)
 
-    _for_each_chunk(chunks, segments, lambda: _Buffers(K, chunks, tw, C, O, x.dtype), one_chunk)
+    _for_each_chunk(chunks, segments, _buffers(segments, K, chunks, tw, C, O, x.dtype), one_chunk)
     return y
 
 
@@ -916,7 +951,7 @@ def conv2d_data_grad(dy, w, in_size, padding, dilation=(1, 1), f=None):
             products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(q, P, C))
         input_transform_adjoint(q, tiles, dx, n0, ty0, *padding, d)
 
-    _for_each_chunk(chunks, segments, lambda: _Buffers(K, chunks, tw, O, C, dy.dtype), one_chunk)
+    _for_each_chunk(chunks, segments, _buffers(segments, K, chunks, tw, O, C, dy.dtype), one_chunk)
     return dx
 
 
@@ -942,10 +977,11 @@ def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
     # Accumulated transposed, S^T = sum V @ Z^T (K, C, O), as ops/conv_engine.py does for its dw;
     # by worker, one sum per worker, added at the end.
     sums = []
+    buffers = _buffers(segments, K, chunks, tw, C, O, x.dtype)
 
     def begin():
         s_t = np.zeros((K, C, O), x.dtype)
-        return _Buffers(K, chunks, tw, C, O, x.dtype), s_t, np.empty_like(s_t)
+        return buffers(), s_t, np.empty_like(s_t)
 
     def one_chunk(state, chunk, products):
         buffers, s_t, part = state
@@ -993,10 +1029,11 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
     )
     ut = np.ascontiguousarray(u.transpose(0, 2, 1)) if channel_rows else u
     sums = []
+    buffers = _buffers(segments, K, chunks, tw, O, C, x.dtype)
 
     def begin():
         s_t = np.zeros((K, C, O), x.dtype)
-        return _Buffers(K, chunks, tw, O, C, x.dtype), s_t, np.empty_like(s_t)
+        return buffers(), s_t, np.empty_like(s_t)
 
     def one_chunk(state, chunk, products):
         buffers, s_t, part = state

@@ -291,7 +291,7 @@ def input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, carry, seam_end, seam
     leaves its own 6 there unless it ends the image (then all 8 rows are stored). Padded rows
     below ``seam_end`` are stored into ``seam`` (C, 6, W) instead of dx, as rows
     seam_end - 6 .. seam_end - 1: a worker thread that starts in the middle of an image
-    (``_data_grad_share``) lacks the contributions of the tile rows above it to those rows."""
+    (``_grads``) lacks the contributions of the tile rows above it to those rows."""
     _, C, H, W = dx.shape
     B, TR, tw = tiles
     qf, xf = q.reshape(-1), dx.reshape(-1)
@@ -473,7 +473,7 @@ def _segments(chunks, th):
     """The chunks cut into runs of neighbours, about ``SEGMENTS_PER_WORKER`` per worker thread.
     A cut inside an image (th tile rows) leaves 3 tile rows or more of it on both sides: a
     padded row lies in 4 tile rows, so that the rows where two segments meet (a seam,
-    ``_DataGradSegment``) are reached by those two segments only."""
+    ``_grads``) are reached by those two segments only."""
     count = min(len(chunks), SEGMENTS_PER_WORKER * blas_threads.pool()[1])
     segments, start = [[]], (-1, 0)  # start: (image, tile row) where the current segment began
     for k, (n0, B, ty0, TR) in enumerate(chunks):
@@ -527,61 +527,32 @@ def conv2d_forward(x, w, padding, bias=None):
             output_transform(m, tiles, y, b, n0, ty0, 1)
 
     blas_threads.run_each(
-        len(segments), lambda: conv_winograd._Buffers(64, chunks, tw, C, O, x.dtype), do
+        len(segments), conv_winograd._Buffers.for_workers(64, chunks, tw, C, O, x.dtype), do
     )
     return y
 
 
-class _DataGradSegment:
-    """A segment's part of a data gradient: its chunks' input-transform adjoints in order, a
-    band continuing from the one above it through ``carry``. Where the segment starts inside
-    an image (tile row t0 > 0), padded rows 2 t0 .. 2 t0 + 5 of that image miss the tile rows
-    above it (another segment's) and go to ``seam``; where it ends inside one, its last band's
-    unfinished rows stay in ``carry``. ``_join_seams`` adds the two halves of each seam
-    together into dx."""
-
-    def __init__(self, chunks, th, tw, C, W, dtype):
-        self.chunks, self.th = chunks, th
-        bands = any(TR < th for _, _, _, TR in chunks)
-        self.carry = np.zeros((C, 6, 2, tw + 3) if bands else (1, 6, 2, 1), dtype)
-        n_first, _, t0, _ = chunks[0]
-        self.first_image, self.seam_end = n_first, 2 * t0 + 6 if t0 > 0 else 0
-        self.seam = np.empty((C, 6, W) if t0 > 0 else (1, 6, 1), dtype)
-        self.no_seam = np.empty((1, 6, 1), dtype)  # for rows at or past 0: never written
-
-    def adjoint(self, q, tiles, dx, n0, ty0, ph, pw):
-        starts_inside = n0 == self.first_image and self.seam_end > 0
-        seam_end, seam = (self.seam_end, self.seam) if starts_inside else (0, self.no_seam)
-        input_transform_adjoint(q, tiles, dx, n0, ty0, ph, pw, self.carry, seam_end, seam)
-
-    def leading(self):
-        """(image, first padded row, rows (C, 6, W)) of the seam above this segment, or None."""
-        return (self.first_image, self.seam_end - 6, self.seam) if self.seam_end > 0 else None
-
-    def trailing(self, W, pw):
-        """(image, first padded row, rows (C, 6, W)) this segment leaves unfinished, or None."""
-        n0, _, ty0, TR = self.chunks[-1]
-        if ty0 + TR == self.th:
-            return None
-        C = self.carry.shape[0]
-        padded = np.empty((C, 6, 2 * self.carry.shape[3]), self.carry.dtype)
-        padded[:, :, 0::2], padded[:, :, 1::2] = self.carry[:, :, 0], self.carry[:, :, 1]
-        return n0, 2 * (ty0 + TR), padded[:, :, pw : pw + W]
-
-
-def _join_seams(dx, segments, ph, pw):
-    """dx rows of every seam = the segment above's unfinished rows + the segment below's partial
-    ones (rows outside dx dropped)."""
+def _store_carry(dx, n, row, carry, ph, pw):
+    """The unfinished rows a run of bands leaves in ``carry`` (C, 6, 2, tw + 3), padded rows
+    row .. row + 5 of image n split by column parity, stored into dx (rows outside it
+    dropped); the run below adds its partial rows onto them (``_join_seams``)."""
+    C, _, _, half = carry.shape
     H, W = dx.shape[2:]
-    for above, below in zip(segments, segments[1:]):
-        top = above.trailing(W, pw)
-        if top is None:
-            continue
-        (n, row, rows), (_, _, partial) = top, below.leading()
+    rows = np.empty((C, 6, 2 * half), carry.dtype)
+    rows[:, :, 0::2], rows[:, :, 1::2] = carry[:, :, 0], carry[:, :, 1]
+    for j in range(6):
+        if 0 <= row + j - ph < H:
+            dx[n, :, row + j - ph] = rows[:, j, pw : pw + W]
+
+
+def _join_seams(dx, seams, ph):
+    """dx rows of every seam += the partial rows the run below it kept (rows outside dx
+    dropped): seams are (image, first padded row, rows (C, 6, W))."""
+    H = dx.shape[2]
+    for n, row, partial in seams:
         for j in range(6):
-            iy = row + j - ph
-            if 0 <= iy < H:
-                dx[n, :, iy] = rows[:, j] + partial[:, j]
+            if 0 <= row + j - ph < H:
+                dx[n, :, row + j - ph] += partial[:, j]
 
 
 def conv2d_data_grad(dy, w, in_size, padding):
@@ -597,9 +568,10 @@ def conv2d_weight_grad(x, dy, padding):
     th, tw, chunks = _plan(N, (Ho, Wo), C + O, x.itemsize)
     segments = _segments(chunks, th)
     partial_sums = []
+    own_buffers = conv_winograd._Buffers.for_workers(64, chunks, tw, C, O, x.dtype)
 
     def begin():
-        buffers = conv_winograd._Buffers(64, chunks, tw, C, O, x.dtype)
+        buffers = own_buffers()
         return buffers, np.zeros((64, C, O), x.dtype), np.empty((64, C, O), x.dtype)
 
     def do(state, j):
@@ -626,7 +598,14 @@ def conv2d_grads(x, dy, w, padding):
 def _grads(x, dy, w, in_size, padding, need_dw):
     """(dx, dw or None): per chunk the output-gradient transform Z, Q = U^T Z and its input
     transform adjoint into dx, and with ``need_dw`` the input transform V (in Q's buffer, once
-    dx has been taken from it) and V Z^T summed into dw's transform."""
+    dx has been taken from it) and V Z^T summed into dw's transform.
+
+    The data gradient's runs of bands (``_segments``). A band continues the one above it through
+    a worker's ``carry`` (the 6 rows its tile rows have not finished). A run that ends inside an
+    image stores those rows into dx as they are (``_store_carry``); the run below, which starts
+    at tile row t0 of that image, lacks the tile rows above t0 for its padded rows 2 t0 ..
+    2 t0 + 5 and keeps them in a seam of its own instead, added onto dx once every worker has
+    finished (``_join_seams``). So no pixel is written by two threads."""
     dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
     x = None if x is None else np.ascontiguousarray(x)
     N, O, Ho, Wo = dy.shape
@@ -634,33 +613,44 @@ def _grads(x, dy, w, in_size, padding, need_dw):
     ph, pw = _padding_of(padding)
     th, tw, chunks = _plan(N, (Ho, Wo), C + O, dy.itemsize)
     segments = _segments(chunks, th)
-    parts = [_DataGradSegment(chunks, th, tw, C, W, dy.dtype) for chunks in segments]
     ut = np.ascontiguousarray(_filter_transform(w).transpose(0, 2, 1))  # (64, C, O)
-    dx = np.empty((N, C, H, W), dy.dtype)  # every pixel stored once (seams: once they join)
-    partial_sums = []
+    dx = np.empty((N, C, H, W), dy.dtype)  # every pixel stored once (seams: added at the end)
+    partial_sums, seams = [], []
+    own_buffers = conv_winograd._Buffers.for_workers(64, chunks, tw, O, C, dy.dtype)
+    no_seam = np.empty((1, 6, 1), dy.dtype)  # a run starting an image: never written
 
     def begin():
-        buffers = conv_winograd._Buffers(64, chunks, tw, O, C, dy.dtype)
+        carry = np.zeros((C, 6, 2, tw + 3), dy.dtype)
         if not need_dw:
-            return buffers, None, None
-        return buffers, np.zeros((64, C, O), dy.dtype), np.empty((64, C, O), dy.dtype)
+            return own_buffers(), carry, None, None
+        return own_buffers(), carry, np.zeros((64, C, O), dy.dtype), np.empty((64, C, O), dy.dtype)
 
     def do(state, j):
-        buffers, s_t, part = state
+        buffers, carry, s_t, part = state
+        n_first, _, t0, _ = segments[j][0]
+        seam_end, seam = 0, no_seam
+        if t0 > 0:  # starts inside image n_first: its first 6 padded rows go to a seam
+            carry[:] = 0
+            seam_end, seam = 2 * t0 + 6, np.empty((C, 6, W), dy.dtype)
+            seams.append((n_first, 2 * t0, seam))
         for n0, B, ty0, TR in segments[j]:
             z, qv = buffers.get(B, TR)  # qv holds Q, then V (both C rows)
             tiles, P = (B, TR, tw), B * TR * tw
             z_op, qv_cp = conv_winograd._gemm_view(z, O, P), conv_winograd._gemm_view(qv, C, P)
             output_transform_adjoint(dy, z, tiles, n0, ty0, 1)
             _products(ut, z_op, qv_cp)  # (C, O) @ (O, P)
-            parts[j].adjoint(qv, tiles, dx, n0, ty0, ph, pw)
+            in_seam = seam_end if n0 == n_first else 0
+            input_transform_adjoint(qv, tiles, dx, n0, ty0, ph, pw, carry, in_seam, seam)
             if need_dw:
                 input_transform(x, qv, tiles, n0, ty0, ph, pw, 1)
                 _products(qv_cp, z_op.transpose(0, 2, 1), part)  # (C, P) @ (P, O)
                 s_t += part
+        n_last, _, ty_last, tr_last = segments[j][-1]
+        if ty_last + tr_last < th:  # ends inside image n_last
+            _store_carry(dx, n_last, 2 * (ty_last + tr_last), carry, ph, pw)
 
-    blas_threads.run_each(len(segments), begin, do, lambda state: partial_sums.append(state[1]))
-    _join_seams(dx, parts, ph, pw)
+    blas_threads.run_each(len(segments), begin, do, lambda state: partial_sums.append(state[2]))
+    _join_seams(dx, seams, ph)
     if not need_dw:
         return dx, None
     s_t = sum(partial_sums[1:], partial_sums[0])
