@@ -83,3 +83,15 @@ def test_threads_run_products_at_once_and_right():
     for t in threads:
         t.join()
     np.testing.assert_allclose(out, a @ b, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_accumulate_adds_onto_out(dtype):
+    """BLAS's beta = 1 (np.matmul and += where BLAS is not used: int64 here)."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(-3, 4, (4, 5, 6)).astype(dtype)
+    b = rng.integers(-3, 4, (4, 7, 6)).astype(dtype).transpose(0, 2, 1)  # columns contiguous
+    start = rng.integers(-3, 4, (4, 5, 7)).astype(dtype)
+    out = start.copy()
+    gemm_batch.products(a, b, out, accumulate=True)
+    np.testing.assert_array_equal(out, start + a @ b)  # small integers: exact in every dtype

@@ -689,7 +689,7 @@ def _gemm_view(buffer, rows, cols):
     return buffer[:, : rows * cols].reshape(buffer.shape[0], rows, cols)
 
 
-def _products(a, b, out):
+def _products(a, b, out, accumulate=False):
     """out[k] = a[k] @ b[k] for the K slices (np.matmul on the strided (K, ...) stack itself
     falls back to NumPy's own loops: 50x slower). The products are shared among Python threads
     with single-threaded BLAS (ops/blas_threads.py): one join per chunk instead of a thread
@@ -698,15 +698,15 @@ def _products(a, b, out):
     (ops/gemm_batch.py)."""
 
     def share(i, workers):
-        gemm_batch.products(a[i::workers], b[i::workers], out[i::workers])
+        gemm_batch.products(a[i::workers], b[i::workers], out[i::workers], accumulate)
 
     blas_threads.run(share)
 
 
-def _products_here(a, b, out):
-    """out[k] = a[k] @ b[k] for the K slices, in this (worker) thread, whose BLAS has one
-    thread: one GIL-free call (ops/gemm_batch.py)."""
-    gemm_batch.products(a, b, out)
+def _products_here(a, b, out, accumulate=False):
+    """out[k] = a[k] @ b[k] (``accumulate``: +=) for the K slices, in this (worker) thread,
+    whose BLAS has one thread: one GIL-free call (ops/gemm_batch.py)."""
+    gemm_batch.products(a, b, out, accumulate)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -980,21 +980,18 @@ def conv2d_weight_grad(x, dy, padding, dilation=(1, 1), f=None):
     buffers = _buffers(segments, K, chunks, tw, C, O, x.dtype)
 
     def begin():
-        s_t = np.zeros((K, C, O), x.dtype)
-        return buffers(), s_t, np.empty_like(s_t)
+        return buffers(), np.zeros((K, C, O), x.dtype)
 
     def one_chunk(state, chunk, products):
-        buffers, s_t, part = state
+        buffers, s_t = state
         n0, B, ty0, TR = chunk
         v, z = buffers.get(B, TR)
         tiles = (B, TR, tw)
         input_transform(x, v, tiles, n0, ty0, *padding, d)
         output_transform_adjoint(dy, z, tiles, n0, ty0, d)
         P = B * TR * tw
-        products(
-            _gemm_view(v, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part
-        )  # (C, P) @ (P, O)
-        s_t += part
+        v_cp, z_po = _gemm_view(v, C, P), _gemm_view(z, O, P).transpose(0, 2, 1)
+        products(v_cp, z_po, s_t, accumulate=True)  # S^T += (C, P) @ (P, O)
 
     _for_each_chunk(chunks, segments, begin, one_chunk, lambda state: sums.append(state[1]))
     return _filter_transform_adjoint(sum(sums[1:], sums[0]), f)
@@ -1032,11 +1029,10 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
     buffers = _buffers(segments, K, chunks, tw, O, C, x.dtype)
 
     def begin():
-        s_t = np.zeros((K, C, O), x.dtype)
-        return buffers(), s_t, np.empty_like(s_t)
+        return buffers(), np.zeros((K, C, O), x.dtype)
 
     def one_chunk(state, chunk, products):
-        buffers, s_t, part = state
+        buffers, s_t = state
         n0, B, ty0, TR = chunk
         z, qv = buffers.get(B, TR)  # qv holds Q, then V (both C rows)
         tiles = (B, TR, tw)
@@ -1048,8 +1044,8 @@ def conv2d_grads(x, dy, w, padding, dilation=(1, 1), f=None):
             products(_gemm_view(z, O, P).transpose(0, 2, 1), u, _gemm_view(qv, P, C))
         input_transform_adjoint(qv, tiles, dx, n0, ty0, *padding, d)
         input_transform(x, qv, tiles, n0, ty0, *padding, d)
-        products(_gemm_view(qv, C, P), _gemm_view(z, O, P).transpose(0, 2, 1), part)
-        s_t += part
+        v_cp, z_po = _gemm_view(qv, C, P), _gemm_view(z, O, P).transpose(0, 2, 1)
+        products(v_cp, z_po, s_t, accumulate=True)  # S^T += (C, P) @ (P, O)
 
     _for_each_chunk(chunks, segments, begin, one_chunk, lambda state: sums.append(state[1]))
     return dx, _filter_transform_adjoint(sum(sums[1:], sums[0]), f)

@@ -487,10 +487,10 @@ def _segments(chunks, th):
     return segments
 
 
-def _products(a, b, out):
-    """out[k] = a[k] @ b[k] for the 64 slices, in this thread (its BLAS has one thread), in one
-    GIL-free call (ops/gemm_batch.py)."""
-    gemm_batch.products(a, b, out)
+def _products(a, b, out, accumulate=False):
+    """out[k] = a[k] @ b[k] (or +=) for the 64 slices, in this thread (its BLAS has one
+    thread), in one GIL-free call (ops/gemm_batch.py)."""
+    gemm_batch.products(a, b, out, accumulate)
 
 
 def _filter_transform(w):
@@ -571,19 +571,17 @@ def conv2d_weight_grad(x, dy, padding):
     own_buffers = conv_winograd._Buffers.for_workers(64, chunks, tw, C, O, x.dtype)
 
     def begin():
-        buffers = own_buffers()
-        return buffers, np.zeros((64, C, O), x.dtype), np.empty((64, C, O), x.dtype)
+        return own_buffers(), np.zeros((64, C, O), x.dtype)
 
     def do(state, j):
-        buffers, s_t, part = state
+        buffers, s_t = state
         for n0, B, ty0, TR in segments[j]:
             v, z = buffers.get(B, TR)
             tiles, P = (B, TR, tw), B * TR * tw
             input_transform(x, v, tiles, n0, ty0, ph, pw, 1)
             output_transform_adjoint(dy, z, tiles, n0, ty0, 1)
             v_cp, z_op = conv_winograd._gemm_view(v, C, P), conv_winograd._gemm_view(z, O, P)
-            _products(v_cp, z_op.transpose(0, 2, 1), part)  # (C, P) @ (P, O)
-            s_t += part
+            _products(v_cp, z_op.transpose(0, 2, 1), s_t, accumulate=True)  # (C, P) @ (P, O)
 
     blas_threads.run_each(len(segments), begin, do, lambda state: partial_sums.append(state[1]))
     return conv_winograd._filter_transform_adjoint(sum(partial_sums[1:], partial_sums[0]), F2_7X7)
@@ -621,12 +619,10 @@ def _grads(x, dy, w, in_size, padding, need_dw):
 
     def begin():
         carry = np.zeros((C, 6, 2, tw + 3), dy.dtype)
-        if not need_dw:
-            return own_buffers(), carry, None, None
-        return own_buffers(), carry, np.zeros((64, C, O), dy.dtype), np.empty((64, C, O), dy.dtype)
+        return own_buffers(), carry, np.zeros((64, C, O), dy.dtype) if need_dw else None
 
     def do(state, j):
-        buffers, carry, s_t, part = state
+        buffers, carry, s_t = state
         n_first, _, t0, _ = segments[j][0]
         seam_end, seam = 0, no_seam
         if t0 > 0:  # starts inside image n_first: its first 6 padded rows go to a seam
@@ -643,8 +639,7 @@ def _grads(x, dy, w, in_size, padding, need_dw):
             input_transform_adjoint(qv, tiles, dx, n0, ty0, ph, pw, carry, in_seam, seam)
             if need_dw:
                 input_transform(x, qv, tiles, n0, ty0, ph, pw, 1)
-                _products(qv_cp, z_op.transpose(0, 2, 1), part)  # (C, P) @ (P, O)
-                s_t += part
+                _products(qv_cp, z_op.transpose(0, 2, 1), s_t, accumulate=True)  # (C, P) @ (P, O)
         n_last, _, ty_last, tr_last = segments[j][-1]
         if ty_last + tr_last < th:  # ends inside image n_last
             _store_carry(dx, n_last, 2 * (ty_last + tr_last), carry, ph, pw)

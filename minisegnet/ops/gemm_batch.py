@@ -66,26 +66,26 @@ def available(dtype) -> bool:
 
 
 @njit(nogil=True, cache=True)
-def _sgemm_each(count, shape, a, b, c, item):
-    """c[k] = op(a[k]) @ op(b[k]) for k < count, float32; shape = (ta, tb, M, N, K), a, b, c =
-    (pointer, leading dimension, step between matrices in elements)."""
+def _sgemm_each(count, shape, a, b, c, item, beta):
+    """c[k] = op(a[k]) @ op(b[k]) + beta c[k] for k < count, float32; shape = (ta, tb, M, N, K),
+    a, b, c = (pointer, leading dimension, step between matrices in elements)."""
     ta, tb, m, n, depth = shape
-    one, zero = np.float32(1.0), np.float32(0.0)
+    one, beta = np.float32(1.0), np.float32(beta)
     for k in range(count):
         _sgemm(
             ROW_MAJOR, ta, tb, m, n, depth, one, a[0] + item * k * a[2], a[1],
-            b[0] + item * k * b[2], b[1], zero, c[0] + item * k * c[2], c[1],
+            b[0] + item * k * b[2], b[1], beta, c[0] + item * k * c[2], c[1],
         )  # fmt: skip
 
 
 @njit(nogil=True, cache=True)
-def _dgemm_each(count, shape, a, b, c, item):
+def _dgemm_each(count, shape, a, b, c, item, beta):
     """``_sgemm_each`` in float64."""
     ta, tb, m, n, depth = shape
     for k in range(count):
         _dgemm(
             ROW_MAJOR, ta, tb, m, n, depth, 1.0, a[0] + item * k * a[2], a[1],
-            b[0] + item * k * b[2], b[1], 0.0, c[0] + item * k * c[2], c[1],
+            b[0] + item * k * b[2], b[1], beta, c[0] + item * k * c[2], c[1],
         )  # fmt: skip
 
 
@@ -104,9 +104,10 @@ def _operand(m, transposable=True):
     return None
 
 
-def products(a, b, out):
-    """out[k] = a[k] @ b[k] for every k: a (K, M, D), b (K, D, N), out (K, M, N), one dtype.
-    Views are fine where each matrix has contiguous rows or columns (out: rows)."""
+def products(a, b, out, accumulate=False):
+    """out[k] = a[k] @ b[k] for every k (``accumulate``: out[k] += a[k] @ b[k], BLAS's beta = 1,
+    without a temporary): a (K, M, D), b (K, D, N), out (K, M, N), one dtype. Views are fine
+    where each matrix has contiguous rows or columns (out: rows)."""
     if not (a.ndim == b.ndim == out.ndim == 3):
         raise ValueError(
             f"a, b, out: stacks of matrices (3-d) expected, got {a.ndim}, {b.ndim}, {out.ndim}-d"
@@ -121,8 +122,11 @@ def products(a, b, out):
     same = a.dtype == b.dtype == out.dtype
     if not (same and available(a.dtype) and None not in layout and min(out.shape) > 0):
         for k in range(count):
-            np.matmul(a[k], b[k], out=out[k])
+            if accumulate:
+                out[k] += a[k] @ b[k]
+            else:
+                np.matmul(a[k], b[k], out=out[k])
         return
     (ta, pa), (tb, pb), (_, pc) = layout
     each = _sgemm_each if a.dtype == np.float32 else _dgemm_each
-    each(count, (ta, tb, m, b.shape[2], depth), pa, pb, pc, a.itemsize)
+    each(count, (ta, tb, m, b.shape[2], depth), pa, pb, pc, a.itemsize, 1.0 if accumulate else 0.0)
