@@ -235,6 +235,8 @@ def test_path_follows_the_measured_size_rule():
     assert not w7.applies(16, 16, *geometry, out_size=(64, 64))
     with w7.winograd_7x7(False):
         assert not w7.applies(64, 64, *geometry, out_size=(96, 128))
+    with cw.winograd(False):  # every Winograd path off
+        assert not w7.applies(64, 64, *geometry, out_size=(96, 128))
 
 
 def test_padding_beyond_the_tiles_is_refused():

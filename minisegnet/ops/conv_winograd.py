@@ -81,6 +81,14 @@ threads, and chose smaller thresholds; they are superseded.) On a loaded machine
 barrier waits for a descheduled thread, and Winograd has 36 products per chunk: sharing them
 among Python threads with one join per chunk (``_products``) is what made the path usable
 on the busy shared machine this was first written on. Rerun: benchmarks/bench_fast_paths.py.
+
+Schedules. F4 and F6 run by worker (``BY_WORKER``): each worker thread takes runs of chunks and
+does everything for a chunk itself -- transforms on one Numba thread, products in one GIL-free
+BLAS call (ops/gemm_batch.py) -- so that the chunk's buffers stay in its core's cache and the
+threads meet once per convolution; the other schedule (F2, or a data gradient of fewer images
+than threads) runs each transform over all threads and shares each chunk's products. Other
+filter sizes: the NumPy references and ``error_bound`` take any F(m x m, r x r) (``Variant.r``);
+ops/conv_winograd_7x7.py has F(2x2, 7x7) and its own drivers.
 """
 
 from __future__ import annotations

@@ -390,7 +390,8 @@ F2_7X7 = conv_winograd.Variant(BT, G, AT, ROUNDINGS)
 
 ENABLED = True
 """Let the numba backend take this path where it applies (tests and benchmarks switch it off
-with ``winograd_7x7(False)``)."""
+with ``winograd_7x7(False)``; ``conv_winograd.ENABLED = False`` switches off every Winograd
+path, this one too)."""
 
 MIN_CHANNELS = 32
 """Smallest input and output channel count that takes the path (``MIN_PIXELS_PER_CHANNEL``
@@ -452,6 +453,7 @@ def applies(channels, out_channels, kernel, stride, padding, dilation, groups, o
             return False
     return (
         ENABLED
+        and conv_winograd.ENABLED  # the switch for every Winograd path
         and tuple(kernel) == (7, 7)
         and tuple(stride) == (1, 1)
         and max(padding) <= 6
