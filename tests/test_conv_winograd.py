@@ -119,6 +119,38 @@ def test_reference_and_kernels_equal_direct_convolution_in_float64(problem):
                 np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=msg)
 
 
+@settings(max_examples=30, deadline=None)
+@given(problem=problems(), dilation=st.integers(1, 2))
+def test_by_worker_schedule_equals_direct_convolution_in_float64(problem, dilation):
+    """One tile row per chunk: enough runs of chunks for the workers (``_plan``), on drawn
+    shapes, undilated and on the sub-grids of dilation 2."""
+    x, w, bias, padding, _ = problem
+    padding = tuple(p * dilation for p in padding)
+    d = (dilation, dilation)
+    size = x.shape[2:]
+    out = tuple(size[i] + 2 * padding[i] - 2 * dilation for i in range(2))
+    if min(out) < 1:
+        return
+    dy = np.random.default_rng(int(abs(x).sum() * 1e3) % 2**16).normal(
+        size=(x.shape[0], w.shape[0], *out)
+    )
+    geometry = ((1, 1), padding, d, 1)
+    want = (
+        conv._gemm_by_images(x, w, *geometry, bias),
+        conv._data_grad_by_images(dy, w, size, *geometry),
+        conv._weight_grad_by_images(x, dy, (3, 3), *geometry),
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cw, "BUDGET_BYTES", 1)
+        for f in (cw.F4, cw.F6):
+            got = (
+                cw.conv2d_forward(x, w, padding, bias, d, f=f),
+                *cw.conv2d_grads(x, dy, w, padding, d, f=f),
+            )
+            for what, a, b in zip(("y", "dx", "dw"), got, want):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=f"F{f.m} {what}")
+
+
 @settings(max_examples=25, deadline=None)
 @given(problem=problems())
 def test_float32_error_stays_within_the_stated_bound(problem):
