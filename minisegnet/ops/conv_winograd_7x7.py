@@ -376,14 +376,15 @@ def _store_split_row(target, dst, iy, h, w, pw, split):
 # The 3x3 drivers (ops/conv_winograd.py) run each transform as one parallel Numba kernel over a
 # chunk and share the chunk's products among the threads: 4 parallel launches and 2 joins per
 # chunk, and every buffer written by one core is read by the other. Here each worker thread of
-# ops/blas_threads.py takes a contiguous share of the chunks and does everything for them
-# itself -- transforms (the serial kernels above, which release the GIL), 64 products in a
-# one-thread BLAS, output transform -- so that a chunk's buffers stay in its core's cache and
-# the workers meet once per convolution. Measured (7x7 64->64 on 4x64x96x128, one process,
-# 2026-12-06, ms): forward alone, min of 5: the 3x3 drivers' scheme 134-178, this one 83-108
-# (the stacked row-shift path 113-146, PyTorch 96-102 in the same runs); forward + both
-# gradients, median of 5 interleaved: this one 251-307, the stacked path 355-461, PyTorch
-# 342-346.
+# ops/blas_threads.py takes runs of neighbouring chunks as it comes free (``_segments``,
+# ``blas_threads.run_each``) and does everything for them itself -- transforms (the serial
+# kernels above, which release the GIL), the 64 products in one GIL-free BLAS call
+# (ops/gemm_batch.py), output transform -- so that a chunk's buffers stay in its core's cache
+# and the workers meet once per convolution. Measured (7x7 64->64 on 4x64x96x128, one process,
+# 2026-12-06, ms): forward alone, min of 5: the 3x3 drivers' scheme 134-178, each worker its
+# own half of the chunks 83-108 (the stacked row-shift path 113-146, PyTorch 96-102 in the same
+# runs); forward + both gradients, median of 5 interleaved, with the runs and the batched
+# products: 215-242, the stacked path 355-365, PyTorch 334-351.
 
 F2_7X7 = conv_winograd.Variant(BT, G, AT, ROUNDINGS)
 """This algorithm for ``conv_winograd``'s NumPy references and ``error_bound``."""
@@ -420,10 +421,10 @@ the last worker finishing, forward / both gradients, three runs, ms): 4 runs per
 BUDGET_BYTES = 4 * 2**20
 """Transformed tiles of one chunk (two (64, channels, tiles) buffers) of one worker stay under
 this many bytes. Measured (forward + both gradients of 4x64x96x128, median of 5 interleaved
-runs, ms): 1 MB 128, 2 MB 104-300, 4 MB 251-289, 8 MB 300-325, 16 MB 373 (the 3x3 drivers'
-budget, before each worker ran its own chunks); 3 and 6 MB tied with 4 in another run. Two
-such buffers are a core's L2 cache (1 MB here) and more: what fits is one chunk's share of
-the 64 products at a time."""
+runs, ms, before the batched products): 2 MB 104-300, 4 MB 251-289, 8 MB 300-325, 16 MB 373
+(the 3x3 drivers' budget); 3 and 6 MB tied with 4 in another run; with the batched products
+2 MB 213-232, 4 MB 210-215. Smaller chunks make smaller products, which BLAS runs slower;
+larger ones leave the core's caches (L2 1 MB here)."""
 
 
 @contextmanager
