@@ -745,18 +745,26 @@ budget 2 / 4 MB): 4 runs 113 / 113, 8 runs 109 / 115, 16 runs 122 / 117; dilatio
 gets at most that many."""
 
 
+def runs_of_chunks(chunks, per_worker, may_cut):
+    """The chunks cut into about ``per_worker`` runs of neighbours per worker thread, a cut made
+    before a chunk only where ``may_cut(chunk, run so far)`` allows (each driver's rule)."""
+    count = min(len(chunks), per_worker * blas_threads.pool()[1])
+    runs = [[]]
+    for k, chunk in enumerate(chunks):
+        due = k * count >= len(runs) * len(chunks)
+        if runs[-1] and due and may_cut(chunk, runs[-1]):
+            runs.append([])
+        runs[-1].append(chunk)
+    return runs
+
+
 def _segments(chunks, whole_planes):
     """The chunks cut into about ``SEGMENTS_PER_WORKER`` runs per worker; with
     ``whole_planes`` only where a plane (image or sub-grid) starts: F4's and F6's data gradient
     adds a band's first rows onto the band above it, which must not be another thread's."""
-    count = min(len(chunks), SEGMENTS_PER_WORKER * blas_threads.pool()[1])
-    segments = [[]]
-    for k, chunk in enumerate(chunks):
-        due = k * count >= len(segments) * len(chunks)
-        if segments[-1] and due and (not whole_planes or chunk[2] == 0):
-            segments.append([])
-        segments[-1].append(chunk)
-    return segments
+    return runs_of_chunks(
+        chunks, SEGMENTS_PER_WORKER, lambda chunk, _: not whole_planes or chunk[2] == 0
+    )
 
 
 def _plan(f, planes, th, tw, tile_bytes, whole_planes=False):

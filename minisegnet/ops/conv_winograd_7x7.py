@@ -136,11 +136,11 @@ def input_transform(x, v, tiles, n0, ty0, ph, pw, dilation):
     xf, vf = x.reshape(-1), v.reshape(-1)
     stride, P = v.shape[1], B * TR * tw
     half = tw + 3  # the padded row's 2 tw + 6 columns, split in two
+    d = np.empty((2, 8, half), x.dtype)  # d[parity, slot]: the ring of split input rows
+    u = np.empty((2, 8, half), x.dtype)  # u = B^T d
     for job in range(C * B):
         c, b = job // B, job % B
         base = ((n0 + b) * C + c) * H * W
-        d = np.empty((2, 8, half), x.dtype)  # d[parity, slot]: the ring of split input rows
-        u = np.empty((2, 8, half), x.dtype)  # u = B^T d
         for r in range(TR):
             top = 2 * (ty0 + r)  # the tile row's first padded row
             for i in range(0 if r == 0 else 6, 8):
@@ -194,11 +194,11 @@ def output_transform(m, tiles, y, bias, n0, ty0, dilation):
     B, TR, tw = tiles
     mf, yf = m.reshape(-1), y.reshape(-1)
     stride, P = m.shape[1], B * TR * tw
+    s = np.empty((2, 8, tw), y.dtype)  # s[i, nu, tx] = (A^T M)[i, nu] of tile tx
+    even = np.empty(tw, y.dtype)
+    odd = np.empty(tw, y.dtype)
     for job in range(O * B):
         o, b = job // B, job % B
-        s = np.empty((2, 8, tw), y.dtype)  # s[i, nu, tx] = (A^T M)[i, nu] of tile tx
-        even = np.empty(tw, y.dtype)
-        odd = np.empty(tw, y.dtype)
         add = bias[o]
         for r in range(TR):
             out = o * P + (b * TR + r) * tw
@@ -237,10 +237,10 @@ def output_transform_adjoint(dy, z, tiles, n0, ty0, dilation):
     B, TR, tw = tiles
     df, zf = dy.reshape(-1), z.reshape(-1)
     stride, P = z.shape[1], B * TR * tw
+    a = np.empty((2, 2, tw), dy.dtype)  # a[i, parity]: the tile row's 2 gradient rows
+    u = np.empty((8, 2, tw), dy.dtype)  # u = A dY
     for job in range(O * B):
         o, b = job // B, job % B
-        a = np.zeros((2, 2, tw), dy.dtype)  # a[i, parity]: the tile row's 2 gradient rows
-        u = np.empty((8, 2, tw), dy.dtype)  # u = A dY
         for r in range(TR):
             oy = 2 * (ty0 + r)
             for i in range(2):
@@ -477,17 +477,14 @@ def _segments(chunks, th):
     A cut inside an image (th tile rows) leaves 3 tile rows or more of it on both sides: a
     padded row lies in 4 tile rows, so that the rows where two segments meet (a seam,
     ``_grads``) are reached by those two segments only."""
-    count = min(len(chunks), SEGMENTS_PER_WORKER * blas_threads.pool()[1])
-    segments, start = [[]], (-1, 0)  # start: (image, tile row) where the current segment began
-    for k, (n0, B, ty0, TR) in enumerate(chunks):
-        due = k * count >= len(segments) * len(chunks)
-        rows_above = ty0 - (start[1] if start[0] == n0 else 0)  # this segment's, in image n0
-        if segments[-1] and due and (ty0 == 0 or (rows_above >= 3 and th - ty0 >= 3)):
-            segments.append([])
-        if not segments[-1]:
-            start = (n0, ty0)
-        segments[-1].append((n0, B, ty0, TR))
-    return segments
+
+    def may_cut(chunk, run):
+        n0, _, ty0, _ = chunk
+        first_image, _, first_row, _ = run[0]
+        rows_above = ty0 - (first_row if first_image == n0 else 0)  # the run's, in image n0
+        return ty0 == 0 or (rows_above >= 3 and th - ty0 >= 3)
+
+    return conv_winograd.runs_of_chunks(chunks, SEGMENTS_PER_WORKER, may_cut)
 
 
 def _products(a, b, out, accumulate=False):
