@@ -184,7 +184,7 @@ def test_numba_matches_reference(op, data, dtype, budget, row_shift):
     x, w, b = getattr(case, f"{op}_arrays")(dtype)
     expected = run("numpy", op, case, x, w, b)
     shift = conv_engine.row_shift(
-        row_shift is not None, min_kh=2, products=row_shift, min_channels=1
+        row_shift is not None, min_kh=2, products=row_shift, min_channels=1, any_size=True
     )
     with conv_chunks.chunk_bytes(budget), shift:
         actual = run("numba", op, case, x, w, b)
@@ -475,16 +475,56 @@ def _escape(words):
 
 def test_row_shift_path_is_taken_where_it_applies():
     """Vertical stride 1, kh >= ROW_SHIFT_MIN_KH, ROW_SHIFT_MIN_CHANNELS input channels, one
-    group, not 1x1: the row-shift path."""
+    group, not 1x1, and for a kernel of at most ROW_SHIFT_SIZE_RULE_TAPS taps an output of at
+    least ROW_SHIFT_MIN_PIXELS per image: the row-shift path."""
     uses = conv_engine._uses_row_shift
     k, c = max(2, conv_engine.ROW_SHIFT_MIN_KH), conv_engine.ROW_SHIFT_MIN_CHANNELS
-    assert uses((k, 3), (1, 2), (1, 1), 1, c)
-    assert not uses((k, 3), (1, 2), (1, 1), 1, c - 1)  # an RGB-like input: bands
-    assert not uses((k, 3), (2, 1), (1, 1), 1, c)  # vertical stride 2
-    assert not uses((k, 3), (1, 1), (1, 1), 2, c)  # groups
-    assert not uses((1, 1), (1, 1), (0, 0), 1, c)  # pointwise
+    big = (64, 64)
+    assert uses((k, 3), (1, 2), (1, 1), 1, c, big)
+    assert not uses((k, 3), (1, 2), (1, 1), 1, c - 1, big)  # an RGB-like input: bands
+    assert not uses((k, 3), (2, 1), (1, 1), 1, c, big)  # vertical stride 2
+    assert not uses((k, 3), (1, 1), (1, 1), 2, c, big)  # groups
+    assert not uses((1, 1), (1, 1), (0, 0), 1, c, big)  # pointwise
     with conv_engine.row_shift(False):
-        assert not uses((k, 3), (1, 1), (1, 1), 1, c)
+        assert not uses((k, 3), (1, 1), (1, 1), 1, c, big)
+    # small images, small kernels: one product over several images' columns on the band path
+    least = conv_engine.ROW_SHIFT_MIN_PIXELS
+    assert conv_engine.ROW_SHIFT_SIZE_RULE_TAPS >= 16 and least > 1
+    assert uses((3, 3), (1, 1), (1, 1), 1, c, (least, 1))
+    assert not uses((3, 3), (1, 1), (1, 1), 1, c, (least - 1, 1))
+    assert not uses((4, 4), (1, 1), (0, 0), 1, c, (5, 5))  # FCN's fc6 on a small image
+    assert uses((7, 7), (1, 1), (3, 3), 1, c, (8, 8))  # larger kernels: row shifts
+    with conv_engine.row_shift(True, any_size=True):
+        assert uses((3, 3), (1, 1), (1, 1), 1, c, (1, 1))
+    assert not uses((3, 3), (1, 1), (1, 1), 1, c, (1, 1))  # the threshold is back
+
+
+def test_small_images_take_the_band_path(monkeypatch):
+    """A 3x3 convolution on 10x10 images runs its three products on the band path, not the
+    row shifts (conv_row_stack is never called), and equals the row-shift result."""
+    from minisegnet.ops import conv_row_stack, conv_winograd
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 16, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    one, pad = (1, 1), (1, 1)
+    with conv_engine.row_shift(True, any_size=True):
+        expected = conv_engine.conv2d_forward(x, w, one, pad, one, 1, None)
+        expected_dx = conv_engine.conv2d_data_grad(expected, w, (10, 10), one, pad, one, 1)
+        expected_dw = conv_engine.conv2d_weight_grad(x, expected, (3, 3), one, pad, one, 1)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the row-shift path ran on a small image")
+
+    for name in ("conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad"):
+        monkeypatch.setattr(conv_row_stack, name, refuse)
+    with conv_winograd.winograd(False):
+        y = conv_engine.conv2d_forward(x, w, one, pad, one, 1, None)
+        dx = conv_engine.conv2d_data_grad(y, w, (10, 10), one, pad, one, 1)
+        dw = conv_engine.conv2d_weight_grad(x, y, (3, 3), one, pad, one, 1)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dw, expected_dw, rtol=1e-4, atol=1e-2)
 
 
 @pytest.mark.parametrize("budget", [1, 700, 5000, conv_chunks.CHUNK_BYTES])

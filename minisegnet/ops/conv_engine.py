@@ -11,7 +11,8 @@ backend's three products here. Each product takes the first path that applies:
                            dilated ones on the d*d sub-grids (``conv_winograd.DILATED``)
     stride phases          data gradients (transposed convolutions) of stride > 1, kernel a
                            multiple of the stride, one group (``conv_stride_phases``)
-    row shifts             vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group: im2col along
+    row shifts             vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group, for 3x3 an
+                           output of 32x32 or more (ROW_SHIFT_MIN_PIXELS): im2col along
                            the width only, 7x fewer copies for 7x7 (``conv_row_shift``, the
                            readable form: one product per kernel row over shifted views), run
                            as one product of all kernel rows stacked and a shifted sum
@@ -54,7 +55,8 @@ from minisegnet.ops.geometry import conv_output_size_2d
 
 __all__ = [
     "conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "row_shift", "ROW_SHIFT",
-    "ROW_SHIFT_MIN_KH", "ROW_SHIFT_MIN_CHANNELS", "ROW_PRODUCTS", "STACKED_WEIGHT_GRAD_MIN_DEPTH",
+    "ROW_SHIFT_MIN_KH", "ROW_SHIFT_MIN_CHANNELS", "ROW_SHIFT_MIN_PIXELS", "ROW_SHIFT_SIZE_RULE_TAPS",
+    "ROW_PRODUCTS", "STACKED_WEIGHT_GRAD_MIN_DEPTH",
     "conv2d_forward_and_weight_grad",
 ]  # fmt: skip
 
@@ -102,6 +104,26 @@ _GROUP_IMAGES_BELOW = 1024
 """Images with fewer output positions than this are batched into one GEMM (a per-image product
 would be too thin to run BLAS well); larger ones run one image (or one band of rows) at a time."""
 
+ROW_SHIFT_MIN_PIXELS = _GROUP_IMAGES_BELOW
+"""Fewest output positions per image at which a kernel of at most ROW_SHIFT_SIZE_RULE_TAPS taps
+takes the row-shift path. Below it the band path multiplies the columns of several images in
+one product (``_GROUP_IMAGES_BELOW``): for a 3x3 kernel its im2col copies the input only 3x more
+than the width-columns do, and one product of all the images beats the row shifts' per-image
+products and their extra kernel launches. Measured on the 2-core machine (2026-12-06, float32,
+4 images, the two paths interleaved, median of 15, forward + data gradient + weight gradient,
+time on bands / time on row shifts): 3x3 16->16 0.57 on 8x8, 0.69 on 20x20, 0.76 on 28x28,
+1.48 on 32x32; 3x3 64->64 0.62 / 0.84 / 0.95 / 1.18; 3x3 128->128 0.61 / 0.90 / 1.01 / 1.04;
+dilation 2, 64->64, 0.58 on 8x8, 0.66 on 24x24, 1.28 on 32x32; FCN's fc6 (4x4 64->128 on 5x5)
+0.41. One image: 0.44 on 10x10 and 0.81 on 32x32 (3x3 64->64). Small-preset training steps
+against PyTorch, old rule -> this one: FCN-8s 1.16 -> 1.01, DeconvNet 0.85 -> 0.62."""
+
+ROW_SHIFT_SIZE_RULE_TAPS = 16
+"""ROW_SHIFT_MIN_PIXELS applies to kernels of at most this many taps (3x3, 4x4). A 7x7 kernel's
+im2col is 49 copies of the input against 7 for the width-columns, and the row shifts win from
+about 12x12 output pixels on and tie below (bands / row shifts, 7x7 16->16: 0.97 on 8x8, 0.95
+on 12x12, 1.22 on 16x16; 5x5 32->32 0.72 on 8x8, 1.13 on 16x16); in SegNet-Basic's small
+preset taking bands for its 8x8 layers was 3% slower, so larger kernels keep the row shifts."""
+
 
 @contextmanager
 def row_shift(
@@ -109,14 +131,18 @@ def row_shift(
     min_kh: int | None = None,
     products: str | None = None,
     min_channels: int | None = None,
+    any_size: bool = False,
 ):
     """Temporarily allow or forbid the row-shift path, optionally from kernel height ``min_kh``
     and ``min_channels`` input channels on, with ``products`` ("per_row", "stacked" or "auto",
-    see ROW_PRODUCTS) (tests compare every path, on small kernels and few channels too)."""
-    global ROW_SHIFT, ROW_SHIFT_MIN_KH, ROW_PRODUCTS, ROW_SHIFT_MIN_CHANNELS
+    see ROW_PRODUCTS), and (``any_size``) on images of any size (ROW_SHIFT_MIN_PIXELS 0) (tests
+    compare every path, on small kernels, few channels and tiny images too)."""
+    global ROW_SHIFT, ROW_SHIFT_MIN_KH, ROW_PRODUCTS, ROW_SHIFT_MIN_CHANNELS, ROW_SHIFT_MIN_PIXELS
     if products is not None and products not in ("per_row", "stacked", "auto"):
         raise ValueError(f"products must be 'per_row', 'stacked' or 'auto', got {products!r}")
-    previous = ROW_SHIFT, ROW_SHIFT_MIN_KH, ROW_PRODUCTS, ROW_SHIFT_MIN_CHANNELS
+    previous = (
+        ROW_SHIFT, ROW_SHIFT_MIN_KH, ROW_PRODUCTS, ROW_SHIFT_MIN_CHANNELS, ROW_SHIFT_MIN_PIXELS,
+    )  # fmt: skip
     ROW_SHIFT = bool(enabled)
     if min_kh is not None:
         ROW_SHIFT_MIN_KH = int(min_kh)
@@ -124,10 +150,14 @@ def row_shift(
         ROW_PRODUCTS = products
     if min_channels is not None:
         ROW_SHIFT_MIN_CHANNELS = int(min_channels)
+    if any_size:
+        ROW_SHIFT_MIN_PIXELS = 0
     try:
         yield
     finally:
-        ROW_SHIFT, ROW_SHIFT_MIN_KH, ROW_PRODUCTS, ROW_SHIFT_MIN_CHANNELS = previous
+        (
+            ROW_SHIFT, ROW_SHIFT_MIN_KH, ROW_PRODUCTS, ROW_SHIFT_MIN_CHANNELS, ROW_SHIFT_MIN_PIXELS,
+        ) = previous  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -135,8 +165,10 @@ def row_shift(
 # ------------------------------------------------------------------------------------------------
 
 
-def _uses_row_shift(kernel, stride, padding, groups, channels) -> bool:
-    """Whether a convolution over ``channels`` input channels takes the row-shift path."""
+def _uses_row_shift(kernel, stride, padding, groups, channels, out_size) -> bool:
+    """Whether a convolution over ``channels`` input channels with an output of ``out_size``
+    (Ho, Wo) per image takes the row-shift path."""
+    small_kernel = kernel[0] * kernel[1] <= ROW_SHIFT_SIZE_RULE_TAPS
     return (
         ROW_SHIFT
         and stride[0] == 1
@@ -144,6 +176,7 @@ def _uses_row_shift(kernel, stride, padding, groups, channels) -> bool:
         and channels >= ROW_SHIFT_MIN_CHANNELS
         and groups == 1
         and not is_pointwise(kernel, stride, padding)
+        and (not small_kernel or out_size[0] * out_size[1] >= ROW_SHIFT_MIN_PIXELS)
     )
 
 
@@ -172,7 +205,8 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
         x.shape[1], w.shape[0], w.shape[2:], stride, dilation, groups, out_size, x.shape[0]
     ):
         return conv_winograd.conv2d_forward(x, w, padding, bias, dilation)
-    if _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1]):
+    size = conv_output_size_2d(x.shape[2:], w.shape[2:], stride, padding, dilation)
+    if _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1], size):
         module = _row_module("forward", x.shape[1], w.shape[2:])
         return module.conv2d_forward(x, w, stride, padding, dilation, bias)
     return _forward_by_bands(x, w, stride, padding, dilation, groups, bias)
@@ -193,7 +227,7 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
         return conv_winograd.conv2d_data_grad(dy, w, in_size, padding, dilation)
     channels = w.shape[1] * groups
     if _uses_row_shift(
-        kernel, stride, padding, groups, channels
+        kernel, stride, padding, groups, channels, dy.shape[2:]
     ) and conv_row_shift.applies_to_data_grad(kernel, stride, padding, dilation):
         module = _row_module("data_grad", channels, kernel)
         return module.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
@@ -214,7 +248,7 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
         x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:], x.shape[0]
     ):
         return conv_winograd.conv2d_weight_grad(x, dy, padding, dilation)
-    if _uses_row_shift(kernel, stride, padding, groups, x.shape[1]):
+    if _uses_row_shift(kernel, stride, padding, groups, x.shape[1], dy.shape[2:]):
         module = _row_module("weight_grad", x.shape[1], kernel)
         return module.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)
     return _weight_grad_by_bands(x, dy, kernel, stride, padding, dilation, groups)
@@ -235,7 +269,7 @@ def conv2d_forward_and_weight_grad(x, w, g, stride, padding, dilation, groups):
         and not conv_winograd_7x7.applies(
             x.shape[1], w.shape[0], w.shape[2:], stride, padding, dilation, groups, out_size
         )
-        and not _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1])
+        and not _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1], out_size)
     )
     if on_bands:
         return _forward_and_weight_grad_by_bands(x, w, g, stride, padding, dilation, groups)
