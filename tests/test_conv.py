@@ -476,9 +476,15 @@ def _escape(words):
 def test_row_shift_path_is_taken_where_it_applies():
     """Vertical stride 1, kh >= ROW_SHIFT_MIN_KH, ROW_SHIFT_MIN_CHANNELS input channels, one
     group, not 1x1, and for a kernel of at most ROW_SHIFT_SIZE_RULE_TAPS taps an output of at
-    least ROW_SHIFT_MIN_PIXELS per image: the row-shift path."""
-    uses = conv_engine._uses_row_shift
+    least ROW_SHIFT_MIN_PIXELS per image or columns over SMALL_IMAGE_BANDS_MAX_BYTES: the
+    row-shift path."""
     k, c = max(2, conv_engine.ROW_SHIFT_MIN_KH), conv_engine.ROW_SHIFT_MIN_CHANNELS
+
+    def uses(kernel, stride, padding, groups, channels, out_size, n=4, itemsize=4):
+        return conv_engine._uses_row_shift(
+            kernel, stride, padding, groups, channels, out_size, n, itemsize
+        )
+
     big = (64, 64)
     assert uses((k, 3), (1, 2), (1, 1), 1, c, big)
     assert not uses((k, 3), (1, 2), (1, 1), 1, c - 1, big)  # an RGB-like input: bands
@@ -492,8 +498,14 @@ def test_row_shift_path_is_taken_where_it_applies():
     assert conv_engine.ROW_SHIFT_SIZE_RULE_TAPS >= 16 and least > 1
     assert uses((3, 3), (1, 1), (1, 1), 1, c, (least, 1))
     assert not uses((3, 3), (1, 1), (1, 1), 1, c, (least - 1, 1))
-    assert not uses((4, 4), (1, 1), (0, 0), 1, c, (5, 5))  # FCN's fc6 on a small image
+    assert not uses((4, 4), (1, 1), (0, 0), 1, 64, (2, 2))  # FCN's fc6 on a small image
     assert uses((7, 7), (1, 1), (3, 3), 1, c, (8, 8))  # larger kernels: row shifts
+    # ... unless the batch's columns would outgrow SMALL_IMAGE_BANDS_MAX_BYTES (PSPNet's head)
+    cap = conv_engine.SMALL_IMAGE_BANDS_MAX_BYTES
+    fits = cap // (c * 9 * 64 * 4)  # images whose 3x3 columns (c channels, 8x8, float32) fit
+    assert not uses((3, 3), (1, 1), (1, 1), 1, c, (8, 8), n=fits, itemsize=4)
+    assert uses((3, 3), (1, 1), (1, 1), 1, c, (8, 8), n=fits + 1, itemsize=4)
+    assert uses((3, 3), (1, 1), (1, 1), 1, 512, (8, 8), n=4, itemsize=4)
     with conv_engine.row_shift(True, any_size=True):
         assert uses((3, 3), (1, 1), (1, 1), 1, c, (1, 1))
     assert not uses((3, 3), (1, 1), (1, 1), 1, c, (1, 1))  # the threshold is back

@@ -1,6 +1,7 @@
-"""The fused cross-entropy pass (ops/loss_fused.py) against the reference of ops/loss.py: its
-exp, the kernel on hypothesis-drawn problems, and the whole loss through autograd (reductions,
-class weights, ignore_index, dy != 1, a second backward with retain_graph)."""
+"""The vectorised cross-entropy passes (ops/loss_fused.py) against the reference of
+ops/loss.py: their exp, the two kernels on hypothesis-drawn problems, and the whole loss through
+autograd (reductions, class weights, ignore_index, dy != 1, a second backward with
+retain_graph, what the forward keeps)."""
 
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def test_second_backward_with_retained_graph_recomputes_the_gradient():
     assert_matches(x.grad, 2 * first, np.float32, "accumulated dlogits")
 
 
-def test_no_gradient_and_float64_keep_the_two_kernels():
+def test_float64_keeps_the_two_kernels_and_no_gradient_takes_the_forward_pass():
     assert not loss_fused.applies(np.zeros((1, 2), np.float64))
     assert not loss_fused.applies(np.zeros((0, 2), np.float32))
     logits = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
@@ -117,3 +118,19 @@ def test_no_gradient_and_float64_keep_the_two_kernels():
         y = F.cross_entropy(ms.tensor(logits), ms.tensor(np.array([0, 1, 255])))
     ref, w = loss.cross_entropy_forward_ref(logits, np.array([0, 1, 255]), None, 255)
     assert_matches(y.data, ref.sum() / w.sum(), np.float32, "loss")
+
+
+def test_forward_keeps_two_numbers_per_pixel_not_a_gradient():
+    """Between forward and backward the passes keep the max and 1 / softmax sum per pixel
+    ((N, L) each), beside what the readable path keeps; the gradient is made by the backward."""
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(2, 7, 4, 5)).astype(np.float32)
+    y = F.cross_entropy(ms.tensor(logits, requires_grad=True), ms.tensor(np.zeros((2, 4, 5), int)))
+    saved = vars(y.creator.saved)
+    z_max, s_inv = saved["softmax_sums"]
+    assert z_max.shape == s_inv.shape == (2, 20) and z_max.dtype == np.float32
+    np.testing.assert_allclose(z_max, logits.reshape(2, 7, 20).max(axis=1))
+    e = np.exp(logits.reshape(2, 7, 20).astype(np.float64) - z_max[:, None])
+    np.testing.assert_allclose(s_inv, 1 / e.sum(axis=1), rtol=1e-6)
+    logits_sized = [k for k, v in saved.items() if getattr(v, "shape", None) == logits.shape]
+    assert logits_sized == ["logits"]  # the logits the graph holds anyway, no gradient

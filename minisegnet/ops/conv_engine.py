@@ -12,7 +12,8 @@ backend's three products here. Each product takes the first path that applies:
     stride phases          data gradients (transposed convolutions) of stride > 1, kernel a
                            multiple of the stride, one group (``conv_stride_phases``)
     row shifts             vertical stride 1, kh >= ROW_SHIFT_MIN_KH, one group, for 3x3 an
-                           output of 32x32 or more (ROW_SHIFT_MIN_PIXELS): im2col along
+                           output of 32x32 or more (ROW_SHIFT_MIN_PIXELS) or columns over
+                           SMALL_IMAGE_BANDS_MAX_BYTES: im2col along
                            the width only, 7x fewer copies for 7x7 (``conv_row_shift``, the
                            readable form: one product per kernel row over shifted views), run
                            as one product of all kernel rows stacked and a shifted sum
@@ -56,7 +57,7 @@ from minisegnet.ops.geometry import conv_output_size_2d
 __all__ = [
     "conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "row_shift", "ROW_SHIFT",
     "ROW_SHIFT_MIN_KH", "ROW_SHIFT_MIN_CHANNELS", "ROW_SHIFT_MIN_PIXELS", "ROW_SHIFT_SIZE_RULE_TAPS",
-    "ROW_PRODUCTS", "STACKED_WEIGHT_GRAD_MIN_DEPTH",
+    "SMALL_IMAGE_BANDS_MAX_BYTES", "ROW_PRODUCTS", "STACKED_WEIGHT_GRAD_MIN_DEPTH",
     "conv2d_forward_and_weight_grad",
 ]  # fmt: skip
 
@@ -124,6 +125,16 @@ about 12x12 output pixels on and tie below (bands / row shifts, 7x7 16->16: 0.97
 on 12x12, 1.22 on 16x16; 5x5 32->32 0.72 on 8x8, 1.13 on 16x16); in SegNet-Basic's small
 preset taking bands for its 8x8 layers was 3% slower, so larger kernels keep the row shifts."""
 
+SMALL_IMAGE_BANDS_MAX_BYTES = 4 * 2**20
+"""The small images of ROW_SHIFT_MIN_PIXELS take the band path only while the whole batch's
+columns (N*C*kh*kw*Ho*Wo numbers) fit in this; larger ones keep the row shifts, whose
+width-columns are kh times smaller. The band path keeps its columns in the thread's scratch
+memory, which stays allocated: without this bound PSPNet's small preset ran its head (3x3
+512->64 on 4 images of 8x8, 4.7 MB of columns) in 10.5 ms on bands against 13.5 on row shifts,
+and its training step's peak memory rose by 4.4 MB (scratch 1.9 -> 4.5 MB). With it, no small
+preset's peak memory changed; FCN's 3x3 64->64 on 20x20 (3.7 MB) stays on bands (6.5 against
+7.8 ms)."""
+
 
 @contextmanager
 def row_shift(
@@ -165,10 +176,16 @@ def row_shift(
 # ------------------------------------------------------------------------------------------------
 
 
-def _uses_row_shift(kernel, stride, padding, groups, channels, out_size) -> bool:
-    """Whether a convolution over ``channels`` input channels with an output of ``out_size``
-    (Ho, Wo) per image takes the row-shift path."""
-    small_kernel = kernel[0] * kernel[1] <= ROW_SHIFT_SIZE_RULE_TAPS
+def _uses_row_shift(kernel, stride, padding, groups, channels, out_size, n, itemsize) -> bool:
+    """Whether a convolution of ``n`` images over ``channels`` input channels with an output of
+    ``out_size`` (Ho, Wo) per image, ``itemsize`` bytes per number, takes the row-shift path."""
+    pixels = out_size[0] * out_size[1]
+    columns = n * channels * kernel[0] * kernel[1] * pixels * itemsize  # the band path's im2col
+    to_bands = (
+        kernel[0] * kernel[1] <= ROW_SHIFT_SIZE_RULE_TAPS
+        and pixels < ROW_SHIFT_MIN_PIXELS
+        and columns <= SMALL_IMAGE_BANDS_MAX_BYTES
+    )
     return (
         ROW_SHIFT
         and stride[0] == 1
@@ -176,7 +193,7 @@ def _uses_row_shift(kernel, stride, padding, groups, channels, out_size) -> bool
         and channels >= ROW_SHIFT_MIN_CHANNELS
         and groups == 1
         and not is_pointwise(kernel, stride, padding)
-        and (not small_kernel or out_size[0] * out_size[1] >= ROW_SHIFT_MIN_PIXELS)
+        and not to_bands
     )
 
 
@@ -206,7 +223,9 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias):
     ):
         return conv_winograd.conv2d_forward(x, w, padding, bias, dilation)
     size = conv_output_size_2d(x.shape[2:], w.shape[2:], stride, padding, dilation)
-    if _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1], size):
+    if _uses_row_shift(
+        w.shape[2:], stride, padding, groups, x.shape[1], size, x.shape[0], x.dtype.itemsize
+    ):
         module = _row_module("forward", x.shape[1], w.shape[2:])
         return module.conv2d_forward(x, w, stride, padding, dilation, bias)
     return _forward_by_bands(x, w, stride, padding, dilation, groups, bias)
@@ -227,7 +246,7 @@ def conv2d_data_grad(dy, w, in_size, stride, padding, dilation, groups):
         return conv_winograd.conv2d_data_grad(dy, w, in_size, padding, dilation)
     channels = w.shape[1] * groups
     if _uses_row_shift(
-        kernel, stride, padding, groups, channels, dy.shape[2:]
+        kernel, stride, padding, groups, channels, dy.shape[2:], dy.shape[0], dy.dtype.itemsize
     ) and conv_row_shift.applies_to_data_grad(kernel, stride, padding, dilation):
         module = _row_module("data_grad", channels, kernel)
         return module.conv2d_data_grad(dy, w, in_size, stride, padding, dilation)
@@ -248,7 +267,9 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation, groups):
         x.shape[1], dy.shape[1], kernel, stride, dilation, groups, dy.shape[2:], x.shape[0]
     ):
         return conv_winograd.conv2d_weight_grad(x, dy, padding, dilation)
-    if _uses_row_shift(kernel, stride, padding, groups, x.shape[1], dy.shape[2:]):
+    if _uses_row_shift(
+        kernel, stride, padding, groups, x.shape[1], dy.shape[2:], x.shape[0], x.dtype.itemsize
+    ):
         module = _row_module("weight_grad", x.shape[1], kernel)
         return module.conv2d_weight_grad(x, dy, kernel, stride, padding, dilation)
     return _weight_grad_by_bands(x, dy, kernel, stride, padding, dilation, groups)
@@ -269,7 +290,16 @@ def conv2d_forward_and_weight_grad(x, w, g, stride, padding, dilation, groups):
         and not conv_winograd_7x7.applies(
             x.shape[1], w.shape[0], w.shape[2:], stride, padding, dilation, groups, out_size
         )
-        and not _uses_row_shift(w.shape[2:], stride, padding, groups, x.shape[1], out_size)
+        and not _uses_row_shift(
+            w.shape[2:],
+            stride,
+            padding,
+            groups,
+            x.shape[1],
+            out_size,
+            x.shape[0],
+            x.dtype.itemsize,
+        )
     )
     if on_bands:
         return _forward_and_weight_grad_by_bands(x, w, g, stride, padding, dilation, groups)

@@ -230,11 +230,11 @@ class CrossEntropy(Function):
         fused = _fused_impl()
         if fused is not None:  # cuda: one kernel for loss and gradient (cuda/loss.py)
             return self._forward_fused(fused, xp, logits, target, weight, ignore_index, reduction)
-        grad = None
-        if backend.current().name == "numba" and is_grad_enabled() and loss_fused.applies(logits):
-            # One pass for loss and gradient (ops/loss_fused.py); the kernels above otherwise.
-            loss, w_pos, grad = loss_fused.cross_entropy_fused(
-                logits, target, weight, ignore_index, reduction
+        softmax_sums = None
+        if backend.current().name == "numba" and loss_fused.applies(logits):
+            # The vectorised passes of ops/loss_fused.py; the kernels above otherwise.
+            loss, w_pos, softmax_sums = loss_fused.cross_entropy_forward(
+                logits, target, weight, ignore_index
             )
         else:
             loss, w_pos = _impl("cross_entropy_forward")(logits, target, weight, ignore_index)
@@ -246,7 +246,7 @@ class CrossEntropy(Function):
             ignore_index=ignore_index,
             reduction=reduction,
             total_weight=total_weight,
-            grad=grad,
+            softmax_sums=softmax_sums,
         )
         if reduction == "none":
             return loss
@@ -275,16 +275,17 @@ class CrossEntropy(Function):
                 return s.cuda_grad * dy.reshape(dy.shape[:1] + (1,) + dy.shape[1:])
             factor = dy * s.inv_weight if s.reduction == "mean" else dy
             return s.cuda_grad * factor.astype(s.cuda_grad.dtype)
-        if s.grad is not None:  # the fused forward's gradient, handed over once
-            grad, s.grad = s.grad, None
-            return loss_fused.scale_gradient(grad, dy, s.reduction)
         xp = array_module(s.logits)
         dtype = s.logits.dtype
+        if s.reduction == "mean":
+            dy = dy / s.total_weight if s.total_weight > 0 else dy * 0
+        if s.softmax_sums is not None:  # ops/loss_fused.py: one pass from the forward's sums
+            return loss_fused.cross_entropy_backward(
+                s.logits, s.target, s.weight, s.ignore_index, dy, s.softmax_sums
+            )
         if s.reduction == "none":
             scale = dy  # (N[, H, W]), one factor per position
         else:
-            if s.reduction == "mean":
-                dy = dy / s.total_weight if s.total_weight > 0 else dy * 0
             scale = xp.empty(s.target.shape, dtype)
             scale[...] = dy
         scale = xp.ascontiguousarray(scale, dtype=dtype)
