@@ -57,7 +57,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minisegnet.ops import conv_chunks, conv_row_shift
+from minisegnet.ops import conv_chunks, conv_row_shift, gemm_batch
 from minisegnet.ops.conv_chunks import _inside, copy_row
 from minisegnet.ops.geometry import conv_output_size_2d
 
@@ -260,13 +260,17 @@ def conv2d_weight_grad(x, dy, kernel, stride, padding, dilation):
     kh, kw = kernel
     s = _Strip(x.shape, (O, C, kh, kw), stride, padding, dilation, x.dtype, z_blocks=1)
     dwall_t = np.zeros((s.k, s.m), dtype=x.dtype)  # dWall^T, accumulated over the blocks
-    part = np.empty_like(dwall_t)
     for g0, b in s.blocks():
         cols = s.buffer(0, s.k, b)
         width_columns(x, cols, g0, *s.width_args)
         d = s.buffer(1, s.m, b)
         shifted_gradient(dy, d, g0, s.first, s.period, s.kh, s.dh)
-        np.matmul(cols.reshape(s.k, b * s.wo), d.reshape(s.m, b * s.wo).T, out=part)
-        dwall_t += part
+        # dwall_t += cols @ d^T in one BLAS call (beta = 1): no weight-sized temporary
+        gemm_batch.products(
+            cols.reshape(1, s.k, b * s.wo),
+            d.reshape(1, s.m, b * s.wo).transpose(0, 2, 1),
+            dwall_t.reshape(1, s.k, s.m),
+            accumulate=True,
+        )
     # (C*kw, kh*O) -> (C, kw, kh, O) -> (O, C, kh, kw)
     return np.ascontiguousarray(dwall_t.reshape(C, kw, kh, O).transpose(3, 0, 2, 1))
