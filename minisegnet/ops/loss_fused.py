@@ -26,7 +26,7 @@ underflows float32's normal range) it returns 2^-126 * p, so those classes get a
 Memory. Between forward and backward this path keeps 2 numbers per pixel (m and 1/s), 2/C of
 the logits; the gradient is allocated in the backward, as the readable path does. An earlier
 form wrote the gradient in the forward pass itself, while the exponentials were in registers
-(1.0-1.4 ms faster on the case below), but then held it from the forward to the backward:
+(0.6-1.7 ms faster on the case below), but then held it from the forward to the backward:
 PSPNet's auxiliary loss kept its logits-sized gradient through the main branch's whole backward
 (the small preset's peak memory +1.3 MB), and a second backward through a retained graph needed
 the logits kept to recompute it.
