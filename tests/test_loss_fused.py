@@ -98,16 +98,21 @@ def test_all_ignored_gives_zero_loss_and_gradient():
     assert float(y) == 0 and np.all(g == 0)
 
 
-def test_second_backward_with_retained_graph_recomputes_the_gradient():
+@pytest.mark.parametrize("dy", [1.0, 0.4])
+def test_second_backward_with_retained_graph_gives_the_gradient_again(dy):
+    """The backward reads the forward's sums without changing them: two passes through a
+    retained graph give the two-kernel path's gradient twice, for dy = 1 and dy != 1."""
     rng = np.random.default_rng(2)
     logits = rng.normal(size=(2, 5, 4, 4)).astype(np.float32)
     target = rng.integers(0, 5, (2, 4, 4))
+    scale = np.full(target.shape, dy / target.size, np.float32)
+    expected = loss.cross_entropy_backward_ref(logits, target, None, 255, scale)
     x = ms.tensor(logits, requires_grad=True)
-    y = F.cross_entropy(x, ms.tensor(target))
+    y = F.cross_entropy(x, ms.tensor(target)) * dy
     y.backward(retain_graph=True)
-    first = np.array(x.grad)
+    assert_matches(x.grad, expected, np.float32, "dlogits, first pass")
     y.backward()
-    assert_matches(x.grad, 2 * first, np.float32, "accumulated dlogits")
+    assert_matches(x.grad, 2 * expected, np.float32, "accumulated dlogits")
 
 
 def test_float64_keeps_the_two_kernels_and_no_gradient_takes_the_forward_pass():
