@@ -46,7 +46,7 @@ from contextlib import contextmanager
 import numpy as np
 from numba import njit
 
-from minisegnet.ops import blas_threads, conv_chunks, conv_winograd, gemm_batch
+from minisegnet.ops import blas_threads, conv_chunks, conv_winograd
 from minisegnet.ops.conv_winograd_f4 import _padded_row
 from minisegnet.ops.conv_winograd_f6 import BT, _b, _bt, _eight_slices
 from minisegnet.ops.conv_winograd_f6 import G as G_3X3
@@ -487,10 +487,9 @@ def _segments(chunks, th):
     return conv_winograd.runs_of_chunks(chunks, SEGMENTS_PER_WORKER, may_cut)
 
 
-def _products(a, b, out, accumulate=False):
-    """out[k] = a[k] @ b[k] (or +=) for the 64 slices, in this thread (its BLAS has one
-    thread), in one GIL-free call (ops/gemm_batch.py)."""
-    gemm_batch.products(a, b, out, accumulate)
+_products = conv_winograd._products_here
+"""out[k] = a[k] @ b[k] (or +=) for the 64 slices, in this worker thread (its BLAS has one
+thread), in one GIL-free call: the 3x3 drivers' own."""
 
 
 def _filter_transform(w):
